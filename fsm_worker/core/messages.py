@@ -1,0 +1,319 @@
+"""Typed application messages and their one wire format.
+
+Every payload that travels inside a peer message is one of the frozen attrs classes below. `parse_message`
+turns a dict from the wire into a typed message (or raises `ProtocolError` naming the offending field);
+`to_wire` turns a typed message back into exactly the documented JSON shape (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import cattrs
+import cattrs.gen
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 64 * 1024
+
+
+class ProtocolError(ValueError):
+    """A payload that does not follow the wire contract; `field` names the offending part."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _identifier(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise ProtocolError(attribute.name, f"must be 1-{MAX_ID_LENGTH} printable characters")
+
+
+def _bounded_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ProtocolError(attribute.name, f"longer than {MAX_TEXT_LENGTH} characters")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ProtocolError(attribute.name, "must not be negative")
+
+
+def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ProtocolError(attribute.name, "must be between 0 and 1")
+
+
+# --- the messages -------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Message:
+    """Base of every application message; `TYPE` is its `app_message_type`."""
+
+    TYPE: ClassVar[str] = ""
+    #: Fields with a fixed value on the wire (e.g. ``"status": "cancelled"``); written, never read.
+    CONSTANTS: ClassVar[dict[str, Any]] = {}
+    #: Optional fields that are sent as ``null`` rather than left out.
+    KEEP_NULL: ClassVar[frozenset[str]] = frozenset()
+
+
+@attrs.frozen
+class Requirements:
+    """What a job needs from a worker."""
+
+    min_gpu_memory_mb: int = attrs.field(default=0, validator=_non_negative)
+
+
+# Client → worker
+
+
+@attrs.frozen
+class JobRequest(Message):
+    TYPE: ClassVar[str] = "job_request"
+    job_id: str = attrs.field(validator=_identifier)
+    job_type: str = attrs.field(validator=_identifier)
+    config: dict[str, Any] = attrs.field(factory=dict)
+    requirements: Requirements = attrs.field(factory=Requirements)
+    dataset_info: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class JobAssignment(Message):
+    TYPE: ClassVar[str] = "job_assignment"
+    job_id: str = attrs.field(validator=_identifier)
+
+
+@attrs.frozen
+class JobCancel(Message):
+    TYPE: ClassVar[str] = "job_cancel"
+    job_id: str = attrs.field(validator=_identifier)
+
+
+@attrs.frozen
+class JobSync(Message):
+    """Client → worker after a reconnect: replay this job's events numbered above `after_seq`."""
+
+    TYPE: ClassVar[str] = "job_sync"
+    job_id: str = attrs.field(validator=_identifier)
+    after_seq: int = attrs.field(default=0, validator=_non_negative)
+
+
+@attrs.frozen
+class RtcOffer(Message):
+    """Client → worker: an SDP offer for the data channel of `job_id`."""
+
+    TYPE: ClassVar[str] = "rtc_offer"
+    job_id: str = attrs.field(validator=_identifier)
+    sdp: str = attrs.field(validator=_bounded_text)
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+# Worker → client
+
+
+@attrs.frozen
+class JobResponse(Message):
+    TYPE: ClassVar[str] = "job_response"
+    job_id: str = attrs.field(validator=_identifier)
+    accepted: bool
+    estimated_duration_minutes: float | None = None
+    reason: str | None = None
+    details: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class JobCancelled(Message):
+    TYPE: ClassVar[str] = "job_cancelled"
+    CONSTANTS: ClassVar[dict[str, Any]] = {"status": "cancelled", "cleanup_complete": True}
+    job_id: str = attrs.field(validator=_identifier)
+    seq: int | None = None
+
+
+@attrs.frozen
+class ReservationExpired(Message):
+    TYPE: ClassVar[str] = "reservation_expired"
+    job_id: str = attrs.field(validator=_identifier)
+
+
+@attrs.frozen
+class JobStatus(Message):
+    TYPE: ClassVar[str] = "job_status"
+    job_id: str = attrs.field(validator=_identifier)
+    status: str
+    progress: float = attrs.field(validator=_fraction)
+    message: str = attrs.field(validator=_bounded_text)
+    seq: int | None = None
+
+
+@attrs.frozen
+class JobResult:
+    training_duration_minutes: float = attrs.field(validator=_non_negative)
+    model_size_mb: float | None = None
+
+
+@attrs.frozen
+class JobComplete(Message):
+    TYPE: ClassVar[str] = "job_complete"
+    CONSTANTS: ClassVar[dict[str, Any]] = {"status": "completed", "progress": 1.0}
+    job_id: str = attrs.field(validator=_identifier)
+    result: JobResult
+    seq: int | None = None
+
+
+@attrs.frozen
+class JobError:
+    code: str
+    message: str = attrs.field(validator=_bounded_text)
+    recoverable: bool
+
+
+@attrs.frozen
+class JobFailed(Message):
+    TYPE: ClassVar[str] = "job_failed"
+    CONSTANTS: ClassVar[dict[str, Any]] = {"status": "failed"}
+    job_id: str = attrs.field(validator=_identifier)
+    error: JobError
+    seq: int | None = None
+
+
+@attrs.frozen
+class AppError(Message):
+    TYPE: ClassVar[str] = "app_error"
+    KEEP_NULL: ClassVar[frozenset[str]] = frozenset({"job_id"})
+    code: str
+    message: str
+    job_id: str | None = None
+
+
+@attrs.frozen
+class RtcAnswer(Message):
+    TYPE: ClassVar[str] = "rtc_answer"
+    job_id: str = attrs.field(validator=_identifier)
+    sdp: str
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class UnknownMessage:
+    """A well-formed payload whose `app_message_type` this version does not know: its own outcome, not an error."""
+
+    app_message_type: str
+    payload: dict[str, Any]
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        JobRequest,
+        JobAssignment,
+        JobCancel,
+        JobSync,
+        RtcOffer,
+        JobResponse,
+        JobCancelled,
+        ReservationExpired,
+        JobStatus,
+        JobComplete,
+        JobFailed,
+        AppError,
+        RtcAnswer,
+    )
+}
+
+#: Job events carry a per-job sequence number so a client can detect loss and ask for a replay (`job_sync`).
+JOB_EVENT_TYPES = (JobStatus, JobComplete, JobFailed, JobCancelled)
+JobEvent = JobStatus | JobComplete | JobFailed | JobCancelled
+
+
+# --- (de)serialisation ------------------------------------------------------------------------------------------
+
+_converter = cattrs.Converter(forbid_extra_keys=False)
+
+
+def _strict(kind: type) -> Any:
+    def structure(value: object, _: object) -> object:
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _number(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"expected a finite number, got {value!r:.40}")
+    return float(value)
+
+
+for _kind in (str, int, bool, dict):
+    _converter.register_structure_hook(_kind, _strict(_kind))
+_converter.register_structure_hook(float, _number)
+_converter.register_structure_hook_func(lambda kind: kind == dict[str, Any], _strict(dict))
+
+
+def _object_hook(cls: type) -> Any:
+    """Attrs classes are built only from JSON objects (cattrs alone would accept any mapping-like value)."""
+    build = cattrs.gen.make_dict_structure_fn(cls, _converter)
+
+    def structure(value: object, kind: type) -> object:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return build(value, kind)
+
+    return structure
+
+
+_converter.register_structure_hook_factory(attrs.has, _object_hook)
+_converter.register_unstructure_hook_func(lambda kind: typing.get_origin(kind) is tuple, list)
+
+M = TypeVar("M", bound=Message)
+
+
+def _locate(error: BaseException, path: tuple[str, ...] = ()) -> ProtocolError:
+    """Turn a (nested) structuring error into a `ProtocolError` whose field is the dotted path to the culprit."""
+    if isinstance(error, ProtocolError):
+        return ProtocolError(".".join((*path, error.field)), error.message)
+    if isinstance(error, cattrs.ClassValidationError):
+        noted, _ = error.group_exceptions()
+        if noted:
+            inner, note = noted[0]
+            return _locate(inner, (*path, str(note.name)))
+    if isinstance(error, KeyError):
+        return ProtocolError(".".join(path) or "payload", "required field missing")
+    if isinstance(error, cattrs.BaseValidationError) and error.exceptions:
+        return _locate(error.exceptions[0], path)
+    reason = str(error) if isinstance(error, TypeError | ValueError) else "invalid value"
+    return ProtocolError(".".join(path) or "payload", reason)
+
+
+def structure(payload: dict[str, Any], cls: type[M]) -> M:
+    """Build `cls` from a wire dict, or raise `ProtocolError` naming the field."""
+    try:
+        return _converter.structure(payload, cls)
+    except (cattrs.BaseValidationError, ProtocolError) as error:
+        raise _locate(error) from None
+
+
+def parse_message(payload: object) -> Message | UnknownMessage:
+    """One entry point from the wire: a dict → a typed message, `UnknownMessage`, or `ProtocolError`."""
+    if not isinstance(payload, dict):
+        raise ProtocolError("payload", f"expected an object, got {type(payload).__name__}")
+    kind = payload.get("app_message_type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("app_message_type", "missing or not a string")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        return UnknownMessage(kind[:MAX_ID_LENGTH], payload)
+    return structure(payload, cls)
+
+
+def to_wire(message: Message) -> dict[str, Any]:
+    """The message as the documented JSON object: type, constants, then its fields (nulls left out)."""
+    fields: dict[str, Any] = _converter.unstructure(message)
+    body = {key: value for key, value in fields.items() if value is not None or key in message.KEEP_NULL}
+    return {"app_message_type": message.TYPE, **message.CONSTANTS, **body}

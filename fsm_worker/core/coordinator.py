@@ -247,7 +247,7 @@ class JobCoordinator:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `TimerFired` has work to do, or None."""
-        deadlines = [retained.expires_at for retained in self._retained.values()]
+        deadlines = [next(iter(self._retained.values())).expires_at] if self._retained else []
         if self.reservation is not None:
             deadlines.append(self.reservation.deadline)
         if self.current_job is not None and self.phase is RunPhase.AWAITING_INPUTS:
@@ -288,12 +288,13 @@ class JobCoordinator:
         awaiting = job is not None and self.phase is RunPhase.AWAITING_INPUTS
         if job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:
             self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id))
-        for job_id, retained in list(self._retained.items()):
-            if now >= retained.expires_at and retained.files_kept:
-                retained.files_kept = False
+        while self._retained:  # kept in order of expiry: retention is one constant and time only moves on
+            job_id, retained = next(iter(self._retained.items()))
+            if now < retained.expires_at:
+                break
+            del self._retained[job_id]
+            if retained.files_kept:
                 self._out.append(CleanupJob(job_id))
-            if now >= retained.expires_at:
-                del self._retained[job_id]
 
     # --- guards -----------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -38,7 +39,7 @@ def _bounded_text(instance: object, attribute: attrs.Attribute[str], value: str)
         raise ProtocolError(attribute.name, f"longer than {MAX_TEXT_LENGTH} characters")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ProtocolError(attribute.name, "must not be negative")
 
@@ -258,7 +259,7 @@ _converter.register_structure_hook_func(lambda kind: kind == dict[str, Any], _st
 
 def _object_hook(cls: type) -> Any:
     """Attrs classes are built only from JSON objects (cattrs alone would accept any mapping-like value)."""
-    build = cattrs.gen.make_dict_structure_fn(cls, _converter)
+    build: Callable[[Any, type], Any] = cattrs.gen.make_dict_structure_fn(cls, _converter)
 
     def structure(value: object, kind: type) -> object:
         if not isinstance(value, dict):
@@ -269,7 +270,14 @@ def _object_hook(cls: type) -> Any:
 
 
 _converter.register_structure_hook_factory(attrs.has, _object_hook)
-_converter.register_unstructure_hook_func(lambda kind: typing.get_origin(kind) is tuple, list)
+
+
+def _is_tuple(kind: Any) -> bool:
+    origin: object = typing.get_origin(kind)
+    return origin is tuple
+
+
+_converter.register_unstructure_hook_func(_is_tuple, list)
 
 M = TypeVar("M", bound=Message)
 

@@ -1,0 +1,110 @@
+"""Generate `diagrams/` from the coordinator's transition table (`python -m fsm_worker.diagrams`).
+
+- `worker-states.mmd`: the mermaid state diagram of every change of status (drawn by transitions' GraphMachine);
+- `transitions.md`: the whole table, including the rows that keep the status, as markdown;
+- `worker-states.svg`: the same diagram through graphviz, when the `dot` program and the `graphviz` package exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from transitions.extensions import GraphMachine
+
+from fsm_worker.core.coordinator import ANY, TRANSITIONS
+from fsm_worker.core.events import WorkerStatus
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
+TITLE = "fsm_worker: worker status"
+
+
+def _status_changes() -> list[dict[str, Any]]:
+    return [row for row in TRANSITIONS if row["dest"] is not None]
+
+
+def _graph(engine: Literal["mermaid", "graphviz"]) -> Any:
+    model = type("Diagram", (), {})()
+    GraphMachine(
+        model=model,
+        states=WorkerStatus,
+        initial=WorkerStatus.AVAILABLE,
+        transitions=_status_changes(),
+        auto_transitions=False,
+        graph_engine=engine,
+        show_conditions=True,
+        title=TITLE,
+    )
+    return model.get_graph()  # type: ignore[attr-defined]
+
+
+def render_mermaid() -> str:
+    """The mermaid state diagram of every transition that changes the worker's status."""
+    return str(_graph("mermaid").draw(None)).rstrip() + "\n"
+
+
+def _names(value: Any) -> str:
+    if value == ANY:
+        return "any"
+    values = value if isinstance(value, list | tuple) else [value]
+    return ", ".join(item.value for item in values)
+
+
+def render_table() -> str:
+    """Every row of the transition table as markdown, in the order the machine tries them."""
+    lines = [
+        "# Worker transition table",
+        "",
+        "Generated from `fsm_worker/core/coordinator.py` by `python -m fsm_worker.diagrams`; do not edit.",
+        "Rows for one trigger are tried in order; the first whose guards all hold is taken.",
+        "",
+        "| trigger | from | to | guards | action |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in TRANSITIONS:
+        guards = [*row["conditions"], *(f"not {name}" for name in row["unless"])]
+        dest = "(same)" if row["dest"] is None else row["dest"].value
+        lines.append(
+            f"| `{row['trigger']}` | {_names(row['source'])} | {dest} | {', '.join(guards) or '-'} "
+            f"| `{row['after'][0]}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def expected_files() -> dict[str, str]:
+    """The text files `diagrams/` must hold, by name."""
+    return {"worker-states.mmd": render_mermaid(), "transitions.md": render_table()}
+
+
+def write(directory: Path = DEFAULT_DIR) -> list[Path]:
+    """Regenerate the diagrams in `directory`; return the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in expected_files().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    if shutil.which("dot") and importlib.util.find_spec("graphviz"):
+        svg = directory / "worker-states.svg"
+        svg.write_bytes(_graph("graphviz").pipe(format="svg"))
+        written.append(svg)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_DIR, help="directory to write (default: diagrams/)"
+    )
+    args = parser.parse_args(argv)
+    for path in write(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -185,10 +185,13 @@ class JobCoordinator:
         capabilities: WorkerCapabilities,
         config: CoordinatorConfig | None = None,
         estimator: Callable[[JobRequest], float] | None = None,
+        check_config: Callable[[JobRequest], list[str]] | None = None,
     ) -> None:
+        """`estimator` gives a job's duration in minutes; `check_config` lists what is wrong with its config."""
         self.capabilities = capabilities
         self.config = config or CoordinatorConfig()
         self._estimate = estimator or (lambda request: estimate_duration_minutes(request.config))
+        self._check_config = check_config or (lambda request: [])
         self.reservation: Reservation | None = None
         self.current_job: Job | None = None
         self.phase: RunPhase | None = None
@@ -499,7 +502,7 @@ class JobCoordinator:
     # --- helpers ----------------------------------------------------------------------------------------------
 
     def _refusals(self, request: JobRequest) -> list[str]:
-        reasons = self.capabilities.incompatibilities(request)
+        reasons = self.capabilities.incompatibilities(request) or self._check_config(request)
         if request.job_id in self._retained:
             reasons.append(f"job id {request.job_id!r} was already used on this worker")
         return reasons

@@ -15,6 +15,7 @@ from fsm_worker.core.events import (
     CleanupJob,
     Drain,
     InputsReady,
+    PeerMessage,
     RunFailed,
     RunPhase,
     RunProgress,
@@ -507,3 +508,22 @@ def test_drain_with_cancel_while_awaiting_inputs(driver: Driver) -> None:
     out = driver.feed(Drain(cancel_running=True))
     assert sent(out)[0][1]["error"]["code"] == "WORKER_SHUTDOWN"
     assert driver.core.status is AVAILABLE
+
+
+def test_invalid_job_config_is_rejected_as_incompatible() -> None:
+    from fsm_worker.core.coordinator import JobCoordinator
+
+    from .conftest import CAPS, CONFIG
+
+    def check(request: object) -> list[str]:
+        return ["config field 'epochs': must be a positive integer"]
+
+    core = JobCoordinator(CAPS, CONFIG, check_config=check)
+    out = core.handle(
+        PeerMessage("c", {"app_message_type": "job_request", "job_id": "j", "job_type": "train-demo"}), 0
+    )
+    ((_, reply),) = sent(out)
+    assert reply["reason"] == "incompatible" and reply["details"] == [
+        "config field 'epochs': must be a positive integer"
+    ]
+    assert core.status is AVAILABLE

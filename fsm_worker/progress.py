@@ -1,0 +1,53 @@
+"""Rich progress bars for a job: upload, training (progress and the job's latest message), download."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.filesize import decimal
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from fsm_worker.core.messages import JobEvent, JobStatus
+
+
+class JobProgress:
+    """Bars driven by the client's callbacks (`upload`, `event`, `download`); use as a context manager."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("{task.description:<9}"),
+            BarColumn(bar_width=30),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> JobProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def _update(self, name: str, completed: float, total: float, info: str) -> None:
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=total, info=info)
+        self._progress.update(self._tasks[name], completed=completed, total=total, info=info)
+
+    def upload(self, done: int, total: int) -> None:
+        self._update("upload", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")
+
+    def event(self, event: JobEvent) -> None:
+        if isinstance(event, JobStatus):
+            self._update("training", event.progress, 1.0, event.message[:70])
+        else:
+            self._update("training", 1.0, 1.0, event.TYPE)
+
+    def download(self, done: int, total: int) -> None:
+        self._update("download", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")

@@ -131,10 +131,10 @@ TRANSITIONS: list[dict[str, Any]] = [
     # -- deadlines
     _row("lease_expired",  RESERVED,          AVAILABLE, "expire_reservation"),
     _row("inputs_overdue", BUSY,              AVAILABLE, "fail_awaiting_inputs",  when=["awaiting_inputs"]),
-    # -- graceful shutdown
+    # -- graceful shutdown: a job that has not started fails; a running one finishes unless told to stop
     _row("drain",          RESERVED,          AVAILABLE, "release_reservation"),
     _row("drain",          BUSY,              STAY,      "stop_for_shutdown",     when=["cancel_running", "run_in_progress"]),
-    _row("drain",          BUSY,              AVAILABLE, "fail_for_shutdown",     when=["cancel_running"]),
+    _row("drain",          BUSY,              AVAILABLE, "fail_for_shutdown",     when=["awaiting_inputs"]),
     _row("drain",          ANY,               STAY,      "note_draining"),
 ]
 # fmt: on

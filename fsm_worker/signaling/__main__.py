@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", action="append", required=True, help="repeat for several rooms")
     parser.add_argument("--redis", default=None, help="redis://HOST:PORT/DB for scale-out")
     parser.add_argument("--grace", type=float, default=30.0, help="resume grace period in seconds")
+    parser.add_argument("--node-ttl", type=float, default=10.0, help="seconds before a silent node is dead")
     parser.add_argument("--node-id", default=None)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         redis_url=args.redis,
         resume_grace_seconds=args.grace,
+        node_ttl_seconds=args.node_ttl,
         **extra,
     )
 

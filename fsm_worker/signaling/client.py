@@ -73,6 +73,7 @@ class _Outgoing:
     to_peer_id: str
     payload: dict[str, Any]
     future: asyncio.Future[SendResult]
+    queued_at: float = 0.0
 
 
 def metadata_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,6 +117,7 @@ class SignalingClient:
         ack_timeout: float = 5.0,
         backoff_initial: float = 0.25,
         backoff_max: float = 10.0,
+        queued_peer_wait: float = 30.0,
     ) -> None:
         self.url = url
         self.peer_id = peer_id
@@ -128,6 +130,7 @@ class SignalingClient:
         self._on_disconnect = on_disconnect
         self._ack_timeout = ack_timeout
         self._backoff = (backoff_initial, backoff_max)
+        self._queued_peer_wait = queued_peer_wait
         self._sio: socketio.AsyncClient | None = None
         self._up = False
         self._closing = asyncio.Event()
@@ -204,7 +207,7 @@ class SignalingClient:
         )
         if self._closing.is_set():
             return SendResult(SendStatus.REFUSED, ErrorCode.NOT_CONNECTED, "client is closed")
-        if self._up and not self._backlog:
+        if self._up and not any(i.to_peer_id == to_peer_id for i in self._backlog):
             try:
                 ack = await self._call("peer_message", {"to_peer_id": to_peer_id, "payload": item.payload})
             except (_LinkDown, TimeoutError) as exc:
@@ -214,6 +217,7 @@ class SignalingClient:
         self._enqueue(item, "not_connected" if not self._up else "backlog")
         if not self._up:
             return SendResult(SendStatus.QUEUED)
+        self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), self._ack_timeout)
         except TimeoutError:
@@ -418,6 +422,7 @@ class SignalingClient:
         return SendResult(SendStatus.REFUSED, ErrorCode.INTERNAL_ERROR, f"unexpected ack {ack!r}")
 
     def _enqueue(self, item: _Outgoing, reason: str) -> None:
+        item.queued_at = asyncio.get_running_loop().time()
         bisect.insort(self._backlog, item, key=lambda i: i.seq)
         level = logging.DEBUG if reason == "backlog" else logging.ERROR
         log_event(
@@ -426,23 +431,37 @@ class SignalingClient:
         )  # fmt: skip
 
     async def _flush_loop(self) -> None:
+        """Send the backlog in order per destination; a target that is not (yet) back is retried for a while."""
+        retry: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), retry)
             self._wake.clear()
-            while self._up and self._backlog:
-                item = self._backlog[0]
+            retry = None
+            blocked: set[str] = set()
+            for item in list(self._backlog):
+                if not self._up:
+                    break
+                if item.to_peer_id in blocked:
+                    continue
                 body = {"to_peer_id": item.to_peer_id, "payload": item.payload}
                 try:
                     ack = await self._call("peer_message", body)
                 except _LinkDown:
                     break
                 except TimeoutError:
-                    await asyncio.sleep(min(self._ack_timeout, 1.0))
-                    self._wake.set()
-                    break
+                    blocked.add(item.to_peer_id)
+                    retry = 1.0
+                    continue
+                result = self._result(ack)
+                waited = loop.time() - item.queued_at
+                if result.code == ErrorCode.PEER_NOT_FOUND and waited < self._queued_peer_wait:
+                    blocked.add(item.to_peer_id)  # the target may still be reconnecting
+                    retry = min(retry or 0.25, 0.25)
+                    continue
                 with contextlib.suppress(ValueError):
                     self._backlog.remove(item)
-                result = self._result(ack)
                 if result.status is SendStatus.REFUSED:
                     log_event(
                         log, logging.ERROR, "queued_send_refused", peer_id=self.peer_id,

@@ -85,7 +85,8 @@ def parse_filters(args: tuple[Any, ...], *, max_bytes: int) -> Filters:
     tags = raw.get("tags")
     if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
         raise ProtocolError(code, "filters.tags must be a list of strings")
-    props = raw.get("properties") or {}
+    props = raw.get("properties")
+    props = {} if props is None else props
     if not isinstance(props, dict):
         raise ProtocolError(code, "filters.properties must be a JSON object")
     for key, cond in props.items():

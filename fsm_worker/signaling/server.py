@@ -139,11 +139,15 @@ class SignalingServer:
         closing = [
             ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in self._websockets
         ]
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await asyncio.gather(*closing, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.sio.eio.disconnect()  # anything left (e.g. long-polling clients)
+                while self.sio.eio.sockets:  # let Engine.IO notice and run the disconnect handlers
+                    await asyncio.sleep(0.01)
+        if self.sio.eio.sockets:  # anything left (e.g. long-polling clients)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.sio.eio.disconnect()
         await self.sio.shutdown()
         await self.registry.close()
 

@@ -11,13 +11,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import redis.asyncio as aioredis
+import socketio
 
+from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.signaling.config import ServerConfig
 from fsm_worker.signaling.server import RunningServer, start_server
 
@@ -167,3 +169,62 @@ async def start_server_process(
             proc.kill()
             await proc.wait()
         raise
+
+
+# -- test-side helpers ------------------------------------------------------------------------------------------
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@attrs.define
+class ServerInfo:
+    """A running in-process server as the ``signaling_server`` fixture yields it."""
+
+    url: str
+    token: str
+    running: RunningServer
+
+
+class Inbox:
+    """A ``on_peer_message`` callback collecting deliveries; ``await inbox.next()`` waits for one."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def __call__(self, from_peer_id: str, payload: dict[str, Any]) -> None:
+        self.queue.put_nowait((from_peer_id, payload))
+
+    async def next(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, dict[str, Any]]:
+        """The next delivered ``(from_peer_id, payload)``."""
+        async with asyncio.timeout(timeout):
+            return await self.queue.get()
+
+
+ClientFactory = Callable[..., Awaitable[tuple[SignalingClient, Inbox]]]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Poll ``predicate`` until true (raises TimeoutError)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def raw_client(
+    url: str, auth: Any, timeout: float = DEFAULT_TIMEOUT
+) -> AsyncIterator[socketio.AsyncClient]:
+    """A bare python-socketio client (no validation on our side), for hostile-input tests."""
+    sio = socketio.AsyncClient(reconnection=False)
+    async with asyncio.timeout(timeout):
+        await sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
+    try:
+        yield sio
+    finally:
+        async with asyncio.timeout(timeout):
+            await sio.disconnect()
+
+
+def auth_for(token: str, peer_id: str, role: str = "client", **extra: Any) -> dict[str, Any]:
+    """A valid connect auth dict."""
+    return {"token": token, "peer_id": peer_id, "role": role, "metadata": {}, **extra}

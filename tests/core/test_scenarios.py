@@ -502,10 +502,11 @@ def test_client_cancel_during_shutdown_stop_is_acknowledged_as_a_cancel(driver: 
     assert sent(out)[0][1]["app_message_type"] == "job_cancelled"
 
 
-def test_drain_with_cancel_while_awaiting_inputs(driver: Driver) -> None:
+@pytest.mark.parametrize("cancel_running", [False, True])
+def test_drain_fails_a_job_still_awaiting_inputs(driver: Driver, cancel_running: bool) -> None:
     driver.request()
     driver.assign()
-    out = driver.feed(Drain(cancel_running=True))
+    out = driver.feed(Drain(cancel_running=cancel_running))
     assert sent(out)[0][1]["error"]["code"] == "WORKER_SHUTDOWN"
     assert driver.core.status is AVAILABLE
 

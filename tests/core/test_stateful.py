@@ -185,9 +185,9 @@ class Reference:
             out = [(self.res["client"], "reservation_expired")]
             self.res, self.status = None, "available"
             return out
+        if self.cur and self.cur["phase"] == "inputs":
+            return self.finish(now, "job_failed", files=False)
         if self.cur and cancel:
-            if self.cur["phase"] == "inputs":
-                return self.finish(now, "job_failed", files=False)
             first = self.cur["phase"] != "stopping"
             self.cur["phase"] = "stopping"
             self.cur["stop"] = self.cur["stop"] or "shutdown"

@@ -10,9 +10,15 @@ import pytest
 import socketio
 
 from fsm_worker.signaling.client import SendStatus, SignalingClient, SignalingError
-from fsm_worker.signaling.testing import loopback_config, running_server
-
-from .conftest import TIMEOUT, ClientFactory, ServerInfo, auth_for, raw_client
+from fsm_worker.signaling.testing import DEFAULT_TIMEOUT as TIMEOUT
+from fsm_worker.signaling.testing import (
+    ClientFactory,
+    ServerInfo,
+    auth_for,
+    loopback_config,
+    raw_client,
+    running_server,
+)
 
 WORKER_MD = {
     "tags": ["gpu", "cuda12"],
@@ -21,10 +27,13 @@ WORKER_MD = {
 
 
 async def test_healthz(signaling_server: ServerInfo) -> None:
-    async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession() as session:
-        async with session.get(f"{signaling_server.url}/healthz") as resp:
-            assert resp.status == 200
-            assert (await resp.json())["ok"] is True
+    async with (
+        asyncio.timeout(TIMEOUT),
+        aiohttp.ClientSession() as session,
+        session.get(f"{signaling_server.url}/healthz") as resp,
+    ):
+        assert resp.status == 200
+        assert (await resp.json())["ok"] is True
 
 
 async def test_routing_and_peer_not_found(signaling_server: ServerInfo, make_client: ClientFactory) -> None:
@@ -109,7 +118,9 @@ async def test_wrong_token_is_refused(signaling_server: ServerInfo) -> None:
     assert not client.connected
 
 
-async def test_live_peer_id_cannot_be_stolen(signaling_server: ServerInfo, make_client: ClientFactory) -> None:
+async def test_live_peer_id_cannot_be_stolen(
+    signaling_server: ServerInfo, make_client: ClientFactory
+) -> None:
     s = signaling_server
     worker, inbox = await make_client(s.url, s.token, "w1", "worker")
     thief = SignalingClient(s.url, s.token, "w1", "worker")
@@ -195,7 +206,9 @@ async def test_discovery_filters(signaling_server: ServerInfo, make_client: Clie
     assert info.value.code == "INVALID_FILTER"
 
 
-async def test_metadata_merge_delete_and_replace(signaling_server: ServerInfo, make_client: ClientFactory) -> None:
+async def test_metadata_merge_delete_and_replace(
+    signaling_server: ServerInfo, make_client: ClientFactory
+) -> None:
     s = signaling_server
     worker, _ = await make_client(s.url, s.token, "w1", "worker", WORKER_MD)
     client, _ = await make_client(s.url, s.token, "c1")

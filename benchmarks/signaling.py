@@ -1,0 +1,199 @@
+"""Signaling benchmark: peer_message round trip and routed throughput, ours vs a bare python-socketio relay.
+
+Every server runs in its own process (so the clients do not share its event loop); one node, and two nodes
+sharing a private redis-server. Run: ``.venv/bin/python benchmarks/signaling.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from fsm_worker.signaling.testing import (
+    ServerProcess,
+    redis_server_binary,
+    start_redis,
+    start_server_process,
+)
+
+# -- the baseline: a bare relay (no auth, no registry, no validation) ---------------------------------------
+
+
+def serve_bare(port: int, redis_url: str | None) -> None:
+    """Route ``peer_message`` to a room named after the peer id, nothing else."""
+    manager = socketio.AsyncRedisManager(redis_url, channel="bare") if redis_url else None
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, async_handlers=False)
+
+    @sio.on("connect")  # type: ignore[untyped-decorator]
+    async def connect(sid: str, _environ: Any, auth: Any) -> None:
+        await sio.enter_room(sid, auth["peer_id"])
+
+    @sio.on("peer_message")  # type: ignore[untyped-decorator]
+    async def peer_message(sid: str, data: Any) -> dict[str, Any]:
+        await sio.emit("peer_message", {"from_peer_id": sid, **data}, to=data["to_peer_id"])
+        return {"ok": True}
+
+    app = web.Application()
+    sio.attach(app)
+
+    async def main() -> None:
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        print(f"LISTENING http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- measuring ------------------------------------------------------------------------------------------------
+
+
+async def connect(
+    url: str, token: str, peer_id: str, on_message: Callable[[Any], Any]
+) -> socketio.AsyncClient:
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("peer_message", on_message)
+    auth = {"token": token, "peer_id": peer_id, "role": "client", "metadata": {}}
+    await sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+    return sio
+
+
+async def measure(url_a: str, url_b: str, token: str, rtts: int, burst: int) -> dict[str, float]:
+    """Round trips A→B→A (sequential) and a pipelined burst A→B."""
+    ping_reply: asyncio.Queue[Any] = asyncio.Queue()
+    received = 0
+    done = asyncio.Event()
+    b: socketio.AsyncClient | None = None
+    tag = secrets.token_hex(3)
+
+    async def on_b(data: Any) -> None:
+        nonlocal received
+        if data["payload"].get("echo"):
+            assert b is not None
+            await b.emit("peer_message", {"to_peer_id": f"a-{tag}", "payload": data["payload"]})
+        else:
+            received += 1
+            if received == burst:
+                done.set()
+
+    a = await connect(url_a, token, f"a-{tag}", ping_reply.put_nowait)
+    b = await connect(url_b, token, f"b-{tag}", on_b)
+    try:
+        samples = []
+        for i in range(rtts + 20):
+            start = time.perf_counter()
+            await a.emit("peer_message", {"to_peer_id": f"b-{tag}", "payload": {"echo": True, "i": i}})
+            async with asyncio.timeout(10):
+                await ping_reply.get()
+            if i >= 20:  # warm-up
+                samples.append((time.perf_counter() - start) * 1000)
+        window = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with window:
+                await a.call("peer_message", {"to_peer_id": f"b-{tag}", "payload": {"i": i}}, timeout=30)
+
+        start = time.perf_counter()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(one(i) for i in range(burst)))
+            await done.wait()
+        elapsed = time.perf_counter() - start
+        q = statistics.quantiles(samples, n=100)
+        return {"p50": q[49], "p99": q[98], "rate": burst / elapsed}
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def servers(kind: str, token: str, nodes: int, redis_url: str | None) -> AsyncIterator[list[str]]:
+    procs: list[ServerProcess] = []
+    try:
+        for _ in range(nodes):
+            if kind == "ours":
+                procs.append(await start_server_process([token], redis_url=redis_url))
+            else:
+                args = ["--serve-bare"] + (["--redis", redis_url] if redis_url else [])
+                procs.append(await _start_bare(args))
+        yield [p.url for p in procs]
+    finally:
+        for p in procs:
+            await p.stop()
+
+
+async def _start_bare(args: list[str]) -> ServerProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        while not (line := (await proc.stdout.readline()).decode()).startswith("LISTENING "):
+            if not line:
+                raise RuntimeError("bare relay did not start")
+    return ServerProcess(proc, line.split()[1])
+
+
+async def run(quick: bool) -> None:
+    rtts, burst = (200, 2000) if quick else (1000, 10000)
+    token = secrets.token_urlsafe(16)
+    redis = await start_redis() if redis_server_binary() else None
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    try:
+        setups: list[tuple[str, int, str | None]] = [("1 node", 1, None)]
+        if redis is not None:
+            setups.append(("2 nodes + redis", 2, redis.url))
+        for label, nodes, redis_url in setups:
+            result: dict[str, dict[str, float]] = {}
+            for kind in ("bare", "ours"):
+                async with servers(kind, token, nodes, redis_url) as urls:
+                    result[kind] = await measure(urls[0], urls[-1], token, rtts, burst)
+            rows.append((label, result["bare"], result["ours"]))
+    finally:
+        if redis is not None:
+            redis.stop()
+    print(
+        f"\npeer_message through the server: {rtts} round trips (A→B→A), burst of {burst} A→B (64 in flight)"
+    )
+    header = f"{'setup':<17}{'metric':<14}{'bare relay':>12}{'fsm_worker':>12}{'ours/bare':>11}"
+    print(header)
+    print("-" * len(header))
+    for label, bare, ours in rows:
+        for key, name, unit in (
+            ("p50", "RTT p50", "ms"),
+            ("p99", "RTT p99", "ms"),
+            ("rate", "routed", "msg/s"),
+        ):
+            fmt = "{:>10.0f}" if key == "rate" else "{:>10.2f}"
+            print(
+                f"{label:<17}{name + ' ' + unit:<14}{fmt.format(bare[key]):>12}{fmt.format(ours[key]):>12}"
+                f"{ours[key] / bare[key]:>10.2f}x"
+            )
+    if redis is None:
+        print("(redis-server not installed: two-node rows skipped)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(0, args.redis)
+    else:
+        asyncio.run(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,9 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from fsm_worker.signaling.filters import Filters
+from fsm_worker.signaling.redis_registry import RedisRegistry
+from fsm_worker.signaling.registry import ClaimRequest, MemoryRegistry, Registry
 from fsm_worker.signaling.testing import (
     ServerProcess,
     redis_server_binary,
@@ -116,6 +119,26 @@ async def measure(url_a: str, url_b: str, token: str, rtts: int, burst: int) -> 
         await b.disconnect()
 
 
+async def discovery_ms(registry: Registry, peers: int = 5000, rounds: int = 20) -> float:
+    """Median time of one discovery (registry read + filter) over a room of ``peers`` workers."""
+    await registry.start()
+    try:
+        for i in range(peers):
+            md = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_mb": 1024 * (i % 48)}}
+            req = ClaimRequest("room", f"w{i}", f"sid{i}", "worker", md, None, "h")
+            await registry.claim(req, time.time())
+        wanted = Filters(role="worker", properties={"status": "available", "gpu_memory_mb": {"$gte": 8192}})
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            found = [v for v in await registry.peers("room") if wanted.matches(v.role, v.metadata)]
+            samples.append((time.perf_counter() - start) * 1000)
+        assert found
+        return statistics.median(samples)
+    finally:
+        await registry.close()
+
+
 @contextlib.asynccontextmanager
 async def servers(kind: str, token: str, nodes: int, redis_url: str | None) -> AsyncIterator[list[str]]:
     procs: list[ServerProcess] = []
@@ -159,6 +182,9 @@ async def run(quick: bool) -> None:
                 async with servers(kind, token, nodes, redis_url) as urls:
                     result[kind] = await measure(urls[0], urls[-1], token, rtts, burst)
             rows.append((label, result["bare"], result["ours"]))
+        disc = {"memory": await discovery_ms(MemoryRegistry(grace=30))}
+        if redis is not None:
+            disc["redis"] = await discovery_ms(RedisRegistry(url=redis.url, node_id="bench", grace=30))
     finally:
         if redis is not None:
             redis.stop()
@@ -179,6 +205,10 @@ async def run(quick: bool) -> None:
                 f"{label:<17}{name + ' ' + unit:<14}{fmt.format(bare[key]):>12}{fmt.format(ours[key]):>12}"
                 f"{ours[key] / bare[key]:>10.2f}x"
             )
+    print(
+        "\ndiscovery over 5000 workers (registry read + filter, median): "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in disc.items())
+    )
     if redis is None:
         print("(redis-server not installed: two-node rows skipped)")
 

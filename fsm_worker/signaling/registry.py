@@ -88,8 +88,8 @@ def decide_claim(
         return ClaimDecision(
             ClaimKind.REFUSED, ErrorCode.PEER_ID_TAKEN, "peer id is held by a live connection"
         )
-    since = existing.since if not existing.connected else (node_last_seen or 0.0)
-    left = since + grace - now
+    since = existing.since if not existing.connected else node_last_seen
+    left = 0.0 if since is None else since + grace - now
     if left > 0:
         return ClaimDecision(
             ClaimKind.REFUSED,

@@ -24,10 +24,21 @@ TIMEOUT = 20.0
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def registry() -> JobTypeRegistry:
-    """The built-in job types plus a slow `ticker` (worker-side configuration, never a client command)."""
+def registry(pid_file: Path | None = None) -> JobTypeRegistry:
+    """The built-in job types plus test jobs (worker-side configuration, never a client command):
+    `ticker` (12 progress lines 0.25 s apart), `long-ticker` (a minute, with a child process and a pid file),
+    and `exit-3` (fails at once)."""
     types = default_registry()
-    types.register("ticker", StaticCommandHandler((sys.executable, "-u", str(SCRIPTS / "ticker.py"), "12", "0.25")))
+    python = (sys.executable, "-u")
+    types.register("ticker", StaticCommandHandler((*python, str(SCRIPTS / "ticker.py"), "12", "0.25")))
+    long_args = (str(pid_file),) if pid_file else ()
+    types.register(
+        "long-ticker", StaticCommandHandler((*python, str(SCRIPTS / "ticker.py"), "240", "0.25", *long_args))
+    )
+    types.register(
+        "exit-3",
+        StaticCommandHandler((*python, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)")),
+    )
     return types
 
 
@@ -68,7 +79,9 @@ class Room:
         return f"http://127.0.0.1:{self.port}"
 
     async def start_server(self) -> None:
-        self.server = await start_server(loopback_config([self.token], port=self.port, resume_grace_seconds=5.0))
+        self.server = await start_server(
+            loopback_config([self.token], port=self.port, resume_grace_seconds=5.0)
+        )
 
     async def stop_server(self) -> None:
         if self.server is not None:
@@ -76,9 +89,16 @@ class Room:
             self.server = None
 
     async def worker(self, peer_id: str = "worker-1", **overrides: Any) -> WorkerHost:
-        options: dict[str, Any] = {"workdir": self.tmp / peer_id, "gpu_memory_mb": 8192, "loopback_only": True,
-                                   "kill_grace": 2.0, **overrides}
-        host = WorkerHost(WorkerConfig(self.url, self.token, peer_id, **options), registry())
+        options: dict[str, Any] = {
+            "workdir": self.tmp / peer_id,
+            "gpu_memory_mb": 8192,
+            "loopback_only": True,
+            "kill_grace": 2.0,
+            **overrides,
+        }
+        host = WorkerHost(
+            WorkerConfig(self.url, self.token, peer_id, **options), registry(self.tmp / f"{peer_id}.pids")
+        )
         await host.start()
         self.closers.append(host.shutdown)
         return host
@@ -91,7 +111,9 @@ class Room:
         return peer, inbox
 
     async def client(self, peer_id: str | None = None, **timeouts: float) -> JobClient:
-        client = JobClient(self.url, self.token, peer_id, loopback_only=True, timeouts=ClientTimeouts(**timeouts))
+        client = JobClient(
+            self.url, self.token, peer_id, loopback_only=True, timeouts=ClientTimeouts(**timeouts)
+        )
         await client.connect()
         self.closers.append(client.close)
         return client

@@ -19,14 +19,20 @@ def request(job_id: str = "job-1", **extra: Any) -> dict[str, Any]:
 async def test_accept_compatible_job_when_available(room: Room) -> None:
     worker = await room.worker()
     client, inbox = await room.peer("client-a")
-    found = await client.discover({"role": "worker", "properties": {"status": "available", "gpu_memory_mb": {"$gte": 8192}}})
+    found = await client.discover(
+        {"role": "worker", "properties": {"status": "available", "gpu_memory_mb": {"$gte": 8192}}}
+    )
     assert [peer["peer_id"] for peer in found] == ["worker-1"]
 
     assert (await client.send("worker-1", request(config={"epochs": 10}))).delivered
     sender, reply = await inbox.next()
     assert sender == "worker-1"
-    assert reply == {"app_message_type": "job_response", "job_id": "job-1", "accepted": True,
-                     "estimated_duration_minutes": reply["estimated_duration_minutes"]}
+    assert reply == {
+        "app_message_type": "job_response",
+        "job_id": "job-1",
+        "accepted": True,
+        "estimated_duration_minutes": reply["estimated_duration_minutes"],
+    }
     assert reply["estimated_duration_minutes"] > 0
     assert worker.status is WorkerStatus.RESERVED and worker.core.pending_job_id == "job-1"
     props = await advertised(client, "worker-1")
@@ -44,7 +50,12 @@ async def test_reject_job_when_busy(room: Room) -> None:
     await eventually(lambda: _status_is(second, "busy"))
     await second.send("worker-1", request("job-2"))
     _, reply = await second_inbox.next()
-    assert reply == {"app_message_type": "job_response", "job_id": "job-2", "accepted": False, "reason": "busy"}
+    assert reply == {
+        "app_message_type": "job_response",
+        "job_id": "job-2",
+        "accepted": False,
+        "reason": "busy",
+    }
     assert (await advertised(second, "worker-1"))["job_id"] == "job-1"
 
 
@@ -80,8 +91,13 @@ async def test_cancel_active_job(room: Room) -> None:
     await client.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
     await client.send("worker-1", {"app_message_type": "job_cancel", "job_id": "job-1"})
     _, ack = await inbox.next()
-    assert ack == {"app_message_type": "job_cancelled", "job_id": "job-1", "status": "cancelled",
-                   "cleanup_complete": True, "seq": 1}
+    assert ack == {
+        "app_message_type": "job_cancelled",
+        "job_id": "job-1",
+        "status": "cancelled",
+        "cleanup_complete": True,
+        "seq": 1,
+    }
     props = await advertised(client, "worker-1")
     assert props["status"] == "available" and "job_id" not in props  # job ids are cleared, not left stale
 
@@ -97,15 +113,23 @@ async def test_cancel_non_existent_job(room: Room) -> None:
     assert reply["app_message_type"] == "job_response" and worker.status is WorkerStatus.RESERVED
 
 
-async def test_unhandled_peer_message_type_and_malformed_payloads(room: Room, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unhandled_peer_message_type_and_malformed_payloads(
+    room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
     worker = await room.worker()
     client, inbox = await room.peer("client-a")
     with caplog.at_level(logging.WARNING):
         await client.send("worker-1", {"app_message_type": "make_coffee"})
-        await client.send("worker-1", {"app_message_type": "job_request", "job_id": 42, "job_type": "train-demo"})
+        await client.send(
+            "worker-1", {"app_message_type": "job_request", "job_id": 42, "job_type": "train-demo"}
+        )
         _, error = await inbox.next()
-    assert error == {"app_message_type": "app_error", "code": "INVALID_MESSAGE",
-                     "message": "job_id: expected str, got int", "job_id": None}
+    assert error == {
+        "app_message_type": "app_error",
+        "code": "INVALID_MESSAGE",
+        "message": "job_id: expected str, got int",
+        "job_id": None,
+    }
     assert "make_coffee" in caplog.text and worker.status is WorkerStatus.AVAILABLE
 
 
@@ -120,7 +144,9 @@ async def test_spoofed_sender_cannot_assign_or_cancel(room: Room) -> None:
     _, error = await mallory_inbox.next()
     assert error["code"] == "INVALID_ASSIGNMENT"
     await mallory.send("worker-1", {"app_message_type": "job_cancel", "job_id": "job-1", **spoof})
-    await mallory.send("worker-1", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0", **spoof})
+    await mallory.send(
+        "worker-1", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0", **spoof}
+    )
     _, refused = await mallory_inbox.next()
     assert refused["code"] == "NOT_ASSIGNED"
     assert worker.status is WorkerStatus.RESERVED and worker.core.reservation is not None
@@ -137,7 +163,9 @@ async def test_reservation_lease_expires_over_the_wire(room: Room) -> None:
     await eventually(lambda: _status_is(client, "available"))
 
 
-async def test_websocket_not_available_messages_are_queued_and_delivered(room: Room, caplog: pytest.LogCaptureFixture) -> None:
+async def test_websocket_not_available_messages_are_queued_and_delivered(
+    room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
     """The spec's "WebSocket not available": sending while disconnected logs an error, never raises, and the
     message is delivered after the reconnection (here: a reservation that expires while the server is down)."""
     worker = await room.worker(reservation_timeout=0.5)
@@ -147,7 +175,9 @@ async def test_websocket_not_available_messages_are_queued_and_delivered(room: R
     with caplog.at_level(logging.ERROR):
         await room.stop_server()
         await eventually(lambda: _async(not worker.signaling.connected))
-        await eventually(lambda: _async(worker.status is WorkerStatus.AVAILABLE))  # the lease ran out meanwhile
+        await eventually(
+            lambda: _async(worker.status is WorkerStatus.AVAILABLE)
+        )  # the lease ran out meanwhile
         await room.start_server()
         _, expired = await inbox.next()
     assert expired == {"app_message_type": "reservation_expired", "job_id": "job-1"}

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fsm_worker import diagrams, logs
-from fsm_worker.client import JobClient, JobClientError
+from fsm_worker.client import ClientTimeouts, JobClient, JobClientError
 from fsm_worker.core.messages import Requirements
 from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.progress import JobProgress
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     def connection(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--server", help="signaling server URL, e.g. http://127.0.0.1:8765")
         sub.add_argument("--token", help="room token")
+        sub.add_argument("--connect-timeout", type=float, help="seconds to reach the server (default 10)")
 
     worker = command("worker", "Run a worker host.")
     connection(worker)
@@ -139,6 +140,10 @@ def _require(settings: Settings, name: str) -> str:
             f"--{flag} is required (or FSM_WORKER_{name.upper()}, or {name} in the config file)"
         )
     return value
+
+
+def _timeouts(settings: Settings) -> ClientTimeouts:
+    return ClientTimeouts(connect=settings.get("connect_timeout", 10.0, float))
 
 
 def _ice(settings: Settings) -> tuple[IceServerConfig, ...]:
@@ -244,7 +249,7 @@ def cmd_submit(settings: Settings) -> int:
     console = Console(stderr=True)
 
     async def main() -> int:
-        async with JobClient(url, token, ice_servers=_ice(settings)) as client:
+        async with JobClient(url, token, ice_servers=_ice(settings), timeouts=_timeouts(settings)) as client:
             with JobProgress(console) as progress:
                 job = await client.submit(job_type, config, inputs, requirements,
                                           bid_window=settings.get("bid_window", 0.0, float),
@@ -281,7 +286,7 @@ def cmd_status(settings: Settings) -> int:
     url, token = _require(settings, "server"), _require(settings, "token")
 
     async def main() -> None:
-        async with JobClient(url, token) as client:
+        async with JobClient(url, token, timeouts=_timeouts(settings)) as client:
             workers = await client.discover_workers()
         table = Table(title=f"{len(workers)} worker(s)")
         for column in ("worker", "status", "GPU", "memory (MB)", "job", "job types"):
@@ -332,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 2
-    except (JobClientError, SignalingError) as error:
+    except (JobClientError, SignalingError, ConnectionError) as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

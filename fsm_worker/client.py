@@ -184,7 +184,13 @@ class JobClient:
         await self.close()
 
     async def connect(self) -> None:
-        await self.signaling.connect(timeout=self.timeouts.connect)
+        try:
+            await self.signaling.connect(timeout=self.timeouts.connect)
+        except TimeoutError:
+            url, seconds = self.signaling.url, self.timeouts.connect
+            raise ClientTimeoutError(
+                f"could not reach the signaling server at {url} within {seconds:g} s"
+            ) from None
 
     async def close(self) -> None:
         for job in list(self._jobs.values()):

@@ -138,7 +138,13 @@ class WorkerHost:
         """Connect to the signaling server and start taking jobs."""
         (self.config.workdir / "jobs").mkdir(parents=True, exist_ok=True)
         self._pump = asyncio.create_task(self._send_outbox(), name="worker-outbox")
-        await self.signaling.connect(timeout=connect_timeout)
+        try:
+            await self.signaling.connect(timeout=connect_timeout)
+        except TimeoutError:
+            url = self.config.server_url
+            raise ConnectionError(
+                f"could not reach the signaling server at {url} within {connect_timeout:g} s"
+            ) from None
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
     async def wait_closed(self) -> None:

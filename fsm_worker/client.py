@@ -46,11 +46,13 @@ from fsm_worker.core.messages import (
     parse_message,
     to_wire,
 )
+from fsm_worker.rtc import tuning
 from fsm_worker.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.rtc.loopback import use_loopback_candidates
 from fsm_worker.rtc.session import accept_answer, create_offer, wait_channel_open
 from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.transfer.client import ClientTransferEndpoint, UploadedFile
+from fsm_worker.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +166,10 @@ class JobClient:
         ice_servers: Sequence[IceServerConfig] = (),
         timeouts: ClientTimeouts | None = None,
         loopback_only: bool = False,
+        rtc_fast_path: str | None = None,
     ) -> None:
-        """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo)."""
+        """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo); `rtc_fast_path`
+        ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too."""
         self.peer_id = peer_id or f"client-{uuid.uuid4().hex[:10]}"
         self.timeouts = timeouts or ClientTimeouts()
         self.ice_servers = tuple(ice_servers)
@@ -175,6 +179,8 @@ class JobClient:
         )  # fmt: skip
         self._jobs: dict[str, Job] = {}
         use_loopback_candidates(loopback_only)
+        if rtc_fast_path:
+            tuning.enable_fast_path(rtc_fast_path)
 
     async def __aenter__(self) -> JobClient:
         await self.connect()
@@ -385,7 +391,7 @@ class Job:
         timeout = self.client.timeouts.rtc_setup
         self._pc = pc = RTCPeerConnection(make_configuration(self.client.ice_servers))
         channel, offer = await create_offer(pc, timeout=timeout)
-        await self.client._send(self.worker_id, RtcOffer(self.job_id, offer))
+        await self.client._send(self.worker_id, RtcOffer(self.job_id, offer, tuning.capability_options()))
         reply = await self._next_control((RtcAnswer, AppError, ReservationExpired), timeout)
         if isinstance(reply, ReservationExpired):
             raise ReservationExpiredError(
@@ -394,9 +400,18 @@ class Job:
         if isinstance(reply, AppError):
             raise WorkerRefusedError(reply.code, reply.message)
         assert isinstance(reply, RtcAnswer)
+        profile = tuning.negotiate(reply.options.get(tuning.CAPABILITY_KEY))
+        tuning.apply_fast_path(
+            pc, profile
+        )  # before the answer is applied: the worker may send large records at once
         await accept_answer(pc, reply.sdp, timeout=timeout)
         await wait_channel_open(pc, channel, timeout=timeout)
-        self._transfer = ClientTransferEndpoint(channel, reply_timeout=self.client.timeouts.transfer_reply)
+        chunk = tuning.recommended_message_size(profile, limit=tuning.BROWSER_SAFE_MESSAGE)
+        self._transfer = ClientTransferEndpoint(
+            channel,
+            tuning=TransferTuning(chunk_size=chunk),
+            reply_timeout=self.client.timeouts.transfer_reply,
+        )
 
     async def upload(self, inputs: Sequence[Path], on_progress: ProgressFn | None = None) -> None:
         """Upload the inputs and commit them: the worker starts the run."""

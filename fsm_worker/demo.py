@@ -27,7 +27,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
     mark = time.perf_counter()
     server = await start_server(ServerConfig(tokens=[token], host="127.0.0.1", port=0))
     worker = WorkerHost(
-        WorkerConfig(server.url, token, "demo-worker", workdir=workdir / "worker", loopback_only=True)
+        WorkerConfig(server.url, token, "demo-worker", workdir=workdir / "worker", loopback_only=True, rtc_fast_path="loopback")
     )
     try:
         await worker.start()
@@ -43,7 +43,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
             f"[bold]dataset[/bold] {dataset} ({rows:,} rows, {features} features, {dataset.stat().st_size:,} bytes)"
         )
 
-        async with JobClient(server.url, token, "demo-client", loopback_only=True) as client:
+        async with JobClient(server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback") as client:
             workers = await client.discover_workers({"properties": {"status": "available"}})
             console.print(f"[bold]discovered[/bold] {len(workers)} available worker(s): "
                           f"{', '.join(w.peer_id for w in workers)}")  # fmt: skip

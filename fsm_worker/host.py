@@ -49,10 +49,12 @@ from fsm_worker.jobs import events as run_events
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
 from fsm_worker.jobs.runner import JobRunner
 from fsm_worker.jobs.spec import JobInputInvalid, JobSpec
+from fsm_worker.rtc import tuning
 from fsm_worker.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.rtc.loopback import use_loopback_candidates
 from fsm_worker.rtc.session import IncomingChannel, RtcSetupError, create_answer
 from fsm_worker.signaling.client import SignalingClient
+from fsm_worker.transfer.flow import TransferTuning
 from fsm_worker.transfer.store import ContentStore
 from fsm_worker.transfer.worker import WorkerTransferEndpoint
 
@@ -85,6 +87,7 @@ class WorkerConfig:
     shutdown_policy: str = attrs.field(default="finish", validator=attrs.validators.in_(("finish", "cancel")))
     shutdown_timeout: float = 300.0
     loopback_only: bool = False  # 127.0.0.1 as the only ICE host candidate (tests, the demo)
+    rtc_fast_path: str | None = None  # "loopback" or "lan": larger SCTP packets when the peer offers them too
 
 
 class WorkerHost:
@@ -112,6 +115,7 @@ class WorkerHost:
             role="worker",
             metadata={"tags": list(config.tags), "properties": self._properties()},
             on_peer_message=self._on_peer_message,
+            resume_secret=self._load_resume_secret(),
         )
         self._outbox: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -123,6 +127,8 @@ class WorkerHost:
         self._closed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         use_loopback_candidates(config.loopback_only)
+        if config.rtc_fast_path:
+            tuning.enable_fast_path(config.rtc_fast_path)
 
     @property
     def peer_id(self) -> str:
@@ -145,6 +151,7 @@ class WorkerHost:
             raise ConnectionError(
                 f"could not reach the signaling server at {url} within {connect_timeout:g} s"
             ) from None
+        self._save_resume_secret()
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
     async def wait_closed(self) -> None:
@@ -306,7 +313,10 @@ class WorkerHost:
         try:
             incoming = IncomingChannel(pc)
             answer = await create_answer(pc, offer.sdp, timeout=self.config.rtc_setup_timeout)
-            self._send(offer.client_id, RtcAnswer(job_id, answer))
+            # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
+            profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
+            tuning.apply_fast_path(pc, profile)
+            self._send(offer.client_id, RtcAnswer(job_id, answer, tuning.capability_options()))
             channel = await incoming.wait_open(timeout=self.config.rtc_setup_timeout)
         except RtcSetupError as error:
             log.warning("data channel for job %s failed: %s", job_id, error)
@@ -323,6 +333,9 @@ class WorkerHost:
             on_commit=lambda paths: self._on_inputs_committed(job_id, paths),
             results=lambda: self._results(job_id),
             committed=job_id in self._committed,
+            tuning=TransferTuning(
+                chunk_size=tuning.recommended_message_size(profile, limit=tuning.BROWSER_SAFE_MESSAGE)
+            ),
         )
         self._peers[job_id] = (pc, endpoint)
         log.info("data channel open for job %s", job_id)
@@ -341,6 +354,27 @@ class WorkerHost:
         self._committed.discard(job_id)
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
         log.info("job %s: work directory removed", job_id)
+
+    # --- identity ---------------------------------------------------------------------------------------------
+
+    @property
+    def _secret_file(self) -> Path:
+        safe = hashlib.sha256(self.config.peer_id.encode()).hexdigest()[:16]
+        return self.config.workdir / f"resume-secret-{safe}"
+
+    def _load_resume_secret(self) -> str | None:
+        """The secret that reclaims this peer id after a restart (the server reserves a dropped id for it)."""
+        try:
+            return self._secret_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def _save_resume_secret(self) -> None:
+        secret = self.signaling.resume_secret
+        if secret:
+            self._secret_file.parent.mkdir(parents=True, exist_ok=True)
+            self._secret_file.touch(mode=0o600)
+            self._secret_file.write_text(secret, encoding="utf-8")
 
     # --- capabilities and job types ---------------------------------------------------------------------------
 

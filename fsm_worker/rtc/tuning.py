@@ -60,6 +60,8 @@ __all__ = [
 
 CAPABILITY_KEY: Final = "rtc_fast_path"
 CAPABILITY_VERSION: Final = 1
+#: Data-channel message size towards peers without the fast path (64 KiB is safe for browsers).
+BROWSER_SAFE_MESSAGE: Final = 64 * 1024
 
 # DTLS caps a record's plaintext at 2**14 bytes (RFC 6347 / 8446); one SCTP packet is one record.
 DTLS_MAX_PLAINTEXT: Final = 16384
@@ -132,6 +134,12 @@ def local_capability() -> dict[str, int] | None:
     if _active is None:
         return None
     return {"version": CAPABILITY_VERSION, "max_packet": DTLS_MAX_PLAINTEXT}
+
+
+def capability_options() -> dict[str, Any]:
+    """What this side puts in its offer's or answer's `options`: the capability, when the fast path is on."""
+    capability = local_capability()
+    return {CAPABILITY_KEY: capability} if capability else {}
 
 
 def negotiate(remote: object) -> FastPathProfile | None:

@@ -54,6 +54,7 @@ def route_room(room: str, peer_id: str) -> str:
 class LocalPeer:
     """A peer connected to this node."""
 
+    sid: str
     room: str
     peer_id: str
     role: str
@@ -189,7 +190,7 @@ class SignalingServer:
             assert decision.code is not None
             log_event(log, logging.WARNING, "connect_refused", code=decision.code, **fields)
             raise socketio.exceptions.ConnectionRefusedError(decision.message, {"code": str(decision.code)})
-        self.peers[sid] = LocalPeer(room, req.peer_id, req.role, dict(req.metadata), secret)
+        self.peers[sid] = LocalPeer(sid, room, req.peer_id, req.role, dict(req.metadata), secret)
         await self.sio.enter_room(sid, route_room(room, req.peer_id))
         if decision.replaced_sid is not None:
             await self._drop_replaced(decision.replaced_sid, fields)
@@ -276,8 +277,7 @@ class SignalingServer:
         check_json(
             merged, what="metadata", max_bytes=self.config.max_event_bytes, code=ErrorCode.INVALID_METADATA
         )
-        sid = next((s for s, p in self.peers.items() if p is peer), None)
-        if sid is None or not await self.registry.set_metadata(peer.room, peer.peer_id, sid, merged):
+        if not await self.registry.set_metadata(peer.room, peer.peer_id, peer.sid, merged):
             raise ProtocolError(ErrorCode.NOT_REGISTERED, "this connection no longer holds its peer id")
         peer.metadata = merged
         return ok_ack(metadata=merged)

@@ -94,7 +94,7 @@ async def test_submit_with_settings_from_environment_and_toml(
         f'server = "{url}"\n[submit]\njob_type = "train-demo"\nout = "{tmp_path / "toml-out"}"\n'
     )
     data = generate_sample_csv(tmp_path / "data.csv", rows=500, features=3, seed=1)
-    code, out, err = await run("submit", "--settings", str(settings), "--input", str(data), "--config", "epochs=2",
+    code, _, err = await run("submit", "--settings", str(settings), "--input", str(data), "--config", "epochs=2",
                                env={"FSM_WORKER_TOKEN": token})  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "toml-out" / "model.npz").is_file()

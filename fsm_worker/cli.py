@@ -27,10 +27,12 @@ from fsm_worker.core.messages import Requirements
 from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.progress import JobProgress
 from fsm_worker.rtc.config import IceServerConfig
+from fsm_worker.rtc.session import RtcSetupError
 from fsm_worker.settings import Settings, SettingsError, as_bool, load_toml, optional
 from fsm_worker.signaling.client import SignalingError
 from fsm_worker.signaling.config import ServerConfig
 from fsm_worker.signaling.server import RunningServer, run_server
+from fsm_worker.transfer.errors import TransferError
 
 log = logging.getLogger("fsm_worker.cli")
 
@@ -337,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 2
-    except (JobClientError, SignalingError, ConnectionError) as error:
+    except (JobClientError, SignalingError, ConnectionError, TransferError, RtcSetupError) as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

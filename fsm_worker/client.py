@@ -52,6 +52,8 @@ from fsm_worker.rtc.loopback import use_loopback_candidates
 from fsm_worker.rtc.session import accept_answer, create_offer, wait_channel_open
 from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.transfer.client import ClientTransferEndpoint, UploadedFile
+from fsm_worker.transfer.errors import ChannelClosedError, RemoteTransferError
+from fsm_worker.transfer.errors import ErrorCode as TransferCode
 from fsm_worker.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ class ClientTimeouts:
     liveness: float = 5.0
     #: How long a worker may be unreachable (reconnecting) before the job is declared lost.
     worker_gone: float = 15.0
+    #: New data channels to try when one drops mid-transfer.
+    channel_retries: int = 3
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -414,10 +418,28 @@ class Job:
         )
 
     async def upload(self, inputs: Sequence[Path], on_progress: ProgressFn | None = None) -> None:
-        """Upload the inputs and commit them: the worker starts the run."""
-        assert self._transfer is not None
-        self.uploaded = await self._transfer.upload([Path(path) for path in inputs], on_progress)
-        await self._transfer.commit()
+        """Upload the inputs and commit them: the worker starts the run.
+
+        If the data channel drops, a new one is opened and the upload resumes from what the worker verified.
+        """
+        paths = [Path(path) for path in inputs]
+        for attempt in range(self.client.timeouts.channel_retries + 1):
+            try:
+                assert self._transfer is not None
+                self.uploaded = await self._transfer.upload(paths, on_progress)
+                await self._transfer.commit()
+                return
+            except RemoteTransferError as error:
+                if error.code == TransferCode.COMMITTED:  # the commit went through before the channel dropped
+                    return
+                raise
+            except ChannelClosedError:
+                if attempt == self.client.timeouts.channel_retries:
+                    raise
+                log.warning(
+                    "job %s: data channel dropped during the upload; resuming on a new one", self.job_id
+                )
+                await self.open_channel()
 
     async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
         try:
@@ -490,12 +512,22 @@ class Job:
                           result.model_size_mb, dict(self.phases))  # fmt: skip
 
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch the job's result files; reopens the data channel when the old one has dropped."""
-        if self._transfer is None or self._transfer.channel.readyState != "open":
-            await self.open_channel()
-        assert self._transfer is not None
+        """Fetch the job's result files; reopens the data channel when it has dropped (before or during)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        return await self._transfer.download(out_dir, on_progress)
+        for attempt in range(self.client.timeouts.channel_retries + 1):
+            if self._transfer is None or self._transfer.channel.readyState != "open":
+                await self.open_channel()
+            assert self._transfer is not None
+            try:
+                return await self._transfer.download(out_dir, on_progress)
+            except ChannelClosedError:
+                if attempt == self.client.timeouts.channel_retries:
+                    raise
+                log.warning(
+                    "job %s: data channel dropped during the download; retrying on a new one", self.job_id
+                )
+                await self.close_channel()
+        raise AssertionError("unreachable")
 
     async def cancel(self) -> None:
         """Ask the worker to cancel the job and wait for its acknowledgement."""

@@ -1,0 +1,1 @@
+"""Small, tested examples of embedding fsm_worker (the README quotes them)."""

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-upload-mb", type=int, help="largest upload per job in MB (10240)")
     worker.add_argument("--shutdown-policy", choices=("finish", "cancel"), help="on SIGINT/SIGTERM (finish)")
     worker.add_argument("--ice-server", action="append", help="STUN/TURN URL; repeat for several")
+    worker.add_argument("--ice-username", help="TURN username")
+    worker.add_argument("--ice-credential", help="TURN password (better: FSM_WORKER_ICE_CREDENTIAL)")
 
     submit = command("submit", "Submit a job and follow it to its results.")
     connection(submit)
@@ -115,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", help="directory for the results (default ./results)")
     submit.add_argument("--bid-window", type=float, help="seconds to collect offers and take the fastest (0)")
     submit.add_argument("--ice-server", action="append", help="STUN/TURN URL; repeat for several")
+    submit.add_argument("--ice-username", help="TURN username")
+    submit.add_argument("--ice-credential", help="TURN password (better: FSM_WORKER_ICE_CREDENTIAL)")
 
     status = command("status", "Show the workers in a room.")
     connection(status)
@@ -149,7 +153,13 @@ def _timeouts(settings: Settings) -> ClientTimeouts:
 
 
 def _ice(settings: Settings) -> tuple[IceServerConfig, ...]:
-    return tuple(IceServerConfig(url) for url in settings.get_list("ice_server"))
+    """STUN/TURN servers; the username and credential apply to the TURN ones."""
+    username = settings.get("ice_username", None, optional(str))
+    credential = settings.get("ice_credential", None, optional(str))
+    return tuple(
+        IceServerConfig(url, username, credential) if url.startswith("turn") else IceServerConfig(url)
+        for url in settings.get_list("ice_server")
+    )
 
 
 async def _until_signalled(stop: Callable[[], None]) -> None:
@@ -334,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings(args, load_toml(args.settings_file, args.command))
-        logs.configure(settings.get("log_level", "INFO"), settings.get("json_logs", False, as_bool))
+        default_level = (
+            "WARNING" if args.command == "demo" else "INFO"
+        )  # the demo narrates; logs would clutter it
+        logs.configure(settings.get("log_level", default_level), settings.get("json_logs", False, as_bool))
         return COMMANDS[args.command](settings)
     except SettingsError as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)

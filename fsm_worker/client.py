@@ -171,9 +171,11 @@ class JobClient:
         timeouts: ClientTimeouts | None = None,
         loopback_only: bool = False,
         rtc_fast_path: str | None = None,
+        trace: Callable[[str, str, Message], None] | None = None,
     ) -> None:
         """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo); `rtc_fast_path`
-        ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too."""
+        ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too; `trace` sees
+        every protocol message as ("sent" | "received", peer id, message)."""
         self.peer_id = peer_id or f"client-{uuid.uuid4().hex[:10]}"
         self.timeouts = timeouts or ClientTimeouts()
         self.ice_servers = tuple(ice_servers)
@@ -182,6 +184,7 @@ class JobClient:
             on_connect=self._on_reconnect,
         )  # fmt: skip
         self._jobs: dict[str, Job] = {}
+        self._trace = trace
         use_loopback_candidates(loopback_only)
         if rtc_fast_path:
             tuning.enable_fast_path(rtc_fast_path)
@@ -262,6 +265,8 @@ class JobClient:
     # --- incoming messages --------------------------------------------------------------------------------
 
     async def _send(self, to: str, message: Message) -> bool:
+        if self._trace is not None:
+            self._trace("sent", to, message)
         result = await self.signaling.send(to, to_wire(message))
         return result.status != "refused"
 
@@ -274,6 +279,8 @@ class JobClient:
         if isinstance(message, UnknownMessage):
             log.warning("unhandled message type %r from %s", message.app_message_type, sender)
             return
+        if self._trace is not None:
+            self._trace("received", sender, message)
         job_id = getattr(message, "job_id", None)
         job = self._jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:

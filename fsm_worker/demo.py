@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fsm_worker.client import JobClient, JobOutcome
+from fsm_worker.core.messages import JobStatus, Message, RtcAnswer, RtcOffer, to_wire
 from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.jobs.sample_data import generate_sample_csv
 from fsm_worker.progress import JobProgress
@@ -17,58 +19,105 @@ from fsm_worker.signaling.config import ServerConfig
 from fsm_worker.signaling.server import start_server
 
 
+def _describe(message: Message) -> str:
+    """One line for a protocol message, SDP bodies shortened."""
+    wire = to_wire(message)
+    if isinstance(message, RtcOffer | RtcAnswer):
+        wire["sdp"] = f"<{len(message.sdp)} bytes of SDP>"
+    wire.pop("app_message_type")
+    return json.dumps(wire)
+
+
 async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs: int = 30) -> JobOutcome:
-    """Run the whole protocol once on loopback and print what happened; return the job's outcome."""
-    console = Console(stderr=False)
+    """Run the whole protocol once on loopback, narrating it; return the job's outcome."""
+    console = Console(highlight=False)
     timings: dict[str, float] = {}
     workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
 
+    def trace(direction: str, peer: str, message: Message) -> None:
+        if isinstance(message, JobStatus) and message.status == "running":
+            return  # the training bar shows these
+        arrow = (
+            "[cyan]client → worker[/cyan]" if direction == "sent" else "[magenta]worker → client[/magenta]"
+        )
+        console.print(
+            f"  {arrow} [bold]{message.TYPE}[/bold] {_describe(message)}", no_wrap=True, overflow="ellipsis"
+        )
+
+    console.rule("[bold]fsm_worker demo[/bold]: signaling server, worker and client on loopback")
     mark = time.perf_counter()
     server = await start_server(ServerConfig(tokens=[token], host="127.0.0.1", port=0))
     worker = WorkerHost(
-        WorkerConfig(server.url, token, "demo-worker", workdir=workdir / "worker", loopback_only=True, rtc_fast_path="loopback")
+        WorkerConfig(
+            server.url,
+            token,
+            "demo-worker",
+            workdir=workdir / "worker",
+            loopback_only=True,
+            rtc_fast_path="loopback",
+        )  # fmt: skip
     )
     try:
         await worker.start()
         timings["start server + worker"] = time.perf_counter() - mark
-        console.print(f"[bold]signaling server[/bold] {server.url} (token generated for this run)")
-        console.print(f"[bold]worker[/bold] {worker.peer_id}: {worker.capabilities.gpu_model}, "
-                      f"job types {', '.join(worker.capabilities.supported_job_types)}")  # fmt: skip
+        caps = worker.capabilities
+        console.print(f"signaling server  {server.url} (room token generated for this run)")
+        console.print(f"worker            {worker.peer_id}: {caps.gpu_model}, {caps.gpu_memory_mb} MB GPU memory, "
+                      f"job types: {', '.join(caps.supported_job_types)}")  # fmt: skip
 
         mark = time.perf_counter()
         dataset = generate_sample_csv(workdir / "dataset.csv", rows=rows, features=features, seed=7)
         timings["generate dataset"] = time.perf_counter() - mark
-        console.print(
-            f"[bold]dataset[/bold] {dataset} ({rows:,} rows, {features} features, {dataset.stat().st_size:,} bytes)"
-        )
+        console.print(f"dataset           {dataset} ({rows:,} rows × {features} features, "
+                      f"{dataset.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
 
-        async with JobClient(server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback") as client:
+        async with JobClient(server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback",
+                             trace=trace) as client:  # fmt: skip
             workers = await client.discover_workers({"properties": {"status": "available"}})
-            console.print(f"[bold]discovered[/bold] {len(workers)} available worker(s): "
-                          f"{', '.join(w.peer_id for w in workers)}")  # fmt: skip
-            config = {"epochs": epochs, "learning_rate": 0.1}
+            console.print(
+                f"discovery         {len(workers)} available worker(s): {', '.join(w.peer_id for w in workers)}"
+            )
+            console.print("\n[bold]protocol[/bold] (peer messages through the signaling server)")
+            config = {"epochs": epochs, "learning_rate": 0.01}
+            job = await client.submit("train-demo", config, [dataset])
+            console.print(
+                f"  data channel open, {len(job.uploaded)} input file(s) uploaded and verified (sha256)\n"
+            )
             with JobProgress(console) as progress:
-                job = await client.submit("train-demo", config, [dataset], on_upload=progress.upload)
                 async for event in job.events():
                     progress.event(event)
                 outcome = await job.result(workdir / "results", on_download=progress.download)
     finally:
         await worker.shutdown()
         await server.stop()
+    _summary(console, outcome, timings)
+    return outcome
 
-    phases = {"reserve worker": outcome.phases.get("reserve", 0.0), "open data channel": outcome.phases.get("channel", 0.0),
-              "upload inputs": outcome.phases.get("upload", 0.0),
-              "training (on the worker)": outcome.training_duration_minutes * 60,
-              "download results": outcome.phases.get("download", 0.0)}  # fmt: skip
-    table = Table(title=f"job {outcome.job_id} on {outcome.worker_id}: completed")
+
+def _summary(console: Console, outcome: JobOutcome, timings: dict[str, float]) -> None:
+    phases = {
+        **timings,
+        "reserve a worker (request → assignment)": outcome.phases.get("reserve", 0.0),
+        "open the data channel (offer → open)": outcome.phases.get("channel", 0.0),
+        "upload inputs": outcome.phases.get("upload", 0.0),
+        "training (on the worker)": outcome.training_duration_minutes * 60,
+        "download results": outcome.phases.get("download", 0.0),
+    }
+    table = Table(title=f"job {outcome.job_id} completed on {outcome.worker_id}")
     table.add_column("phase")
     table.add_column("seconds", justify="right")
-    for name, seconds in {**timings, **phases}.items():
+    for name, seconds in phases.items():
         table.add_row(name, f"{seconds:.3f}")
     console.print(table)
     model = next((path for path in outcome.files if path.suffix == ".npz"), None)
+    metrics_file = next((path for path in outcome.files if path.name == "metrics.json"), None)
+    if metrics_file is not None:
+        final = json.loads(metrics_file.read_text()).get("final", {})
+        if final:
+            console.print(
+                f"validation accuracy {final.get('val_accuracy', 0):.3f}, loss {final.get('val_loss', 0):.3f}"
+            )
     console.print(f"[bold green]trained model:[/bold green] {model} ({outcome.model_size_mb} MB)")
     for path in outcome.files:
         console.print(f"  result file: {path}")
-    return outcome

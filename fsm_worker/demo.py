@@ -48,16 +48,15 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
     console.rule("[bold]fsm_worker demo[/bold]: signaling server, worker and client on loopback")
     mark = time.perf_counter()
     server = await start_server(ServerConfig(tokens=[token], host="127.0.0.1", port=0))
-    worker = WorkerHost(
-        WorkerConfig(
-            server.url,
-            token,
-            "demo-worker",
-            workdir=workdir / "worker",
-            loopback_only=True,
-            rtc_fast_path="loopback",
-        )  # fmt: skip
+    config = WorkerConfig(
+        server.url,
+        token,
+        "demo-worker",
+        workdir=workdir / "worker",
+        loopback_only=True,
+        rtc_fast_path="loopback",
     )
+    worker = WorkerHost(config)
     try:
         await worker.start()
         timings["start server + worker"] = time.perf_counter() - mark
@@ -69,7 +68,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
         mark = time.perf_counter()
         dataset = generate_sample_csv(workdir / "dataset.csv", rows=rows, features=features, seed=7)
         timings["generate dataset"] = time.perf_counter() - mark
-        console.print(f"dataset           {dataset} ({rows:,} rows × {features} features, "
+        console.print(f"dataset           {dataset} ({rows:,} rows x {features} features, "
                       f"{dataset.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
 
         async with JobClient(server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback",

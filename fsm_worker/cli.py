@@ -49,8 +49,12 @@ EXAMPLES = {
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--settings", dest="settings_file", metavar="FILE",
-                        help="TOML settings file (also FSM_WORKER_SETTINGS)")  # fmt: skip
+    common.add_argument(
+        "--settings",
+        dest="settings_file",
+        metavar="FILE",
+        help="TOML settings file (also FSM_WORKER_SETTINGS)",
+    )
     common.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     common.add_argument("--json-logs", action="store_const", const=True, help="log one JSON object per line")
 
@@ -64,9 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                   epilog=f"example:\n  {EXAMPLES[name]}",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     server = command("server", "Run the signaling server.")
     server.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
@@ -109,8 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     connection(submit)
     submit.add_argument("--job-type", help="e.g. train-demo")
     submit.add_argument("--input", action="append", help="input file; repeat for several")
-    submit.add_argument("--config", dest="job_config", action="append", metavar="KEY=VALUE",
-                        help="job config entry (JSON value or string); repeat")  # fmt: skip
+    submit.add_argument(
+        "--config",
+        dest="job_config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="job config entry (JSON value or string); repeat",
+    )
     submit.add_argument(
         "--min-gpu-memory-mb", type=int, help="only workers with at least this much GPU memory"
     )
@@ -183,8 +197,11 @@ def cmd_server(settings: Settings) -> int:
     )
 
     def ready(running: RunningServer) -> None:
-        print(f"signaling server listening on {running.url} ({len(tokens)} room(s)"
-              f"{', redis ' + config.redis_url if config.redis_url else ''})", flush=True)  # fmt: skip
+        print(
+            f"signaling server listening on {running.url} ({len(tokens)} room(s)"
+            f"{', redis ' + config.redis_url if config.redis_url else ''})",
+            flush=True,
+        )
 
     asyncio.run(run_server(config, ready=ready))
     return 0
@@ -227,8 +244,11 @@ def cmd_worker(settings: Settings) -> int:
 
         await _until_signalled(stop)
         await host.start()
-        print(f"worker {host.peer_id} connected to {config.server_url} "
-              f"({host.capabilities.gpu_model}, {host.capabilities.gpu_memory_mb} MB)", flush=True)  # fmt: skip
+        print(
+            f"worker {host.peer_id} connected to {config.server_url} "
+            f"({host.capabilities.gpu_model}, {host.capabilities.gpu_memory_mb} MB)",
+            flush=True,
+        )
         await host.wait_closed()
 
     asyncio.run(main())
@@ -263,9 +283,14 @@ def cmd_submit(settings: Settings) -> int:
     async def main() -> int:
         async with JobClient(url, token, ice_servers=_ice(settings), timeouts=_timeouts(settings)) as client:
             with JobProgress(console) as progress:
-                job = await client.submit(job_type, config, inputs, requirements,
-                                          bid_window=settings.get("bid_window", 0.0, float),
-                                          on_upload=progress.upload)  # fmt: skip
+                job = await client.submit(
+                    job_type,
+                    config,
+                    inputs,
+                    requirements,
+                    bid_window=settings.get("bid_window", 0.0, float),
+                    on_upload=progress.upload,
+                )
                 console.log(f"job {job.job_id} running on {job.worker_id}")
                 try:
                     async for event in job.events():
@@ -305,9 +330,14 @@ def cmd_status(settings: Settings) -> int:
             table.add_column(column)
         for worker in sorted(workers, key=lambda w: w.peer_id):
             props = worker.properties
-            table.add_row(worker.peer_id, worker.status, str(props.get("gpu_model", "?")),
-                          str(props.get("gpu_memory_mb", "?")), str(props.get("job_id") or "-"),
-                          ", ".join(props.get("supported_job_types", [])))  # fmt: skip
+            table.add_row(
+                worker.peer_id,
+                worker.status,
+                str(props.get("gpu_model", "?")),
+                str(props.get("gpu_memory_mb", "?")),
+                str(props.get("job_id") or "-"),
+                ", ".join(props.get("supported_job_types", [])),
+            )
         Console().print(table)
 
     asyncio.run(main())

@@ -77,8 +77,10 @@ class AllRejectedError(JobClientError):
 
     def __init__(self, reasons: Mapping[str, tuple[str, Sequence[str]]]) -> None:
         self.reasons = dict(reasons)
-        lines = [f"{worker}: {reason}" + (f" ({'; '.join(details)})" if details else "")
-                 for worker, (reason, details) in sorted(self.reasons.items())]  # fmt: skip
+        lines = [
+            f"{worker}: {reason}" + (f" ({'; '.join(details)})" if details else "")
+            for worker, (reason, details) in sorted(self.reasons.items())
+        ]
         super().__init__("every worker rejected the job:\n  " + "\n  ".join(lines))
 
 
@@ -180,9 +182,13 @@ class JobClient:
         self.timeouts = timeouts or ClientTimeouts()
         self.ice_servers = tuple(ice_servers)
         self.signaling = SignalingClient(
-            server_url, token, self.peer_id, role="client", on_peer_message=self._on_message,
+            server_url,
+            token,
+            self.peer_id,
+            role="client",
+            on_peer_message=self._on_message,
             on_connect=self._on_reconnect,
-        )  # fmt: skip
+        )
         self._jobs: dict[str, Job] = {}
         self._trace = trace
         use_loopback_candidates(loopback_only)
@@ -515,8 +521,14 @@ class Job:
         self.phases["download"] = time.perf_counter() - mark
         await self.close_channel()
         result: JobResult = terminal.result
-        return JobOutcome(self.job_id, self.worker_id or "", tuple(files), result.training_duration_minutes,
-                          result.model_size_mb, dict(self.phases))  # fmt: skip
+        return JobOutcome(
+            self.job_id,
+            self.worker_id or "",
+            tuple(files),
+            result.training_duration_minutes,
+            result.model_size_mb,
+            dict(self.phases),
+        )
 
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during)."""

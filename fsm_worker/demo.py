@@ -62,17 +62,22 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
         timings["start server + worker"] = time.perf_counter() - mark
         caps = worker.capabilities
         console.print(f"signaling server  {server.url} (room token generated for this run)")
-        console.print(f"worker            {worker.peer_id}: {caps.gpu_model}, {caps.gpu_memory_mb} MB GPU memory, "
-                      f"job types: {', '.join(caps.supported_job_types)}")  # fmt: skip
+        console.print(
+            f"worker            {worker.peer_id}: {caps.gpu_model}, {caps.gpu_memory_mb} MB GPU memory, "
+            f"job types: {', '.join(caps.supported_job_types)}"
+        )
 
         mark = time.perf_counter()
         dataset = generate_sample_csv(workdir / "dataset.csv", rows=rows, features=features, seed=7)
         timings["generate dataset"] = time.perf_counter() - mark
-        console.print(f"dataset           {dataset} ({rows:,} rows x {features} features, "
-                      f"{dataset.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+        console.print(
+            f"dataset           {dataset} ({rows:,} rows x {features} features, "
+            f"{dataset.stat().st_size / 1e6:.1f} MB)"
+        )
 
-        async with JobClient(server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback",
-                             trace=trace) as client:  # fmt: skip
+        async with JobClient(
+            server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback", trace=trace
+        ) as client:
             workers = await client.discover_workers({"properties": {"status": "available"}})
             console.print(
                 f"discovery         {len(workers)} available worker(s): {', '.join(w.peer_id for w in workers)}"

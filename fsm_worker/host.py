@@ -97,8 +97,11 @@ class WorkerHost:
         self.config = config
         self.registry = registry or default_registry()
         job_types = config.job_types or tuple(self.registry.names())
-        overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
-                     "cuda_version": config.cuda_version}  # fmt: skip
+        overrides = {
+            "gpu_memory_mb": config.gpu_memory_mb,
+            "gpu_model": config.gpu_model,
+            "cuda_version": config.cuda_version,
+        }
         self.capabilities: WorkerCapabilities = detect_capabilities(job_types, overrides)
         self.core = JobCoordinator(
             self.capabilities,
@@ -267,8 +270,13 @@ class WorkerHost:
                 to, payload = body
                 result = await self.signaling.send(to, payload)
                 if not result.delivered and result.status != "queued":
-                    log.warning("%s to %s not delivered: %s %s", payload["app_message_type"], to, result.code,
-                                result.message)  # fmt: skip
+                    log.warning(
+                        "%s to %s not delivered: %s %s",
+                        payload["app_message_type"],
+                        to,
+                        result.code,
+                        result.message,
+                    )
             except Exception:
                 log.exception("sending %s failed", kind)
 

@@ -26,9 +26,12 @@ async def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "120", **(env or {})},
-    )  # fmt: skip
+    )
     async with asyncio.timeout(timeout):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -37,8 +40,9 @@ async def run(
 
 async def start(*args: str, ready: str) -> asyncio.subprocess.Process:
     """Start a long-running CLI command and wait for the line containing `ready` on its stdout."""
-    proc = await asyncio.create_subprocess_exec(*CLI, *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
     assert proc.stdout is not None
     async with asyncio.timeout(TIMEOUT):
         while ready not in (line := (await proc.stdout.readline()).decode()):
@@ -59,8 +63,20 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     token, port = secrets.token_urlsafe(12), free_port()
     url = f"http://127.0.0.1:{port}"
     server = await start("server", "--port", str(port), "--token", token, ready="listening on")
-    worker = await start("worker", "--server", url, "--token", token, "--peer-id", "cli-worker",
-                         "--gpu-memory-mb", "8192", "--workdir", str(tmp_path / "worker"), ready="connected")  # fmt: skip
+    worker = await start(
+        "worker",
+        "--server",
+        url,
+        "--token",
+        token,
+        "--peer-id",
+        "cli-worker",
+        "--gpu-memory-mb",
+        "8192",
+        "--workdir",
+        str(tmp_path / "worker"),
+        ready="connected",
+    )
     try:
         yield url, token
     finally:
@@ -76,9 +92,25 @@ async def test_submit_and_status_against_a_real_server_and_worker(
     code, out, _ = await run("status", "--server", url, "--token", token)
     assert code == 0 and "cli-worker" in out and "available" in out
 
-    code, out, err = await run("submit", "--server", url, "--token", token, "--job-type", "train-demo",
-                               "--input", str(data), "--config", "epochs=5", "--config", "learning_rate=0.05",
-                               "--min-gpu-memory-mb", "4096", "--out", str(tmp_path / "results"))  # fmt: skip
+    code, out, err = await run(
+        "submit",
+        "--server",
+        url,
+        "--token",
+        token,
+        "--job-type",
+        "train-demo",
+        "--input",
+        str(data),
+        "--config",
+        "epochs=5",
+        "--config",
+        "learning_rate=0.05",
+        "--min-gpu-memory-mb",
+        "4096",
+        "--out",
+        str(tmp_path / "results"),
+    )
     assert code == 0, err
     assert "completed on cli-worker" in out and "model.npz" in out
     model = load_model(tmp_path / "results" / "model.npz")
@@ -94,8 +126,16 @@ async def test_submit_with_settings_from_environment_and_toml(
         f'server = "{url}"\n[submit]\njob_type = "train-demo"\nout = "{tmp_path / "toml-out"}"\n'
     )
     data = generate_sample_csv(tmp_path / "data.csv", rows=500, features=3, seed=1)
-    code, _, err = await run("submit", "--settings", str(settings), "--input", str(data), "--config", "epochs=2",
-                               env={"FSM_WORKER_TOKEN": token})  # fmt: skip
+    code, _, err = await run(
+        "submit",
+        "--settings",
+        str(settings),
+        "--input",
+        str(data),
+        "--config",
+        "epochs=2",
+        env={"FSM_WORKER_TOKEN": token},
+    )
     assert code == 0, err
     assert (tmp_path / "toml-out" / "model.npz").is_file()
 
@@ -104,8 +144,16 @@ async def test_clear_errors_for_bad_settings(tmp_path: Path) -> None:
     code, _, err = await run("submit", "--job-type", "train-demo")
     assert code == 2 and "--server is required" in err
     url = f"http://127.0.0.1:{free_port()}"
-    code, _, err = await run("status", "--server", url, "--token", "t", "--connect-timeout", "1",
-                             env={"FSM_WORKER_LOG_LEVEL": "CRITICAL"})  # fmt: skip
+    code, _, err = await run(
+        "status",
+        "--server",
+        url,
+        "--token",
+        "t",
+        "--connect-timeout",
+        "1",
+        env={"FSM_WORKER_LOG_LEVEL": "CRITICAL"},
+    )
     assert code == 1 and f"could not reach the signaling server at {url} within 1 s" in err
     assert "Traceback" not in err
 

@@ -83,8 +83,8 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
                 f"discovery         {len(workers)} available worker(s): {', '.join(w.peer_id for w in workers)}"
             )
             console.print("\n[bold]protocol[/bold] (peer messages through the signaling server)")
-            config = {"epochs": epochs, "learning_rate": 0.01}
-            job = await client.submit("train-demo", config, [dataset])
+            job_config = {"epochs": epochs, "learning_rate": 0.01}
+            job = await client.submit("train-demo", job_config, [dataset])
             console.print(
                 f"  data channel open, {len(job.uploaded)} input file(s) uploaded and verified (sha256)\n"
             )

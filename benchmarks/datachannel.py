@@ -71,6 +71,7 @@ class Receiver:
             self.conn.send(await getattr(self, f"do_{command}")(arg))
         for pc in self.pcs:
             await pc.close()
+        self.conn.send(None)
 
     async def do_offer(self, arg: dict[str, str]) -> str:
         pc = RTCPeerConnection(make_configuration())

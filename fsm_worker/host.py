@@ -53,7 +53,7 @@ from fsm_worker.rtc import tuning
 from fsm_worker.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.rtc.loopback import use_loopback_candidates
 from fsm_worker.rtc.session import IncomingChannel, RtcSetupError, create_answer
-from fsm_worker.signaling.client import SignalingClient
+from fsm_worker.signaling.client import SendResult, SendStatus, SignalingClient
 from fsm_worker.transfer.flow import TransferTuning
 from fsm_worker.transfer.store import ContentStore
 from fsm_worker.transfer.worker import WorkerTransferEndpoint
@@ -125,6 +125,7 @@ class WorkerHost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
         self._committed: set[str] = set()
+        self._unreachable: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = asyncio.Event()
@@ -269,16 +270,23 @@ class WorkerHost:
                     continue
                 to, payload = body
                 result = await self.signaling.send(to, payload)
-                if not result.delivered and result.status != "queued":
-                    log.warning(
-                        "%s to %s not delivered: %s %s",
-                        payload["app_message_type"],
-                        to,
-                        result.code,
-                        result.message,
-                    )
+                self._note_delivery(to, payload["app_message_type"], result)
             except Exception:
                 log.exception("sending %s failed", kind)
+
+    def _note_delivery(self, to: str, kind: str, result: SendResult) -> None:
+        """Warn once when a peer becomes unreachable (its client replays job events with `job_sync` later)."""
+        if result.delivered or result.status is SendStatus.QUEUED:
+            self._unreachable.discard(to)
+        elif to not in self._unreachable:
+            self._unreachable.add(to)
+            log.warning(
+                "%s to %s not delivered: %s %s (further failures to it are not logged)",
+                kind,
+                to,
+                result.code,
+                result.message,
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -233,7 +234,11 @@ class JobRunner:
         env = dict(os.environ) if launch.inherit_env else {}
         env["PYTHONUNBUFFERED"] = "1"
         env.update(launch.env)
-        return list(launch.argv), env
+        executable = launch.argv[0]
+        if shutil.which(executable, path=env.get("PATH")) is None:
+            raise FileNotFoundError(f"cannot start {executable!r}: no such executable")
+        guard = [self.python, "-m", "fsm_worker.jobs.guard", str(os.getpid()), "--"]  # dies with the worker
+        return [*guard, *launch.argv], env
 
     def _begin_termination(self, run: _Run, grace: float) -> None:
         if run.termination is None and run.scope is not None:

@@ -268,7 +268,7 @@ class SignalingClient:
     def _new_sio(
         self, welcomed: asyncio.Event, dropped: asyncio.Event, refusal: list[Any]
     ) -> socketio.AsyncClient:
-        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False, handle_sigint=False)
 
         def current() -> bool:
             return self._sio is sio

@@ -24,6 +24,7 @@ from fsm_worker.transfer.errors import (
 from fsm_worker.transfer.files import FileSink, sha256_of
 from fsm_worker.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.transfer.frames import (
+    CHUNK_REF,
     Ack,
     Commit,
     Committed,
@@ -209,10 +210,13 @@ class ClientTransferEndpoint:
             self._download.fail(ChannelClosedError("data channel closed during download"))
 
     # --- replies ------------------------------------------------------------------------------------
-    async def _reply(self) -> Frame:
+    async def _reply(self, skip_chunk_errors: bool) -> Frame:
         try:
             async with asyncio.timeout(self.reply_timeout):
                 item = await self._replies.get()
+                while skip_chunk_errors and isinstance(item, Error) and item.ref == CHUNK_REF:
+                    log.info("ignoring a stale chunk error: %s", item.message)  # from an abandoned upload
+                    item = await self._replies.get()
         except TimeoutError as exc:
             raise TransferError(ErrorCode.TIMEOUT, f"no reply within {self.reply_timeout:g} s") from exc
         if item is _CLOSED:
@@ -225,8 +229,9 @@ class ClientTransferEndpoint:
         assert not isinstance(item, ProtocolError)
         return item  # type: ignore[return-value]
 
-    async def _expect(self, *kinds: type[_F]) -> _F:
-        frame = await self._reply()
+    async def _expect(self, *kinds: type[_F], skip_chunk_errors: bool = True) -> _F:
+        """The next reply, which must be one of ``kinds``; an ``error`` frame raises."""
+        frame = await self._reply(skip_chunk_errors)
         if not isinstance(frame, kinds):
             raise TransferError(ErrorCode.UNEXPECTED, f"unexpected {frame.TYPE!r} frame from the worker")
         return frame
@@ -288,7 +293,7 @@ class ClientTransferEndpoint:
         sent = self._writer.chunk_bytes_sent - before
         self.stats.chunk_bytes_sent += sent
         self.stats.chunks_sent = self._writer.chunks_sent
-        ack = await self._expect(Ack)
+        ack = await self._expect(Ack, skip_chunk_errors=False)
         if (ack.name, ack.size, ack.sha256) != (name, size, digest):
             raise TransferError(
                 ErrorCode.UNEXPECTED, f"acknowledgement for {ack.name!r} does not match {name!r}"

@@ -15,7 +15,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "TOO_LARGE"  # job upload limit exceeded
     SIZE_MISMATCH = "SIZE_MISMATCH"  # more or fewer bytes than the header announced
     HASH_MISMATCH = "HASH_MISMATCH"  # sha256 of the received bytes differs from the header
-    BUSY = "BUSY"  # another transfer is in progress
+    BUSY = "BUSY"  # an upload or download is still in progress
     COMMITTED = "COMMITTED"  # inputs already committed; no more uploads
     COMMIT_FAILED = "COMMIT_FAILED"  # the host refused or failed the commit
     NOT_READY = "NOT_READY"  # results are not available (yet)

@@ -18,6 +18,7 @@ from fsm_worker.transfer.errors import ProtocolError
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MAX_CONTROL_FRAME = 64 * 1024
+CHUNK_REF = "chunk"  # ``ref`` of an error frame caused by a binary (chunk) message
 
 
 def _sha256(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -19,3 +19,4 @@ class TransferStats:
     files_resumed: int = 0
     bytes_skipped: int = 0  # bytes not sent thanks to dedupe or resume
     errors_sent: int = 0
+    chunks_dropped: int = 0  # binary frames that arrived with no upload open

@@ -14,6 +14,7 @@ from fsm_worker.transfer.errors import ErrorCode, ProtocolError, TransferError
 from fsm_worker.transfer.files import FileSink, sha256_of
 from fsm_worker.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.transfer.frames import (
+    CHUNK_REF,
     Ack,
     Commit,
     Committed,
@@ -80,6 +81,7 @@ class WorkerTransferEndpoint:
         self.stats = TransferStats()
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
         self._sink: FileSink | None = None
+        self._stray_chunk_reported = False
         self._target: Path | None = None
         self._sending: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[str | bytes | object] = asyncio.Queue()
@@ -109,21 +111,23 @@ class WorkerTransferEndpoint:
     async def _run(self) -> None:
         try:
             while (message := await self._queue.get()) is not _CLOSED:
+                ref = CHUNK_REF if isinstance(message, bytes) else None
                 try:
                     if isinstance(message, bytes):
                         self._on_chunk(message)
                     elif isinstance(message, str):
+                        self._stray_chunk_reported = False
                         await self._on_text(message)
                 except ProtocolError as exc:
-                    self._error(exc.code, str(exc), exc.name)
+                    self._error(exc.code, str(exc), exc.name, ref)
                 except TransferError as exc:
-                    self._error(exc.code, exc.message, exc.name)
+                    self._error(exc.code, exc.message, exc.name, ref)
                 except OSError as exc:
                     log.warning("transfer I/O error: %s", exc)
-                    self._error(ErrorCode.IO_ERROR, f"{type(exc).__name__}: {exc.strerror or exc}")
+                    self._error(ErrorCode.IO_ERROR, f"{type(exc).__name__}: {exc.strerror or exc}", None, ref)
                 except Exception:
                     log.exception("transfer endpoint bug while handling a frame")
-                    self._error(ErrorCode.INTERNAL, "internal error while handling the frame")
+                    self._error(ErrorCode.INTERNAL, "internal error while handling the frame", None, ref)
         finally:
             self._release()
 
@@ -142,8 +146,13 @@ class WorkerTransferEndpoint:
         self._send(Error(code=code, message=message, name=name, ref=ref))
 
     def _send(self, frame: Frame) -> None:
-        if self._writer.is_open:
+        """Send a control frame if the channel is still open; never raises."""
+        if not self._writer.is_open:
+            return
+        try:
             self._writer.send_frame(frame)
+        except Exception:
+            log.exception("could not send %r frame", frame.TYPE)
 
     async def _on_text(self, text: str) -> None:
         frame = parse_frame(text)
@@ -176,13 +185,8 @@ class WorkerTransferEndpoint:
     async def _on_put(self, put: Put) -> None:
         if self.committed:
             raise ProtocolError("inputs are already committed", ErrorCode.COMMITTED)
-        sink = self._sink
-        if sink is not None and put.restart and (put.name, put.sha256) == (sink.name, sink.sha256):
-            sink.close()  # the client declined the offered resume offset
-            self._sink = self._target = None
-        elif sink is not None:
-            raise ProtocolError(f"upload of {sink.name!r} is still in progress", ErrorCode.BUSY)
         check_name(put.name)
+        self._abandon_upload()  # a new put abandons an open upload; its partial stays resumable
         ensure_real_dir(self.job_dir)
         inputs = ensure_real_dir(self.inputs_dir)
         target = safe_target(inputs, put.name)
@@ -212,11 +216,24 @@ class WorkerTransferEndpoint:
         prefix = hasher.hexdigest() if hasher is not None else None
         self._send(Ready(name=put.name, offset=offset, prefix_sha256=prefix))
 
+    def _abandon_upload(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+        self._sink = self._target = None
+
     def _on_chunk(self, data: bytes) -> None:
         sink = self._sink
         if sink is None:
+            self.stats.chunks_dropped += 1
+            if self._stray_chunk_reported:
+                return  # one error per run of stray chunks, not one per chunk
+            self._stray_chunk_reported = True
             raise ProtocolError("binary chunk without an upload in progress", ErrorCode.UNEXPECTED)
-        sink.write(data)
+        try:
+            sink.write(data)
+        except OSError:
+            self._abandon_upload()  # e.g. disk full: stop this upload, keep its partial
+            raise
         self.stats.chunk_bytes_received += len(data)
         self.stats.chunks_received += 1
         if self.on_progress is not None:

@@ -51,10 +51,16 @@ async def start(*args: str, ready: str) -> asyncio.subprocess.Process:
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM and wait; SIGKILL (and fail) if it does not exit: a test never leaves processes behind."""
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(TIMEOUT):
-        return await proc.wait()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            return await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("the process ignored SIGTERM") from None
 
 
 @pytest.fixture
@@ -166,7 +172,13 @@ async def test_demo_runs_a_real_job_end_to_end(tmp_path: Path) -> None:
     match = re.search(r"trained model: (\S+model\.npz)", out)
     assert match, out
     assert Path(match.group(1)).is_file() and (tmp_path / "results" / "metrics.json").is_file()
-    for phase in ("reserve worker", "open data channel", "upload inputs", "training", "download results"):
+    for phase in (
+        "reserve a worker",
+        "open the data channel",
+        "upload inputs",
+        "training",
+        "download results",
+    ):
         assert phase in out
 
 
@@ -178,3 +190,24 @@ def test_help_has_examples() -> None:
             [*CLI, command, "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=True
         )
         assert "example:" in result.stdout and "fsm-worker " + command in result.stdout
+
+
+async def test_ctrl_c_cancels_the_job(cluster: tuple[str, str], tmp_path: Path) -> None:
+    url, token = cluster
+    data = generate_sample_csv(tmp_path / "data.csv", rows=5000, features=4, seed=2)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "submit", "--server", url, "--token", token, "--job-type", "train-demo", "--input", str(data),
+        "--config", "epochs=10000", "--out", str(tmp_path / "results"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    async with asyncio.timeout(TIMEOUT):
+        while "running on cli-worker" not in (line := (await proc.stderr.readline()).decode()):
+            assert line, "submit exited before the job ran"
+    proc.send_signal(signal.SIGINT)
+    async with asyncio.timeout(TIMEOUT):
+        _, err = await proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    assert "the job was cancelled" in err.decode()
+    code, out, _ = await run("status", "--server", url, "--token", token)
+    assert code == 0 and "available" in out and "busy" not in out

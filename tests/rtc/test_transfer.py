@@ -36,7 +36,9 @@ class Job:
     results: list[Path] | None = None
     progress: list[tuple[str, int, int]] = attrs.Factory(list)
 
-    def endpoint(self, channel: Any, store: ContentStore, max_upload: int = 256 * MiB) -> WorkerTransferEndpoint:
+    def endpoint(
+        self, channel: Any, store: ContentStore, max_upload: int = 256 * MiB
+    ) -> WorkerTransferEndpoint:
         return WorkerTransferEndpoint(
             channel,
             self.dir,
@@ -184,7 +186,9 @@ async def test_symlinked_inputs_dir_is_refused(
     assert not list(elsewhere.iterdir())
 
 
-async def test_oversize_upload_refused(link: Any, job: Job, store: ContentStore, tmp_path: Path, tools: Any) -> None:
+async def test_oversize_upload_refused(
+    link: Any, job: Job, store: ContentStore, tmp_path: Path, tools: Any
+) -> None:
     for i, name in enumerate(("a.bin", "b.bin", "big.bin")):
         tools.make_file(tmp_path / name, 2 * MiB if name == "big.bin" else 600_000, i)
     worker = job.endpoint(link.worker, store, max_upload=MiB)
@@ -286,7 +290,9 @@ async def test_resume_after_connection_drop(
     digest = tools.make_file(src, size, 6)
     link1 = await link_factory()
     worker1 = job.endpoint(link1.worker, store)
-    client1 = ClientTransferEndpoint(link1.client, tuning=TransferTuning(high_water=256 * 1024, low_water=64 * 1024))
+    client1 = ClientTransferEndpoint(
+        link1.client, tuning=TransferTuning(high_water=256 * 1024, low_water=64 * 1024)
+    )
     dropped: list[asyncio.Task[None]] = []
 
     def drop_midway(done: int, _total: int) -> None:
@@ -341,7 +347,9 @@ async def test_receiver_memory_stays_far_below_file_size(
     src = tmp_path / "mem.bin"
     digest = tools.make_file(src, size, 8)
     job.endpoint(link.worker, store)
-    client = ClientTransferEndpoint(link.client, tuning=TransferTuning(high_water=256 * 1024, low_water=64 * 1024))
+    client = ClientTransferEndpoint(
+        link.client, tuning=TransferTuning(high_water=256 * 1024, low_water=64 * 1024)
+    )
     tracemalloc.start()
     try:
         async with asyncio.timeout(T * 2):
@@ -354,7 +362,9 @@ async def test_receiver_memory_stays_far_below_file_size(
     assert peak < size / 3, f"peak {peak / MiB:.1f} MiB"
 
 
-async def test_worker_survives_channel_close_without_traffic(link: Any, job: Job, store: ContentStore) -> None:
+async def test_worker_survives_channel_close_without_traffic(
+    link: Any, job: Job, store: ContentStore
+) -> None:
     worker = job.endpoint(link.worker, store)
     await link.close()
     async with asyncio.timeout(T):

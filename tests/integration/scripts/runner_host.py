@@ -1,0 +1,25 @@
+"""A stand-in worker process: runs one long job through JobRunner, prints its pid, then waits to be killed."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from fsm_worker.jobs.events import RunStarted
+from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
+from fsm_worker.jobs.runner import JobRunner
+from fsm_worker.jobs.spec import JobSpec
+
+
+async def main(workdir: Path) -> None:
+    registry = JobTypeRegistry()
+    registry.register("sleep", StaticCommandHandler((sys.executable, "-c", "import time; time.sleep(600)")))
+
+    def on_event(event: object) -> None:
+        if isinstance(event, RunStarted):
+            print(event.pid, flush=True)
+
+    await JobRunner(registry).start(JobSpec("job", "sleep", {}, workdir), on_event)
+    await asyncio.sleep(600)
+
+
+asyncio.run(main(Path(sys.argv[1])))

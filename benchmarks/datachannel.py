@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection
 from rich.console import Console
 from rich.table import Table
 
@@ -76,11 +76,8 @@ class Receiver:
     async def do_offer(self, arg: dict[str, str]) -> str:
         pc = RTCPeerConnection(make_configuration())
         self.pcs.append(pc)
-        incoming = IncomingChannel(pc)
-        answer = await create_answer(pc, arg["sdp"])
 
-        async def attach() -> None:
-            channel = await incoming.wait_open(timeout=30)
+        def attach(channel: RTCDataChannel) -> None:  # inside the datachannel event: no message lost
             self.endpoints.append(
                 WorkerTransferEndpoint(
                     channel,
@@ -93,8 +90,8 @@ class Receiver:
                 )
             )
 
-        asyncio.get_running_loop().create_task(attach())
-        return answer
+        IncomingChannel(pc, on_channel=attach)
+        return await create_answer(pc, arg["sdp"])
 
     async def do_mark(self, _arg: None) -> float:
         self.rss_before = maxrss_mib()

@@ -158,7 +158,12 @@ async def hold() -> None:
 
     async def connect_one(url: str, token: str, index: int) -> None:
         sio = simulated_worker(session)
-        auth = {"token": token, "peer_id": f"w{index:05d}", "role": "worker", "metadata": worker_metadata(index)}
+        auth = {
+            "token": token,
+            "peer_id": f"w{index:05d}",
+            "role": "worker",
+            "metadata": worker_metadata(index),
+        }
         async with window:
             await sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=60)
         clients.append(sio)
@@ -173,7 +178,10 @@ async def hold() -> None:
             clients.clear()
         else:
             break
-        print(json.dumps({"ok": True, "clients": len(clients), "seconds": time.perf_counter() - start}), flush=True)
+        print(
+            json.dumps({"ok": True, "clients": len(clients), "seconds": time.perf_counter() - start}),
+            flush=True,
+        )
     await session.close()
 
 
@@ -261,7 +269,10 @@ async def broadcast(
         request = to_wire(JobRequest(job_id, "train-demo", {"epochs": 1}))
         start = time.perf_counter()
         acks = await asyncio.gather(
-            *(sio.call("peer_message", {"to_peer_id": t, "payload": request}, timeout=TIMEOUT) for t in targets)
+            *(
+                sio.call("peer_message", {"to_peer_id": t, "payload": request}, timeout=TIMEOUT)
+                for t in targets
+            )
         )
         if not all(ack.get("ok") for ack in acks):
             raise RuntimeError(f"peer_message refused: {next(a for a in acks if not a.get('ok'))}")
@@ -274,9 +285,7 @@ async def broadcast(
     return quantiles(samples)
 
 
-async def measure(
-    kind: str, holders: Holders, workers: int, rounds: int, fanout: int
-) -> dict[str, float]:
+async def measure(kind: str, holders: Holders, workers: int, rounds: int, fanout: int) -> dict[str, float]:
     """One server (ours or bare) under ``workers`` connections."""
     token = secrets.token_urlsafe(16)
     server = await (start_server_process([token], log_level="WARNING") if kind == "ours" else start_bare())
@@ -287,7 +296,9 @@ async def measure(
         ids = list(range(workers))
         shares = [ids[i :: len(holders.procs)] for i in range(len(holders.procs))]
         start = time.perf_counter()
-        await holders.command([{"op": "connect", "url": server.url, "token": token, "ids": s} for s in shares])
+        await holders.command(
+            [{"op": "connect", "url": server.url, "token": token, "ids": s} for s in shares]
+        )
         connect_s = time.perf_counter() - start
         await asyncio.sleep(1.0)
         after = rss_kib(pid)
@@ -347,7 +358,12 @@ def report(workers: int, bare: dict[str, float], ours: dict[str, float]) -> None
         tgt = "" if target is None else f"< {target:g}"
         print(f"{label:<34}{bare[key]:>12.2f}{ours[key]:>12.2f}{ratio:>10.2f}x{tgt:>11}{met:>6}")
     for figure, key, unit, target in (
-        (f"scale: memory per connection (N={workers})", "kb_per_conn", "kB", f"< {TARGET_KB_PER_CONNECTION:g}"),
+        (
+            f"scale: memory per connection (N={workers})",
+            "kb_per_conn",
+            "kB",
+            f"< {TARGET_KB_PER_CONNECTION:g}",
+        ),
         (f"scale: discover {workers} workers p50", "disc_p50", "ms", f"< {TARGET_DISCOVERY_MS:g}"),
         ("scale: job_request to 100 → all replies p50", "bc_p50", "ms", ""),
     ):

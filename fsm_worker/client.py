@@ -49,10 +49,10 @@ from fsm_worker.core.messages import (
 from fsm_worker.rtc import tuning
 from fsm_worker.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.rtc.loopback import use_loopback_candidates
-from fsm_worker.rtc.session import accept_answer, create_offer, wait_channel_open
+from fsm_worker.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
 from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.transfer.client import ClientTransferEndpoint, UploadedFile
-from fsm_worker.transfer.errors import ChannelClosedError, RemoteTransferError
+from fsm_worker.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
 from fsm_worker.transfer.errors import ErrorCode as TransferCode
 from fsm_worker.transfer.flow import TransferTuning
 
@@ -114,6 +114,14 @@ class WorkerRefusedError(JobClientError):
 
 class ClientTimeoutError(JobClientError, TimeoutError):
     """A wait ran past its timeout."""
+
+
+class DataChannelError(JobClientError):
+    """The data channel could not be opened, or a transfer over it failed (`code` says why)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
 
 
 # --- results ----------------------------------------------------------------------------------------------------
@@ -403,6 +411,13 @@ class Job:
 
     async def open_channel(self) -> None:
         """Offer a data channel to the worker and wait until it is open (replacing any earlier one)."""
+        try:
+            await self._open_channel()
+        except RtcSetupError as error:
+            await self.close_channel()
+            raise DataChannelError("RTC_SETUP_FAILED", str(error)) from error
+
+    async def _open_channel(self) -> None:
         assert self.worker_id is not None
         await self.close_channel()
         timeout = self.client.timeouts.rtc_setup
@@ -445,14 +460,18 @@ class Job:
             except RemoteTransferError as error:
                 if error.code == TransferCode.COMMITTED:  # the commit went through before the channel dropped
                     return
-                raise
-            except ChannelClosedError:
+                raise DataChannelError(error.code, error.message) from error
+            except ChannelClosedError as error:
                 if attempt == self.client.timeouts.channel_retries:
-                    raise
+                    raise DataChannelError(
+                        error.code, f"upload failed {attempt + 1} times: {error.message}"
+                    ) from error
                 log.warning(
                     "job %s: data channel dropped during the upload; resuming on a new one", self.job_id
                 )
                 await self.open_channel()
+            except TransferError as error:
+                raise DataChannelError(error.code, error.message) from error
 
     async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
         try:
@@ -539,13 +558,17 @@ class Job:
             assert self._transfer is not None
             try:
                 return await self._transfer.download(out_dir, on_progress)
-            except ChannelClosedError:
+            except ChannelClosedError as error:
                 if attempt == self.client.timeouts.channel_retries:
-                    raise
+                    raise DataChannelError(
+                        error.code, f"download failed {attempt + 1} times: {error.message}"
+                    ) from error
                 log.warning(
                     "job %s: data channel dropped during the download; retrying on a new one", self.job_id
                 )
                 await self.close_channel()
+            except TransferError as error:
+                raise DataChannelError(error.code, error.message) from error
         raise AssertionError("unreachable")
 
     async def cancel(self) -> None:

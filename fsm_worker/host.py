@@ -146,7 +146,10 @@ class WorkerHost:
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         """Connect to the signaling server and start taking jobs."""
-        (self.config.workdir / "jobs").mkdir(parents=True, exist_ok=True)
+        jobs = self.config.workdir / "jobs"
+        if jobs.is_dir():  # left by an earlier run of this worker: no client can reach those jobs any more
+            await asyncio.to_thread(shutil.rmtree, jobs, True)
+        jobs.mkdir(parents=True, exist_ok=True)
         self._pump = asyncio.create_task(self._send_outbox(), name="worker-outbox")
         try:
             await self.signaling.connect(timeout=connect_timeout)

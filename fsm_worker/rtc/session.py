@@ -8,6 +8,7 @@ Every wait is bounded and fails with :class:`RtcSetupError` (or its timeout subc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -132,11 +133,22 @@ async def wait_channel_open(
 
 
 class IncomingChannel:
-    """Answerer: catches the offerer's data channel (register before applying the offer)."""
+    """Answerer: catches the offerer's data channel (create it before applying the offer).
 
-    def __init__(self, pc: RTCPeerConnection, label: str | None = DEFAULT_LABEL) -> None:
+    ``on_channel`` runs synchronously inside aiortc's ``datachannel`` event, before any message
+    on the channel can be dispatched: attach message handlers there, or the peer's first
+    messages may arrive before anyone listens (``wait_open`` resumes a few loop turns later).
+    """
+
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        label: str | None = DEFAULT_LABEL,
+        on_channel: Callable[[RTCDataChannel], None] | None = None,
+    ) -> None:
         self._pc = pc
         self._label = label
+        self._on_channel_cb = on_channel
         self._fut: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
         pc.on("datachannel", self._on_channel)
 
@@ -144,13 +156,23 @@ class IncomingChannel:
         if self._fut.done():
             return
         if self._label is not None and channel.label != self._label:
-            self._fut.set_exception(RtcSetupError(f"unexpected data channel label {channel.label!r}"))
+            self._fail(f"unexpected data channel label {channel.label!r}")
         elif (
             not channel.ordered or channel.maxRetransmits is not None or channel.maxPacketLifeTime is not None
         ):
-            self._fut.set_exception(RtcSetupError("data channel must be ordered and reliable"))
+            self._fail("data channel must be ordered and reliable")
         else:
-            self._fut.set_result(channel)
+            try:
+                if self._on_channel_cb is not None:
+                    self._on_channel_cb(channel)
+            except Exception as exc:
+                self._fail(f"on_channel callback failed: {exc!r}")
+            else:
+                self._fut.set_result(channel)
+
+    def _fail(self, message: str) -> None:
+        self._fut.set_exception(RtcSetupError(message))
+        self._fut.exception()  # mark retrieved: nobody may be waiting yet; wait_open re-raises it
 
     async def wait_open(self, *, timeout: float = DEFAULT_SETUP_TIMEOUT) -> RTCDataChannel:
         """Wait for the offerer's channel (aiortc announces it already open)."""

@@ -17,8 +17,8 @@ from fsm_worker.transfer.client import UploadStatus
 
 from .conftest import Room, eventually, holds, idle
 
-SIZE = 3 * 1024 * 1024
-DROP_AT = 1024 * 1024
+SIZE = 4 * 1024 * 1024
+DROP_AT = 5 * SIZE // 8  # well past the sender's 1 MiB high-water mark: bytes have really arrived
 
 
 @pytest.fixture

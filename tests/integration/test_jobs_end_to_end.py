@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fsm_worker.client import AllRejectedError, Job, JobCancelledError, JobFailedError, NoWorkersError
+from fsm_worker.client import (
+    AllRejectedError,
+    Job,
+    JobCancelledError,
+    JobFailedError,
+    NoWorkersError,
+    WorkerRefusedError,
+)
 from fsm_worker.core.events import WorkerStatus
 from fsm_worker.core.messages import JobCancelled, JobComplete, JobStatus, Requirements
 from fsm_worker.jobs.train_demo import load_model
@@ -142,3 +149,24 @@ async def test_no_worker_meets_the_requirements(room: Room) -> None:
     client = await room.client()
     with pytest.raises(NoWorkersError):
         await client.submit("ticker", requirements=Requirements(min_gpu_memory_mb=65536))
+
+
+async def test_results_are_removed_when_retention_ends(room: Room, tmp_path: Path) -> None:
+    worker = await room.worker(retention=1.0)
+    client = await room.client()
+    job = await client.submit("ticker")
+    await job.wait()
+    job_dir = worker.job_dir(job.job_id)
+    await eventually(lambda: asyncio.to_thread(lambda: not job_dir.exists()))
+    await job.close_channel()
+    with pytest.raises(WorkerRefusedError) as refused:
+        await job.download(tmp_path / "late")
+    assert refused.value.code == "NOT_ASSIGNED"
+
+
+async def test_stale_job_directories_are_removed_at_start(room: Room, tmp_path: Path) -> None:
+    stale = tmp_path / "worker-1" / "jobs" / "left-by-a-crash"
+    stale.mkdir(parents=True)
+    (stale / "big.bin").write_bytes(b"x" * 1000)
+    await room.worker()
+    assert not stale.exists()

@@ -39,6 +39,7 @@ from fsm_worker.rtc import (
     wait_channel_open,
 )
 from fsm_worker.transfer import ClientTransferEndpoint, ContentStore, TransferTuning, WorkerTransferEndpoint
+from fsm_worker.transfer.flow import ChannelWriter
 
 MiB = 1024 * 1024
 TIMEOUT = 600.0
@@ -78,6 +79,9 @@ class Receiver:
         self.pcs.append(pc)
 
         def attach(channel: RTCDataChannel) -> None:  # inside the datachannel event: no message lost
+            if arg["job"] == "raw":
+                self.count_bytes(channel)
+                return
             self.endpoints.append(
                 WorkerTransferEndpoint(
                     channel,
@@ -92,6 +96,23 @@ class Receiver:
 
         IncomingChannel(pc, on_channel=attach)
         return await create_answer(pc, arg["sdp"])
+
+    @staticmethod
+    def count_bytes(channel: RTCDataChannel) -> None:
+        """Baseline sink without the protocol: count bytes, answer the expected total with "done"."""
+        received = 0
+        expected: int | None = None
+
+        def on_message(message: str | bytes) -> None:
+            nonlocal received, expected
+            if isinstance(message, str):
+                expected = int(message)
+            else:
+                received += len(message)
+            if expected is not None and received >= expected:
+                channel.send("done")
+
+        channel.on("message", on_message)
 
     async def do_mark(self, _arg: None) -> float:
         self.rss_before = maxrss_mib()
@@ -180,6 +201,21 @@ class Bench:
         await self.call("close")
         return elapsed, client.stats.chunk_bytes_sent, report
 
+    async def raw_channel_send(self, path: Path) -> float:
+        """Stock data channel, no protocol: the same chunks and flow control, no disk or hash on receipt."""
+        pc, channel, _ = await self.connect("raw")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        channel.on("message", lambda _m: done.done() or done.set_result(None))
+        writer = ChannelWriter(channel, self.tuning)
+        start = time.perf_counter()
+        channel.send(str(path.stat().st_size))
+        await writer.send_file(path, 0, path.stat().st_size)
+        await done
+        elapsed = time.perf_counter() - start
+        await pc.close()
+        await self.call("close")
+        return elapsed
+
     async def tcp_upload(self, path: Path, job: str) -> float:
         port = await self.call("tcp", job)
         size = path.stat().st_size
@@ -223,6 +259,7 @@ async def run(args: argparse.Namespace) -> None:
             async with asyncio.timeout(TIMEOUT):
                 setups = await bench.setup_times(args.setups)
                 tcp = await bench.tcp_upload(src, "tcp")
+                raw = await bench.raw_channel_send(src)
                 dc, sent, report = await bench.datachannel_upload(src, "job1")
                 dedupe, dedupe_sent, _ = await bench.datachannel_upload(src, "job2")
                 await bench.call("quit")
@@ -230,7 +267,7 @@ async def run(args: argparse.Namespace) -> None:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
-    show(args, tuning, size, setups, tcp, dc, sent, dedupe, dedupe_sent, report)
+    show(args, tuning, size, setups, tcp, raw, dc, sent, dedupe, dedupe_sent, report)
 
 
 def tuning_dict(tuning: TransferTuning) -> dict[str, int]:
@@ -243,6 +280,7 @@ def show(
     size: int,
     setups: list[float],
     tcp: float,
+    raw: float,
     dc: float,
     sent: int,
     dedupe: float,
@@ -258,13 +296,14 @@ def show(
         table.add_column(column, justify="right" if column != "case" else "left")
     tcp_rate = mib / tcp
     for name, seconds, sent_bytes in (
-        ("raw TCP (asyncio streams)", tcp, size),
-        ("data channel upload", dc, sent),
+        ("raw TCP (asyncio streams, to disk + sha256)", tcp, size),
+        ("data channel, raw send (no protocol, no disk)", raw, size),
+        ("data channel upload (protocol, disk, sha256)", dc, sent),
         ("data channel, dedupe repeat", dedupe, dedupe_sent),
     ):
         rate = mib / seconds
         table.add_row(name, f"{seconds:.3f}", f"{rate:.1f}", f"{rate / tcp_rate:.3f}x", f"{sent_bytes:,}")
-    console = Console()
+    console = Console(width=130)
     console.print(table)
     console.print(
         f"setup offer→open (n={len(setups)}, receiver in another process): "

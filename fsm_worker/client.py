@@ -182,10 +182,12 @@ class JobClient:
         loopback_only: bool = False,
         rtc_fast_path: str | None = None,
         trace: Callable[[str, str, Message], None] | None = None,
+        resume_secret: str | None = None,
     ) -> None:
         """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo); `rtc_fast_path`
         ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too; `trace` sees
-        every protocol message as ("sent" | "received", peer id, message)."""
+        every protocol message as ("sent" | "received", peer id, message); `resume_secret` (from an earlier
+        session's `resume_secret`) reclaims this peer id, e.g. to `attach` to a job submitted before."""
         self.peer_id = peer_id or f"client-{uuid.uuid4().hex[:10]}"
         self.timeouts = timeouts or ClientTimeouts()
         self.ice_servers = tuple(ice_servers)
@@ -196,6 +198,7 @@ class JobClient:
             role="client",
             on_peer_message=self._on_message,
             on_connect=self._on_reconnect,
+            resume_secret=resume_secret,
         )
         self._jobs: dict[str, Job] = {}
         self._trace = trace
@@ -223,6 +226,20 @@ class JobClient:
         for job in list(self._jobs.values()):
             await job.close_channel()
         await self.signaling.close()
+
+    @property
+    def resume_secret(self) -> str | None:
+        """The secret that reclaims this peer id in a later session (keep it with the peer id)."""
+        return self.signaling.resume_secret
+
+    async def attach(self, job_id: str, worker_id: str) -> Job:
+        """Follow a job this peer id submitted in an earlier session: its events are replayed from the start,
+        and its results can be downloaded while the worker keeps them."""
+        job = Job(self, JobRequest(job_id, "unknown"), {})
+        job.worker_id = worker_id
+        self._jobs[job_id] = job
+        await self._send(worker_id, JobSync(job_id, 0))
+        return job
 
     async def discover_workers(self, filters: Mapping[str, Any] | None = None) -> list[WorkerInfo]:
         """Workers in this room matching `filters` (`{"properties": {"status": "available"}}` and the like)."""
@@ -322,7 +339,8 @@ class Job:
         self.terminal: JobEvent | None = None
         self.history: list[JobEvent] = []
         self._responses: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
-        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()  # None: the worker lost the job
+        self._lost: str | None = None
         self._control: asyncio.Queue[Message] = asyncio.Queue()
         self._pc: RTCPeerConnection | None = None
         self._transfer: ClientTransferEndpoint | None = None
@@ -343,6 +361,9 @@ class Job:
             and message.seq is not None
         ):
             self._on_job_event(message)
+        elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB" and not self.finished:
+            self._lost = f"worker {sender} no longer holds job {self.job_id} (it restarted or let it go)"
+            self._events.put_nowait(None)  # wakes events()
         else:
             self._control.put_nowait(message)
 
@@ -438,10 +459,10 @@ class Job:
         )  # before the answer is applied: the worker may send large records at once
         await accept_answer(pc, reply.sdp, timeout=timeout)
         await wait_channel_open(pc, channel, timeout=timeout)
-        chunk = tuning.recommended_message_size(profile, limit=tuning.BROWSER_SAFE_MESSAGE)
+        window = tuning.transfer_window(profile)
         self._transfer = ClientTransferEndpoint(
             channel,
-            tuning=TransferTuning(chunk_size=chunk),
+            tuning=TransferTuning(**window),
             reply_timeout=self.client.timeouts.transfer_reply,
         )
 
@@ -499,6 +520,8 @@ class Job:
             except TimeoutError:
                 unreachable_since = await self._check_worker(unreachable_since)
                 continue
+            if event is None:
+                raise WorkerGoneError(self._lost or f"worker {self.worker_id} lost job {self.job_id}")
             unreachable_since = None
             yield event
             if event is self.terminal:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from aiortc import RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fsm_worker.core.capabilities import WorkerCapabilities, detect_capabilities
 from fsm_worker.core.coordinator import CoordinatorConfig, JobCoordinator
@@ -327,36 +327,39 @@ class WorkerHost:
     async def _answer_offer(self, offer: AcceptOffer) -> None:
         job_id = offer.job_id
         await self._close_peer(job_id)  # one channel per job: a new offer replaces the old connection
+        job_dir = self.job_dir(job_id)
+        await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
         pc = RTCPeerConnection(make_configuration(self.config.ice_servers))
         self._peers[job_id] = (pc, None)
+        # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
+        profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
+        window = tuning.transfer_window(profile)
+
+        def serve(channel: RTCDataChannel) -> None:
+            """Attach the transfer endpoint inside the channel event, before its first message can arrive."""
+            endpoint = WorkerTransferEndpoint(
+                channel,
+                job_dir,
+                self.store,
+                self.config.max_upload_bytes,
+                on_commit=lambda paths: self._on_inputs_committed(job_id, paths),
+                results=lambda: self._results(job_id),
+                committed=job_id in self._committed,
+                tuning=TransferTuning(**window),
+            )
+            self._peers[job_id] = (pc, endpoint)
+
         try:
-            incoming = IncomingChannel(pc)
+            incoming = IncomingChannel(pc, on_channel=serve)
             answer = await create_answer(pc, offer.sdp, timeout=self.config.rtc_setup_timeout)
-            # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
-            profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
             tuning.apply_fast_path(pc, profile)
             self._send(offer.client_id, RtcAnswer(job_id, answer, tuning.capability_options()))
-            channel = await incoming.wait_open(timeout=self.config.rtc_setup_timeout)
+            await incoming.wait_open(timeout=self.config.rtc_setup_timeout)
         except RtcSetupError as error:
             log.warning("data channel for job %s failed: %s", job_id, error)
             await self._close_peer(job_id)
             self._send(offer.client_id, AppError("RTC_SETUP_FAILED", str(error), job_id))
             return
-        job_dir = self.job_dir(job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        endpoint = WorkerTransferEndpoint(
-            channel,
-            job_dir,
-            self.store,
-            self.config.max_upload_bytes,
-            on_commit=lambda paths: self._on_inputs_committed(job_id, paths),
-            results=lambda: self._results(job_id),
-            committed=job_id in self._committed,
-            tuning=TransferTuning(
-                chunk_size=tuning.recommended_message_size(profile, limit=tuning.BROWSER_SAFE_MESSAGE)
-            ),
-        )
-        self._peers[job_id] = (pc, endpoint)
         log.info("data channel open for job %s", job_id)
 
     async def _close_peer(self, job_id: str) -> None:

@@ -136,6 +136,14 @@ def local_capability() -> dict[str, int] | None:
     return {"version": CAPABILITY_VERSION, "max_packet": DTLS_MAX_PLAINTEXT}
 
 
+def transfer_window(profile: FastPathProfile | None) -> dict[str, int]:
+    """Message size and buffered-amount window for a sender: larger on a negotiated fast path."""
+    chunk = recommended_message_size(profile, limit=BROWSER_SAFE_MESSAGE if profile is None else 262144)
+    if profile is None:
+        return {"chunk_size": chunk}
+    return {"chunk_size": chunk, "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024}
+
+
 def capability_options() -> dict[str, Any]:
     """What this side puts in its offer's or answer's `options`: the capability, when the fast path is on."""
     capability = local_capability()

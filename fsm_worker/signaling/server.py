@@ -157,7 +157,7 @@ class SignalingServer:
 
     # -- connection lifecycle -------------------------------------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: Any, auth: Any = None, *extra: Any) -> Any:
+    async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None, *extra: Any) -> Any:
         if sid in self.peers:  # a connected client emitted an event named "connect"
             return error_ack(ErrorCode.INVALID_MESSAGE, "'connect' is a reserved event name")
         try:

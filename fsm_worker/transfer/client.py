@@ -109,7 +109,9 @@ class _Download:
             self.fail(TransferError(code, str(exc)))
 
     def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Error):
+        if isinstance(frame, Error) and frame.ref == CHUNK_REF:
+            log.info("ignoring a stale chunk error during download: %s", frame.message)
+        elif isinstance(frame, Error):
             self.fail(RemoteTransferError(frame.code, frame.message, frame.name))
         elif isinstance(frame, Results):
             self.total = frame.total_size

@@ -110,8 +110,11 @@ class Room:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start_server(self, **overrides: Any) -> None:
-        config = loopback_config([self.token], port=self.port, resume_grace_seconds=self.grace, **overrides)
+    async def start_server(self, tokens: list[str] | None = None, **overrides: Any) -> None:
+        """Serve this room (and the rooms of any other `tokens`) on the room's port."""
+        config = loopback_config(
+            tokens or [self.token], port=self.port, resume_grace_seconds=self.grace, **overrides
+        )
         self.server = await start_server(config)
 
     async def stop_server(self) -> None:
@@ -227,7 +230,9 @@ async def open_raw_channel(
     return pc, channel
 
 
-async def reserve_and_assign(peer: SignalingClient, inbox: Inbox, worker_id: str, job_id: str, job_type: str) -> None:
+async def reserve_and_assign(
+    peer: SignalingClient, inbox: Inbox, worker_id: str, job_id: str, job_type: str
+) -> None:
     """As `peer`: request `job_id` from the worker (it must accept), then assign it."""
     request = {"app_message_type": "job_request", "job_id": job_id, "job_type": job_type}
     assert (await peer.send(worker_id, request)).delivered
@@ -249,7 +254,12 @@ class WorkerProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         args = (url, token, peer_id, str(workdir), str(pid_file))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", str(SCRIPTS / "worker_proc.py"), *args, stdout=asyncio.subprocess.PIPE, env=env
+            sys.executable,
+            "-u",
+            str(SCRIPTS / "worker_proc.py"),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         assert proc.stdout is not None
         try:

@@ -71,7 +71,9 @@ async def test_upload_resumes_on_a_new_channel(room: Room, payload: Path, tmp_pa
 
 
 @pytest.mark.parametrize("side", ["client", "worker"])
-async def test_download_restarts_on_a_new_channel(room: Room, payload: Path, tmp_path: Path, side: str) -> None:
+async def test_download_restarts_on_a_new_channel(
+    room: Room, payload: Path, tmp_path: Path, side: str
+) -> None:
     worker = await room.worker()
     client = await room.client()
     job = await client.submit("copy", inputs=[payload])

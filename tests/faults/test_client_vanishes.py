@@ -7,8 +7,6 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-import pytest
-
 from fsm_worker.client import Job, JobClient
 from fsm_worker.core.messages import JobComplete, JobRequest, JobStatus, JobSync, to_wire
 from fsm_worker.signaling.client import SignalingClient
@@ -55,10 +53,15 @@ async def test_vanished_while_running_results_wait_for_the_same_peer_id(room: Ro
     secret = client.signaling.resume_secret
     await client.close()  # gone mid-run
 
-    observer, _ = await room.peer("observer")
+    observer, inbox = await room.peer("observer")
     await eventually(holds(lambda: idle(worker)), timeout=30)  # the job ran to its end without its client
     await eventually(lambda: available(observer))
     assert (worker.job_dir(job.job_id) / "outputs" / "ticks.txt").is_file()
+    # Kept for its own client only: a stranger can neither replay its events nor open a channel for it.
+    await observer.send("worker-1", to_wire(JobSync(job.job_id, 0)))
+    assert (await inbox.next_of("app_error"))["code"] == "UNKNOWN_JOB"
+    await observer.send("worker-1", {"app_message_type": "rtc_offer", "job_id": job.job_id, "sdp": "v=0\r\n"})
+    assert (await inbox.next_of("app_error"))["code"] == "NOT_ASSIGNED"
 
     # Back under the same peer id (presenting the resume secret, so the grace period does not matter).
     again = await room.client("returning-client", connect=False)
@@ -85,9 +88,7 @@ async def test_results_are_removed_when_retention_ends(room: Room) -> None:
     await eventually(holds(lambda: not worker.job_dir(job.job_id).exists() and idle(worker)), timeout=30)
     # The same client, back after retention: the job is gone, and a data channel for it is refused.
     inbox = Inbox()
-    peer = SignalingClient(
-        room.url, room.token, "short-lived", on_peer_message=inbox, resume_secret=secret
-    )
+    peer = SignalingClient(room.url, room.token, "short-lived", on_peer_message=inbox, resume_secret=secret)
     await peer.connect(timeout=TIMEOUT)
     room.closers.append(peer.close)
     await peer.send("worker-1", to_wire(JobSync(job.job_id, 0)))
@@ -100,13 +101,8 @@ async def test_results_are_removed_when_retention_ends(room: Room) -> None:
     assert await probe(peer, inbox, "worker-1") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: JobClient has no public way to come back to a job: no resume_secret= argument and no "
-    "attach(job_id, worker_id) -> Job (see the report for the suggested API)",
-)
 async def test_reattach_public_api(room: Room, tmp_path: Path) -> None:
-    await room.worker(retention=60.0)
+    await room.worker(retention=60.0, shutdown_policy="cancel")
     client = await room.client("comes-back")
     job = await client.submit("ticker")
     secret = client.signaling.resume_secret
@@ -114,7 +110,7 @@ async def test_reattach_public_api(room: Room, tmp_path: Path) -> None:
     again = JobClient(room.url, room.token, "comes-back", loopback_only=True, resume_secret=secret)  # type: ignore[call-arg]
     await again.connect()
     room.closers.append(again.close)
-    revived = again.attach(job.job_id, "worker-1")  # type: ignore[attr-defined]
+    revived = await again.attach(job.job_id, "worker-1")  # type: ignore[attr-defined]
     await revived.result(tmp_path / "out")
     digest = hashlib.sha256((tmp_path / "out" / "ticks.txt").read_bytes()).hexdigest()
     assert digest == hashlib.sha256(b"12 ticks\n").hexdigest()

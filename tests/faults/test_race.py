@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from fsm_worker.core.events import Event, Instruction, WorkerStatus
-from fsm_worker.host import WorkerHost, WorkerConfig
+from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.signaling.testing import start_server_process
 
@@ -192,7 +192,9 @@ async def test_200_clients_race_for_20_workers(tmp_path: Path) -> None:
             assert properties["status"] == "available" and "job_id" not in properties, p
         assert violations == []
 
-        accepted_by_worker = {worker_id: check_send_log(worker_id, logs[worker_id]) for worker_id in worker_ids}
+        accepted_by_worker = {
+            worker_id: check_send_log(worker_id, logs[worker_id]) for worker_id in worker_ids
+        }
         accepted_total = sum(len(pairs) for pairs in accepted_by_worker.values())
         assert accepted_total >= WORKERS  # the race really reserved every worker at least once
 
@@ -219,7 +221,9 @@ async def test_200_clients_race_for_20_workers(tmp_path: Path) -> None:
                 else:
                     assert outcome.after == [] and expected == [response]
         assert requests == CLIENTS * ROUNDS * FANOUT
-        print(f"{requests} requests, {accepted_total} acceptances, {expired} leases ran out before the client acted")
+        print(
+            f"{requests} requests, {accepted_total} acceptances, {expired} leases ran out before the client acted"
+        )
         assert all(host.status is WorkerStatus.AVAILABLE for host in hosts)
     finally:
         for peer, _ in peers:

@@ -64,4 +64,4 @@ async def test_server_sigkill_mid_job_loses_and_duplicates_no_event(tmp_path: Pa
 
 
 async def _available(room: Room, peer: Any) -> bool:
-    return (await advertised(peer, "worker-1")).get("status") == "available"
+    return bool((await advertised(peer, "worker-1")).get("status") == "available")

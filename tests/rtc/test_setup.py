@@ -8,7 +8,7 @@ from typing import Any
 
 import aioice.ice
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fsm_worker.rtc import (
     IceServerConfig,
@@ -149,6 +149,49 @@ async def test_answer_applied_twice_is_an_error() -> None:
         await accept_answer(client, answer, timeout=T)
         with pytest.raises(RtcSetupError, match="apply answer"):
             await accept_answer(client, answer, timeout=T)
+    finally:
+        await client.close()
+        await worker.close()
+
+
+async def test_on_channel_sees_the_first_message() -> None:
+    enable_loopback_candidates(exclusive=True)
+    client = RTCPeerConnection(make_configuration())
+    worker = RTCPeerConnection(make_configuration())
+    first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    try:
+
+        def on_message(message: str | bytes) -> None:
+            if not first.done():
+                first.set_result(str(message))
+
+        def attach(channel: RTCDataChannel) -> None:
+            channel.on("message", on_message)
+
+        incoming = IncomingChannel(worker, on_channel=attach)
+        channel, offer = await create_offer(client, timeout=T)
+        await accept_answer(client, await create_answer(worker, offer, timeout=T), timeout=T)
+        await wait_channel_open(client, channel, timeout=T)
+        channel.send("sent the moment the channel opened")
+        await incoming.wait_open(timeout=T)
+        async with asyncio.timeout(T):
+            assert await first == "sent the moment the channel opened"
+    finally:
+        await client.close()
+        await worker.close()
+
+
+async def test_unexpected_label_is_refused() -> None:
+    enable_loopback_candidates(exclusive=True)
+    client = RTCPeerConnection(make_configuration())
+    worker = RTCPeerConnection(make_configuration())
+    try:
+        incoming = IncomingChannel(worker)
+        channel, offer = await create_offer(client, label="something-else", timeout=T)
+        await accept_answer(client, await create_answer(worker, offer, timeout=T), timeout=T)
+        await wait_channel_open(client, channel, timeout=T)
+        with pytest.raises(RtcSetupError, match="label"):
+            await incoming.wait_open(timeout=T)
     finally:
         await client.close()
         await worker.close()

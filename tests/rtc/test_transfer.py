@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,8 +71,14 @@ async def test_upload_several_files_including_a_large_one(
     worker = job.endpoint(link.worker, store)
     client = ClientTransferEndpoint(link.client)
     seen: list[tuple[int, int]] = []
+    buffered: list[int] = []
+
+    def on_progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        buffered.append(link.client.bufferedAmount)
+
     async with asyncio.timeout(T):
-        uploaded = await client.upload([src / n for n in sizes], lambda d, t: seen.append((d, t)))
+        uploaded = await client.upload([src / n for n in sizes], on_progress)
     assert [u.name for u in uploaded] == list(sizes)
     for u in uploaded:
         assert u.status is UploadStatus.SENT
@@ -84,6 +91,8 @@ async def test_upload_several_files_including_a_large_one(
     assert job.progress[-1][0] == "odd.bin"
     assert max(p[1] for p in job.progress if p[0] == "data.csv") == sizes["data.csv"]
     assert all(h in store for h in hashes.values())
+    tuning = TransferTuning()
+    assert max(buffered) <= tuning.high_water + tuning.chunk_size  # bounded send buffer
 
 
 async def test_commit_and_download_results(
@@ -370,3 +379,50 @@ async def test_worker_survives_channel_close_without_traffic(
     async with asyncio.timeout(T):
         await worker.wait_closed()
     assert worker.stats.errors_sent == 0
+
+
+async def test_stray_chunks_get_one_error_and_put_abandons_open_upload(
+    link: Any, job: Job, store: ContentStore, tools: Any
+) -> None:
+    worker = job.endpoint(link.worker, store)
+    peer = tools.raw_peer(link.client)
+    for _ in range(5):
+        peer.send(b"stray")
+    peer.send({"type": "put", "name": "f", "size": 4, "sha256": "c" * 64})
+    first = await peer.reply()
+    assert (first["type"], first["code"], first["ref"]) == ("error", ErrorCode.UNEXPECTED, "chunk")
+    assert (await peer.reply())["type"] == "ready"
+    assert worker.stats.chunks_dropped == 5
+    peer.send(b"12")
+    data = b"abcd"
+    digest = hashlib.sha256(data).hexdigest()
+    peer.send({"type": "put", "name": "g", "size": 4, "sha256": digest})  # abandons "f"
+    assert (await peer.reply())["type"] == "ready"
+    peer.send(data)
+    peer.send({"type": "end", "name": "g"})
+    assert (await peer.reply())["type"] == "ack"
+    assert (job.dir / "inputs" / "g").read_bytes() == data
+    assert (job.dir / ".partial" / f"{'c' * 64}.part").stat().st_size == 2  # "f" stays resumable
+
+
+async def test_download_interrupted_by_close(
+    link: Any, job: Job, store: ContentStore, tmp_path: Path, tools: Any
+) -> None:
+    out = job.dir / "outputs"
+    out.mkdir(parents=True)
+    tools.make_file(out / "big.bin", 6 * MiB, 9)
+    job.results = [out / "big.bin"]
+    job.endpoint(link.worker, store)
+    client = ClientTransferEndpoint(link.client)
+    closing: list[asyncio.Task[None]] = []
+
+    def close_midway(done: int, _total: int) -> None:
+        if done >= MiB and not closing:
+            closing.append(asyncio.ensure_future(link.close()))
+
+    with pytest.raises(ChannelClosedError):
+        async with asyncio.timeout(T):
+            await client.download(tmp_path / "dl", close_midway)
+    async with asyncio.timeout(T):
+        await closing[0]
+    assert list((tmp_path / "dl").iterdir()) == []

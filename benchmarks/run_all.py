@@ -1,0 +1,265 @@
+"""Run every benchmark as a subprocess, print their tables, then one summary table (figure, ours, baseline, ratio,
+target, met?).
+
+Run: ``.venv/bin/python benchmarks/run_all.py [--only scale,end_to_end] [--quick]``. Each script prints its own
+table (passed through as it runs); the figures of the summary are read from that output: ``SUMMARY {json}``
+lines where a script prints them (scale, end_to_end), otherwise parsed from its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+HERE = Path(__file__).resolve().parent
+SCRIPT_TIMEOUT = 900.0
+
+
+@attrs.frozen
+class Row:
+    """One figure of the summary. ``met`` is None where no target applies."""
+
+    figure: str
+    ours: float
+    baseline: float | None
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    baseline_name: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.baseline if self.baseline else None
+
+
+Parser = Callable[[str], list[Row]]
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def parse_summary_lines(output: str) -> list[Row]:
+    """``SUMMARY {json}`` lines (scale.py, end_to_end.py, and any script that adopts them)."""
+    rows = []
+    for line in output.splitlines():
+        if line.startswith("SUMMARY "):
+            data = json.loads(line[len("SUMMARY ") :])
+            rows.append(Row(data["figure"], float(data["ours"]), data.get("baseline"), data.get("unit", ""),
+                            data.get("target", ""), data.get("met"), data.get("baseline_name", "")))  # fmt: skip
+    return rows
+
+
+def parse_core(output: str) -> list[Row]:
+    bare = re.search(r"bare dict dispatch \(baseline\)\s+([\d,]+)", output)
+    ours = re.search(r"JobCoordinator \(transitions\)\s+([\d,]+)", output)
+    if not (bare and ours):
+        return []
+    value = _number(ours.group(1))
+    return [Row("core: events/s through the coordinator", value, _number(bare.group(1)), "ev/s", ">= 50000",
+                value >= 50_000, "bare dict dispatch")]  # fmt: skip
+
+
+_SIGNALING_ROW = re.compile(
+    r"^(1 node|2 nodes \+ redis)\s+(RTT p50 ms|RTT p99 ms|routed msg/s)\s+([\d.]+)\s+([\d.]+)"
+)
+
+
+def parse_signaling(output: str) -> list[Row]:
+    """RTT p50/p99 and routed msg/s; the target (<= 1.2x bare on one node, <= 1.3x on two) is a cost ratio."""
+    rows = []
+    for line in output.splitlines():
+        match = _SIGNALING_ROW.match(line.strip())
+        if not match:
+            continue
+        setup, metric, bare, ours = (
+            match.group(1),
+            match.group(2),
+            _number(match.group(3)),
+            _number(match.group(4)),
+        )
+        limit = 1.2 if setup == "1 node" else 1.3
+        cost = ours / bare if metric.startswith("RTT") else bare / ours  # >1 means slower than the bare relay
+        unit = "msg/s" if metric == "routed msg/s" else "ms"
+        target, met = "", None
+        if metric != "RTT p99 ms":
+            target = f"cost <= {limit}x bare"
+            met = cost <= limit
+        name = {"RTT p50 ms": "RTT p50", "RTT p99 ms": "RTT p99", "routed msg/s": "routed"}[metric]
+        rows.append(
+            Row(f"signaling {setup}: {name}", ours, bare, unit, target, met, "bare python-socketio relay")
+        )
+    disc = re.search(r"discovery over 5000 workers.*?: (.*)", output)
+    if disc:
+        for kind, value in re.findall(r"(\w+) ([\d.]+) ms", disc.group(1)):
+            rows.append(Row(f"signaling: registry read + filter of 5000 ({kind})", float(value), None, "ms"))
+    return rows
+
+
+def _table_cells(output: str) -> list[list[str]]:
+    """Data rows of a rich table (cells split on the box-drawing bar)."""
+    return [[c.strip() for c in line.strip().strip("│").split("│")] for line in output.splitlines()
+            if line.strip().startswith("│") and line.count("│") >= 3]  # fmt: skip
+
+
+def parse_rtc(output: str) -> list[Row]:
+    """raw TCP vs stock aiortc vs the tuned LOOPBACK profile (aligned messages)."""
+    rates: dict[str, float] = {}
+    for cells in _table_cells(output):
+        if len(cells) >= 4:
+            try:
+                rates.setdefault(cells[0], _number(cells[3]))
+            except ValueError:
+                continue
+    tcp = next((v for k, v in rates.items() if k.startswith("raw TCP")), None)
+    stock = rates.get("stock aiortc")
+    rows = []
+    if stock is not None and tcp:
+        rows.append(Row("rtc: stock aiortc", stock, tcp, "MiB/s", baseline_name="raw TCP"))
+    for label, key in (
+        ("LOOPBACK profile", "LOOPBACK profile"),
+        ("LOOPBACK, aligned messages", "aligned messages"),
+    ):
+        tuned = next((v for k, v in rates.items() if key in k and not k.startswith("LAN")), None)
+        if tuned is not None and stock:
+            rows.append(Row(f"rtc: {label} (vs stock)", tuned, stock, "MiB/s", baseline_name="stock aiortc"))
+        if tuned is not None and tcp:
+            rows.append(Row(f"rtc: {label} (vs raw TCP)", tuned, tcp, "MiB/s", baseline_name="raw TCP"))
+    return rows
+
+
+def parse_datachannel(output: str) -> list[Row]:
+    """SUMMARY lines if the script prints them, else its table's MiB/s column against its raw TCP row."""
+    rows = parse_summary_lines(output)
+    if rows:
+        return rows
+    header = next((line for line in output.splitlines() if "┃" in line and "MiB/s" in line), None)
+    if header is None:
+        return rows
+    column = [c.strip() for c in header.strip().strip("┃").split("┃")].index("MiB/s")
+    rates = {c[0]: _number(c[column]) for c in _table_cells(output) if len(c) > column}
+    tcp = next((v for k, v in rates.items() if k.lower().startswith("raw tcp")), None)
+    for label, rate in rates.items():
+        if not label.lower().startswith("raw tcp"):
+            rows.append(Row(f"datachannel: {label}", rate, tcp, "MiB/s", baseline_name="raw TCP"))
+    setup = re.search(r"setup offer.open.*?median ([\d.]+) ms", output)
+    if setup:
+        rows.append(Row("datachannel: setup offer -> open, warm median", float(setup.group(1)), None, "ms"))
+    growth = re.search(r"ru_maxrss.*?growth ([\d.]+) MiB", output)
+    if growth:
+        rows.append(Row("datachannel: receiver memory growth", float(growth.group(1)), None, "MiB"))
+    return rows
+
+
+@attrs.frozen
+class Bench:
+    name: str
+    args: tuple[str, ...]
+    parse: Parser
+    quick_args: tuple[str, ...] = ()
+
+
+BENCHES = (
+    Bench("core", ("core.py",), parse_core),
+    Bench("signaling", ("signaling.py", "--quick"), parse_signaling),
+    Bench("rtc_throughput", ("rtc_throughput.py",), parse_rtc, ("--mib", "50", "--stock-mib", "10")),
+    Bench("datachannel", ("datachannel.py",), parse_datachannel, ("--size-mb", "50")),
+    Bench("scale", ("scale.py",), parse_summary_lines, ("--workers", "1000")),
+    Bench("end_to_end", ("end_to_end.py",), parse_summary_lines, ("--jobs", "10")),
+)
+
+
+def run_one(bench: Bench, quick: bool) -> tuple[str, float, int]:
+    """Run a script, echo its output as it comes; return (output, seconds, return code)."""
+    cmd = [
+        sys.executable,
+        "-u",
+        str(HERE / bench.args[0]),
+        *bench.args[1:],
+        *(bench.quick_args if quick else ()),
+    ]
+    print(f"\n===== {bench.name}: {' '.join(cmd[2:])}", flush=True)
+    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": str(HERE.parent)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if not line.startswith("SUMMARY "):
+            print(line, end="", flush=True)
+    try:
+        code = proc.wait(SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    seconds = time.perf_counter() - start
+    print(f"===== {bench.name}: exit {code} in {seconds:.0f} s", flush=True)
+    return "".join(lines), seconds, code
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def print_summary(rows: list[Row], failures: list[str], timings: dict[str, float]) -> None:
+    header = f"{'figure':<58}{'ours':>11}{'baseline':>11}{'ratio':>8}  {'unit':<6}{'target':<20}{'met?':<5}"
+    print("\n" + "=" * len(header) + "\nSUMMARY (ratio = ours / baseline, both measured in the same run)")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = "-" if row.ratio is None else f"{row.ratio:.3f}x" if row.ratio < 0.1 else f"{row.ratio:.2f}x"
+        met = "" if row.met is None else ("yes" if row.met else "NO")
+        print(f"{row.figure[:57]:<58}{_fmt(row.ours):>11}{_fmt(row.baseline):>11}{ratio:>8}  "
+              f"{row.unit:<6}{row.target:<20}{met:<5}")  # fmt: skip
+    missed = [row.figure for row in rows if row.met is False]
+    print("-" * len(header))
+    print("run time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()))
+    print(f"targets met: {sum(1 for r in rows if r.met)}/{sum(1 for r in rows if r.met is not None)}"
+          + (f"; missed: {'; '.join(missed)}" if missed else ""))  # fmt: skip
+    if failures:
+        print("FAILED: " + ", ".join(failures))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--only", default="", help="comma-separated names: " + ",".join(b.name for b in BENCHES)
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes everywhere (a smoke run)")
+    args = parser.parse_args()
+    wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+    rows: list[Row] = []
+    failures: list[str] = []
+    timings: dict[str, float] = {}
+    for bench in BENCHES:
+        if wanted and bench.name not in wanted:
+            continue
+        if not (HERE / bench.args[0]).exists():
+            print(f"\n===== {bench.name}: {bench.args[0]} not present, skipped")
+            continue
+        output, seconds, code = run_one(bench, args.quick)
+        timings[bench.name] = seconds
+        parsed = bench.parse(output)
+        if code != 0 or not parsed:
+            failures.append(f"{bench.name} (exit {code}, {len(parsed)} figures parsed)")
+        rows += parsed
+    print_summary(rows, failures, timings)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -186,7 +186,7 @@ async def _until_signalled(stop: Callable[[], None]) -> None:
 def cmd_server(settings: Settings) -> int:
     tokens = settings.get_list("token")
     if not tokens:
-        tokens = [secrets.token_urlsafe(16)]
+        tokens = [secrets.token_hex(16)]
         print(f"generated token: {tokens[0]}", flush=True)
     config = ServerConfig(
         tokens=tokens,

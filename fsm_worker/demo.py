@@ -33,7 +33,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
     console = Console(highlight=False)
     timings: dict[str, float] = {}
     workdir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(16)
+    token = secrets.token_hex(16)
 
     def trace(direction: str, peer: str, message: Message) -> None:
         if isinstance(message, JobStatus) and message.status == "running":

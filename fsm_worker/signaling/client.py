@@ -25,6 +25,7 @@ import socketio
 
 from fsm_worker.signaling.logfmt import log_event
 from fsm_worker.signaling.protocol import ErrorCode, ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.signaling.wire import JsonPacket
 
 log = logging.getLogger("fsm_worker.signaling.client")
 
@@ -268,7 +269,13 @@ class SignalingClient:
     def _new_sio(
         self, welcomed: asyncio.Event, dropped: asyncio.Event, refusal: list[Any]
     ) -> socketio.AsyncClient:
-        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False, handle_sigint=False)
+        sio = socketio.AsyncClient(
+            reconnection=False,
+            logger=False,
+            engineio_logger=False,
+            handle_sigint=False,
+            serializer=JsonPacket,
+        )
 
         def current() -> bool:
             return self._sio is sio

@@ -39,6 +39,7 @@ from fsm_worker.signaling.protocol import (
 )
 from fsm_worker.signaling.redis_registry import RedisRegistry
 from fsm_worker.signaling.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
+from fsm_worker.signaling.wire import JsonPacket
 
 log = logging.getLogger("fsm_worker.signaling.server")
 
@@ -92,6 +93,7 @@ class SignalingServer:
             else None
         )
         self.sio = socketio.AsyncServer(
+            serializer=JsonPacket,
             async_mode="aiohttp",
             client_manager=manager,
             async_handlers=False,  # events of one connection are handled in arrival order
@@ -168,7 +170,7 @@ class SignalingServer:
         except ProtocolError as exc:
             log_event(log, logging.WARNING, "connect_refused", sid=sid, code=exc.code, reason=exc.message)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": str(exc.code)}) from None
-        secret = req.resume_secret or secrets.token_urlsafe(32)
+        secret = req.resume_secret or secrets.token_hex(32)
         claim = ClaimRequest(
             room=room,
             peer_id=req.peer_id,

@@ -97,7 +97,7 @@ def loopback_config(tokens: Sequence[str] | None = None, **overrides: Any) -> Se
     """A loopback, port-0 configuration with short grace periods."""
     options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "resume_grace_seconds": 5.0}
     options.update(overrides)
-    return ServerConfig(tokens=list(tokens or [secrets.token_urlsafe(16)]), **options)
+    return ServerConfig(tokens=list(tokens or [secrets.token_hex(16)]), **options)
 
 
 @contextlib.asynccontextmanager
@@ -149,7 +149,7 @@ async def start_server_process(
     """Start a server process and wait for its ``LISTENING <url>`` line."""
     cmd = [sys.executable, "-m", module, "--port", str(port), "--grace", str(grace), "--log-level", log_level]
     for token in tokens:
-        cmd += ["--token", token]
+        cmd += [f"--token={token}"]  # a token may start with "-"
     if redis_url:
         cmd += ["--redis", redis_url]
     cmd += list(extra_args)

@@ -47,7 +47,7 @@ class LiveRoom:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live-room", daemon=True)
         self.thread.start()
-        self.room = Room(secrets.token_urlsafe(12), 0, tmp)
+        self.room = Room(secrets.token_hex(12), 0, tmp)
         self.worker: WorkerHost
         self.peer: SignalingClient
         self.inbox: Inbox

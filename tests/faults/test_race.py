@@ -143,7 +143,7 @@ EXPECTED_TERMINAL = {
 
 
 async def test_200_clients_race_for_20_workers(tmp_path: Path) -> None:
-    token = secrets.token_urlsafe(12)
+    token = secrets.token_hex(12)
     server = await start_server_process([token], log_level="INFO")
     hosts: list[WorkerHost] = []
     peers: list[tuple[SignalingClient, Inbox]] = []

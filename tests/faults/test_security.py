@@ -98,7 +98,7 @@ async def test_a_live_or_recently_gone_peer_id_cannot_be_taken(room: Room) -> No
 
 
 async def test_foreign_room_can_neither_discover_nor_reach(room: Room) -> None:
-    other = secrets.token_urlsafe(12)
+    other = secrets.token_hex(12)
     await room.stop_server()
     await room.start_server(tokens=[room.token, other])
     worker = await room.worker()

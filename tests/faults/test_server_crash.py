@@ -32,7 +32,7 @@ def job_events_sent(sent: SendLog, client_id: str, job_id: str) -> list[dict[str
 
 
 async def test_server_sigkill_mid_job_loses_and_duplicates_no_event(tmp_path: Path) -> None:
-    token, port = secrets.token_urlsafe(12), free_port()
+    token, port = secrets.token_hex(12), free_port()
     server = await start_server_process([token], port=port)
     room = Room(token, port, tmp_path)  # the room's factories, with the server in its own process
     try:

@@ -121,7 +121,7 @@ class Room:
 
 @pytest.fixture
 async def room(tmp_path: Path) -> AsyncIterator[Room]:
-    room = Room(secrets.token_urlsafe(12), free_port(), tmp_path)
+    room = Room(secrets.token_hex(12), free_port(), tmp_path)
     await room.start_server()
     try:
         yield room

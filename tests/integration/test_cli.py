@@ -66,7 +66,7 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """`fsm-worker server` and `fsm-worker worker` as separate processes; yields (url, token)."""
-    token, port = secrets.token_urlsafe(12), free_port()
+    token, port = secrets.token_hex(12), free_port()
     url = f"http://127.0.0.1:{port}"
     server = await start("server", "--port", str(port), "--token", token, ready="listening on")
     worker = await start(

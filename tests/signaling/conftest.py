@@ -29,7 +29,7 @@ from fsm_worker.signaling.testing import (
 @pytest.fixture
 async def signaling_server() -> AsyncIterator[ServerInfo]:
     """A fresh in-memory server on a free loopback port with one random token."""
-    token = secrets.token_urlsafe(16)
+    token = secrets.token_hex(16)
     running = await start_server(loopback_config([token]))
     try:
         yield ServerInfo(running.url, token, running)

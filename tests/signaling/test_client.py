@@ -15,7 +15,7 @@ WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_
 
 
 async def test_server_restart_keeps_ids_and_delivers_queued_messages(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     server = await start_server(loopback_config([token]))
     port = server.port
     try:
@@ -47,7 +47,7 @@ async def test_server_restart_keeps_ids_and_delivers_queued_messages(make_client
 
 
 async def test_queued_message_waits_for_its_target_to_come_back(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     server = await start_server(loopback_config([token]))
     port = server.port
     try:

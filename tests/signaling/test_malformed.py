@@ -69,7 +69,7 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
 
 
 async def test_every_malformed_event_gets_an_error_ack(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     config = loopback_config([token], max_event_bytes=MAX)
     async with running_server(config) as srv:
         worker, inbox = await make_client(
@@ -101,7 +101,7 @@ async def test_every_malformed_event_gets_an_error_ack(make_client: ClientFactor
 
 
 async def test_oversized_frames_and_absurd_nesting_do_not_hurt_the_server(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     async with running_server(loopback_config([token], max_event_bytes=MAX)) as srv:
         worker, inbox = await make_client(srv.url, token, "w1", "worker")
         # beyond the transport limit the connection is cut; deeper than the JSON decoder allows is dropped

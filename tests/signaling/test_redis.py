@@ -25,7 +25,7 @@ WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_
 @pytest.fixture
 async def two_nodes(redis_server: RedisProcess) -> AsyncIterator[tuple[str, RunningServer, RunningServer]]:
     """Two in-process server nodes on two ports sharing the test's redis-server."""
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     a = await start_server(loopback_config([token], redis_url=redis_server.url, node_id="node-a"))
     b = await start_server(loopback_config([token], redis_url=redis_server.url, node_id="node-b"))
     try:
@@ -84,7 +84,7 @@ async def test_identity_holds_across_nodes(
 async def test_server_processes_restart_and_crash(
     redis_server: RedisProcess, make_client: ClientFactory
 ) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     args = ("--node-ttl", "1")
     node1 = await start_server_process([token], redis_url=redis_server.url, extra_args=args)
     node2 = await start_server_process([token], redis_url=redis_server.url, extra_args=args)

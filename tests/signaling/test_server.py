@@ -72,7 +72,7 @@ async def test_sender_identity_is_bound_to_the_connection(
 
 
 async def test_rooms_are_isolated(make_client: ClientFactory) -> None:
-    token_a, token_b = secrets.token_urlsafe(8), secrets.token_urlsafe(8)
+    token_a, token_b = secrets.token_hex(8), secrets.token_hex(8)
     async with running_server(loopback_config([token_a, token_b])) as srv:
         await make_client(srv.url, token_a, "w1", "worker", WORKER_MD)
         other, _ = await make_client(srv.url, token_b, "c1")
@@ -155,7 +155,7 @@ async def test_resume_secret_takes_over_a_live_socket(
 
 
 async def test_grace_period_reserves_id_for_secret_holder(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     async with running_server(loopback_config([token], resume_grace_seconds=30)) as srv:
         first, _ = await make_client(srv.url, token, "w1", "worker")
         secret = first.resume_secret
@@ -169,7 +169,7 @@ async def test_grace_period_reserves_id_for_secret_holder(make_client: ClientFac
 
 
 async def test_after_grace_first_come_first_served(make_client: ClientFactory) -> None:
-    token = secrets.token_urlsafe(8)
+    token = secrets.token_hex(8)
     async with running_server(loopback_config([token], resume_grace_seconds=0)) as srv:
         first, _ = await make_client(srv.url, token, "w1", "worker")
         await first.close()

@@ -9,6 +9,7 @@ lines where a script prints them (scale, end_to_end), otherwise parsed from its 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -137,7 +138,7 @@ def parse_rtc(output: str) -> list[Row]:
     return rows
 
 
-def parse_datachannel(output: str) -> list[Row]:
+def parse_datachannel(output: str, prefix: str = "datachannel") -> list[Row]:
     """SUMMARY lines if the script prints them, else its table's MiB/s column against its raw TCP row."""
     rows = parse_summary_lines(output)
     if rows:
@@ -150,13 +151,13 @@ def parse_datachannel(output: str) -> list[Row]:
     tcp = next((v for k, v in rates.items() if k.lower().startswith("raw tcp")), None)
     for label, rate in rates.items():
         if not label.lower().startswith("raw tcp"):
-            rows.append(Row(f"datachannel: {label}", rate, tcp, "MiB/s", baseline_name="raw TCP"))
+            rows.append(Row(f"{prefix}: {label}", rate, tcp, "MiB/s", baseline_name="raw TCP"))
     setup = re.search(r"setup offer.open.*?median ([\d.]+) ms", output)
     if setup:
-        rows.append(Row("datachannel: setup offer -> open, warm median", float(setup.group(1)), None, "ms"))
+        rows.append(Row(f"{prefix}: setup offer -> open, warm median", float(setup.group(1)), None, "ms"))
     growth = re.search(r"ru_maxrss.*?growth ([\d.]+) MiB", output)
     if growth:
-        rows.append(Row("datachannel: receiver memory growth", float(growth.group(1)), None, "MiB"))
+        rows.append(Row(f"{prefix}: receiver memory growth", float(growth.group(1)), None, "MiB"))
     return rows
 
 
@@ -173,6 +174,12 @@ BENCHES = (
     Bench("signaling", ("signaling.py", "--quick"), parse_signaling),
     Bench("rtc_throughput", ("rtc_throughput.py",), parse_rtc, ("--mib", "50", "--stock-mib", "10")),
     Bench("datachannel", ("datachannel.py",), parse_datachannel, ("--size-mb", "50")),
+    Bench(
+        "datachannel-fast",
+        ("datachannel.py", "--fast-path", "loopback", "--size-mb", "200"),
+        functools.partial(parse_datachannel, prefix="datachannel, fast path"),
+        ("--size-mb", "50"),
+    ),
     Bench("scale", ("scale.py",), parse_summary_lines, ("--workers", "1000")),
     Bench("end_to_end", ("end_to_end.py",), parse_summary_lines, ("--jobs", "10")),
 )

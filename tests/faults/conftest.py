@@ -1,7 +1,5 @@
-"""Fault and load tests: real signaling servers, worker hosts, raw peers and job clients on loopback.
-
-Helpers are kept here (not in `fsm_worker/`): a restartable server room, raw peers with an inbox, a
-message barrier (`probe`), a raw data channel to a worker, and a worker host in its own process.
+"""Helpers of the fault and load tests, beyond the shared ones in `tests/rooms.py`: a message barrier
+(`probe`), a record of what a worker sends, a raw data channel to a worker, and a worker host in its own process.
 """
 
 from __future__ import annotations
@@ -9,71 +7,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
-import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
+from rooms import SCRIPTS, TIMEOUT, Inbox, job_types
 
-from fsm_worker.client import ClientTimeouts, JobClient
 from fsm_worker.core.events import WorkerStatus
-from fsm_worker.host import WorkerConfig, WorkerHost
-from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
+from fsm_worker.host import WorkerHost
 from fsm_worker.rtc.config import make_configuration
 from fsm_worker.rtc.loopback import use_loopback_candidates
 from fsm_worker.rtc.session import accept_answer, create_offer, wait_channel_open
 from fsm_worker.signaling.client import SendResult, SignalingClient
-from fsm_worker.signaling.server import RunningServer, start_server
-from fsm_worker.signaling.testing import free_port, loopback_config
 
-TIMEOUT = 20.0
-SCRIPTS = Path(__file__).parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
-#: Job types of these tests, never offered to hypothesis-generated requests.
-JOB_TYPES = ("ticker", "long-ticker", "copy")
-
-
-def registry(pid_file: Path | None = None) -> JobTypeRegistry:
-    """Worker-side test jobs: `ticker` (12 lines 0.25 s apart, then `ticks.txt`), `long-ticker` (a minute),
-    `copy` (inputs copied to outputs unchanged). With `pid_file`, the tickers append their pid to it."""
-    types = JobTypeRegistry()
-    ticker = (sys.executable, "-u", str(SCRIPTS / "ticker.py"))
-    pids = (str(pid_file),) if pid_file else ()
-    types.register("ticker", StaticCommandHandler((*ticker, "12", "0.25", *pids)))
-    types.register("long-ticker", StaticCommandHandler((*ticker, "240", "0.25", *pids)))
-    types.register("copy", StaticCommandHandler((sys.executable, "-u", str(SCRIPTS / "copy_job.py"))))
-    return types
-
-
-class Inbox:
-    """Peer messages received by a raw peer; every wait is bounded."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-
-    def __call__(self, sender: str, payload: dict[str, Any]) -> None:
-        self.queue.put_nowait((sender, payload))
-
-    async def next(self, timeout: float = TIMEOUT) -> tuple[str, dict[str, Any]]:
-        async with asyncio.timeout(timeout):
-            return await self.queue.get()
-
-    async def next_of(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Skip to the next message of `kind`."""
-        async with asyncio.timeout(timeout):
-            while True:
-                _, payload = await self.queue.get()
-                if payload.get("app_message_type") == kind:
-                    return payload
-
-    def empty(self) -> bool:
-        return self.queue.empty()
+#: Job types the test workers offer, never requested by hypothesis-generated payloads.
+JOB_TYPES = tuple(job_types().names())
 
 
 async def probe(peer: SignalingClient, inbox: Inbox, worker_id: str) -> list[dict[str, Any]]:
@@ -93,105 +47,6 @@ async def probe(peer: SignalingClient, inbox: Inbox, worker_id: str) -> list[dic
                 assert payload["app_message_type"] == "app_error" and payload["code"] == "UNKNOWN_JOB"
                 return before
             before.append(payload)
-
-
-@attrs.define
-class Room:
-    """A signaling server (in this process, restartable on its port) and factories of peers in its room."""
-
-    token: str
-    port: int
-    tmp: Path
-    grace: float = 5.0
-    server: RunningServer | None = None
-    closers: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start_server(self, tokens: list[str] | None = None, **overrides: Any) -> None:
-        """Serve this room (and the rooms of any other `tokens`) on the room's port."""
-        config = loopback_config(
-            tokens or [self.token], port=self.port, resume_grace_seconds=self.grace, **overrides
-        )
-        self.server = await start_server(config)
-
-    async def stop_server(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
-
-    async def worker(self, peer_id: str = "worker-1", **overrides: Any) -> WorkerHost:
-        options: dict[str, Any] = {
-            "workdir": self.tmp / peer_id,
-            "gpu_memory_mb": 8192,
-            "loopback_only": True,
-            "kill_grace": 2.0,
-            **overrides,
-        }
-        host = WorkerHost(
-            WorkerConfig(self.url, self.token, peer_id, **options), registry(self.tmp / f"{peer_id}.pids")
-        )
-        await host.start()
-        self.closers.append(host.shutdown)
-        return host
-
-    async def peer(self, peer_id: str, token: str | None = None) -> tuple[SignalingClient, Inbox]:
-        inbox = Inbox()
-        peer = SignalingClient(self.url, token or self.token, peer_id, role="client", on_peer_message=inbox)
-        await peer.connect(timeout=TIMEOUT)
-        self.closers.append(peer.close)
-        return peer, inbox
-
-    async def client(self, peer_id: str | None = None, connect: bool = True, **timeouts: Any) -> JobClient:
-        client = JobClient(
-            self.url, self.token, peer_id, loopback_only=True, timeouts=ClientTimeouts(**timeouts)
-        )
-        if connect:
-            await client.connect()
-        self.closers.append(client.close)
-        return client
-
-    async def close(self) -> None:
-        for close in reversed(self.closers):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(TIMEOUT):
-                    await close()
-        await self.stop_server()
-
-
-@pytest.fixture
-async def room(tmp_path: Path) -> AsyncIterator[Room]:
-    room = Room(secrets.token_hex(12), free_port(), tmp_path)
-    await room.start_server()
-    try:
-        yield room
-    finally:
-        await room.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = TIMEOUT) -> None:
-    """Poll `check` (an observation over the network) until it holds; fail after `timeout`."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.02)
-
-
-def holds(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    """A local predicate as an `eventually` check."""
-
-    async def check() -> bool:
-        return predicate()
-
-    return check
-
-
-async def advertised(peer: SignalingClient, worker_id: str) -> dict[str, Any]:
-    """The worker's discovery properties as another peer sees them."""
-    peers = await peer.discover({"role": "worker"})
-    (found,) = [p for p in peers if p["peer_id"] == worker_id]
-    return dict(found["metadata"]["properties"])
 
 
 def idle(host: WorkerHost) -> bool:
@@ -251,7 +106,7 @@ class WorkerProcess:
     @classmethod
     async def start(cls, url: str, token: str, peer_id: str, workdir: Path) -> WorkerProcess:
         pid_file = workdir.parent / f"{peer_id}.pids"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO), str(REPO / "tests")))}
         args = (url, token, peer_id, str(workdir), str(pid_file))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rooms import Room, eventually, holds
 
 from fsm_worker.client import Job, JobClient
 from fsm_worker.host import WorkerHost
 from fsm_worker.transfer.client import UploadStatus
 
-from .conftest import Room, eventually, holds, idle
+from .conftest import idle
 
 SIZE = 4 * 1024 * 1024
 DROP_AT = 5 * SIZE // 8  # well past the sender's 1 MiB high-water mark: bytes have really arrived

@@ -7,11 +7,13 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+from rooms import TIMEOUT, Inbox, Room, advertised, eventually, holds
+
 from fsm_worker.client import Job, JobClient
 from fsm_worker.core.messages import JobComplete, JobRequest, JobStatus, JobSync, to_wire
 from fsm_worker.signaling.client import SignalingClient
 
-from .conftest import TIMEOUT, Inbox, Room, advertised, eventually, holds, idle, probe, record_sends
+from .conftest import idle, probe, record_sends
 
 
 async def available(peer: SignalingClient, worker_id: str = "worker-1") -> bool:

@@ -23,6 +23,7 @@ import socketio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
+from rooms import TIMEOUT, Inbox, Room, advertised
 
 from fsm_worker.core.messages import AppError, JobResponse, UnknownMessage, parse_message
 from fsm_worker.host import WorkerHost
@@ -30,7 +31,7 @@ from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.signaling.protocol import ErrorCode
 from fsm_worker.signaling.testing import auth_for
 
-from .conftest import JOB_TYPES, TIMEOUT, Inbox, Room, advertised, idle, probe
+from .conftest import JOB_TYPES, idle, probe
 
 T = TypeVar("T")
 MAX_EVENT_BYTES = 32 * 1024  # the server's limit, small so that oversize payloads are cheap to make

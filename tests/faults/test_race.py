@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from rooms import TIMEOUT, Inbox, eventually, holds, job_types
 
 from fsm_worker.core.events import Event, Instruction, WorkerStatus
 from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.signaling.client import SignalingClient
 from fsm_worker.signaling.testing import start_server_process
 
-from .conftest import TIMEOUT, Inbox, SendLog, eventually, holds, idle, probe, record_sends, registry
+from .conftest import SendLog, idle, probe, record_sends
 
 CLIENTS, WORKERS, ROUNDS, FANOUT = 200, 20, 2, 3
 LEASE = 1.5  # reservation_timeout of every worker (under load some leases run out before the client acts)
@@ -156,7 +157,7 @@ async def test_200_clients_race_for_20_workers(tmp_path: Path) -> None:
                 server.url, token, peer_id, workdir=tmp_path / peer_id, gpu_memory_mb=8192,
                 loopback_only=True, reservation_timeout=LEASE, input_timeout=INPUTS,
             )  # fmt: skip
-            host = WorkerHost(config, registry())
+            host = WorkerHost(config, job_types())
             hosts.append(host)
             logs[peer_id] = record_sends(host)
             check_core_invariants(host, violations)

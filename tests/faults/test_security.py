@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import socketio
 from aiortc import RTCDataChannel
+from rooms import TIMEOUT, Inbox, Room, eventually, holds
 
 from fsm_worker.client import JobClient, JobClientError
 from fsm_worker.core.events import WorkerStatus
@@ -21,17 +22,7 @@ from fsm_worker.signaling.client import SignalingClient, SignalingError
 from fsm_worker.signaling.testing import auth_for
 from fsm_worker.transfer.errors import TransferError
 
-from .conftest import (
-    TIMEOUT,
-    Inbox,
-    Room,
-    eventually,
-    holds,
-    idle,
-    open_raw_channel,
-    probe,
-    reserve_and_assign,
-)
+from .conftest import idle, open_raw_channel, probe, reserve_and_assign
 
 JOB = "job-victim"
 

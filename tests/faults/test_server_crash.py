@@ -7,11 +7,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from rooms import TIMEOUT, Room, advertised, eventually, holds
+
 from fsm_worker.client import Job
 from fsm_worker.core.messages import JobComplete, JobStatus, to_wire
 from fsm_worker.signaling.testing import free_port, start_server_process
 
-from .conftest import TIMEOUT, Room, SendLog, advertised, eventually, holds, idle, record_sends
+from .conftest import SendLog, idle, record_sends
 
 
 async def first_running(job: Job) -> None:

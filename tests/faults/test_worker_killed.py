@@ -6,11 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from rooms import TIMEOUT, Room
 
 from fsm_worker.client import Job, JobClientError, WorkerGoneError
 from fsm_worker.core.messages import JobStatus
 
-from .conftest import TIMEOUT, Room, WorkerProcess
+from .conftest import WorkerProcess
 
 #: The clients below ask a silent worker for news every 0.5 s (liveness) and give it 1.5 s (worker_gone).
 BOUND = 15.0  # far above liveness + worker_gone: a hang, not slowness, trips it

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from rooms import Room
 
 from fsm_worker.client import AllRejectedError
 from fsm_worker.examples.word_count import registry
 from fsm_worker.host import WorkerConfig, WorkerHost
-
-from .conftest import Room
 
 
 async def test_custom_job_type_runs_end_to_end(room: Room, tmp_path: Path) -> None:

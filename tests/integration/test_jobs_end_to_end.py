@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rooms import TIMEOUT, Room, advertised, alive, eventually
 
 from fsm_worker.client import (
     AllRejectedError,
@@ -20,17 +21,6 @@ from fsm_worker.client import (
 from fsm_worker.core.events import WorkerStatus
 from fsm_worker.core.messages import JobCancelled, JobComplete, JobStatus, Requirements
 from fsm_worker.jobs.train_demo import load_model
-
-from .conftest import TIMEOUT, Room, advertised, eventually
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a live (not zombie) process."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 async def first_running(job: Job) -> None:

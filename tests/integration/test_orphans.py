@@ -7,15 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .conftest import SCRIPTS, eventually
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+from rooms import SCRIPTS, alive, eventually
 
 
 def sleeping(pid: int) -> bool:

@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 import pytest
+from rooms import Room, advertised, eventually
 
 from fsm_worker.core.events import WorkerStatus
-
-from .conftest import Room, advertised, eventually
 
 
 def request(job_id: str = "job-1", **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,24 @@
+"""A worker host in its own process, with the tests' job types: prints READY once connected.
+
+usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`)
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from rooms import job_types
+
+from fsm_worker.host import WorkerConfig, WorkerHost
+
+
+async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
+    config = WorkerConfig(url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True)
+    host = WorkerHost(config, job_types(Path(pid_file)))
+    await host.start()
+    print("READY", flush=True)
+    await host.wait_closed()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))

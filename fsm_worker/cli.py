@@ -238,9 +238,8 @@ def cmd_worker(settings: Settings) -> int:
         host = WorkerHost(config)
         stopping: list[asyncio.Task[None]] = []
 
-        def stop() -> None:  # the first signal starts a graceful shutdown; later ones are ignored
-            if not stopping:
-                stopping.append(asyncio.ensure_future(host.shutdown()))
+        def stop() -> None:  # the first signal shuts down gracefully; the second also stops a running job
+            stopping.append(asyncio.ensure_future(host.shutdown()))
 
         await _until_signalled(stop)
         await host.start()

@@ -129,6 +129,7 @@ class WorkerHost:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = asyncio.Event()
+        self._stopping = False
         self._pump: asyncio.Task[None] | None = None
         use_loopback_candidates(config.loopback_only)
         if config.rtc_fast_path:
@@ -165,10 +166,21 @@ class WorkerHost:
         await self._closed.wait()
 
     async def shutdown(self, cancel_running: bool | None = None) -> None:
-        """Stop taking jobs, finish (or cancel) the current one, deliver what is pending, disconnect."""
-        if self._closed.is_set():
+        """Stop taking jobs, finish (or cancel) the current one, deliver what is pending, disconnect.
+
+        A second call while the first waits for a running job (a second Ctrl+C) stops that job.
+        """
+        if self._stopping:
+            self._feed(Drain(cancel_running=True))
+            await self._closed.wait()
             return
+        self._stopping = True
         cancel = self.config.shutdown_policy == "cancel" if cancel_running is None else cancel_running
+        if not cancel and self.core.current_job is not None:
+            log.warning(
+                "shutting down: waiting for job %s to finish (again to stop it now)",
+                self.core.current_job.job_id,
+            )
         self._feed(Drain(cancel_running=cancel))
         try:
             async with asyncio.timeout(self.config.shutdown_timeout):

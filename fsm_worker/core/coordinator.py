@@ -200,8 +200,9 @@ class JobCoordinator:
         self._history: list[JobEvent] = []
         self._retained: dict[str, _Retained] = {}
         self._out: list[Instruction] = []
-        self.stimulus_log: collections.deque[tuple[float, str, str]] = collections.deque(
-            maxlen=self.config.stimulus_log_size
+        #: The latest events with the status before and after each: explains how the core got where it is.
+        self.stimulus_log: collections.deque[tuple[float, Event, WorkerStatus, WorkerStatus]] = (
+            collections.deque(maxlen=self.config.stimulus_log_size)
         )
         self.machine = Machine(
             model=self,
@@ -245,7 +246,7 @@ class JobCoordinator:
                 self._trigger("drain", Stimulus(now, data=cancel_running))
             case TimerFired():
                 pass  # deadlines were fired above
-        self.stimulus_log.append((now, type(event).__name__, f"{before.value}->{self.status.value}"))
+        self.stimulus_log.append((now, event, before, self.state))
         return self._out
 
     def next_deadline(self) -> float | None:
@@ -282,7 +283,7 @@ class JobCoordinator:
         self._trigger(message.TYPE, Stimulus(now, sender=sender, message=message, job_id=message.job_id))
 
     def _trigger(self, name: str, stimulus: Stimulus) -> None:
-        self.trigger(name, stimulus)  # type: ignore[attr-defined]  # bound by transitions
+        self.machine.events[name].trigger(self, stimulus)
 
     def _fire_due_deadlines(self, now: float) -> None:
         if self.reservation is not None and now >= self.reservation.deadline:

@@ -160,3 +160,18 @@ async def test_stale_job_directories_are_removed_at_start(room: Room, tmp_path: 
     (stale / "big.bin").write_bytes(b"x" * 1000)
     await room.worker()
     assert not stale.exists()
+
+
+async def test_shutdown_lets_a_job_finish_and_a_second_request_stops_it(room: Room, tmp_path: Path) -> None:
+    worker = await room.worker()
+    client = await room.client()
+    job = await client.submit("long-ticker")
+    await first_running(job)
+    graceful = asyncio.create_task(worker.shutdown())  # policy "finish": waits for the running job
+    await asyncio.sleep(0.5)
+    assert not graceful.done() and job.terminal is None
+    await worker.shutdown()  # the second request stops the job
+    await graceful
+    with pytest.raises(JobFailedError) as failed:
+        await job.result(tmp_path / "out")
+    assert failed.value.code == "WORKER_SHUTDOWN" and failed.value.recoverable

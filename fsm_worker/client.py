@@ -151,9 +151,11 @@ class JobOutcome:
 
 @attrs.frozen
 class ClientTimeouts:
+    """Every wait of the client, in seconds."""
+
     connect: float = 10.0
+    #: For the `job_response`s of one request (and, with a bid window, its end).
     response: float = 10.0
-    assignment_ack: float = 5.0
     rtc_setup: float = 20.0
     transfer_reply: float = 60.0
     cancel: float = 30.0

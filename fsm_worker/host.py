@@ -125,6 +125,7 @@ class WorkerHost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
         self._committed: set[str] = set()
+        self._answered: dict[str, str] = {}  # job id → the offer its current peer connection answers
         self._unreachable: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -267,8 +268,12 @@ class WorkerHost:
                 self._spawn(self.runner.start(spec, self._on_run_event), f"run-{job.job_id}")
             case StopRun(job_id=job_id):
                 self._spawn(self._stop_run(job_id), f"stop-{job_id}")
-            case AcceptOffer():
-                self._spawn(self._answer_offer(instruction), f"offer-{instruction.job_id}")
+            case AcceptOffer(job_id=job_id, sdp=sdp):
+                if self._answered.get(job_id) == sdp and job_id in self._peers:
+                    log.info("repeated rtc_offer for job %s ignored (delivered twice)", job_id)
+                    return
+                self._answered[job_id] = sdp
+                self._spawn(self._answer_offer(instruction), f"offer-{job_id}")
             case CleanupJob(job_id=job_id):
                 self._spawn(self._cleanup(job_id), f"cleanup-{job_id}")
 
@@ -386,6 +391,7 @@ class WorkerHost:
     async def _cleanup(self, job_id: str) -> None:
         await self._close_peer(job_id)
         self._committed.discard(job_id)
+        self._answered.pop(job_id, None)
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
         log.info("job %s: work directory removed", job_id)
 

@@ -6,9 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+from aiortc import RTCPeerConnection
 from rooms import Room, advertised, eventually
 
 from fsm_worker.core.events import WorkerStatus
+from fsm_worker.rtc.config import make_configuration
+from fsm_worker.rtc.session import accept_answer, create_offer, wait_channel_open
 
 
 def request(job_id: str = "job-1", **extra: Any) -> dict[str, Any]:
@@ -194,3 +197,26 @@ async def _status_is(peer: Any, status: str) -> bool:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_an_offer_delivered_twice_is_answered_once(room: Room) -> None:
+    """Signaling delivers at least once: a repeated rtc_offer must not replace the connection it created."""
+    await room.worker()
+    client, inbox = await room.peer("client-a")
+    await client.send("worker-1", request())
+    await inbox.next()
+    await client.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
+    pc = RTCPeerConnection(make_configuration())
+    try:
+        channel, sdp = await create_offer(pc)
+        offer = {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": sdp}
+        await client.send("worker-1", offer)
+        await client.send("worker-1", offer)
+        await client.send("worker-1", {"app_message_type": "job_sync", "job_id": "no-such-job"})  # a barrier
+        _, answer = await inbox.next()
+        _, barrier = await inbox.next()
+        assert (answer["app_message_type"], barrier["app_message_type"]) == ("rtc_answer", "app_error")
+        await accept_answer(pc, answer["sdp"])
+        await wait_channel_open(pc, channel, timeout=10)  # the answered connection is still the worker's
+    finally:
+        await pc.close()

@@ -16,9 +16,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from aiortc import RTCPeerConnection
@@ -59,6 +59,7 @@ from fsm_worker.transfer.flow import TransferTuning
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 # --- errors -----------------------------------------------------------------------------------------------------
@@ -474,27 +475,40 @@ class Job:
         If the data channel drops, a new one is opened and the upload resumes from what the worker verified.
         """
         paths = [Path(path) for path in inputs]
-        for attempt in range(self.client.timeouts.channel_retries + 1):
+
+        async def upload_and_commit(transfer: ClientTransferEndpoint) -> None:
             try:
-                assert self._transfer is not None
-                self.uploaded = await self._transfer.upload(paths, on_progress)
-                await self._transfer.commit()
-                return
+                self.uploaded = await transfer.upload(paths, on_progress)
+                await transfer.commit()
             except RemoteTransferError as error:
-                if error.code == TransferCode.COMMITTED:  # the commit went through before the channel dropped
-                    return
-                raise DataChannelError(error.code, error.message) from error
-            except ChannelClosedError as error:
-                if attempt == self.client.timeouts.channel_retries:
-                    raise DataChannelError(
-                        error.code, f"upload failed {attempt + 1} times: {error.message}"
-                    ) from error
-                log.warning(
-                    "job %s: data channel dropped during the upload; resuming on a new one", self.job_id
-                )
+                if error.code != TransferCode.COMMITTED:  # else the commit went through before a drop
+                    raise
+
+        await self._over_channel("upload", upload_and_commit)
+
+    async def _over_channel(
+        self, what: str, operation: Callable[[ClientTransferEndpoint], Awaitable[T]]
+    ) -> T:
+        """Run a transfer over the open data channel; when the channel drops, run it again over a new one
+        (the transfer protocol resumes where the worker's verified bytes end)."""
+        retries = self.client.timeouts.channel_retries
+        for attempt in range(retries + 1):
+            if self._transfer is None or self._transfer.channel.readyState != "open":
                 await self.open_channel()
+            assert self._transfer is not None
+            try:
+                return await operation(self._transfer)
+            except ChannelClosedError as error:
+                if attempt == retries:
+                    message = f"{what} failed {attempt + 1} times: {error.message}"
+                    raise DataChannelError(error.code, message) from error
+                log.warning(
+                    "job %s: data channel dropped during the %s; going on over a new one", self.job_id, what
+                )
+                await self.close_channel()
             except TransferError as error:
                 raise DataChannelError(error.code, error.message) from error
+        raise AssertionError("unreachable")
 
     async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
         try:
@@ -577,24 +591,7 @@ class Job:
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(self.client.timeouts.channel_retries + 1):
-            if self._transfer is None or self._transfer.channel.readyState != "open":
-                await self.open_channel()
-            assert self._transfer is not None
-            try:
-                return await self._transfer.download(out_dir, on_progress)
-            except ChannelClosedError as error:
-                if attempt == self.client.timeouts.channel_retries:
-                    raise DataChannelError(
-                        error.code, f"download failed {attempt + 1} times: {error.message}"
-                    ) from error
-                log.warning(
-                    "job %s: data channel dropped during the download; retrying on a new one", self.job_id
-                )
-                await self.close_channel()
-            except TransferError as error:
-                raise DataChannelError(error.code, error.message) from error
-        raise AssertionError("unreachable")
+        return await self._over_channel("download", lambda transfer: transfer.download(out_dir, on_progress))
 
     async def cancel(self) -> None:
         """Ask the worker to cancel the job and wait for its acknowledgement."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import socketio
 from aiortc import RTCDataChannel, RTCPeerConnection
+from bare_relay import start_bare_relay
 
 from fsm_worker.client import JobClient
 from fsm_worker.host import WorkerConfig, WorkerHost
@@ -100,38 +101,6 @@ async def serve_worker(url: str, token: str, workdir: str) -> None:
     print("READY", flush=True)
     await asyncio.to_thread(sys.stdin.read)
     await host.shutdown()
-
-
-def serve_bare_relay() -> None:
-    """Route peer_message to the room named after the target peer id; nothing else."""
-    from aiohttp import web
-
-    sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False)
-    names: dict[str, str] = {}
-
-    @sio.on("connect")  # type: ignore[untyped-decorator]
-    async def connect(sid: str, _environ: Any, auth: Any) -> None:
-        names[sid] = auth["peer_id"]
-        await sio.enter_room(sid, auth["peer_id"])
-
-    @sio.on("peer_message")  # type: ignore[untyped-decorator]
-    async def peer_message(sid: str, data: Any) -> dict[str, Any]:
-        out = {"from_peer_id": names[sid], "payload": data["payload"]}
-        await sio.emit("peer_message", out, to=data["to_peer_id"])
-        return {"ok": True}
-
-    app = web.Application()
-    sio.attach(app)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        print(f"LISTENING http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.to_thread(sys.stdin.read)
-        await runner.cleanup()
-
-    asyncio.run(main())
 
 
 class BareWorker:
@@ -291,15 +260,15 @@ async def run(jobs: int, warmup: int) -> None:
         root = Path(tmp)
         csv = generate_sample_csv(root / "tiny.csv", rows=200, features=4, seed=1)
         # bare first: JobClient switches this process to loopback-only candidates and the fast path
-        relay = await start_child("--serve-bare-relay")
-        url = (await first_line(relay)).split()[1]
+        relay = await start_bare_relay()
+        url = relay.url
         bare_worker = await start_child("--serve-bare-worker", url, str(root / "bare-worker"))
         await first_line(bare_worker)
         try:
             bare = (await bare_jobs(url, csv, root / "bare-out", jobs + warmup))[warmup:]
         finally:
             await stop_child(bare_worker)
-            await stop_child(relay)
+            await relay.stop()
         server: ServerProcess = await start_server_process([token], log_level="WARNING")
         worker = await start_child("--serve-worker", server.url, token, str(root / "worker"))
         try:
@@ -356,14 +325,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--serve-worker", nargs=3, metavar=("URL", "TOKEN", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-worker", nargs=2, metavar=("URL", "DIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--serve-bare-relay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_worker:
         asyncio.run(serve_worker(*args.serve_worker))
     elif args.serve_bare_worker:
         asyncio.run(serve_bare_worker(*args.serve_bare_worker))
-    elif args.serve_bare_relay:
-        serve_bare_relay()
     else:
         asyncio.run(run(args.jobs, args.warmup))
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import aiohttp
 import socketio
-from aiohttp import web
+from bare_relay import start_bare_relay
 
 from fsm_worker.core.messages import JobRequest, JobResponse, to_wire
-from fsm_worker.signaling.testing import ServerProcess, start_server_process
+from fsm_worker.signaling.testing import start_server_process
 
 TARGET_KB_PER_CONNECTION = 20.0
 TARGET_DISCOVERY_MS = 100.0
@@ -75,61 +75,12 @@ def worker_metadata(index: int) -> dict[str, Any]:
 # -- the baseline server ----------------------------------------------------------------------------------------
 
 
-def serve_bare() -> None:
-    """A bare python-socketio relay on a free port; prints ``LISTENING <url>``."""
-    raise_nofile()
-    sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False)
-    table: dict[str, tuple[str, str, Any]] = {}
-
-    @sio.on("connect")  # type: ignore[untyped-decorator]
-    async def connect(sid: str, _environ: Any, auth: Any) -> None:
-        table[sid] = (auth["peer_id"], auth.get("role", ""), auth.get("metadata"))
-        await sio.enter_room(sid, auth["peer_id"])
-
-    @sio.on("disconnect")  # type: ignore[untyped-decorator]
-    async def disconnect(sid: str, *_args: Any) -> None:
-        table.pop(sid, None)
-
-    @sio.on("peer_message")  # type: ignore[untyped-decorator]
-    async def peer_message(sid: str, data: Any) -> dict[str, Any]:
-        out = {"from_peer_id": table[sid][0], "to_peer_id": data["to_peer_id"], "payload": data["payload"]}
-        await sio.emit("peer_message", out, to=data["to_peer_id"])
-        return {"ok": True}
-
-    @sio.on("discover_peers")  # type: ignore[untyped-decorator]
-    async def discover_peers(sid: str, _data: Any) -> dict[str, Any]:
-        peers = [{"peer_id": p, "role": r, "metadata": m} for s, (p, r, m) in table.items() if s != sid]
-        return {"ok": True, "peers": peers}
-
-    app = web.Application()
-    sio.attach(app)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        print(f"LISTENING http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 async def start_child(*args: str) -> asyncio.subprocess.Process:
     """This script in a child process with piped stdin/stdout."""
     return await asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-
-
-async def start_bare() -> ServerProcess:
-    proc = await start_child("--serve-bare")
-    assert proc.stdout is not None
-    async with asyncio.timeout(20):
-        while not (line := (await proc.stdout.readline()).decode()).startswith("LISTENING "):
-            if not line:
-                raise RuntimeError("bare relay did not start")
-    return ServerProcess(proc, line.split()[1])
 
 
 # -- holder processes: many simulated workers each ----------------------------------------------------------------
@@ -288,7 +239,9 @@ async def broadcast(
 async def measure(kind: str, holders: Holders, workers: int, rounds: int, fanout: int) -> dict[str, float]:
     """One server (ours or bare) under ``workers`` connections."""
     token = secrets.token_hex(16)  # hex: a token starting with "-" breaks argparse
-    server = await (start_server_process([token], log_level="WARNING") if kind == "ours" else start_bare())
+    server = await (
+        start_server_process([token], log_level="WARNING") if kind == "ours" else start_bare_relay()
+    )
     pid = server.process.pid
     try:
         await asyncio.sleep(0.5)
@@ -387,12 +340,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=4, help="holder processes")
     parser.add_argument("--rounds", type=int, default=10, help="samples per latency figure")
     parser.add_argument("--fanout", type=int, default=100, help="workers a job_request is broadcast to")
-    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_bare:
-        serve_bare()
-    elif args.hold:
+    if args.hold:
         asyncio.run(hold())
     else:
         asyncio.run(run(args.workers, args.procs, args.rounds, min(args.fanout, args.workers)))

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import secrets
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import socketio
-from aiohttp import web
+from bare_relay import start_bare_relay
 
 from fsm_worker.signaling.filters import Filters
 from fsm_worker.signaling.redis_registry import RedisRegistry
@@ -28,36 +27,6 @@ from fsm_worker.signaling.testing import (
     start_redis,
     start_server_process,
 )
-
-# -- the baseline: a bare relay (no auth, no registry, no validation) ---------------------------------------
-
-
-def serve_bare(port: int, redis_url: str | None) -> None:
-    """Route ``peer_message`` to a room named after the peer id, nothing else."""
-    manager = socketio.AsyncRedisManager(redis_url, channel="bare") if redis_url else None
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager, async_handlers=False)
-
-    @sio.on("connect")  # type: ignore[untyped-decorator]
-    async def connect(sid: str, _environ: Any, auth: Any) -> None:
-        await sio.enter_room(sid, auth["peer_id"])
-
-    @sio.on("peer_message")  # type: ignore[untyped-decorator]
-    async def peer_message(sid: str, data: Any) -> dict[str, Any]:
-        await sio.emit("peer_message", {"from_peer_id": sid, **data}, to=data["to_peer_id"])
-        return {"ok": True}
-
-    app = web.Application()
-    sio.attach(app)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        print(f"LISTENING http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
 
 # -- measuring ------------------------------------------------------------------------------------------------
 
@@ -147,24 +116,11 @@ async def servers(kind: str, token: str, nodes: int, redis_url: str | None) -> A
             if kind == "ours":
                 procs.append(await start_server_process([token], redis_url=redis_url))
             else:
-                args = ["--serve-bare"] + (["--redis", redis_url] if redis_url else [])
-                procs.append(await _start_bare(args))
+                procs.append(await start_bare_relay(redis_url))
         yield [p.url for p in procs]
     finally:
         for p in procs:
             await p.stop()
-
-
-async def _start_bare(args: list[str]) -> ServerProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(20):
-        while not (line := (await proc.stdout.readline()).decode()).startswith("LISTENING "):
-            if not line:
-                raise RuntimeError("bare relay did not start")
-    return ServerProcess(proc, line.split()[1])
 
 
 async def run(quick: bool) -> None:
@@ -216,13 +172,8 @@ async def run(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer samples")
-    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--redis", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_bare:
-        serve_bare(0, args.redis)
-    else:
-        asyncio.run(run(args.quick))
+    asyncio.run(run(args.quick))
 
 
 if __name__ == "__main__":

@@ -381,7 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 2
-    except (JobClientError, SignalingError, ConnectionError, TransferError, RtcSetupError) as error:
+    except (
+        JobClientError,
+        SignalingError,
+        ConnectionError,
+        TransferError,
+        RtcSetupError,
+        ValueError,
+    ) as error:
         print(f"fsm-worker {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

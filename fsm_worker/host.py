@@ -97,6 +97,12 @@ class WorkerHost:
         self.config = config
         self.registry = registry or default_registry()
         job_types = config.job_types or tuple(self.registry.names())
+        unknown = sorted(set(job_types) - set(self.registry.names()))
+        if unknown:
+            known = ", ".join(self.registry.names())
+            raise ValueError(
+                f"job types {', '.join(unknown)} are not configured on this worker (known: {known})"
+            )
         overrides = {
             "gpu_memory_mb": config.gpu_memory_mb,
             "gpu_model": config.gpu_model,

@@ -39,7 +39,9 @@ class ServerConfig:
     max_event_bytes: int = attrs.field(default=128 * 1024, validator=_positive)
     resume_grace_seconds: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     node_ttl_seconds: float = attrs.field(default=10.0, validator=_positive)
-    ping_interval_seconds: float = attrs.field(default=10.0, validator=_positive)
-    ping_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    #: Engine.IO heartbeats (python-socketio's defaults): every connection is pinged this often, so shorter
+    #: intervals notice a silently dead peer sooner but cost the server CPU in proportion to its peers.
+    ping_interval_seconds: float = attrs.field(default=25.0, validator=_positive)
+    ping_timeout_seconds: float = attrs.field(default=20.0, validator=_positive)
     redis_prefix: str = "fsm_worker"
     node_id: str = attrs.field(factory=_default_node_id)

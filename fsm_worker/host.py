@@ -275,7 +275,7 @@ class WorkerHost:
             case StopRun(job_id=job_id):
                 self._spawn(self._stop_run(job_id), f"stop-{job_id}")
             case AcceptOffer(job_id=job_id, sdp=sdp):
-                if self._answered.get(job_id) == sdp and job_id in self._peers:
+                if self._answered.get(job_id) == sdp:  # a client never offers the same SDP twice on purpose
                     log.info("repeated rtc_offer for job %s ignored (delivered twice)", job_id)
                     return
                 self._answered[job_id] = sdp

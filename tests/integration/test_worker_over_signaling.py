@@ -199,7 +199,9 @@ async def _async(value: bool) -> bool:
     return value
 
 
-async def test_an_offer_delivered_twice_is_answered_once(room: Room) -> None:
+async def test_an_offer_delivered_twice_is_answered_once(
+    room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
     """Signaling delivers at least once: a repeated rtc_offer must not replace the connection it created."""
     await room.worker()
     client, inbox = await room.peer("client-a")
@@ -210,13 +212,18 @@ async def test_an_offer_delivered_twice_is_answered_once(room: Room) -> None:
     try:
         channel, sdp = await create_offer(pc)
         offer = {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": sdp}
-        await client.send("worker-1", offer)
-        await client.send("worker-1", offer)
-        await client.send("worker-1", {"app_message_type": "job_sync", "job_id": "no-such-job"})  # a barrier
-        _, answer = await inbox.next()
-        _, barrier = await inbox.next()
-        assert (answer["app_message_type"], barrier["app_message_type"]) == ("rtc_answer", "app_error")
-        await accept_answer(pc, answer["sdp"])
+        with caplog.at_level(logging.INFO):
+            await client.send("worker-1", offer)
+            await client.send("worker-1", offer)
+            # the worker handles one peer's messages in order: its reply to this comes after both offers were handled
+            await client.send("worker-1", {"app_message_type": "job_sync", "job_id": "no-such-job"})
+            replies = {}
+            for _ in range(2):  # the answer (made asynchronously) and the barrier's error, in either order
+                _, payload = await inbox.next()
+                replies[payload["app_message_type"]] = payload
+        assert set(replies) == {"rtc_answer", "app_error"}
+        assert "repeated rtc_offer for job job-1 ignored" in caplog.text
+        await accept_answer(pc, replies["rtc_answer"]["sdp"])
         await wait_channel_open(pc, channel, timeout=10)  # the answered connection is still the worker's
     finally:
         await pc.close()

@@ -16,8 +16,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
-
-from fsm_worker.signaling.testing import ServerProcess
+from support.signaling import ServerProcess
 
 
 def serve(redis_url: str | None = None) -> None:

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fsm_worker.core.capabilities import WorkerCapabilities
-from fsm_worker.core.coordinator import JobCoordinator
-from fsm_worker.core.events import (
+from fsm_worker.protocol.messages import JobResult
+from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
+from fsm_worker.protocol.worker.coordinator import JobCoordinator
+from fsm_worker.protocol.worker.events import (
     Event,
     InputsReady,
     PeerMessage,
@@ -22,7 +23,6 @@ from fsm_worker.core.events import (
     RunStarted,
     RunSucceeded,
 )
-from fsm_worker.core.messages import JobResult
 
 CAPS = WorkerCapabilities(8192, "bench", "12", ("train-demo",), "bench")
 TARGET_EVENTS_PER_SECOND = 50_000

@@ -29,7 +29,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from rich.console import Console
 from rich.table import Table
 
-from fsm_worker.rtc import (
+from fsm_worker.shells.rtc import (
     IncomingChannel,
     accept_answer,
     create_answer,
@@ -38,7 +38,7 @@ from fsm_worker.rtc import (
     make_configuration,
     wait_channel_open,
 )
-from fsm_worker.rtc.tuning import (
+from fsm_worker.shells.rtc.tuning import (
     active_profile,
     apply_fast_path,
     enable_fast_path,
@@ -46,8 +46,13 @@ from fsm_worker.rtc.tuning import (
     negotiate,
     recommended_message_size,
 )
-from fsm_worker.transfer import ClientTransferEndpoint, ContentStore, TransferTuning, WorkerTransferEndpoint
-from fsm_worker.transfer.flow import ChannelWriter
+from fsm_worker.shells.transfer import (
+    ClientTransferEndpoint,
+    ContentStore,
+    TransferTuning,
+    WorkerTransferEndpoint,
+)
+from fsm_worker.shells.transfer.flow import ChannelWriter
 
 MiB = 1024 * 1024
 TIMEOUT = 600.0
@@ -362,7 +367,7 @@ def main() -> None:
         "--fast-path",
         choices=["off", "loopback", "lan"],
         default="off",
-        help="apply fsm_worker.rtc.tuning on both ends (SCTP/DTLS packet size etc.)",
+        help="apply fsm_worker.shells.rtc.tuning on both ends (SCTP/DTLS packet size etc.)",
     )
     parser.add_argument("--high-water", type=int, default=TransferTuning().high_water)
     parser.add_argument("--low-water", type=int, default=TransferTuning().low_water)

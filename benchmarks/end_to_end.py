@@ -32,11 +32,11 @@ from typing import Any
 import socketio
 from aiortc import RTCDataChannel, RTCPeerConnection
 from bare_relay import start_bare_relay
+from support.signaling import ServerProcess, start_server_process
 
 from fsm_worker.client import JobClient
-from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.jobs.sample_data import generate_sample_csv
-from fsm_worker.rtc import (
+from fsm_worker.shells.rtc import (
     IncomingChannel,
     accept_answer,
     create_answer,
@@ -45,7 +45,7 @@ from fsm_worker.rtc import (
     make_configuration,
     wait_channel_open,
 )
-from fsm_worker.signaling.testing import ServerProcess, start_server_process
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 TARGET_CHANNEL_MS = 150.0
 CONFIG = {"epochs": 2, "learning_rate": 0.1}

@@ -21,8 +21,8 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 from rich.console import Console
 from rich.table import Table
 
-from fsm_worker.rtc import tuning
-from fsm_worker.rtc.tuning import FastPathProfile
+from fsm_worker.shells.rtc import tuning
+from fsm_worker.shells.rtc.tuning import FastPathProfile
 
 MIB = 1 << 20
 TIMEOUT = 120.0

@@ -31,9 +31,9 @@ from typing import Any
 import aiohttp
 import socketio
 from bare_relay import start_bare_relay
+from support.signaling import start_server_process
 
-from fsm_worker.core.messages import JobRequest, JobResponse, to_wire
-from fsm_worker.signaling.testing import start_server_process
+from fsm_worker.protocol.messages import JobRequest, JobResponse, to_wire
 
 TARGET_KB_PER_CONNECTION = 20.0
 TARGET_DISCOVERY_MS = 100.0

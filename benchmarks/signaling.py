@@ -17,16 +17,16 @@ from typing import Any
 
 import socketio
 from bare_relay import start_bare_relay
-
-from fsm_worker.signaling.filters import Filters
-from fsm_worker.signaling.redis_registry import RedisRegistry
-from fsm_worker.signaling.registry import ClaimRequest, MemoryRegistry, Registry
-from fsm_worker.signaling.testing import (
+from support.signaling import (
     ServerProcess,
     redis_server_binary,
     start_redis,
     start_server_process,
 )
+
+from fsm_worker.server.filters import Filters
+from fsm_worker.server.redis_registry import RedisRegistry
+from fsm_worker.server.registry import ClaimRequest, MemoryRegistry, Registry
 
 # -- measuring ------------------------------------------------------------------------------------------------
 

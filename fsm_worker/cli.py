@@ -23,16 +23,16 @@ from rich.table import Table
 
 from fsm_worker import diagrams, logs
 from fsm_worker.client import ClientTimeouts, JobClient, JobClientError
-from fsm_worker.core.messages import Requirements
-from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.progress import JobProgress
-from fsm_worker.rtc.config import IceServerConfig
-from fsm_worker.rtc.session import RtcSetupError
+from fsm_worker.protocol.messages import Requirements
+from fsm_worker.server.config import ServerConfig
+from fsm_worker.server.server import RunningServer, run_server
 from fsm_worker.settings import Settings, SettingsError, as_bool, load_toml, optional
-from fsm_worker.signaling.client import SignalingError
-from fsm_worker.signaling.config import ServerConfig
-from fsm_worker.signaling.server import RunningServer, run_server
-from fsm_worker.transfer.errors import TransferError
+from fsm_worker.shells.rtc.config import IceServerConfig
+from fsm_worker.shells.rtc.session import RtcSetupError
+from fsm_worker.shells.signaling import SignalingError
+from fsm_worker.shells.transfer.errors import TransferError
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 log = logging.getLogger("fsm_worker.cli")
 

@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fsm_worker.client import JobClient, JobOutcome
-from fsm_worker.core.messages import JobStatus, Message, RtcAnswer, RtcOffer, to_wire
-from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.jobs.sample_data import generate_sample_csv
 from fsm_worker.progress import JobProgress
-from fsm_worker.signaling.config import ServerConfig
-from fsm_worker.signaling.server import start_server
+from fsm_worker.protocol.messages import JobStatus, Message, RtcAnswer, RtcOffer, to_wire
+from fsm_worker.server.config import ServerConfig
+from fsm_worker.server.server import start_server
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 
 def _describe(message: Message) -> str:

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from transitions.extensions import GraphMachine
 
-from fsm_worker.core.coordinator import ANY, TRANSITIONS
-from fsm_worker.core.events import WorkerStatus
+from fsm_worker.protocol.worker.coordinator import ANY, TRANSITIONS
+from fsm_worker.protocol.worker.events import WorkerStatus
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
 TITLE = "fsm_worker: worker status"
@@ -59,7 +59,7 @@ def render_table() -> str:
     lines = [
         "# Worker transition table",
         "",
-        "Generated from `fsm_worker/core/coordinator.py` by `python -m fsm_worker.diagrams`; do not edit.",
+        "Generated from `fsm_worker/protocol/worker/coordinator.py` by `python -m fsm_worker.diagrams`; do not edit.",
         "Rows for one trigger are tried in order; the first whose guards all hold is taken.",
         "",
         "| trigger | from | to | guards | action |",

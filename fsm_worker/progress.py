@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from fsm_worker.core.messages import JobEvent, JobStatus
+from fsm_worker.protocol.messages import JobEvent, JobStatus
 
 
 class JobProgress:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from rooms import Room
-
-from fsm_worker.signaling.testing import free_port
+from support.signaling import free_port
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from support.signaling import loopback_config
 
 from fsm_worker.client import ClientTimeouts, JobClient
-from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler, default_registry
-from fsm_worker.signaling.client import SignalingClient
-from fsm_worker.signaling.server import RunningServer, start_server
-from fsm_worker.signaling.testing import loopback_config
+from fsm_worker.server.server import RunningServer, start_server
+from fsm_worker.shells.signaling import SignalingClient
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 TIMEOUT = 20.0
 SCRIPTS = Path(__file__).parent / "scripts"

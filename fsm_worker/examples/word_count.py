@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fsm_worker.host import WorkerConfig, WorkerHost
 from fsm_worker.jobs.config import check_config_keys, get_int
 from fsm_worker.jobs.registry import JobTypeRegistry, PythonCall, default_registry
 from fsm_worker.jobs.report import report_progress, report_result
 from fsm_worker.jobs.spec import JobSpec
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 
 def count_words(inputs: str, outputs: str, top: int) -> None:

@@ -20,7 +20,6 @@ from fsm_worker.jobs.registry import (
     StaticCommandHandler,
     default_registry,
 )
-from fsm_worker.jobs.runner import EventSink, JobAlreadyRunning, JobRunner
 from fsm_worker.jobs.spec import (
     ErrorCode,
     JobConfigError,
@@ -29,6 +28,7 @@ from fsm_worker.jobs.spec import (
     JobSpec,
     UnknownJobType,
 )
+from fsm_worker.shells.runner.runner import EventSink, JobAlreadyRunning, JobRunner
 
 __all__ = [
     "TERMINAL_EVENTS",

@@ -27,8 +27,8 @@ from fsm_worker.jobs import (
     RunStopped,
     RunSucceeded,
 )
-from fsm_worker.jobs.procgroup import pid_alive
 from fsm_worker.jobs.registry import StaticCommandHandler
+from fsm_worker.shells.runner.procgroup import pid_alive
 
 
 def assert_one_terminal(rec: Recorder) -> None:

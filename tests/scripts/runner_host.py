@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fsm_worker.jobs.events import RunStarted
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
-from fsm_worker.jobs.runner import JobRunner
 from fsm_worker.jobs.spec import JobSpec
+from fsm_worker.shells.runner.runner import JobRunner
 
 
 async def main(workdir: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rooms import job_types
 
-from fsm_worker.host import WorkerConfig, WorkerHost
+from fsm_worker.worker import WorkerConfig, WorkerHost
 
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:

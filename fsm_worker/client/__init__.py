@@ -1,0 +1,37 @@
+"""The client side: the `JobClient` API that finds workers, submits jobs and fetches results."""
+
+from fsm_worker.client.api import (
+    AllRejectedError,
+    ClientTimeoutError,
+    ClientTimeouts,
+    DataChannelError,
+    Job,
+    JobCancelledError,
+    JobClient,
+    JobClientError,
+    JobFailedError,
+    JobOutcome,
+    NoWorkersError,
+    ReservationExpiredError,
+    WorkerGoneError,
+    WorkerInfo,
+    WorkerRefusedError,
+)
+
+__all__ = [
+    "AllRejectedError",
+    "ClientTimeoutError",
+    "ClientTimeouts",
+    "DataChannelError",
+    "Job",
+    "JobCancelledError",
+    "JobClient",
+    "JobClientError",
+    "JobFailedError",
+    "JobOutcome",
+    "NoWorkersError",
+    "ReservationExpiredError",
+    "WorkerGoneError",
+    "WorkerInfo",
+    "WorkerRefusedError",
+]

@@ -1,0 +1,1 @@
+"""The file-transfer protocol over the data channel: frames (docs/transfer.md)."""

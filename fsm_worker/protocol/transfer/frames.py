@@ -1,0 +1,229 @@
+"""Control frames: JSON text messages with a ``type`` field; chunks are binary messages.
+
+Parsing is strict (no coercion of ``"12"`` to ``12``, no unknown fields) and raises
+:class:`ProtocolError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+import cattrs
+from cattrs.v import format_exception
+
+from fsm_worker.shells.transfer.errors import ProtocolError
+
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+MAX_CONTROL_FRAME = 64 * 1024
+CHUNK_REF = "chunk"  # ``ref`` of an error frame caused by a binary (chunk) message
+
+
+def _sha256(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not SHA256_RE.fullmatch(value):
+        raise ValueError(f"{attribute.name} must be 64 lowercase hex digits")
+
+
+def _opt_sha256(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not SHA256_RE.fullmatch(value):
+        raise ValueError(f"{attribute.name} must be 64 lowercase hex digits")
+
+
+_non_negative = attrs.validators.ge(0)
+
+
+# client -> worker
+@attrs.frozen
+class Put:
+    """Upload header: a file the client wants to send."""
+
+    TYPE: ClassVar[str] = "put"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+    restart: bool = False  # discard any partial upload and start at offset 0
+
+
+@attrs.frozen
+class End:
+    """End marker of one file's chunks (both directions)."""
+
+    TYPE: ClassVar[str] = "end"
+    name: str
+
+
+@attrs.frozen
+class Commit:
+    """Client: all inputs are uploaded; the job may start."""
+
+    TYPE: ClassVar[str] = "commit"
+
+
+@attrs.frozen
+class FetchResults:
+    """Client: send me the job's result files."""
+
+    TYPE: ClassVar[str] = "fetch_results"
+
+
+# worker -> client
+@attrs.frozen
+class Ready:
+    """Send the bytes of ``name`` starting at ``offset``; ``prefix_sha256`` hashes bytes [0, offset)."""
+
+    TYPE: ClassVar[str] = "ready"
+    name: str
+    offset: int = attrs.field(validator=_non_negative)
+    prefix_sha256: str | None = attrs.field(default=None, validator=_opt_sha256)
+
+
+@attrs.frozen
+class Have:
+    """Dedupe: the worker already holds this content; it is in place, send nothing."""
+
+    TYPE: ClassVar[str] = "have"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
+class Ack:
+    """A file arrived complete and its size and sha256 were verified."""
+
+    TYPE: ClassVar[str] = "ack"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
+class Committed:
+    """The host accepted the commit; ``files`` are the job's input names."""
+
+    TYPE: ClassVar[str] = "committed"
+    files: list[str]
+
+
+@attrs.frozen
+class FileHeader:
+    """Download header: a result file follows as chunks and an ``end`` frame."""
+
+    TYPE: ClassVar[str] = "file"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
+class Results:
+    """Download announcement: ``count`` files totalling ``total_size`` bytes follow."""
+
+    TYPE: ClassVar[str] = "results"
+    count: int = attrs.field(validator=_non_negative)
+    total_size: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class ResultsDone:
+    """All result files were sent."""
+
+    TYPE: ClassVar[str] = "results_done"
+    count: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class Error:
+    """A refused frame or failed operation; ``ref`` is the type of the frame that caused it."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    name: str | None = None
+    ref: str | None = None
+
+
+Frame: TypeAlias = (
+    Put
+    | End
+    | Commit
+    | FetchResults
+    | Ready
+    | Have
+    | Ack
+    | Committed
+    | FileHeader
+    | Results
+    | ResultsDone
+    | Error
+)
+FRAME_TYPES: dict[str, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (
+        Put,
+        End,
+        Commit,
+        FetchResults,
+        Ready,
+        Have,
+        Ack,
+        Committed,
+        FileHeader,
+        Results,
+        ResultsDone,
+        Error,
+    )
+}
+
+
+def _strict(kind: type[Any]) -> Any:
+    def hook(value: Any, _type: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+for _kind in (str, int, bool):
+    _converter.register_structure_hook(_kind, _strict(_kind))
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, ValueError) and str(exc):
+        return f"invalid value ({exc})"
+    return format_exception(exc, type_)
+
+
+def parse_frame(text: str) -> Frame:
+    """Parse one control frame; raise :class:`ProtocolError` on any defect."""
+    if len(text) > MAX_CONTROL_FRAME:
+        raise ProtocolError(f"control frame longer than {MAX_CONTROL_FRAME} characters")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"control frame is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("control frame must be a JSON object")
+    kind = data.pop("type", None)
+    cls = FRAME_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"type: unknown frame type {kind!r}")
+    try:
+        frame: Frame = _converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        details = cattrs.transform_error(exc, path="frame", format_exception=_format_exception)
+        raise ProtocolError(f"{kind}: " + "; ".join(details)) from exc
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{kind}: {exc}") from exc
+    return frame
+
+
+def encode_frame(frame: Frame) -> str:
+    """Serialize a control frame to its JSON text."""
+    data: dict[str, Any] = {"type": frame.TYPE}
+    data.update(_converter.unstructure(frame))
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,1 @@
+"""The Socket.IO signaling server: rooms per token, bound identities, discovery, Redis scale-out."""

@@ -1,0 +1,362 @@
+"""The Socket.IO signaling server (python-socketio ``AsyncServer`` on aiohttp).
+
+Peers connect with ``auth={"token", "peer_id", "role", "metadata", "resume_secret"?}``; a token is a room.
+Identity is bound to the connection; messages are routed through Socket.IO rooms named after the peer id,
+which is what lets ``AsyncRedisManager`` deliver across server processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import socketio
+from aiohttp import WSCloseCode, web
+
+from fsm_worker.json_packet import JsonPacket
+from fsm_worker.logfmt import log_event
+from fsm_worker.protocol.signaling import (
+    ErrorCode,
+    ProtocolError,
+    check_json,
+    error_ack,
+    hash_secret,
+    merge_metadata,
+    ok_ack,
+    parse_auth,
+    parse_peer_message,
+    parse_update_metadata,
+    room_for_token,
+)
+from fsm_worker.server.config import ServerConfig
+from fsm_worker.server.filters import parse_filters
+from fsm_worker.server.redis_registry import RedisRegistry
+from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
+
+log = logging.getLogger("fsm_worker.server.server")
+
+Handler = Callable[["LocalPeer", tuple[Any, ...]], Awaitable[dict[str, Any]]]
+
+
+def route_room(room: str, peer_id: str) -> str:
+    """The Socket.IO room that reaches one peer of one token room."""
+    return f"peer:{room}:{peer_id}"
+
+
+@attrs.define
+class LocalPeer:
+    """A peer connected to this node."""
+
+    sid: str
+    room: str
+    peer_id: str
+    role: str
+    metadata: dict[str, Any]
+    secret: str
+
+    @property
+    def room_tag(self) -> str:
+        """Short room id for logs."""
+        return self.room[:12]
+
+
+class SignalingServer:
+    """Socket.IO handlers, the registry and the per-node connection table."""
+
+    def __init__(self, config: ServerConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        self.rooms = frozenset(room_for_token(t) for t in config.tokens)
+        grace = config.resume_grace_seconds
+        if registry is None:
+            if config.redis_url:
+                registry = RedisRegistry(
+                    url=config.redis_url,
+                    node_id=config.node_id,
+                    grace=grace,
+                    node_ttl=config.node_ttl_seconds,
+                    prefix=config.redis_prefix,
+                )
+            else:
+                registry = MemoryRegistry(grace=grace, node_id=config.node_id)
+        self.registry = registry
+        manager = (
+            socketio.AsyncRedisManager(config.redis_url, channel=f"{config.redis_prefix}:socketio")
+            if config.redis_url
+            else None
+        )
+        self.sio = socketio.AsyncServer(
+            serializer=JsonPacket,
+            async_mode="aiohttp",
+            client_manager=manager,
+            async_handlers=False,  # events of one connection are handled in arrival order
+            max_http_buffer_size=2 * config.max_event_bytes + 64 * 1024,
+            ping_interval=config.ping_interval_seconds,
+            ping_timeout=config.ping_timeout_seconds,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.peers: dict[str, LocalPeer] = {}
+        self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("*", self._on_unknown)
+        events: dict[str, Handler] = {
+            "peer_message": self._peer_message,
+            "discover_peers": self._discover,
+            "update_metadata": self._update_metadata,
+        }
+        for name, handler in events.items():
+            self.sio.on(name, self._guarded(name, handler))
+
+    def attach(self, app: web.Application) -> None:
+        """Mount Socket.IO and ``/healthz`` on ``app`` and tie the registry to its lifecycle."""
+        self.sio.attach(app)
+        app.router.add_get("/healthz", self._healthz)
+        app.on_startup.append(self._startup)
+        app.on_shutdown.append(self._shutdown)
+        app.on_response_prepare.append(self._track_websocket)
+
+    async def _track_websocket(self, _request: web.Request, response: web.StreamResponse) -> None:
+        if isinstance(response, web.WebSocketResponse):
+            self._websockets.add(response)
+
+    async def _startup(self, _app: web.Application) -> None:
+        await self.registry.start()
+        log_event(
+            log, logging.INFO, "server_started", node=self.config.node_id, rooms=len(self.rooms),
+            registry=type(self.registry).__name__,
+        )  # fmt: skip
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        log_event(log, logging.INFO, "server_stopping", node=self.config.node_id, peers=len(self.peers))
+        # Drop transports (close code 1001) rather than sending Socket.IO disconnects: clients treat this
+        # as a lost link and reconnect, to this node after a restart or to another one.
+        closing = [
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in self._websockets
+        ]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await asyncio.gather(*closing, return_exceptions=True)
+                while self.sio.eio.sockets:  # let Engine.IO notice and run the disconnect handlers
+                    await asyncio.sleep(0.01)
+        if self.sio.eio.sockets:  # anything left (e.g. long-polling clients)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.sio.eio.disconnect()
+        await self.sio.shutdown()
+        await self.registry.close()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "node": self.config.node_id, "peers": len(self.peers)})
+
+    # -- connection lifecycle -------------------------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None, *extra: Any) -> Any:
+        if sid in self.peers:  # a connected client emitted an event named "connect"
+            return error_ack(ErrorCode.INVALID_MESSAGE, "'connect' is a reserved event name")
+        try:
+            req = parse_auth(auth, max_bytes=self.config.max_event_bytes)
+            room = room_for_token(req.token)
+            if room not in self.rooms:
+                raise ProtocolError(ErrorCode.AUTH_FAILED, "invalid token")
+        except ProtocolError as exc:
+            log_event(log, logging.WARNING, "connect_refused", sid=sid, code=exc.code, reason=exc.message)
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": str(exc.code)}) from None
+        secret = req.resume_secret or secrets.token_hex(32)
+        claim = ClaimRequest(
+            room=room,
+            peer_id=req.peer_id,
+            sid=sid,
+            role=req.role,
+            metadata=req.metadata,
+            presented_hash=hash_secret(req.resume_secret) if req.resume_secret else None,
+            secret_hash=hash_secret(secret),
+        )
+        try:
+            decision = await self.registry.claim(claim, time.time())
+        except Exception as exc:
+            log_event(log, logging.ERROR, "registry_error", op="claim", error=repr(exc))
+            raise socketio.exceptions.ConnectionRefusedError(
+                "registry unavailable", {"code": str(ErrorCode.SERVER_UNAVAILABLE)}
+            ) from None
+        fields = {"room": room[:12], "peer_id": req.peer_id, "role": req.role, "sid": sid}
+        if decision.kind is ClaimKind.REFUSED:
+            assert decision.code is not None
+            log_event(log, logging.WARNING, "connect_refused", code=decision.code, **fields)
+            raise socketio.exceptions.ConnectionRefusedError(decision.message, {"code": str(decision.code)})
+        self.peers[sid] = LocalPeer(sid, room, req.peer_id, req.role, dict(req.metadata), secret)
+        await self.sio.enter_room(sid, route_room(room, req.peer_id))
+        if decision.replaced_sid is not None:
+            await self._drop_replaced(decision.replaced_sid, fields)
+        self.sio.start_background_task(self._welcome, sid)
+        log_event(log, logging.INFO, "peer_connected", kind=decision.kind, **fields)
+        return True
+
+    async def _drop_replaced(self, old_sid: str, fields: dict[str, str]) -> None:
+        log_event(log, logging.INFO, "session_replaced", old_sid=old_sid, **fields)
+        self.peers.pop(old_sid, None)
+        try:
+            await self.sio.emit("session_replaced", {"reason": "resumed elsewhere"}, to=old_sid)
+            await self.sio.disconnect(old_sid)
+        except Exception as exc:
+            log_event(log, logging.WARNING, "drop_replaced_failed", old_sid=old_sid, error=repr(exc))
+
+    async def _welcome(self, sid: str) -> None:
+        peer = self.peers.get(sid)
+        if peer is not None:
+            await self.sio.emit("welcome", {"peer_id": peer.peer_id, "resume_secret": peer.secret}, to=sid)
+
+    async def _on_disconnect(self, sid: str, *args: Any) -> Any:
+        if self.sio.manager.is_connected(sid, "/"):  # an event named "disconnect", not a disconnect
+            return error_ack(ErrorCode.INVALID_MESSAGE, "'disconnect' is a reserved event name")
+        peer = self.peers.pop(sid, None)
+        if peer is None:
+            return None
+        try:
+            await self.registry.release(peer.room, peer.peer_id, sid, time.time())
+        except Exception as exc:
+            log_event(
+                log, logging.ERROR, "registry_error", op="release", peer_id=peer.peer_id, error=repr(exc)
+            )
+        log_event(
+            log, logging.INFO, "peer_disconnected", room=peer.room_tag, peer_id=peer.peer_id, sid=sid,
+            reason=args[0] if args else None,
+        )  # fmt: skip
+        return None
+
+    # -- events ---------------------------------------------------------------------------------------------
+
+    def _guarded(self, name: str, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def run(sid: str, *args: Any) -> dict[str, Any]:
+            peer = self.peers.get(sid)
+            if peer is None:
+                return error_ack(ErrorCode.NOT_REGISTERED, "this connection holds no peer id")
+            try:
+                return await handler(peer, args)
+            except ProtocolError as exc:
+                log_event(
+                    log, logging.INFO, "event_refused", name=name, peer_id=peer.peer_id, code=exc.code,
+                    reason=exc.message,
+                )  # fmt: skip
+                return exc.ack()
+            except Exception as exc:
+                log.exception("%s", f"event=event_failed name={name} peer_id={peer.peer_id}")
+                return error_ack(ErrorCode.INTERNAL_ERROR, f"{name} failed: {type(exc).__name__}")
+
+        return run
+
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return error_ack(ErrorCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
+
+    async def _peer_message(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
+        msg = parse_peer_message(args, max_bytes=self.config.max_event_bytes)
+        if not await self.registry.is_connected(peer.room, msg.to_peer_id):
+            raise ProtocolError(ErrorCode.PEER_NOT_FOUND, f"no peer {msg.to_peer_id!r} is connected")
+        data = {"from_peer_id": peer.peer_id, "to_peer_id": msg.to_peer_id, "payload": msg.payload}
+        await self.sio.emit("peer_message", data, to=route_room(peer.room, msg.to_peer_id))
+        return ok_ack()
+
+    async def _discover(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
+        filters = parse_filters(args, max_bytes=self.config.max_event_bytes)
+        found = [
+            {"peer_id": v.peer_id, "role": v.role, "metadata": v.metadata}
+            for v in await self.registry.peers(peer.room)
+            if v.peer_id != peer.peer_id and filters.matches(v.role, v.metadata)
+        ]
+        return ok_ack(peers=found)
+
+    async def _update_metadata(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
+        update = parse_update_metadata(args, max_bytes=self.config.max_event_bytes)
+        merged = merge_metadata(peer.metadata, update)
+        check_json(
+            merged, what="metadata", max_bytes=self.config.max_event_bytes, code=ErrorCode.INVALID_METADATA
+        )
+        if not await self.registry.set_metadata(peer.room, peer.peer_id, peer.sid, merged):
+            raise ProtocolError(ErrorCode.NOT_REGISTERED, "this connection no longer holds its peer id")
+        peer.metadata = merged
+        return ok_ack(metadata=merged)
+
+
+def create_app(config: ServerConfig, registry: Registry | None = None) -> web.Application:
+    """An aiohttp application serving Socket.IO and ``GET /healthz``."""
+    app = web.Application()
+    server = SignalingServer(config, registry)
+    server.attach(app)
+    app[SERVER_KEY] = server
+    return app
+
+
+SERVER_KEY = web.AppKey("signaling_server", SignalingServer)
+
+
+@attrs.define
+class RunningServer:
+    """A started server; ``port`` is the bound port (useful with ``port=0``)."""
+
+    app: web.Application
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL for clients."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def server(self) -> SignalingServer:
+        """The handlers and registry."""
+        return self.app[SERVER_KEY]
+
+    async def stop(self) -> None:
+        """Close every connection, release this node's peers and stop listening."""
+        await self.runner.cleanup()
+
+
+async def start_server(config: ServerConfig, registry: Registry | None = None) -> RunningServer:
+    """Start listening on ``config.host:config.port`` (0 picks a free port)."""
+    app = create_app(config, registry)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = int(runner.addresses[0][1])
+    log_event(log, logging.INFO, "server_listening", host=config.host, port=port, node=config.node_id)
+    return RunningServer(app=app, runner=runner, host=config.host, port=port)
+
+
+async def run_server(
+    config: ServerConfig,
+    *,
+    ready: Callable[[RunningServer], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    running = await start_server(config)
+    try:
+        if ready is not None:
+            ready(running)
+        await stop.wait()
+    finally:
+        await running.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,1 @@
+"""Runs job processes: a supervised subprocess in its own process group."""

@@ -1,0 +1,341 @@
+"""Client side of the transfer protocol: upload inputs, commit, download results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from fsm_worker.protocol.transfer.frames import (
+    CHUNK_REF,
+    Ack,
+    Commit,
+    Committed,
+    End,
+    Error,
+    FetchResults,
+    FileHeader,
+    Frame,
+    Have,
+    Put,
+    Ready,
+    Results,
+    ResultsDone,
+    parse_frame,
+)
+from fsm_worker.shells.transfer.errors import (
+    ChannelClosedError,
+    ErrorCode,
+    ProtocolError,
+    RemoteTransferError,
+    TransferError,
+)
+from fsm_worker.shells.transfer.files import FileSink, sha256_of
+from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
+from fsm_worker.shells.transfer.names import check_name, safe_target
+from fsm_worker.shells.transfer.stats import TransferStats
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""``on_progress(bytes_done, bytes_total)`` over the whole upload or download."""
+
+DEFAULT_REPLY_TIMEOUT = 60.0
+_CLOSED = object()
+_F = TypeVar("_F", bound=Frame)
+
+
+class UploadStatus(enum.StrEnum):
+    """How a file reached the worker."""
+
+    SENT = "sent"
+    DEDUPED = "deduped"  # the worker already had the content; no bytes sent
+    RESUMED = "resumed"  # only the bytes after a verified partial upload were sent
+
+
+@attrs.frozen
+class UploadedFile:
+    """One uploaded file as verified (acknowledged) by the worker."""
+
+    name: str
+    size: int
+    sha256: str
+    status: UploadStatus
+    bytes_sent: int
+
+
+class _ErrorArrived(Exception):
+    """Internal: the worker reported an error while we were streaming chunks."""
+
+
+class _Download:
+    """State of one ``fetch_results``: fed synchronously from the message handler."""
+
+    def __init__(self, dest_dir: Path, on_progress: ProgressFn | None, stats: TransferStats) -> None:
+        self.dest_dir = dest_dir
+        self.on_progress = on_progress
+        self.stats = stats
+        self.future: asyncio.Future[list[Path]] = asyncio.get_running_loop().create_future()
+        self.sink: FileSink | None = None
+        self.paths: list[Path] = []
+        self.total = 0
+        self.done_before = 0
+        self.activity: Callable[[], None] = lambda: None
+
+    def fail(self, exc: BaseException) -> None:
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.part_path.unlink(missing_ok=True)
+            self.sink = None
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def on_frame(self, frame: Frame) -> None:
+        if self.future.done():
+            return
+        self.activity()
+        try:
+            self._on_frame(frame)
+        except (ProtocolError, OSError) as exc:
+            code = exc.code if isinstance(exc, ProtocolError) else ErrorCode.IO_ERROR
+            self.fail(TransferError(code, str(exc)))
+
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Error) and frame.ref == CHUNK_REF:
+            log.info("ignoring a stale chunk error during download: %s", frame.message)
+        elif isinstance(frame, Error):
+            self.fail(RemoteTransferError(frame.code, frame.message, frame.name))
+        elif isinstance(frame, Results):
+            self.total = frame.total_size
+        elif isinstance(frame, FileHeader) and self.sink is None:
+            check_name(frame.name)
+            fd, tmp = tempfile.mkstemp(prefix=".fsm-download-", dir=self.dest_dir)
+            os.close(fd)
+            self.sink = FileSink(Path(tmp), frame.name, frame.size, frame.sha256)
+        elif isinstance(frame, End) and self.sink is not None and frame.name == self.sink.name:
+            sink = self.sink
+            sink.finish()
+            os.replace(sink.part_path, safe_target(self.dest_dir, sink.name))
+            self.sink = None
+            self.done_before += sink.size
+            self.paths.append(self.dest_dir / sink.name)
+            self.stats.files_received += 1
+        elif isinstance(frame, ResultsDone) and self.sink is None:
+            self.future.set_result(self.paths)
+        else:
+            raise ProtocolError(f"unexpected {frame.TYPE!r} frame during download", ErrorCode.UNEXPECTED)
+
+    def on_chunk(self, data: bytes) -> None:
+        if self.future.done():
+            return
+        self.activity()
+        if self.sink is None:
+            self.fail(TransferError(ErrorCode.UNEXPECTED, "binary chunk outside a result file"))
+            return
+        try:
+            self.sink.write(data)
+        except (ProtocolError, OSError) as exc:
+            self.fail(TransferError(getattr(exc, "code", ErrorCode.IO_ERROR), str(exc)))
+            return
+        self.stats.chunk_bytes_received += len(data)
+        self.stats.chunks_received += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done_before + self.sink.done, max(self.total, self.done_before))
+
+
+class ClientTransferEndpoint:
+    """Drives the transfer protocol over one open data channel; one operation at a time.
+
+    Every wait for a worker reply is bounded by ``reply_timeout``; failures raise
+    :class:`TransferError` subclasses carrying the worker's error code and message.
+    """
+
+    def __init__(
+        self,
+        channel: DataChannel,
+        *,
+        tuning: TransferTuning | None = None,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+    ) -> None:
+        self.channel = channel
+        self.reply_timeout = reply_timeout
+        self.stats = TransferStats()
+        self._writer = ChannelWriter(channel, tuning or TransferTuning())
+        self._replies: asyncio.Queue[Frame | ProtocolError | object] = asyncio.Queue()
+        self._download: _Download | None = None
+        self._lock = asyncio.Lock()
+        channel.on("message", self._on_message)
+        channel.on("close", self._on_close)
+        if channel.readyState in ("closing", "closed"):
+            self._on_close()
+
+    def close(self) -> None:
+        """Stop listening to the channel (the channel itself is left to its owner)."""
+        off(self.channel, "message", self._on_message)
+        off(self.channel, "close", self._on_close)
+        self._writer.detach()
+        self._on_close()
+
+    # --- channel events (sync) ----------------------------------------------------------------------
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            if self._download is not None:
+                self._download.on_chunk(message)
+            else:
+                log.warning("ignoring a %d-byte chunk outside a download", len(message))
+            return
+        try:
+            frame = parse_frame(message)
+        except ProtocolError as exc:
+            if self._download is not None:
+                self._download.fail(TransferError(exc.code, str(exc)))
+            else:
+                self._replies.put_nowait(exc)
+            return
+        download_frames = (Results, FileHeader, End, ResultsDone, Error)
+        if self._download is not None and isinstance(frame, download_frames):
+            self._download.on_frame(frame)
+        else:
+            self._replies.put_nowait(frame)
+
+    def _on_close(self) -> None:
+        self._replies.put_nowait(_CLOSED)
+        if self._download is not None:
+            self._download.fail(ChannelClosedError("data channel closed during download"))
+
+    # --- replies ------------------------------------------------------------------------------------
+    async def _reply(self, skip_chunk_errors: bool) -> Frame:
+        try:
+            async with asyncio.timeout(self.reply_timeout):
+                item = await self._replies.get()
+                while skip_chunk_errors and isinstance(item, Error) and item.ref == CHUNK_REF:
+                    log.info("ignoring a stale chunk error: %s", item.message)  # from an abandoned upload
+                    item = await self._replies.get()
+        except TimeoutError as exc:
+            raise TransferError(ErrorCode.TIMEOUT, f"no reply within {self.reply_timeout:g} s") from exc
+        if item is _CLOSED:
+            self._replies.put_nowait(_CLOSED)  # every later wait fails too
+            raise ChannelClosedError("data channel closed while waiting for the worker")
+        if isinstance(item, ProtocolError):
+            raise TransferError(item.code, f"bad frame from the worker: {item}")
+        if isinstance(item, Error):
+            raise RemoteTransferError(item.code, item.message, item.name)
+        assert not isinstance(item, ProtocolError)
+        return item  # type: ignore[return-value]
+
+    async def _expect(self, *kinds: type[_F], skip_chunk_errors: bool = True) -> _F:
+        """The next reply, which must be one of ``kinds``; an ``error`` frame raises."""
+        frame = await self._reply(skip_chunk_errors)
+        if not isinstance(frame, kinds):
+            raise TransferError(ErrorCode.UNEXPECTED, f"unexpected {frame.TYPE!r} frame from the worker")
+        return frame
+
+    # --- upload -------------------------------------------------------------------------------------
+    async def upload(
+        self, paths: Sequence[Path], on_progress: ProgressFn | None = None
+    ) -> list[UploadedFile]:
+        """Upload files (named by their base name); returns them as acknowledged by the worker."""
+        names = [check_name(Path(p).name) for p in paths]
+        if len(set(names)) != len(names):
+            raise ValueError("upload: file names must be unique")
+        async with self._lock:
+            infos = [await asyncio.to_thread(_describe, Path(p)) for p in paths]
+            total = sum(size for size, _ in infos)
+            done = 0
+            last = -1
+            uploaded: list[UploadedFile] = []
+            for path, name, (size, digest) in zip(paths, names, infos, strict=True):
+
+                def progress(file_done: int, base: int = done) -> None:
+                    nonlocal last
+                    if on_progress is not None and base + file_done != last:
+                        last = base + file_done
+                        on_progress(last, total)
+
+                uploaded.append(await self._upload_one(Path(path), name, size, digest, progress))
+                progress(size)
+                done += size
+            return uploaded
+
+    async def _upload_one(
+        self, path: Path, name: str, size: int, digest: str, progress: Callable[[int], None]
+    ) -> UploadedFile:
+        self._writer.send_frame(Put(name=name, size=size, sha256=digest))
+        reply: Ready | Have = await self._expect(Ready, Have)
+        if isinstance(reply, Have):
+            self.stats.files_deduped += 1
+            self.stats.bytes_skipped += size
+            progress(size)
+            return UploadedFile(name, size, digest, UploadStatus.DEDUPED, 0)
+        if reply.offset and not await self._prefix_matches(path, reply):
+            self._writer.send_frame(Put(name=name, size=size, sha256=digest, restart=True))
+            reply = await self._expect(Ready)
+        offset = reply.offset
+        if offset:
+            self.stats.files_resumed += 1
+            self.stats.bytes_skipped += offset
+
+        def on_chunk(file_done: int) -> None:
+            progress(file_done)
+            if not self._replies.empty():
+                raise _ErrorArrived
+
+        before = self._writer.chunk_bytes_sent
+        with contextlib.suppress(_ErrorArrived):
+            await self._writer.send_file(path, offset, size, on_chunk)
+            self._writer.send_frame(End(name=name))
+        sent = self._writer.chunk_bytes_sent - before
+        self.stats.chunk_bytes_sent += sent
+        self.stats.chunks_sent = self._writer.chunks_sent
+        ack = await self._expect(Ack, skip_chunk_errors=False)
+        if (ack.name, ack.size, ack.sha256) != (name, size, digest):
+            raise TransferError(
+                ErrorCode.UNEXPECTED, f"acknowledgement for {ack.name!r} does not match {name!r}"
+            )
+        self.stats.files_sent += 1
+        return UploadedFile(name, size, digest, UploadStatus.RESUMED if offset else UploadStatus.SENT, sent)
+
+    async def _prefix_matches(self, path: Path, ready: Ready) -> bool:
+        prefix = await asyncio.to_thread(sha256_of, path, ready.offset)
+        return prefix.hexdigest() == ready.prefix_sha256
+
+    # --- commit / download --------------------------------------------------------------------------
+    async def commit(self) -> list[str]:
+        """Tell the worker the inputs are complete; returns the input names it committed."""
+        async with self._lock:
+            self._writer.send_frame(Commit())
+            committed = await self._expect(Committed)
+            return committed.files
+
+    async def download(self, dest_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
+        """Fetch the job's result files into ``dest_dir`` (verified by size and sha256)."""
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        async with self._lock:
+            download = self._download = _Download(dest_dir, on_progress, self.stats)
+            loop = asyncio.get_running_loop()
+            try:
+                self._writer.send_frame(FetchResults())
+                async with asyncio.timeout(self.reply_timeout) as idle:
+                    # an idle timeout: every frame or chunk from the worker re-arms it
+                    download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
+                    return await download.future
+            except TimeoutError as exc:
+                raise TransferError(
+                    ErrorCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
+                ) from exc
+            finally:
+                download.fail(ChannelClosedError("download abandoned"))
+                self._download = None
+
+
+def _describe(path: Path) -> tuple[int, str]:
+    size = path.stat().st_size
+    return size, sha256_of(path).hexdigest()

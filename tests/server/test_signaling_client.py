@@ -1,0 +1,104 @@
+"""The reusable client connection: queueing, reconnection after a server restart, metadata re-registration."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from support.signaling import DEFAULT_TIMEOUT as TIMEOUT
+from support.signaling import ClientFactory, ServerInfo, loopback_config, wait_until
+
+from fsm_worker.protocol.signaling import merge_metadata
+from fsm_worker.server.server import start_server
+from fsm_worker.shells.signaling import SendStatus, SignalingClient, metadata_delta
+
+WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_mb": 16384}}
+
+
+async def test_server_restart_keeps_ids_and_delivers_queued_messages(make_client: ClientFactory) -> None:
+    token = secrets.token_hex(8)
+    server = await start_server(loopback_config([token]))
+    port = server.port
+    try:
+        worker, worker_inbox = await make_client(server.url, token, "w1", "worker", WORKER_MD)
+        client, client_inbox = await make_client(server.url, token, "c1")
+        secret = worker.resume_secret
+        assert (await client.send("w1", {"type": "job_request"})).delivered
+        assert await worker_inbox.next() == ("c1", {"type": "job_request"})
+
+        await server.stop()
+        await wait_until(lambda: not worker.connected and not client.connected)
+        sent = [await worker.send("c1", {"type": "job_status", "seq": i}) for i in range(5)]
+        assert {r.status for r in sent} == {SendStatus.QUEUED}
+        await worker.update_metadata({"properties": {"status": "busy", "job_id": "j1"}})
+        assert worker.queued == 5
+
+        server = await start_server(loopback_config([token], port=port))
+        await wait_until(lambda: worker.connected and client.connected and worker.queued == 0)
+        got = [await client_inbox.next() for _ in range(5)]
+        assert got == [("w1", {"type": "job_status", "seq": i}) for i in range(5)]
+        assert worker.resume_secret == secret
+        [peer] = await client.discover({"role": "worker"})
+        assert peer["peer_id"] == "w1"
+        assert peer["metadata"]["properties"] == {"status": "busy", "gpu_memory_mb": 16384, "job_id": "j1"}
+        assert (await client.send("w1", {"type": "job_cancel"})).delivered
+        assert await worker_inbox.next() == ("c1", {"type": "job_cancel"})
+    finally:
+        await server.stop()
+
+
+async def test_queued_message_waits_for_its_target_to_come_back(make_client: ClientFactory) -> None:
+    token = secrets.token_hex(8)
+    server = await start_server(loopback_config([token]))
+    port = server.port
+    try:
+        worker, _ = await make_client(server.url, token, "w1", "worker")
+        await server.stop()
+        await wait_until(lambda: not worker.connected)
+        assert (await worker.send("c1", {"type": "job_complete"})).status is SendStatus.QUEUED
+        server = await start_server(loopback_config([token], port=port))
+        await wait_until(lambda: worker.connected)
+        # the client connects only after the worker is back; the queued message still reaches it
+        _, inbox = await make_client(server.url, token, "c1")
+        assert await inbox.next() == ("w1", {"type": "job_complete"})
+    finally:
+        await server.stop()
+
+
+async def test_send_on_a_closed_client_is_refused_not_raised() -> None:
+    client = SignalingClient("http://127.0.0.1:9", "t", "c1")
+    await client.close()
+    result = await client.send("w1", {"x": 1})
+    assert result.status is SendStatus.REFUSED
+
+
+async def test_callbacks_may_be_async_and_run_in_order(
+    signaling_server: ServerInfo, make_client: ClientFactory
+) -> None:
+    s = signaling_server
+    seen: list[int] = []
+
+    async def slow(_from: str, payload: dict[str, object]) -> None:
+        await asyncio.sleep(0.001 * (5 - int(str(payload["i"])) % 5))
+        seen.append(int(str(payload["i"])))
+
+    hooks: list[str] = []
+    worker = SignalingClient(
+        s.url, s.token, "w1", "worker", on_peer_message=slow, on_connect=lambda: hooks.append("up")
+    )
+    await worker.connect(timeout=TIMEOUT)
+    try:
+        client, _ = await make_client(s.url, s.token, "c1")
+        for i in range(20):
+            assert (await client.send("w1", {"i": i})).delivered
+        await wait_until(lambda: len(seen) == 20)
+        assert seen == list(range(20))
+        assert hooks == ["up"]
+    finally:
+        await worker.close()
+
+
+def test_metadata_delta_round_trips() -> None:
+    old = {"tags": ["a"], "properties": {"x": 1, "y": 2}, "extra": 1}
+    new = {"properties": {"y": 3, "z": 4}, "other": True}
+    assert merge_metadata(old, metadata_delta(old, new)) == {"properties": {"y": 3, "z": 4}, "other": True}

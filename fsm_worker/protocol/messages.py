@@ -70,7 +70,54 @@ class Requirements:
     min_gpu_memory_mb: int = attrs.field(default=0, validator=_non_negative)
 
 
+def _sha256_hex(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+        raise ProtocolError(attribute.name, "must be 64 lowercase hex digits (a sha256)")
+
+
+def _job_key(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not 16 <= len(value) <= MAX_ID_LENGTH:
+        raise ProtocolError(attribute.name, f"must be 16-{MAX_ID_LENGTH} characters")
+
+
+MAX_METRIC_FIELDS = 32
+
+
+def _metric_extra(
+    instance: object, attribute: attrs.Attribute[dict[str, float]], value: dict[str, float]
+) -> None:
+    if len(value) > MAX_METRIC_FIELDS:
+        raise ProtocolError(attribute.name, f"more than {MAX_METRIC_FIELDS} entries")
+    for key, number in value.items():
+        if not key or len(key) > 64 or not isinstance(number, int | float) or isinstance(number, bool):
+            raise ProtocolError(attribute.name, "names must be 1-64 characters and values numbers")
+
+
+@attrs.frozen
+class Metrics:
+    """Training numbers a job reports (issue 11): all optional; `extra` holds job-type-defined ones."""
+
+    epoch: int | None = None
+    step: int | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    learning_rate: float | None = None
+    eta_seconds: float | None = None
+    extra: dict[str, float] = attrs.field(factory=dict, validator=_metric_extra)
+
+
+@attrs.frozen
+class InputFile:
+    """One entry of a job request's input manifest: checked by the job type before any byte moves."""
+
+    name: str = attrs.field(validator=_bounded_text)
+    size: int = attrs.field(validator=_non_negative)
+
+
 # Client → worker
+#
+# `job_key` is the client's per-job secret: `job_request` carries only its sha256 (`job_key_sha256`, so losing
+# bidders never learn it); every later message about the job that reads or changes it presents the key itself.
 
 
 @attrs.frozen
@@ -81,18 +128,31 @@ class JobRequest(Message):
     config: dict[str, Any] = attrs.field(factory=dict)
     requirements: Requirements = attrs.field(factory=Requirements)
     dataset_info: dict[str, Any] = attrs.field(factory=dict)
+    job_key_sha256: str | None = attrs.field(default=None, validator=_sha256_hex)
+    inputs: tuple[InputFile, ...] | None = None
 
 
 @attrs.frozen
 class JobAssignment(Message):
     TYPE: ClassVar[str] = "job_assignment"
     job_id: str = attrs.field(validator=_identifier)
+    job_key: str | None = attrs.field(default=None, validator=_job_key)
 
 
 @attrs.frozen
 class JobCancel(Message):
     TYPE: ClassVar[str] = "job_cancel"
     job_id: str = attrs.field(validator=_identifier)
+    job_key: str | None = attrs.field(default=None, validator=_job_key)
+
+
+@attrs.frozen
+class JobStop(Message):
+    """Client → worker: stop the running job early and keep its outputs (SLEAP's Stop button)."""
+
+    TYPE: ClassVar[str] = "job_stop"
+    job_id: str = attrs.field(validator=_identifier)
+    job_key: str | None = attrs.field(default=None, validator=_job_key)
 
 
 @attrs.frozen
@@ -102,6 +162,7 @@ class JobSync(Message):
     TYPE: ClassVar[str] = "job_sync"
     job_id: str = attrs.field(validator=_identifier)
     after_seq: int = attrs.field(default=0, validator=_non_negative)
+    job_key: str | None = attrs.field(default=None, validator=_job_key)
 
 
 @attrs.frozen
@@ -112,6 +173,7 @@ class RtcOffer(Message):
     job_id: str = attrs.field(validator=_identifier)
     sdp: str = attrs.field(validator=_bounded_text)
     options: dict[str, Any] = attrs.field(factory=dict)
+    job_key: str | None = attrs.field(default=None, validator=_job_key)
 
 
 # Worker → client
@@ -149,6 +211,7 @@ class JobStatus(Message):
     progress: float = attrs.field(validator=_fraction)
     message: str = attrs.field(validator=_bounded_text)
     seq: int | None = None
+    metrics: Metrics | None = None
 
 
 @attrs.frozen
@@ -164,6 +227,9 @@ class JobComplete(Message):
     job_id: str = attrs.field(validator=_identifier)
     result: JobResult
     seq: int | None = None
+    metrics: Metrics | None = None
+    #: True when the client's `job_stop` ended the run early; the outputs are kept and downloadable.
+    stopped_early: bool | None = None
 
 
 @attrs.frozen
@@ -213,6 +279,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         JobRequest,
         JobAssignment,
         JobCancel,
+        JobStop,
         JobSync,
         RtcOffer,
         JobResponse,
@@ -278,6 +345,10 @@ def _is_tuple(kind: Any) -> bool:
 
 
 _converter.register_unstructure_hook_func(_is_tuple, list)
+_metrics_fields = cattrs.gen.make_dict_unstructure_fn(Metrics, _converter)
+_converter.register_unstructure_hook(
+    Metrics, lambda metrics: {k: v for k, v in _metrics_fields(metrics).items() if v is not None and v != {}}
+)
 
 M = TypeVar("M", bound=Message)
 

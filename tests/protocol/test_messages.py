@@ -22,6 +22,8 @@ from fsm_worker.protocol.messages import (
     JobResponse,
     JobResult,
     JobStatus,
+    JobStop,
+    Metrics,
     ProtocolError,
     Requirements,
     ReservationExpired,
@@ -105,6 +107,24 @@ WIRE_SHAPES: list[tuple[Any, dict[str, Any]]] = [
         },
     ),
     (RtcAnswer("j", "v=0"), {"app_message_type": "rtc_answer", "job_id": "j", "sdp": "v=0", "options": {}}),
+    (
+        JobStop("j", job_key="k" * 32),
+        {"app_message_type": "job_stop", "job_id": "j", "job_key": "k" * 32},
+    ),
+    (
+        JobStatus(
+            "j", "running", 0.5, "epoch 1", seq=3, metrics=Metrics(epoch=1, loss=0.25, extra={"pck": 0.9})
+        ),
+        {
+            "app_message_type": "job_status",
+            "job_id": "j",
+            "status": "running",
+            "progress": 0.5,
+            "message": "epoch 1",
+            "seq": 3,
+            "metrics": {"epoch": 1, "loss": 0.25, "extra": {"pck": 0.9}},
+        },
+    ),
 ]
 
 

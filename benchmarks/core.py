@@ -45,7 +45,7 @@ def workload(cycles: int) -> list[Event]:
             InputsReady(job),
             RunStarted(job),
             *(RunProgress(job, step / 6, f"epoch {step}") for step in range(1, 6)),
-            RunSucceeded(job, JobResult(0.1, 0.01)),
+            RunSucceeded(job, 0.1, 0.01),
         ]
     return events
 

@@ -1,6 +1,7 @@
 """Generate `diagrams/` from the coordinator's transition table (`python -m fsm_worker.diagrams`).
 
-- `worker-states.mmd`: the mermaid state diagram of every change of status (drawn by transitions' GraphMachine);
+- `worker-states.mmd`: the mermaid state diagram of every change of state, with the run's sub-states nested inside
+  `busy` (drawn by transitions' HierarchicalGraphMachine from the flat table: `busy.running` is `running` in `busy`);
 - `transitions.md`: the whole table, including the rows that keep the status, as markdown;
 - `worker-states.svg`: the same diagram through graphviz, when the `dot` program and the `graphviz` package exist.
 """
@@ -14,26 +15,71 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from transitions.extensions import GraphMachine
+from transitions.extensions import HierarchicalGraphMachine
+from transitions.extensions.nesting import NestedState
 
 from fsm_worker.protocol.worker.coordinator import ANY, TRANSITIONS
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.events import WorkerState
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
 TITLE = "fsm_worker: worker status"
 
 
-def _status_changes() -> list[dict[str, Any]]:
-    return [row for row in TRANSITIONS if row["dest"] is not None]
+SEPARATOR = "__"  # between nested names in the drawing (mermaid ids allow no dots)
+
+
+class _DiagramState(NestedState):
+    separator = SEPARATOR
+
+
+class _DiagramMachine(HierarchicalGraphMachine):
+    state_cls = _DiagramState
+
+
+def _nested(names: list[str]) -> list[Any]:
+    """States named `a.b.c` as transitions' nested definition: `c` inside `b` inside `a`."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        head, _, rest = name.partition(".")
+        groups.setdefault(head, [])
+        if rest:
+            groups[head].append(rest)
+    return [{"name": head, "children": _nested(rest)} if rest else head for head, rest in groups.items()]
+
+
+def _group(states: list[WorkerState]) -> list[str]:
+    """State names, a complete group of sub-states named by its parent (`busy` for every `busy.*`)."""
+    names = [state.value for state in states]
+    parents = {name[:i] for name in names for i, char in enumerate(name) if char == "."}
+    for parent in sorted(parents, key=len):
+        members = [state.value for state in WorkerState if state.value.startswith(parent + ".")]
+        if set(members) <= set(names):
+            names = [name for name in names if name not in members] + [parent]
+    return names
+
+
+def _state_changes() -> list[dict[str, Any]]:
+    changes = []
+    for row in TRANSITIONS:
+        if row["dest"] is None:
+            continue
+        source = row["source"]
+        sources = list(WorkerState) if source == ANY else source if isinstance(source, list) else [source]
+        label = {"trigger": row["trigger"], "conditions": row["conditions"], "unless": row["unless"]}
+        dest = row["dest"].value.replace(".", SEPARATOR)
+        changes += [
+            {**label, "source": name.replace(".", SEPARATOR), "dest": dest} for name in _group(sources)
+        ]
+    return changes
 
 
 def _graph(engine: Literal["mermaid", "graphviz"]) -> Any:
     model = type("Diagram", (), {})()
-    GraphMachine(
+    _DiagramMachine(
         model=model,
-        states=WorkerStatus,
-        initial=WorkerStatus.AVAILABLE,
-        transitions=_status_changes(),
+        states=_nested([state.value for state in WorkerState]),
+        initial=WorkerState.AVAILABLE.value,
+        transitions=_state_changes(),
         auto_transitions=False,
         graph_engine=engine,
         show_conditions=True,
@@ -43,7 +89,7 @@ def _graph(engine: Literal["mermaid", "graphviz"]) -> Any:
 
 
 def render_mermaid() -> str:
-    """The mermaid state diagram of every transition that changes the worker's status."""
+    """The mermaid state diagram of every transition that changes the worker's state, sub-states nested."""
     return str(_graph("mermaid").draw(None)).rstrip() + "\n"
 
 
@@ -51,7 +97,7 @@ def _names(value: Any) -> str:
     if value == ANY:
         return "any"
     values = value if isinstance(value, list | tuple) else [value]
-    return ", ".join(item.value for item in values)
+    return ", ".join(_group(list(values)))
 
 
 def render_table() -> str:
@@ -61,12 +107,14 @@ def render_table() -> str:
         "",
         "Generated from `fsm_worker/protocol/worker/coordinator.py` by `python -m fsm_worker.diagrams`; do not edit.",
         "Rows for one trigger are tried in order; the first whose guards all hold is taken.",
+        "States nest by name: `busy.stopping.early` is `early` inside `stopping` inside `busy`; `busy` alone means",
+        "every sub-state of it.",
         "",
         "| trigger | from | to | guards | action |",
         "| --- | --- | --- | --- | --- |",
     ]
     for row in TRANSITIONS:
-        guards = [*row["conditions"], *(f"not {name}" for name in row["unless"])]
+        guards = [*row["before"], *row["conditions"], *(f"not {name}" for name in row["unless"])]
         dest = "(same)" if row["dest"] is None else row["dest"].value
         lines.append(
             f"| `{row['trigger']}` | {_names(row['source'])} | {dest} | {', '.join(guards) or '-'} "

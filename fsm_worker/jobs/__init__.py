@@ -1,15 +1,5 @@
 """Job execution: worker-configured job types, a supervised subprocess runner and the demo job."""
 
-from fsm_worker.jobs.events import (
-    TERMINAL_EVENTS,
-    RunEvent,
-    RunFailed,
-    RunProgress,
-    RunStarted,
-    RunStopped,
-    RunSucceeded,
-    TerminalEvent,
-)
 from fsm_worker.jobs.progress import RateLimiter
 from fsm_worker.jobs.registry import (
     Command,
@@ -27,6 +17,16 @@ from fsm_worker.jobs.spec import (
     JobInputInvalid,
     JobSpec,
     UnknownJobType,
+)
+from fsm_worker.protocol.worker.events import (
+    TERMINAL_EVENTS,
+    RunEvent,
+    RunFailed,
+    RunProgress,
+    RunStarted,
+    RunStopped,
+    RunSucceeded,
+    TerminalEvent,
 )
 from fsm_worker.shells.runner.runner import EventSink, JobAlreadyRunning, JobRunner
 

@@ -4,9 +4,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fsm_worker.jobs.events import RunStarted
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
 from fsm_worker.jobs.spec import JobSpec
+from fsm_worker.protocol.worker.events import RunStarted
 from fsm_worker.shells.runner.runner import JobRunner
 
 

@@ -1,11 +1,8 @@
 """The job coordinator: the worker's side of the job protocol as one explicit, sans-IO state machine.
 
-`TRANSITIONS` below is the whole protocol. Each row reads: on `trigger`, from `source`, if every guard holds,
-go to `dest` (`STAY`: the status does not change) and run `action`. Rows for one trigger are tried in order,
-and every trigger ends in a catch-all row, so each (status, event) pair has exactly one outcome.
-
-`JobCoordinator.handle(event, now)` is the only entry point: it takes one event and the current time and
-returns the instructions for the shells. It does no IO and never sleeps; deadlines are data
+`table.TRANSITIONS` is the whole protocol; this module holds its guards and actions. `JobCoordinator.handle(
+event, now)` is the only entry point: it takes one event and the current time and returns the instructions for
+the shells, in the order they must be carried out. It does no IO and never sleeps; deadlines are data
 (`next_deadline()`), and the shell feeds `TimerFired` when its single timer goes off.
 """
 
@@ -13,13 +10,14 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from transitions import Machine
 
 from fsm_worker.protocol.messages import (
+    MAX_METRIC_FIELDS,
     MAX_TEXT_LENGTH,
     AppError,
     JobAssignment,
@@ -31,11 +29,15 @@ from fsm_worker.protocol.messages import (
     JobFailed,
     JobRequest,
     JobResponse,
+    JobResult,
     JobStatus,
+    JobStop,
     JobSync,
     Message,
+    Metrics,
     ProtocolError,
     ReservationExpired,
+    RtcAnswer,
     RtcOffer,
     UnknownMessage,
     parse_message,
@@ -44,16 +46,21 @@ from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     Advertise,
+    ChannelAnswered,
+    ChannelFailed,
+    ChannelOpened,
     CleanupJob,
+    CloseChannel,
     Drain,
     Event,
     InputsReady,
     Instruction,
     Job,
+    JobFilesRemoved,
     PeerMessage,
+    PublishResults,
     Reservation,
     RunFailed,
-    RunPhase,
     RunProgress,
     RunStarted,
     RunStopped,
@@ -62,96 +69,41 @@ from fsm_worker.protocol.worker.events import (
     StartRun,
     StopRun,
     TimerFired,
+    WorkerState,
     WorkerStatus,
 )
+from fsm_worker.protocol.worker.table import ANY, STAY, TIMED_TRIGGERS, TRANSITIONS
 
 log = logging.getLogger(__name__)
 
-AVAILABLE, RESERVED, BUSY = WorkerStatus.AVAILABLE, WorkerStatus.RESERVED, WorkerStatus.BUSY
-ANY = "*"
-STAY = None
+__all__ = ["ANY", "STAY", "TIMED_TRIGGERS", "TRANSITIONS", "CoordinatorConfig", "JobCoordinator", "Stimulus"]
 
-RUN_EVENTS = ("run_started", "run_progress", "run_succeeded", "run_failed", "run_stopped")
-
-
-def _row(
-    trigger: str,
-    source: WorkerStatus | Sequence[WorkerStatus] | str,
-    dest: WorkerStatus | None,
-    action: str,
-    when: Sequence[str] = (),
-    unless: Sequence[str] = (),
-) -> dict[str, Any]:
-    """One row of the table, as a `transitions` transition; a change of status is also advertised."""
-    after = [action] if dest is STAY else [action, "advertise"]
-    return {
-        "trigger": trigger,
-        "source": source,
-        "dest": dest,
-        "conditions": list(when),
-        "unless": list(unless),
-        "after": after,
-    }
+#: The triggers of the events that are not peer messages.
+_TRIGGERS: dict[type, str] = {
+    InputsReady: "inputs_ready",
+    RunStarted: "run_started",
+    RunProgress: "run_progress",
+    RunSucceeded: "run_succeeded",
+    RunFailed: "run_failed",
+    RunStopped: "run_stopped",
+    ChannelAnswered: "channel_answered",
+    ChannelOpened: "channel_opened",
+    ChannelFailed: "channel_failed",
+    JobFilesRemoved: "job_files_removed",
+    Drain: "drain",
+}
+_WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 
 
-# fmt: off
-TRANSITIONS: list[dict[str, Any]] = [
-    # trigger            source             dest       action                   guards
-    # -- a client asks the worker to take a job
-    _row("job_request",    AVAILABLE,         STAY,      "reject_draining",       when=["is_draining"]),
-    _row("job_request",    AVAILABLE,         RESERVED,  "accept_request",        when=["compatible"]),
-    _row("job_request",    AVAILABLE,         STAY,      "reject_incompatible"),
-    _row("job_request",    [RESERVED, BUSY],  STAY,      "accept_again",          when=["repeats_held_request"]),
-    _row("job_request",    [RESERVED, BUSY],  STAY,      "reject_busy"),
-    # -- the client that holds the reservation assigns the job
-    _row("job_assignment", RESERVED,          BUSY,      "assign",                when=["for_reservation"]),
-    _row("job_assignment", BUSY,              STAY,      "ignore_duplicate",      when=["for_current_job"]),
-    _row("job_assignment", ANY,               STAY,      "refuse_assignment"),
-    # -- the job's own client cancels it (a run in progress is stopped first)
-    _row("job_cancel",     RESERVED,          AVAILABLE, "acknowledge_cancel",    when=["for_reservation"]),
-    _row("job_cancel",     BUSY,              STAY,      "stop_run",              when=["for_current_job", "run_in_progress"]),
-    _row("job_cancel",     BUSY,              AVAILABLE, "acknowledge_cancel",    when=["for_current_job"]),
-    _row("job_cancel",     ANY,               STAY,      "ignore_cancel"),
-    # -- the data channel, and replay of job events after a reconnect
-    _row("rtc_offer",      BUSY,              STAY,      "accept_offer",          when=["for_current_job"]),
-    _row("rtc_offer",      ANY,               STAY,      "accept_offer",          when=["for_retained_job"]),
-    _row("rtc_offer",      ANY,               STAY,      "refuse_offer"),
-    _row("job_sync",       ANY,               STAY,      "replay_events",         when=["for_known_job"]),
-    _row("job_sync",       ANY,               STAY,      "refuse_sync"),
-    # -- the run, as the job runner reports it
-    _row("inputs_ready",   BUSY,              STAY,      "start_run",             when=["about_current_job", "awaiting_inputs"]),
-    _row("run_started",    BUSY,              STAY,      "report_starting",       when=["about_current_job"]),
-    _row("run_progress",   BUSY,              STAY,      "report_progress",       when=["about_current_job"]),
-    _row("run_succeeded",  BUSY,              AVAILABLE, "finish_stopped_run",    when=["about_current_job", "stopping"]),
-    _row("run_succeeded",  BUSY,              AVAILABLE, "report_complete",       when=["about_current_job"]),
-    _row("run_failed",     BUSY,              AVAILABLE, "finish_stopped_run",    when=["about_current_job", "stopping"]),
-    _row("run_failed",     BUSY,              AVAILABLE, "report_failed",         when=["about_current_job"]),
-    _row("run_stopped",    BUSY,              AVAILABLE, "finish_stopped_run",    when=["about_current_job", "stopping"]),
-    *[_row(name,           ANY,               STAY,      "ignore_stale_run_event") for name in ("inputs_ready", *RUN_EVENTS)],
-    # -- deadlines
-    _row("lease_expired",  RESERVED,          AVAILABLE, "expire_reservation"),
-    _row("inputs_overdue", BUSY,              AVAILABLE, "fail_awaiting_inputs",  when=["awaiting_inputs"]),
-    # -- graceful shutdown: a job that has not started fails; a running one finishes unless told to stop
-    _row("drain",          RESERVED,          AVAILABLE, "release_reservation"),
-    _row("drain",          BUSY,              STAY,      "stop_for_shutdown",     when=["cancel_running", "run_in_progress"]),
-    _row("drain",          BUSY,              AVAILABLE, "fail_for_shutdown",     when=["awaiting_inputs"]),
-    _row("drain",          ANY,               STAY,      "note_draining"),
-]
-# fmt: on
-
-#: Triggers fired by deadlines rather than messages (they have no catch-all row: the core only fires them when due).
-TIMED_TRIGGERS = ("lease_expired", "inputs_overdue")
-
-
-@attrs.define
+@attrs.frozen
 class Stimulus:
-    """What a guard or action sees: the event's sender, its typed message or run data, the time, and details."""
+    """What a guard or action sees: the time, the event, and for a peer message its sender and typed message."""
 
     now: float
+    event: Event | None = None
     sender: str | None = None
     message: Message | None = None
     job_id: str | None = None
-    data: Any = None
 
 
 @attrs.define
@@ -173,12 +125,12 @@ class CoordinatorConfig:
 
 
 class JobCoordinator:
-    """The worker's protocol state: status, reservation, current job, retained results. No IO.
+    """The worker's protocol state: state, reservation, current job, retained results. No IO.
 
-    `state` (managed by `transitions`) is the status; use `status` to read it.
+    `state` (managed by `transitions`) is a `WorkerState`; `status` is the advertised part of it.
     """
 
-    state: WorkerStatus
+    state: WorkerState
 
     def __init__(
         self,
@@ -194,20 +146,21 @@ class JobCoordinator:
         self._check_config = check_config or (lambda request: [])
         self.reservation: Reservation | None = None
         self.current_job: Job | None = None
-        self.phase: RunPhase | None = None
         self.draining = False
-        self._stop_reason: str | None = None
+        self._started_at = 0.0
         self._history: list[JobEvent] = []
         self._retained: dict[str, _Retained] = {}
+        self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
-        #: The latest events with the status before and after each: explains how the core got where it is.
-        self.stimulus_log: collections.deque[tuple[float, Event, WorkerStatus, WorkerStatus]] = (
+        self._mark = 0  # where the current trigger's instructions begin in `_out`
+        #: The latest events with the state before and after each: explains how the core got where it is.
+        self.stimulus_log: collections.deque[tuple[float, Event, WorkerState, WorkerState]] = (
             collections.deque(maxlen=self.config.stimulus_log_size)
         )
         self.machine = Machine(
             model=self,
-            states=WorkerStatus,
-            initial=AVAILABLE,
+            states=WorkerState,
+            initial=WorkerState.AVAILABLE,
             transitions=TRANSITIONS,
             auto_transitions=False,
         )
@@ -216,7 +169,7 @@ class JobCoordinator:
 
     @property
     def status(self) -> WorkerStatus:
-        return self.state
+        return self.state.status
 
     @property
     def pending_job_id(self) -> str | None:
@@ -226,26 +179,11 @@ class JobCoordinator:
         """Apply one event at time `now`; return the instructions for the shells, in order."""
         self._out = []
         self._fire_due_deadlines(now)
-        before = self.status
-        match event:
-            case PeerMessage(sender=sender, payload=payload):
-                self._on_peer_message(sender, payload, now)
-            case InputsReady(job_id=job_id):
-                self._trigger("inputs_ready", Stimulus(now, job_id=job_id))
-            case RunStarted(job_id=job_id):
-                self._trigger("run_started", Stimulus(now, job_id=job_id))
-            case RunProgress(job_id=job_id):
-                self._trigger("run_progress", Stimulus(now, job_id=job_id, data=event))
-            case RunSucceeded(job_id=job_id, result=result):
-                self._trigger("run_succeeded", Stimulus(now, job_id=job_id, data=result))
-            case RunFailed(job_id=job_id, error=error):
-                self._trigger("run_failed", Stimulus(now, job_id=job_id, data=error))
-            case RunStopped(job_id=job_id):
-                self._trigger("run_stopped", Stimulus(now, job_id=job_id))
-            case Drain(cancel_running=cancel_running):
-                self._trigger("drain", Stimulus(now, data=cancel_running))
-            case TimerFired():
-                pass  # deadlines were fired above
+        before = self.state
+        if isinstance(event, PeerMessage):
+            self._on_peer_message(event, now)
+        elif not isinstance(event, TimerFired):  # deadlines were fired above
+            self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
         self.stimulus_log.append((now, event, before, self.state))
         return self._out
 
@@ -254,17 +192,18 @@ class JobCoordinator:
         deadlines = [next(iter(self._retained.values())).expires_at] if self._retained else []
         if self.reservation is not None:
             deadlines.append(self.reservation.deadline)
-        if self.current_job is not None and self.phase is RunPhase.AWAITING_INPUTS:
+        if self.current_job is not None and self.state is WorkerState.AWAITING_INPUTS:
             deadlines.append(self.current_job.assigned_at + self.config.input_timeout)
         return min(deadlines, default=None)
 
     def retained_job_ids(self) -> list[str]:
-        """Finished jobs whose files are kept for their clients."""
+        """Finished jobs whose files are kept for their clients (for tests and diagnostics)."""
         return [job_id for job_id, retained in self._retained.items() if retained.files_kept]
 
     # --- routing ----------------------------------------------------------------------------------------------
 
-    def _on_peer_message(self, sender: str, payload: object, now: float) -> None:
+    def _on_peer_message(self, event: PeerMessage, now: float) -> None:
+        sender, payload = event.sender, event.payload
         try:
             message = parse_message(payload)
         except ProtocolError as error:
@@ -277,19 +216,20 @@ class JobCoordinator:
         if isinstance(message, UnknownMessage):
             log.warning("unhandled peer message type %r from %s", message.app_message_type, sender)
             return
-        if not isinstance(message, JobRequest | JobAssignment | JobCancel | RtcOffer | JobSync):
+        if not isinstance(message, _WORKER_BOUND):
             log.warning("peer message type %r is not for a worker (from %s)", message.TYPE, sender)
             return
-        self._trigger(message.TYPE, Stimulus(now, sender=sender, message=message, job_id=message.job_id))
+        self._trigger(message.TYPE, Stimulus(now, event, sender, message, message.job_id))
 
     def _trigger(self, name: str, stimulus: Stimulus) -> None:
+        self._mark = len(self._out)
         self.machine.events[name].trigger(self, stimulus)
 
     def _fire_due_deadlines(self, now: float) -> None:
         if self.reservation is not None and now >= self.reservation.deadline:
             self._trigger("lease_expired", Stimulus(now, job_id=self.reservation.job_id))
         job = self.current_job
-        awaiting = job is not None and self.phase is RunPhase.AWAITING_INPUTS
+        awaiting = job is not None and self.state is WorkerState.AWAITING_INPUTS
         if job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:
             self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id))
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on
@@ -298,7 +238,7 @@ class JobCoordinator:
                 break
             del self._retained[job_id]
             if retained.files_kept:
-                self._out.append(CleanupJob(job_id))
+                self._forget_files(job_id)
 
     # --- guards -----------------------------------------------------------------------------------------------
 
@@ -329,20 +269,21 @@ class JobCoordinator:
         retained = self._retained.get(s.job_id or "")
         return self.for_current_job(s) or (retained is not None and retained.client_id == s.sender)
 
+    def for_channel_job(self, s: Stimulus) -> bool:
+        assert isinstance(s.event, ChannelAnswered)
+        owner = Stimulus(s.now, s.event, s.event.client_id, job_id=s.job_id)
+        return self.for_current_job(owner) or self.for_retained_job(owner)
+
+    def repeats_last_offer(self, s: Stimulus) -> bool:
+        assert isinstance(s.message, RtcOffer)
+        return self._offers.get(s.message.job_id) == s.message.sdp
+
     def about_current_job(self, s: Stimulus) -> bool:
         return self.current_job is not None and self.current_job.job_id == s.job_id
 
-    def awaiting_inputs(self, s: Stimulus) -> bool:
-        return self.phase is RunPhase.AWAITING_INPUTS
-
-    def run_in_progress(self, s: Stimulus) -> bool:
-        return self.phase in (RunPhase.STARTING, RunPhase.RUNNING, RunPhase.STOPPING)
-
-    def stopping(self, s: Stimulus) -> bool:
-        return self.phase is RunPhase.STOPPING
-
     def cancel_running(self, s: Stimulus) -> bool:
-        return bool(s.data)
+        assert isinstance(s.event, Drain)
+        return s.event.cancel_running
 
     # --- actions: requests and reservations -------------------------------------------------------------------
 
@@ -378,19 +319,17 @@ class JobCoordinator:
         self._send(held.client_id, ReservationExpired(held.job_id))
 
     def release_reservation(self, s: Stimulus) -> None:
-        self.draining = True
         held = self._take_reservation()
         log.info("released the reservation of job %s: shutting down", held.job_id)
         self._send(held.client_id, ReservationExpired(held.job_id))
 
-    # --- actions: assignment and cancellation -----------------------------------------------------------------
+    # --- actions: assignment, cancellation, soft stop ---------------------------------------------------------
 
     def assign(self, s: Stimulus) -> None:
         held = self._take_reservation()
         self.current_job = Job(
             held.job_id, held.client_id, held.request, s.now, held.estimated_duration_minutes
         )
-        self.phase = RunPhase.AWAITING_INPUTS
         self._history = []
         log.info(
             "Job assigned and ready for WebRTC connection (job %s, client %s)", held.job_id, held.client_id
@@ -405,30 +344,76 @@ class JobCoordinator:
         text = "no reservation for this job is held for you"
         self._send(s.sender, AppError("INVALID_ASSIGNMENT", text, s.job_id))
 
+    def cancel_reservation(self, s: Stimulus) -> None:
+        held = self._take_reservation()
+        self._send(held.client_id, JobCancelled(held.job_id))
+        log.info("reservation of job %s cancelled by its client", held.job_id)
+
     def acknowledge_cancel(self, s: Stimulus) -> None:
-        if self.reservation is not None:
-            held = self._take_reservation()
-            self._send(held.client_id, JobCancelled(held.job_id))
-            log.info("reservation of job %s cancelled by its client", held.job_id)
-            return
         self._finish_job(s, lambda seq, job_id: JobCancelled(job_id, seq), keep_files=False)
 
     def stop_run(self, s: Stimulus) -> None:
-        self._request_stop("cancel")
+        assert self.current_job is not None
+        self._out.append(StopRun(self.current_job.job_id, graceful=False))
+
+    def note_cancel(self, s: Stimulus) -> None:
+        log.info("job %s: cancelled by its client while its run stops", s.job_id)
 
     def ignore_cancel(self, s: Stimulus) -> None:
         log.warning("job_cancel for %s from %s: not a job of this sender here; ignored", s.job_id, s.sender)
+
+    def stop_early(self, s: Stimulus) -> None:
+        assert self.current_job is not None
+        log.info("job %s: its client stops it early", s.job_id)
+        self._out.append(StopRun(self.current_job.job_id, graceful=True))
+
+    def ignore_stop(self, s: Stimulus) -> None:
+        log.warning(
+            "job_stop for %s from %s: not a running job of this sender here; ignored", s.job_id, s.sender
+        )
 
     # --- actions: data channel and replay ---------------------------------------------------------------------
 
     def accept_offer(self, s: Stimulus) -> None:
         assert isinstance(s.message, RtcOffer) and s.sender is not None
-        self._out.append(AcceptOffer(s.message.job_id, s.sender, s.message.sdp, s.message.options))
+        job_id = s.message.job_id
+        self._offers[job_id] = s.message.sdp
+        current = self.current_job is not None and self.current_job.job_id == job_id
+        committed = not current or self.state is not WorkerState.AWAITING_INPUTS
+        self._out.append(
+            AcceptOffer(job_id, s.sender, s.message.sdp, s.message.options, committed, not current)
+        )
+
+    def ignore_repeated_offer(self, s: Stimulus) -> None:
+        log.info("repeated rtc_offer for job %s ignored (delivered twice)", s.job_id)
 
     def refuse_offer(self, s: Stimulus) -> None:
         assert s.sender is not None
         log.warning("rtc_offer for %s from %s refused: not its assigned client", s.job_id, s.sender)
         self._send(s.sender, AppError("NOT_ASSIGNED", "this job is not assigned to you here", s.job_id))
+
+    def send_answer(self, s: Stimulus) -> None:
+        assert isinstance(s.event, ChannelAnswered)
+        answer = s.event
+        self._send(answer.client_id, RtcAnswer(answer.job_id, answer.sdp, answer.options))
+
+    def ignore_channel_event(self, s: Stimulus) -> None:
+        log.info("data channel event for job %s ignored: the job is gone", s.job_id)
+
+    def note_channel_open(self, s: Stimulus) -> None:
+        log.info("data channel open for job %s", s.job_id)
+
+    def report_channel_failure(self, s: Stimulus) -> None:
+        assert isinstance(s.event, ChannelFailed)
+        failure = s.event
+        log.warning("data channel for job %s failed: %s", failure.job_id, failure.reason)
+        self._offers.pop(failure.job_id, None)
+        self._out.append(CloseChannel(failure.job_id))
+        text = failure.reason[:MAX_TEXT_LENGTH]
+        self._send(failure.client_id, AppError("RTC_SETUP_FAILED", text, failure.job_id))
+
+    def note_files_removed(self, s: Stimulus) -> None:
+        log.info("job %s: work directory removed", s.job_id)
 
     def replay_events(self, s: Stimulus) -> None:
         assert isinstance(s.message, JobSync) and s.sender is not None
@@ -445,39 +430,49 @@ class JobCoordinator:
 
     def start_run(self, s: Stimulus) -> None:
         assert self.current_job is not None
-        self.phase = RunPhase.STARTING
         self._out.append(StartRun(self.current_job))
 
     def report_starting(self, s: Stimulus) -> None:
         job = self.current_job
         assert job is not None
-        if self.phase is RunPhase.STARTING:
-            self.phase = RunPhase.RUNNING
-            self._job_event(
-                lambda seq, job_id: JobStatus(job_id, "starting", 0.0, f"starting {job.job_type}", seq)
-            )
+        self._started_at = s.now
+        self._job_event(
+            lambda seq, job_id: JobStatus(job_id, "starting", 0.0, f"starting {job.job_type}", seq)
+        )
 
     def report_progress(self, s: Stimulus) -> None:
-        if self.phase is not RunPhase.RUNNING:
-            return
-        progress = min(max(s.data.progress, 0.0), 1.0)
-        text = s.data.message[:MAX_TEXT_LENGTH]
-        self._job_event(lambda seq, job_id: JobStatus(job_id, "running", progress, text, seq))
+        assert isinstance(s.event, RunProgress)
+        progress = min(max(s.event.progress, 0.0), 1.0)
+        text = s.event.message[:MAX_TEXT_LENGTH]
+        metrics = wire_metrics(s.event.metrics)
+        self._job_event(lambda seq, job_id: JobStatus(job_id, "running", progress, text, seq, metrics))
 
     def report_complete(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobComplete(job_id, s.data, seq), keep_files=True)
+        assert isinstance(s.event, RunSucceeded)
+        result, metrics = s.event.result, wire_metrics(s.event.metrics)
+        self._finish_job(s, lambda seq, job_id: JobComplete(job_id, result, seq, metrics), keep_files=True)
+
+    def report_stopped_early(self, s: Stimulus) -> None:
+        if isinstance(s.event, RunSucceeded):
+            result, metrics = s.event.result, wire_metrics(s.event.metrics)
+        else:  # stopped before it could report a result: the time it ran, no model size
+            result, metrics = JobResult(round((s.now - self._started_at) / 60, 3), None), None
+
+        def build(seq: int, job_id: str) -> JobEvent:
+            return JobComplete(job_id, result, seq, metrics, stopped_early=True)
+
+        self._finish_job(s, build, keep_files=True)
 
     def report_failed(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, s.data, seq), keep_files=True)
+        assert isinstance(s.event, RunFailed)
+        error = s.event.error
+        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=True)
 
-    def finish_stopped_run(self, s: Stimulus) -> None:
-        if self._stop_reason == "cancel":
-            self._finish_job(s, lambda seq, job_id: JobCancelled(job_id, seq), keep_files=False)
-        else:
-            self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=True)
+    def fail_stopped_for_shutdown(self, s: Stimulus) -> None:
+        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=True)
 
     def ignore_stale_run_event(self, s: Stimulus) -> None:
-        log.debug("run event for %s ignored: not the current run", s.job_id)
+        log.debug("run event for %s ignored: not the current run, or not now", s.job_id)
 
     def fail_awaiting_inputs(self, s: Stimulus) -> None:
         error = JobError("INPUT_TIMEOUT", "the job's inputs did not arrive in time", recoverable=True)
@@ -485,20 +480,35 @@ class JobCoordinator:
 
     # --- actions: shutdown ------------------------------------------------------------------------------------
 
-    def stop_for_shutdown(self, s: Stimulus) -> None:
+    def begin_draining(self, s: Stimulus) -> None:
         self.draining = True
-        self._request_stop("shutdown")
+
+    def stop_for_shutdown(self, s: Stimulus) -> None:
+        assert self.current_job is not None
+        self._out.append(StopRun(self.current_job.job_id, graceful=False))
+
+    def stop_now(self, s: Stimulus) -> None:
+        assert self.current_job is not None
+        log.info("job %s: shutting down, its early stop becomes immediate", self.current_job.job_id)
+        self._out.append(StopRun(self.current_job.job_id, graceful=False))
 
     def fail_for_shutdown(self, s: Stimulus) -> None:
-        self.draining = True
         self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=False)
 
+    def wait_for_run(self, s: Stimulus) -> None:
+        assert self.current_job is not None
+        log.warning(
+            "shutting down: waiting for job %s to finish (again to stop it now)", self.current_job.job_id
+        )
+
     def note_draining(self, s: Stimulus) -> None:
-        self.draining = True
+        log.info("draining: no new jobs")
 
     def advertise(self, s: Stimulus) -> None:
+        """Publish the new status before the messages that follow from it (a client reacting to one of them
+        already discovers the new status)."""
         held = self.reservation or self.current_job
-        self._out.append(Advertise(self.status, held.job_id if held else None))
+        self._out.insert(self._mark, Advertise(self.status, held.job_id if held else None))
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -520,15 +530,6 @@ class JobCoordinator:
         self.reservation = None
         return held
 
-    def _request_stop(self, reason: str) -> None:
-        job = self.current_job
-        assert job is not None
-        if self.phase is not RunPhase.STOPPING:
-            self.phase = RunPhase.STOPPING
-            self._out.append(StopRun(job.job_id))
-        if reason == "cancel" or self._stop_reason is None:
-            self._stop_reason = reason
-
     def _job_event(self, build: Callable[[int, str], JobEvent]) -> None:
         job = self.current_job
         assert job is not None
@@ -543,9 +544,15 @@ class JobCoordinator:
         assert job is not None
         expires = s.now + self.config.retention
         self._retained[job.job_id] = _Retained(job.client_id, expires, self._history, keep_files)
-        if not keep_files:
-            self._out.append(CleanupJob(job.job_id))
-        self.current_job, self.phase, self._stop_reason, self._history = None, None, None, []
+        if keep_files:
+            self._out.append(PublishResults(job.job_id))
+        else:
+            self._forget_files(job.job_id)
+        self.current_job, self._history = None, []
+
+    def _forget_files(self, job_id: str) -> None:
+        self._offers.pop(job_id, None)
+        self._out.append(CleanupJob(job_id))
 
     def _send(self, to: str, message: Message) -> None:
         self._out.append(Send(to, message))
@@ -553,16 +560,47 @@ class JobCoordinator:
     # --- invariants (checked by the tests after every step) ---------------------------------------------------
 
     def validate_state(self, now: float) -> None:
-        """Raise AssertionError when the core's data contradicts its status."""
+        """Raise AssertionError when the core's data contradicts its state."""
         status = self.status
-        assert (status is RESERVED) == (self.reservation is not None), "reserved ⇔ one pending reservation"
-        assert (status is BUSY) == (self.current_job is not None), "busy ⇔ exactly one current job"
-        assert (self.phase is None) == (self.current_job is None), "a run phase only while busy"
+        assert (status is WorkerStatus.RESERVED) == (self.reservation is not None), "reserved ⇔ a reservation"
+        assert (status is WorkerStatus.BUSY) == (self.current_job is not None), "busy ⇔ one current job"
         if self.reservation is not None:
             assert self.reservation.deadline > now, "a held reservation has a future deadline"
-        if self.phase is not RunPhase.STOPPING:
-            assert self._stop_reason is None, "a stop reason only while stopping"
+        if self.current_job is not None:
+            assert self.current_job.job_id not in self._retained, "the current job is not also retained"
+        assert set(self._offers) <= {*self._retained, *self._current_ids()}, "offers only for jobs held here"
+        if self.state is WorkerState.AWAITING_INPUTS:
+            assert self.current_job is not None
+            assert now < self.current_job.assigned_at + self.config.input_timeout, "inputs not yet overdue"
+        if self.draining:
+            assert self.status is not WorkerStatus.RESERVED, "a draining worker holds no reservation"
+        expiries = [retained.expires_at for retained in self._retained.values()]
+        assert expiries == sorted(expiries) and all(t > now for t in expiries), "retention in order, future"
 
+    def _current_ids(self) -> list[str]:
+        return [self.current_job.job_id] if self.current_job else []
+
+
+def wire_metrics(reported: dict[str, Any]) -> Metrics | None:
+    """The numbers a job reported that fit the wire's `Metrics` (known names typed, other numbers in `extra`);
+    None when there are none. Values that do not fit are dropped, never an error."""
+    known: dict[str, Any] = {}
+    extra: dict[str, float] = {}
+    for name, value in reported.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if name in _METRIC_FIELDS:
+            if name in ("epoch", "step"):
+                if isinstance(value, int) or float(value).is_integer():
+                    known[name] = int(value)
+            else:
+                known[name] = float(value)
+        elif 0 < len(name) <= 64 and len(extra) < MAX_METRIC_FIELDS:
+            extra[name] = float(value)
+    return Metrics(**known, extra=extra) if known or extra else None
+
+
+_METRIC_FIELDS = frozenset(field.name for field in attrs.fields(Metrics)) - {"extra"}
 
 _SHUTDOWN_ERROR = JobError(
     "WORKER_SHUTDOWN", "the worker shut down before the job finished", recoverable=True

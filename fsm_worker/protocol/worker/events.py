@@ -22,13 +22,29 @@ class WorkerStatus(enum.Enum):
     BUSY = "busy"
 
 
-class RunPhase(enum.Enum):
-    """Where the current job's run is, while the worker is busy."""
+class WorkerState(enum.Enum):
+    """The coordinator's machine states: a status, and below `busy` the run's sub-state (`.` nests).
 
-    AWAITING_INPUTS = "awaiting_inputs"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
+    `busy.stopping.*` carries the stop reason: the client's cancel, the worker's shutdown, or the client's
+    soft stop (`job_stop`), which keeps the outputs.
+    """
+
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    AWAITING_INPUTS = "busy.awaiting_inputs"
+    STARTING = "busy.starting"
+    RUNNING = "busy.running"
+    STOPPING_FOR_CANCEL = "busy.stopping.cancel"
+    STOPPING_FOR_SHUTDOWN = "busy.stopping.shutdown"
+    STOPPING_EARLY = "busy.stopping.early"
+
+    @property
+    def status(self) -> WorkerStatus:
+        """The advertised status this state belongs to."""
+        return _STATUS_OF[self]
+
+
+_STATUS_OF = {state: WorkerStatus(state.value.split(".", 1)[0]) for state in WorkerState}
 
 
 @attrs.frozen
@@ -74,38 +90,102 @@ class PeerMessage:
 
 @attrs.frozen
 class InputsReady:
-    """The job's client finished uploading its inputs: the run may start."""
+    """The job's client committed its inputs on the data channel: the run may start."""
 
     job_id: str
+
+
+# The run events: the job runner (`shells/runner/`) emits these, and the host feeds them to the core unchanged.
+# A run reports started, progress*, then exactly one terminal event (succeeded, failed or stopped).
 
 
 @attrs.frozen
 class RunStarted:
     job_id: str
+    pid: int | None = None
 
 
 @attrs.frozen
 class RunProgress:
+    """``progress`` is in the open interval (0, 1) and never decreases within a run; ``metrics`` as the job
+    printed them (the core keeps the ones the wire's `Metrics` knows)."""
+
     job_id: str
     progress: float
-    message: str
+    message: str = ""
+    metrics: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
 class RunSucceeded:
     job_id: str
-    result: JobResult
+    training_duration_minutes: float
+    model_size_mb: float | None
+    output_files: tuple[str, ...] = ()
+    metrics: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def result(self) -> JobResult:
+        return JobResult(self.training_duration_minutes, self.model_size_mb)
 
 
 @attrs.frozen
 class RunFailed:
+    """``code`` is one of the runner's stable failure codes (`jobs.spec.ErrorCode`, a `str` enum)."""
+
     job_id: str
-    error: JobError
+    code: str
+    message: str
+    recoverable: bool
+
+    @property
+    def error(self) -> JobError:
+        return JobError(str(self.code), self.message[-MAX_ERROR_MESSAGE:], self.recoverable)
 
 
 @attrs.frozen
 class RunStopped:
     """The run asked to stop by `StopRun` has ended and none of its processes is left."""
+
+    job_id: str
+
+
+RunEvent = RunStarted | RunProgress | RunSucceeded | RunFailed | RunStopped
+TerminalEvent = RunSucceeded | RunFailed | RunStopped
+TERMINAL_EVENTS = (RunSucceeded, RunFailed, RunStopped)
+MAX_ERROR_MESSAGE = 4000
+
+
+# The data channel of a job, as the host's RTC shell reports it.
+
+
+@attrs.frozen
+class ChannelAnswered:
+    """The answer to the offer `OpenChannel` named is ready (the fast path, if any, is in place)."""
+
+    job_id: str
+    client_id: str
+    sdp: str
+    options: dict[str, Any]
+
+
+@attrs.frozen
+class ChannelOpened:
+    job_id: str
+
+
+@attrs.frozen
+class ChannelFailed:
+    """The data channel could not be set up (no answer, or it did not open in time); it is closed."""
+
+    job_id: str
+    client_id: str
+    reason: str
+
+
+@attrs.frozen
+class JobFilesRemoved:
+    """`CleanupJob` is done: the job's work directory is gone."""
 
     job_id: str
 
@@ -125,11 +205,11 @@ class Drain:
 Event = (
     PeerMessage
     | InputsReady
-    | RunStarted
-    | RunProgress
-    | RunSucceeded
-    | RunFailed
-    | RunStopped
+    | RunEvent
+    | ChannelAnswered
+    | ChannelOpened
+    | ChannelFailed
+    | JobFilesRemoved
     | TimerFired
     | Drain
 )
@@ -155,19 +235,44 @@ class StartRun:
 
 @attrs.frozen
 class StopRun:
-    """Stop the run of `job_id`; answer with `RunStopped` once its processes are gone."""
+    """Stop the run of `job_id`; answer with `RunStopped` once its processes are gone.
+
+    `graceful`: ask the job to wrap up and keep its outputs (a soft stop); else stop it now (a cancel).
+    """
 
     job_id: str
+    graceful: bool = False
 
 
 @attrs.frozen
 class AcceptOffer:
-    """Open a data channel for `job_id` with its client: answer this SDP offer."""
+    """Open a data channel for `job_id` with its client (replacing any earlier one): answer this SDP offer,
+    then report `ChannelAnswered` and `ChannelOpened` or `ChannelFailed`.
+
+    `inputs_committed`: the job's inputs are in place (no upload may start); `results_ready`: its results may
+    be downloaded now (later, `PublishResults` says so).
+    """
 
     job_id: str
     client_id: str
     sdp: str
     options: dict[str, Any]
+    inputs_committed: bool = False
+    results_ready: bool = False
+
+
+@attrs.frozen
+class PublishResults:
+    """The job's results are final: serve them to its client on the job's data channel."""
+
+    job_id: str
+
+
+@attrs.frozen
+class CloseChannel:
+    """Close the job's data channel and its peer connection."""
+
+    job_id: str
 
 
 @attrs.frozen
@@ -185,4 +290,4 @@ class Advertise:
     job_id: str | None
 
 
-Instruction = Send | StartRun | StopRun | AcceptOffer | CleanupJob | Advertise
+Instruction = Send | StartRun | StopRun | AcceptOffer | PublishResults | CloseChannel | CleanupJob | Advertise

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import attrs
 
-from fsm_worker.jobs.events import (
+from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine, parse_line
+from fsm_worker.jobs.registry import Command, JobTypeRegistry, Launch, PythonCall
+from fsm_worker.jobs.spec import ErrorCode, JobInputInvalid, JobSpec
+from fsm_worker.protocol.worker.events import (
     RunEvent,
     RunFailed,
     RunProgress,
@@ -31,9 +34,6 @@ from fsm_worker.jobs.events import (
     RunSucceeded,
     TerminalEvent,
 )
-from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine, parse_line
-from fsm_worker.jobs.registry import Command, JobTypeRegistry, Launch, PythonCall
-from fsm_worker.jobs.spec import ErrorCode, JobInputInvalid, JobSpec
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,12 @@ class JobRunner:
             self._begin_termination(run, run.stop_grace)
         run.supervisor = asyncio.create_task(self._supervise(run), name=f"job-{spec.job_id}")
 
-    async def stop(self, job_id: str, grace_seconds: float | None = None) -> bool:
+    async def stop(self, job_id: str, grace_seconds: float | None = None, *, graceful: bool = False) -> bool:
         """SIGTERM the run's process group, SIGKILL it after the grace period, wait until all are gone.
 
         Returns True if the run ended with ``RunStopped``; False if it was unknown or already ending.
+        ``graceful`` (a client's soft stop) asks the job to wrap up and keep its outputs; until the jobs side
+        defines how a job hears that, it stops the run as above.
         """
         run = self._runs.get(job_id)
         if run is None:

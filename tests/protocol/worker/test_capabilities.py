@@ -1,37 +1,14 @@
-"""Capability detection, overrides, the compatibility check and the duration estimate."""
+"""The compatibility check and the duration estimate (pure)."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 
 from fsm_worker.protocol.messages import JobRequest, Requirements
 from fsm_worker.protocol.worker.capabilities import (
     WorkerCapabilities,
-    detect_capabilities,
     estimate_duration_minutes,
 )
-
-
-def test_cpu_fallback_when_no_gpu_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: as on a machine without nvidia-ml-py
-    caps = detect_capabilities(("train-demo",))
-    assert (caps.gpu_memory_mb, caps.gpu_model, caps.cuda_version) == (0, "CPU", "N/A")
-    assert caps.max_concurrent_jobs == 1 and caps.hostname
-
-
-def test_detection_without_a_driver_falls_back() -> None:
-    caps = detect_capabilities(("train-demo",))  # this machine has nvidia-ml-py but no NVIDIA driver
-    assert caps.gpu_model == "CPU" or caps.gpu_memory_mb > 0
-
-
-def test_every_field_can_be_overridden() -> None:
-    caps = detect_capabilities(
-        ("a",), {"gpu_memory_mb": 8192, "gpu_model": "Fake T4", "cuda_version": "12.4", "hostname": "gpu-7"}
-    )
-    assert caps == WorkerCapabilities(8192, "Fake T4", "12.4", ("a",), "gpu-7")
-    assert caps.as_properties()["supported_job_types"] == ["a"]
 
 
 def test_incompatibilities_list_every_reason() -> None:
@@ -56,47 +33,3 @@ def test_incompatibilities_list_every_reason() -> None:
 )
 def test_duration_estimate_from_epochs(config: dict[str, object], minutes: float) -> None:
     assert estimate_duration_minutes(config) == minutes
-
-
-class _FakeNvml:
-    """Stands in for pynvml with one 16 GB GPU: unit-tests the NVML branch on a machine without a driver."""
-
-    class _Memory:
-        total = 16 * 1024**3
-
-    def __init__(self, fail_query: bool = False) -> None:
-        self.fail_query = fail_query
-        self.shut_down = False
-
-    def nvmlInit(self) -> None:
-        pass
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
-        if self.fail_query:
-            raise RuntimeError("query failed")
-        return object()
-
-    def nvmlDeviceGetName(self, handle: object) -> bytes:
-        return b"Tesla T4"
-
-    def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return 12040
-
-    def nvmlDeviceGetMemoryInfo(self, handle: object) -> _Memory:
-        return self._Memory()
-
-    def nvmlShutdown(self) -> None:
-        self.shut_down = True
-
-
-def test_nvidia_gpu_detected_through_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeNvml()
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
-    caps = detect_capabilities(("train-demo",), {"gpu_model": None})
-    assert (caps.gpu_memory_mb, caps.gpu_model, caps.cuda_version) == (16384, "Tesla T4", "12.4")
-    assert fake.shut_down
-
-
-def test_failed_gpu_query_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(fail_query=True))
-    assert detect_capabilities(("train-demo",)).gpu_model == "CPU"

@@ -21,8 +21,10 @@ def test_diagram_shows_every_status_change(tmp_path: Path) -> None:
     mermaid = (tmp_path / "worker-states.mmd").read_text()
     assert tmp_path / "transitions.md" in written
     for edge in (
-        "AVAILABLE --> RESERVED: job_request",
-        "RESERVED --> BUSY: job_assignment",
-        "RESERVED --> AVAILABLE",
+        "available --> reserved: job_request",
+        "reserved --> busy__awaiting_inputs: job_assignment",
+        "reserved --> available",
+        "busy__running --> busy__stopping__early: job_stop",
     ):
         assert edge in mermaid
+    assert "state busy {" in mermaid and "state busy__stopping {" in mermaid  # the sub-states nest

@@ -9,23 +9,29 @@ import logging
 
 import pytest
 
-from fsm_worker.protocol.messages import JobError, JobResult
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     Advertise,
+    ChannelAnswered,
+    ChannelFailed,
+    ChannelOpened,
     CleanupJob,
+    CloseChannel,
     Drain,
     InputsReady,
+    Instruction,
     PeerMessage,
+    PublishResults,
     RunFailed,
-    RunPhase,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
+    Send,
     StartRun,
     StopRun,
     TimerFired,
+    WorkerState,
     WorkerStatus,
 )
 
@@ -137,7 +143,7 @@ def test_store_job_assignment_details(driver: Driver, caplog: pytest.LogCaptureF
 def test_client_initiates_rtc_connection(driver: Driver) -> None:
     driver.request()
     driver.assign()
-    assert driver.core.phase is RunPhase.AWAITING_INPUTS
+    assert driver.core.state is WorkerState.AWAITING_INPUTS
     out = driver.message("client", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0"})
     assert out == [AcceptOffer("job-1", "client", "v=0", {})]
 
@@ -157,7 +163,7 @@ def test_cancel_active_job(driver: Driver) -> None:
         "seq": 1,
     }
     assert sent(out) == [("client", ack)]
-    assert others(out) == [CleanupJob("job-1"), Advertise(AVAILABLE, None)]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
     assert driver.core.current_job is None and driver.core.status is AVAILABLE
 
 
@@ -168,13 +174,13 @@ def test_cancel_running_job_stops_the_run_first(driver: Driver) -> None:
     assert driver.core.status is BUSY
     out = driver.feed(RunStopped("job-1"))
     assert [payload["app_message_type"] for _, payload in sent(out)] == ["job_cancelled"]
-    assert others(out) == [CleanupJob("job-1"), Advertise(AVAILABLE, None)]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
 
 
 def test_cancel_races_with_completion_acknowledges_the_cancel(driver: Driver) -> None:
     running(driver)
     driver.cancel()
-    out = driver.feed(RunSucceeded("job-1", JobResult(1.0, 2.0)))
+    out = driver.feed(RunSucceeded("job-1", 1.0, 2.0))
     assert [payload["app_message_type"] for _, payload in sent(out)] == ["job_cancelled"]
     assert driver.feed(RunStopped("job-1")) == []  # the late confirmation is stale
 
@@ -280,7 +286,7 @@ def test_send_running_progress(driver: Driver) -> None:
 
 def test_send_job_completion_status(driver: Driver) -> None:
     running(driver)
-    out = driver.feed(RunSucceeded("job-1", JobResult(training_duration_minutes=1.5, model_size_mb=0.01)))
+    out = driver.feed(RunSucceeded("job-1", 1.5, 0.01))
     complete = {
         "app_message_type": "job_complete",
         "status": "completed",
@@ -290,13 +296,13 @@ def test_send_job_completion_status(driver: Driver) -> None:
         "seq": 2,
     }
     assert sent(out) == [("client", complete)]
-    assert others(out) == [Advertise(AVAILABLE, None)]
+    assert others(out) == [Advertise(AVAILABLE, None), PublishResults("job-1")]
     assert driver.core.retained_job_ids() == ["job-1"]
 
 
 def test_send_job_failure_status(driver: Driver) -> None:
     running(driver)
-    out = driver.feed(RunFailed("job-1", JobError("EXIT_NONZERO", "exit 3: boom", recoverable=False)))
+    out = driver.feed(RunFailed("job-1", "EXIT_NONZERO", "exit 3: boom", False))
     failed = {
         "app_message_type": "job_failed",
         "status": "failed",
@@ -313,8 +319,8 @@ def test_stale_run_events_are_ignored(driver: Driver) -> None:
     for event in (
         RunStarted("old"),
         RunProgress("old", 0.5, "x"),
-        RunSucceeded("old", JobResult(1, None)),
-        RunFailed("old", JobError("X", "y", False)),
+        RunSucceeded("old", 1, None),
+        RunFailed("old", "X", "y", False),
         RunStopped("old"),
         InputsReady("old"),
     ):
@@ -366,7 +372,7 @@ def test_duplicate_request_while_reserved_repeats_the_acceptance(driver: Driver)
 def test_duplicate_assignment_changes_nothing(driver: Driver) -> None:
     running(driver)
     assert driver.assign() == []
-    assert driver.core.phase is RunPhase.RUNNING
+    assert driver.core.state is WorkerState.RUNNING
 
 
 @pytest.mark.parametrize(
@@ -427,9 +433,10 @@ def test_no_offers_while_reserved(driver: Driver) -> None:
 
 def test_results_stay_fetchable_until_retention_ends(driver: Driver) -> None:
     running(driver)
-    driver.feed(RunSucceeded("job-1", JobResult(1.0, None)), at=100.0)
+    driver.feed(RunSucceeded("job-1", 1.0, None), at=100.0)
     offer = {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0"}
-    assert driver.message("client", offer) == [AcceptOffer("job-1", "client", "v=0", {})]
+    ready = AcceptOffer("job-1", "client", "v=0", {}, inputs_committed=True, results_ready=True)
+    assert driver.message("client", offer) == [ready]
     assert driver.core.next_deadline() == 3700.0
     assert driver.feed(TimerFired(), at=3700.0) == [CleanupJob("job-1")]
     assert sent(driver.message("client", offer))[0][1]["code"] == "NOT_ASSIGNED"
@@ -438,7 +445,7 @@ def test_results_stay_fetchable_until_retention_ends(driver: Driver) -> None:
 def test_job_sync_replays_the_events_after_a_sequence_number(driver: Driver) -> None:
     running(driver)
     driver.feed(RunProgress("job-1", 0.5, "half"))
-    driver.feed(RunSucceeded("job-1", JobResult(1.0, None)))
+    driver.feed(RunSucceeded("job-1", 1.0, None))
     out = driver.message("client", {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 1})
     assert [(p["seq"], p["app_message_type"]) for _, p in sent(out)] == [
         (2, "job_status"),
@@ -454,12 +461,12 @@ def test_inputs_that_never_arrive_fail_the_job(driver: Driver) -> None:
     out = driver.feed(TimerFired(), at=600.0)
     ((_, failed),) = sent(out)
     assert failed["error"]["code"] == "INPUT_TIMEOUT" and failed["error"]["recoverable"] is True
-    assert others(out) == [CleanupJob("job-1"), Advertise(AVAILABLE, None)]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
 
 
 def test_reused_job_id_is_refused(driver: Driver) -> None:
     running(driver)
-    driver.feed(RunSucceeded("job-1", JobResult(1.0, None)))
+    driver.feed(RunSucceeded("job-1", 1.0, None))
     ((_, reply),) = sent(driver.request())
     assert reply["accepted"] is False and "already used" in reply["details"][0]
 
@@ -478,7 +485,7 @@ def test_drain_releases_a_reservation_and_refuses_new_jobs(driver: Driver) -> No
 def test_drain_lets_a_running_job_finish(driver: Driver) -> None:
     running(driver)
     assert driver.feed(Drain()) == []
-    out = driver.feed(RunSucceeded("job-1", JobResult(1.0, None)))
+    out = driver.feed(RunSucceeded("job-1", 1.0, None))
     assert sent(out)[0][1]["app_message_type"] == "job_complete"
 
 
@@ -528,3 +535,159 @@ def test_invalid_job_config_is_rejected_as_incompatible() -> None:
         "config field 'epochs': must be a positive integer"
     ]
     assert core.status is AVAILABLE
+
+
+# --- Soft stop (job_stop): the run ends early, as completed, and keeps its outputs ---------------------------
+
+
+def stop(driver: Driver, sender: str = "client", job_id: str = "job-1") -> list[Instruction]:
+    return driver.message(sender, {"app_message_type": "job_stop", "job_id": job_id})
+
+
+def test_job_stop_stops_the_run_gracefully(driver: Driver) -> None:
+    running(driver)
+    out = stop(driver)
+    assert out == [StopRun("job-1", graceful=True)]
+    assert driver.core.state is WorkerState.STOPPING_EARLY and driver.core.status is BUSY
+
+
+def test_stopped_run_completes_with_stopped_early_and_keeps_its_results(driver: Driver) -> None:
+    running(driver)
+    stop(driver)
+    out = driver.feed(RunSucceeded("job-1", 0.5, 0.02, metrics={"epoch": 3, "loss": 0.25}))
+    complete = {
+        "app_message_type": "job_complete",
+        "status": "completed",
+        "progress": 1.0,
+        "job_id": "job-1",
+        "result": {"training_duration_minutes": 0.5, "model_size_mb": 0.02},
+        "seq": 2,
+        "metrics": {"epoch": 3, "loss": 0.25},
+        "stopped_early": True,
+    }
+    assert sent(out) == [("client", complete)]
+    assert others(out) == [Advertise(AVAILABLE, None), PublishResults("job-1")]
+    assert driver.core.retained_job_ids() == ["job-1"]
+
+
+def test_run_stopped_after_job_stop_completes_with_the_time_it_ran(driver: Driver) -> None:
+    running(driver)  # started at 0.0
+    stop(driver)
+    out = driver.feed(RunStopped("job-1"), at=90.0)
+    ((_, complete),) = sent(out)
+    assert complete["app_message_type"] == "job_complete" and complete["stopped_early"] is True
+    assert complete["result"] == {"training_duration_minutes": 1.5, "model_size_mb": None}
+    assert driver.core.retained_job_ids() == ["job-1"]
+
+
+def test_cancel_after_job_stop_stops_now_and_cancels(driver: Driver) -> None:
+    running(driver)
+    stop(driver)
+    assert driver.cancel() == [StopRun("job-1", graceful=False)]
+    out = driver.feed(RunSucceeded("job-1", 1.0, None))
+    assert [p["app_message_type"] for _, p in sent(out)] == ["job_cancelled"]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
+
+
+@pytest.mark.parametrize("who", ["stranger", "not running", "reserved", "other job"])
+def test_job_stop_that_is_not_for_a_running_job_is_ignored(driver: Driver, who: str) -> None:
+    if who == "reserved":
+        driver.request()
+    elif who == "not running":
+        driver.request()
+        driver.assign()
+    else:
+        running(driver)
+    before = driver.core.state
+    sender, job_id = (
+        ("mallory", "job-1") if who == "stranger" else ("client", "job-9" if who == "other job" else "job-1")
+    )
+    assert stop(driver, sender, job_id) == []
+    assert driver.core.state is before
+
+
+def test_a_cancel_is_not_graceful(driver: Driver) -> None:
+    running(driver)
+    assert driver.cancel() == [StopRun("job-1", graceful=False)]
+
+
+# --- Metrics pass through to job_status and job_complete -----------------------------------------------------
+
+
+def test_progress_metrics_reach_the_client_typed(driver: Driver) -> None:
+    running(driver)
+    metrics = {"epoch": 7, "loss": 0.41, "val_accuracy": 0.9, "note": "text", "flag": True}
+    out = driver.feed(RunProgress("job-1", 0.35, "epoch 7/20", metrics))
+    ((_, status),) = sent(out)
+    assert status["metrics"] == {"epoch": 7, "loss": 0.41, "extra": {"val_accuracy": 0.9}}
+
+
+def test_progress_without_metrics_sends_none(driver: Driver) -> None:
+    running(driver)
+    ((_, status),) = sent(driver.feed(RunProgress("job-1", 0.5, "half")))
+    assert "metrics" not in status
+
+
+# --- The data channel's fate is the core's: answer, failure, repeated offers ---------------------------------
+
+
+def offer(driver: Driver, sdp: str = "v=0", sender: str = "client") -> list[Instruction]:
+    return driver.message(sender, {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": sdp})
+
+
+def test_the_answer_goes_to_the_client_once_ready(driver: Driver) -> None:
+    driver.request()
+    driver.assign()
+    offer(driver)
+    out = driver.feed(ChannelAnswered("job-1", "client", "v=0 answer", {"fast": 1}))
+    assert sent(out) == [
+        (
+            "client",
+            {
+                "app_message_type": "rtc_answer",
+                "job_id": "job-1",
+                "sdp": "v=0 answer",
+                "options": {"fast": 1},
+            },
+        )
+    ]
+    assert driver.feed(ChannelOpened("job-1")) == []
+
+
+def test_a_repeated_offer_is_ignored_and_a_new_one_replaces_the_channel(driver: Driver) -> None:
+    driver.request()
+    driver.assign()
+    assert len(offer(driver)) == 1
+    assert offer(driver) == []  # the same offer delivered twice
+    assert offer(driver, "v=1") == [AcceptOffer("job-1", "client", "v=1", {})]
+
+
+def test_a_failed_channel_is_closed_and_reported(driver: Driver) -> None:
+    driver.request()
+    driver.assign()
+    offer(driver)
+    out = driver.feed(ChannelFailed("job-1", "client", "the data channel did not open within 15 s"))
+    assert others(out) == [CloseChannel("job-1")]
+    ((to, error),) = sent(out)
+    assert to == "client" and error["code"] == "RTC_SETUP_FAILED" and "did not open" in error["message"]
+    assert len(offer(driver)) == 1  # the client may try the same offer again
+
+
+def test_an_answer_for_a_job_that_is_gone_is_dropped(driver: Driver) -> None:
+    driver.request()
+    driver.assign()
+    offer(driver)
+    driver.cancel()
+    assert driver.feed(ChannelAnswered("job-1", "client", "v=0 answer", {})) == []
+
+
+def test_an_offer_after_inputs_say_they_are_committed(driver: Driver) -> None:
+    driver.request()
+    driver.assign()
+    driver.feed(InputsReady("job-1"))
+    assert offer(driver) == [AcceptOffer("job-1", "client", "v=0", {}, inputs_committed=True)]
+
+
+def test_a_status_change_is_advertised_before_the_messages_it_causes(driver: Driver) -> None:
+    out = driver.request()
+    assert isinstance(out[0], Advertise) and isinstance(out[1], Send)

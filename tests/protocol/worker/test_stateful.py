@@ -12,16 +12,21 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fsm_worker.protocol.messages import JobError, JobResult, to_wire
+from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
+    Advertise,
+    ChannelAnswered,
+    ChannelFailed,
     CleanupJob,
+    CloseChannel,
     Drain,
     Event,
     InputsReady,
     Instruction,
     PeerMessage,
+    PublishResults,
     RunFailed,
     RunProgress,
     RunStarted,
@@ -63,6 +68,7 @@ class Reference:
         self.res: dict[str, Any] | None = None
         self.cur: dict[str, Any] | None = None
         self.kept: dict[str, dict[str, Any]] = {}
+        self.offers: dict[str, str] = {}  # job → the SDP its channel answers
         self.draining = False
 
     def held(self) -> dict[str, Any] | None:
@@ -80,13 +86,14 @@ class Reference:
                 if kept["files"]:
                     out.append(("<host>", "cleanup"))
                 del self.kept[job]
+                self.offers.pop(job, None)
         return out
 
     def finish(self, now: float, kind: str, files: bool) -> list[tuple[str, str]]:
         assert self.cur is not None
-        out = [(self.cur["client"], kind)]
+        out = [(self.cur["client"], kind), ("<host>", "publish" if files else "cleanup")]
         if not files:
-            out.append(("<host>", "cleanup"))
+            self.offers.pop(self.cur["job"], None)
         self.kept[self.cur["job"]] = {
             "client": self.cur["client"],
             "expires": now + CONFIG.retention,
@@ -129,17 +136,39 @@ class Reference:
         if self.cur and (self.cur["job"], self.cur["client"]) == (job, client):
             if self.cur["phase"] == "inputs":
                 return self.finish(now, "job_cancelled", files=False)
-            first = self.cur["phase"] != "stopping"
+            first = self.cur["phase"] != "stopping" or self.cur["stop"] == "early"  # a cancel stops now
             self.cur["phase"], self.cur["stop"] = "stopping", "cancel"
             return [("<host>", "stop")] if first else []
         return []
 
-    def offer(self, client: str, job: str) -> list[tuple[str, str]]:
-        mine = self.cur and (self.cur["job"], self.cur["client"]) == (job, client)
+    def stop(self, client: str, job: str) -> list[tuple[str, str]]:
+        if (
+            self.cur
+            and (self.cur["job"], self.cur["client"]) == (job, client)
+            and self.cur["phase"] == "running"
+        ):
+            self.cur["phase"], self.cur["stop"] = "stopping", "early"
+            return [("<host>", "stop")]
+        return []
+
+    def owns_channel(self, client: str, job: str) -> bool:
+        mine = self.cur is not None and (self.cur["job"], self.cur["client"]) == (job, client)
         kept = self.kept.get(job)
-        if mine or (kept and kept["files"] and kept["client"] == client):
-            return [("<host>", "accept_offer")]
-        return [(client, "app_error")]
+        return mine or bool(kept and kept["files"] and kept["client"] == client)
+
+    def offer(self, client: str, job: str, sdp: str) -> list[tuple[str, str]]:
+        if not self.owns_channel(client, job):
+            return [(client, "app_error")]
+        if self.offers.get(job) == sdp:
+            return []  # the same offer delivered twice
+        self.offers[job] = sdp
+        return [("<host>", "accept_offer")]
+
+    def channel(self, kind: str, client: str, job: str) -> list[tuple[str, str]]:
+        if kind == "failed":
+            self.offers.pop(job, None)
+            return [("<host>", "close"), (client, "app_error")]
+        return [(client, "rtc_answer")] if self.owns_channel(client, job) else []
 
     def sync(self, client: str, job: str, after: int) -> list[tuple[str, str]]:
         if self.cur and (self.cur["job"], self.cur["client"]) == (job, client):
@@ -169,6 +198,10 @@ class Reference:
                 return []
             cur["events"] += 1
             return [(cur["client"], "job_status")]
+        if phase == "inputs":
+            return []  # no run was started: nothing of it can end
+        if phase == "stopping" and cur["stop"] == "early":
+            return self.finish(now, "job_failed" if kind == "failed" else "job_complete", files=True)
         if phase == "stopping":
             return self.finish(
                 now,
@@ -188,7 +221,7 @@ class Reference:
         if self.cur and self.cur["phase"] == "inputs":
             return self.finish(now, "job_failed", files=False)
         if self.cur and cancel:
-            first = self.cur["phase"] != "stopping"
+            first = self.cur["phase"] != "stopping" or self.cur["stop"] == "early"
             self.cur["phase"] = "stopping"
             self.cur["stop"] = self.cur["stop"] or "shutdown"
             return [("<host>", "stop")] if first else []
@@ -197,7 +230,14 @@ class Reference:
 
 def _observed(instructions: list[Instruction]) -> tuple[list[tuple[str, str]], list[Send]]:
     """What the coordinator did, in the reference's vocabulary (advertisements are checked separately)."""
-    names = {StartRun: "start", StopRun: "stop", CleanupJob: "cleanup", AcceptOffer: "accept_offer"}
+    names = {
+        StartRun: "start",
+        StopRun: "stop",
+        CleanupJob: "cleanup",
+        AcceptOffer: "accept_offer",
+        PublishResults: "publish",
+        CloseChannel: "close",
+    }
     out, sends = [], []
     for item in instructions:
         if isinstance(item, Send):
@@ -231,10 +271,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
             sends = sends[:replay_from]
         assert observed == expected, (event, observed, expected)
         assert self.core.status.value == self.ref.status
-        advertised = [
-            item for item in out if not isinstance(item, Send | StartRun | StopRun | CleanupJob | AcceptOffer)
-        ]
+        advertised = [item for item in out if isinstance(item, Advertise)]
         assert bool(advertised) == (status_before is not self.core.status)
+        if advertised:  # the new status is published before what follows from it
+            assert out[: len(advertised)] == advertised
         for send in sends:
             wire = to_wire(send.message)
             if wire["app_message_type"] not in ("app_error", "job_response"):
@@ -278,9 +318,31 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.message(client, {"app_message_type": "job_cancel", "job_id": job}, expected)
 
     @rule(client=CLIENTS, job=JOBS)
-    def offer(self, client: str, job: str) -> None:
-        expected = self.ref.tick(self.now) + self.ref.offer(client, job)
-        self.message(client, {"app_message_type": "rtc_offer", "job_id": job, "sdp": "v=0"}, expected)
+    def stop(self, client: str, job: str) -> None:
+        expected = self.ref.tick(self.now) + self.ref.stop(client, job)
+        self.message(client, {"app_message_type": "job_stop", "job_id": job}, expected)
+
+    @rule(data=st.data())
+    def stop_held(self, data: st.DataObject) -> None:
+        """The job's own client stops it early."""
+        if self.ref.cur is not None:
+            self.stop(self.ref.cur["client"], self.ref.cur["job"])
+
+    @rule(client=CLIENTS, job=JOBS, sdp=st.sampled_from(["v=0", "v=1"]))
+    def offer(self, client: str, job: str, sdp: str) -> None:
+        expected = self.ref.tick(self.now) + self.ref.offer(client, job, sdp)
+        self.message(client, {"app_message_type": "rtc_offer", "job_id": job, "sdp": sdp}, expected)
+
+    @rule(kind=st.sampled_from(["answered", "failed"]), client=CLIENTS, job=JOBS)
+    def channel(self, kind: str, client: str, job: str) -> None:
+        """The RTC shell reports what became of a job's data channel."""
+        event: Event = (
+            ChannelAnswered(job, client, "v=0 answer", {})
+            if kind == "answered"
+            else ChannelFailed(job, client, "no answer in time")
+        )
+        expected = self.ref.tick(self.now) + self.ref.channel(kind, client, job)
+        self.step(event, expected)
 
     @rule(client=CLIENTS, job=JOBS, after=st.integers(0, 4))
     def sync(self, client: str, job: str, after: int) -> None:
@@ -292,14 +354,14 @@ class CoordinatorMachine(RuleBasedStateMachine):
     @rule(client=CLIENTS, payload=JUNK)
     def malformed(self, client: str, payload: object) -> None:
         expected = self.ref.tick(self.now)
-        before = (self.core.status, self.core.reservation, self.core.current_job, self.core.phase)
+        before = (self.core.status, self.core.reservation, self.core.current_job, self.core.state)
         out = self.core.handle(PeerMessage(client, payload), self.now)
         observed, _ = _observed(out)
         assert observed[: len(expected)] == expected
         refused = observed[len(expected) :]
         assert refused in ([], [(client, "app_error")])
         if not expected:
-            assert (self.core.status, self.core.reservation, self.core.current_job, self.core.phase) == before
+            assert (self.core.status, self.core.reservation, self.core.current_job, self.core.state) == before
 
     @rule(
         kind=st.sampled_from(["inputs_ready", "started", "progress", "succeeded", "failed", "stopped"]),
@@ -311,8 +373,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
             "inputs_ready": InputsReady(job),
             "started": RunStarted(job),
             "progress": RunProgress(job, 0.5, "halfway"),
-            "succeeded": RunSucceeded(job, JobResult(1.0, 0.5)),
-            "failed": RunFailed(job, JobError("EXIT_NONZERO", "exit 1", False)),
+            "succeeded": RunSucceeded(job, 1.0, 0.5),
+            "failed": RunFailed(job, "EXIT_NONZERO", "exit 1", False),
             "stopped": RunStopped(job),
         }[kind]
         expected = self.ref.tick(self.now) + self.ref.run_event(kind, job, self.now)

@@ -1,4 +1,5 @@
-"""Totality: every (status, trigger, sender) combination has an outcome the table allows, and a refusal changes nothing."""
+"""Totality: every (state incl. sub-state, trigger, sender) combination has an outcome the table allows, and a
+refusal changes nothing. States and triggers are enumerated from the machine, not by hand."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from collections.abc import Callable
 
 import pytest
 
-from fsm_worker.protocol.messages import AppError, JobError, JobResponse, JobResult
-from fsm_worker.protocol.worker.coordinator import ANY, TIMED_TRIGGERS, TRANSITIONS
+from fsm_worker.protocol.messages import AppError, JobResponse
+from fsm_worker.protocol.worker.coordinator import ANY, TIMED_TRIGGERS, TRANSITIONS, JobCoordinator
 from fsm_worker.protocol.worker.events import (
+    ChannelAnswered,
+    ChannelFailed,
+    ChannelOpened,
     Drain,
     Event,
     InputsReady,
+    JobFilesRemoved,
     PeerMessage,
     RunFailed,
     RunProgress,
@@ -21,10 +26,10 @@ from fsm_worker.protocol.worker.events import (
     RunStopped,
     RunSucceeded,
     Send,
-    WorkerStatus,
+    WorkerState,
 )
 
-from .conftest import Driver
+from .conftest import CAPS, Driver
 
 
 def _reserved(d: Driver) -> None:
@@ -36,64 +41,102 @@ def _awaiting_inputs(d: Driver) -> None:
     d.assign()
 
 
-def _running(d: Driver) -> None:
+def _starting(d: Driver) -> None:
     _awaiting_inputs(d)
     d.feed(InputsReady("job-1"))
+
+
+def _running(d: Driver) -> None:
+    _starting(d)
     d.feed(RunStarted("job-1"))
 
 
-def _stopping(d: Driver) -> None:
+def _stopping_for_cancel(d: Driver) -> None:
     _running(d)
     d.cancel()
 
 
+def _stopping_for_shutdown(d: Driver) -> None:
+    _running(d)
+    d.feed(Drain(cancel_running=True))
+
+
+def _stopping_early(d: Driver) -> None:
+    _running(d)
+    d.message("client", {"app_message_type": "job_stop", "job_id": "job-1"})
+
+
 def _finished(d: Driver) -> None:
     _running(d)
-    d.feed(RunSucceeded("job-1", JobResult(1.0, None)))
+    d.feed(RunSucceeded("job-1", 1.0, None))
 
 
-def _draining(d: Driver) -> None:
-    d.feed(Drain())
-
-
+#: How to reach each state of the machine (a test checks that these are all of them).
+REACH: dict[WorkerState, Callable[[Driver], None]] = {
+    WorkerState.AVAILABLE: lambda d: None,
+    WorkerState.RESERVED: _reserved,
+    WorkerState.AWAITING_INPUTS: _awaiting_inputs,
+    WorkerState.STARTING: _starting,
+    WorkerState.RUNNING: _running,
+    WorkerState.STOPPING_FOR_CANCEL: _stopping_for_cancel,
+    WorkerState.STOPPING_FOR_SHUTDOWN: _stopping_for_shutdown,
+    WorkerState.STOPPING_EARLY: _stopping_early,
+}
+#: Every state, plus two situations of `available` that guards tell apart: a job finished, and draining.
 SITUATIONS: dict[str, Callable[[Driver], None]] = {
-    "available": lambda d: None,
-    "reserved": _reserved,
-    "awaiting_inputs": _awaiting_inputs,
-    "running": _running,
-    "stopping": _stopping,
+    **{state.value: reach for state, reach in REACH.items()},
     "finished": _finished,
-    "draining": _draining,
+    "draining": lambda d: d.feed(Drain()),
 }
 SENDERS = {"owner": "client", "stranger": "mallory"}
 JOB_IDS = {"held": "job-1", "other": "job-9"}
 
 
 def message_events(sender: str, job_id: str) -> dict[str, Event]:
+    """The triggers that come with a sender (a peer, or the client a data channel belongs to)."""
+
+    def message(kind: str, **fields: object) -> Event:
+        return PeerMessage(sender, {"app_message_type": kind, "job_id": job_id, **fields})
+
     return {
-        "job_request": PeerMessage(
-            sender, {"app_message_type": "job_request", "job_id": job_id, "job_type": "train-demo"}
-        ),
-        "job_assignment": PeerMessage(sender, {"app_message_type": "job_assignment", "job_id": job_id}),
-        "job_cancel": PeerMessage(sender, {"app_message_type": "job_cancel", "job_id": job_id}),
-        "rtc_offer": PeerMessage(sender, {"app_message_type": "rtc_offer", "job_id": job_id, "sdp": "v=0"}),
-        "job_sync": PeerMessage(sender, {"app_message_type": "job_sync", "job_id": job_id}),
+        "job_request": message("job_request", job_type="train-demo"),
+        "job_assignment": message("job_assignment"),
+        "job_cancel": message("job_cancel"),
+        "job_stop": message("job_stop"),
+        "rtc_offer": message("rtc_offer", sdp="v=0"),
+        "job_sync": message("job_sync"),
+        "channel_answered": ChannelAnswered(job_id, sender, "v=0 answer", {}),
+        "channel_failed": ChannelFailed(job_id, sender, "timed out"),
     }
 
 
 def run_events(job_id: str) -> dict[str, Event]:
+    """The triggers the host's own shells raise."""
     return {
         "inputs_ready": InputsReady(job_id),
         "run_started": RunStarted(job_id),
         "run_progress": RunProgress(job_id, 0.5, "x"),
-        "run_succeeded": RunSucceeded(job_id, JobResult(1.0, None)),
-        "run_failed": RunFailed(job_id, JobError("E", "m", False)),
+        "run_succeeded": RunSucceeded(job_id, 1.0, None),
+        "run_failed": RunFailed(job_id, "E", "m", False),
         "run_stopped": RunStopped(job_id),
+        "channel_opened": ChannelOpened(job_id),
+        "job_files_removed": JobFilesRemoved(job_id),
         "drain": Drain(cancel_running=True),
     }
 
 
-def allowed_destinations(trigger: str, source: WorkerStatus) -> set[WorkerStatus]:
+def test_every_state_and_trigger_is_enumerated() -> None:
+    machine = JobCoordinator(CAPS).machine
+    assert {state.name for state in REACH} == set(machine.states)
+    for state, reach in REACH.items():
+        d = Driver()
+        reach(d)
+        assert d.core.state is state
+    triggers = set(message_events("x", "y")) | set(run_events("y"))
+    assert triggers == set(machine.events) - set(TIMED_TRIGGERS)
+
+
+def allowed_destinations(trigger: str, source: WorkerState) -> set[WorkerState]:
     dests = set()
     for row in TRANSITIONS:
         sources = row["source"] if isinstance(row["source"], list) else [row["source"]]
@@ -105,12 +148,12 @@ def allowed_destinations(trigger: str, source: WorkerStatus) -> set[WorkerStatus
 def snapshot(d: Driver) -> tuple[object, ...]:
     core = d.core
     return (
-        core.status,
+        core.state,
         core.reservation,
         core.current_job,
-        core.phase,
         core.draining,
         copy.deepcopy(core._retained),
+        dict(core._offers),
     )
 
 
@@ -133,21 +176,25 @@ def test_every_combination_is_allowed_or_refused_without_change(
     SITUATIONS[situation](d)
     job_id = JOB_IDS[job_kind]
     events = run_events(job_id) if sender_kind == "host" else message_events(SENDERS[sender_kind], job_id)
-    before_status, before = d.core.status, snapshot(d)
+    before_state, before = d.core.state, snapshot(d)
     out = d.feed(events[trigger])
-    assert d.core.status in allowed_destinations(trigger, before_status)
+    assert d.core.state in allowed_destinations(trigger, before_state)
     messages = [item.message for item in out if isinstance(item, Send)]
     refused = any(
         isinstance(m, AppError) or (isinstance(m, JobResponse) and not m.accepted) for m in messages
     )
-    if refused or (
-        not out and trigger != "drain"
-    ):  # draining silently sets its flag; everything else is inert
+    silent = trigger == "drain" or (trigger, before_state, sender_kind, job_kind) in SILENT_CHANGES
+    if refused or (not out and not silent):  # everything else that says nothing is inert
         assert snapshot(d) == before
 
 
+#: Changes that have nothing to say yet: draining sets its flag; a cancel while the run stops for shutdown
+#: changes the stop reason (the client hears `job_cancelled` when the run ends).
+SILENT_CHANGES = {("job_cancel", WorkerState.STOPPING_FOR_SHUTDOWN, "owner", "held")}
+
+
 def test_every_trigger_has_a_catch_all_row() -> None:
-    """Apart from deadlines (fired only when due), each trigger ends in an unguarded row from any status."""
+    """Apart from deadlines (fired only when due), each trigger ends in an unguarded row from any state."""
     triggers = {row["trigger"] for row in TRANSITIONS} - set(TIMED_TRIGGERS)
     for trigger in triggers:
         rows = [row for row in TRANSITIONS if row["trigger"] == trigger]
@@ -157,17 +204,15 @@ def test_every_trigger_has_a_catch_all_row() -> None:
             for row in rows
             if not row["conditions"] and not row["unless"]
             for s in (
-                WorkerStatus
+                WorkerState
                 if row["source"] == ANY
                 else (row["source"] if isinstance(row["source"], list) else [row["source"]])
             )
         }
-        assert covered == set(WorkerStatus) or last["source"] == ANY, trigger
+        assert covered == set(WorkerState) or last["source"] == ANY, trigger
 
 
 def test_every_guard_and_action_exists() -> None:
-    from fsm_worker.protocol.worker.coordinator import JobCoordinator
-
     for row in TRANSITIONS:
-        for name in (*row["conditions"], *row["unless"], *row["after"]):
+        for name in (*row["conditions"], *row["unless"], *row["before"], *row["after"]):
             assert callable(getattr(JobCoordinator, name, None)), name

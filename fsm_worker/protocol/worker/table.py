@@ -1,0 +1,125 @@
+"""The worker's job protocol as one table: every change of status and of the run's sub-state is a row.
+
+Each row reads: on `trigger`, from `source`, if every guard holds (`when`) and none of `unless` does, go to
+`dest` (`STAY`: the state does not change) and run `action`. Rows for one trigger are tried in order, and every
+trigger ends in a catch-all row, so each (state, event) pair has exactly one outcome. The guards and actions
+are methods of `JobCoordinator` (`coordinator.py`).
+
+The states nest by name (`busy.running` is `running` inside `busy`, see `WorkerState`); a row that changes
+the advertised status also advertises it, before the messages that follow from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fsm_worker.protocol.worker.events import WorkerState
+
+AVAILABLE, RESERVED = WorkerState.AVAILABLE, WorkerState.RESERVED
+AWAITING_INPUTS, STARTING, RUNNING = WorkerState.AWAITING_INPUTS, WorkerState.STARTING, WorkerState.RUNNING
+STOPPING_FOR_CANCEL = WorkerState.STOPPING_FOR_CANCEL
+STOPPING_FOR_SHUTDOWN = WorkerState.STOPPING_FOR_SHUTDOWN
+STOPPING_EARLY = WorkerState.STOPPING_EARLY
+STOPPING = [STOPPING_FOR_CANCEL, STOPPING_FOR_SHUTDOWN, STOPPING_EARLY]
+RUN = [STARTING, RUNNING]  # a run that is going and may be stopped
+BUSY = [AWAITING_INPUTS, *RUN, *STOPPING]
+HELD = [RESERVED, *BUSY]
+ANY = "*"
+STAY = None
+
+RUN_EVENTS = ("run_started", "run_progress", "run_succeeded", "run_failed", "run_stopped")
+
+Source = WorkerState | Sequence[WorkerState] | str
+
+
+def _sources(source: Source) -> list[WorkerState]:
+    if source == ANY:
+        return list(WorkerState)
+    return [source] if isinstance(source, WorkerState) else list(source)  # type: ignore[arg-type]
+
+
+def _row(
+    trigger: str,
+    source: Source,
+    dest: WorkerState | None,
+    action: str,
+    when: Sequence[str] = (),
+    unless: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One row of the table, as a `transitions` transition (a change of status is also advertised)."""
+    changes_status = dest is not None and any(s.status is not dest.status for s in _sources(source))
+    return {
+        "trigger": trigger,
+        "source": source if source == ANY or isinstance(source, WorkerState) else list(source),
+        "dest": dest,
+        "conditions": list(when),
+        "unless": list(unless),
+        "before": ["begin_draining"] if trigger == "drain" else [],
+        "after": [action, "advertise"] if changes_status else [action],
+    }
+
+
+# fmt: off
+TRANSITIONS: list[dict[str, Any]] = [
+    # trigger              source                  dest                   action                    guards
+    # -- a client asks the worker to take a job
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_draining",        when=["is_draining"]),
+    _row("job_request",     AVAILABLE,              RESERVED,              "accept_request",         when=["compatible"]),
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_incompatible"),
+    _row("job_request",     HELD,                   STAY,                  "accept_again",           when=["repeats_held_request"]),
+    _row("job_request",     HELD,                   STAY,                  "reject_busy"),
+    # -- the client that holds the reservation assigns the job
+    _row("job_assignment",  RESERVED,               AWAITING_INPUTS,       "assign",                 when=["for_reservation"]),
+    _row("job_assignment",  BUSY,                   STAY,                  "ignore_duplicate",       when=["for_current_job"]),
+    _row("job_assignment",  ANY,                    STAY,                  "refuse_assignment"),
+    # -- the job's own client cancels it: a run in progress is stopped first; a cancel beats any other stop
+    _row("job_cancel",      RESERVED,               AVAILABLE,             "cancel_reservation",     when=["for_reservation"]),
+    _row("job_cancel",      AWAITING_INPUTS,        AVAILABLE,             "acknowledge_cancel",     when=["for_current_job"]),
+    _row("job_cancel",      [*RUN, STOPPING_EARLY], STOPPING_FOR_CANCEL,   "stop_run",               when=["for_current_job"]),
+    _row("job_cancel",      STOPPING_FOR_SHUTDOWN,  STOPPING_FOR_CANCEL,   "note_cancel",            when=["for_current_job"]),
+    _row("job_cancel",      STOPPING_FOR_CANCEL,    STAY,                  "note_cancel",            when=["for_current_job"]),
+    _row("job_cancel",      ANY,                    STAY,                  "ignore_cancel"),
+    # -- the job's own client stops a running job early: it ends as completed and keeps its outputs
+    _row("job_stop",        RUNNING,                STOPPING_EARLY,        "stop_early",             when=["for_current_job"]),
+    _row("job_stop",        ANY,                    STAY,                  "ignore_stop"),
+    # -- the data channel (one per job: a new offer replaces the old channel; a repeated one is ignored)
+    _row("rtc_offer",       BUSY,                   STAY,                  "ignore_repeated_offer",  when=["for_current_job", "repeats_last_offer"]),
+    _row("rtc_offer",       BUSY,                   STAY,                  "accept_offer",           when=["for_current_job"]),
+    _row("rtc_offer",       ANY,                    STAY,                  "ignore_repeated_offer",  when=["for_retained_job", "repeats_last_offer"]),
+    _row("rtc_offer",       ANY,                    STAY,                  "accept_offer",           when=["for_retained_job"]),
+    _row("rtc_offer",       ANY,                    STAY,                  "refuse_offer"),
+    _row("channel_answered", ANY,                   STAY,                  "send_answer",            when=["for_channel_job"]),
+    _row("channel_answered", ANY,                   STAY,                  "ignore_channel_event"),
+    _row("channel_opened",  ANY,                    STAY,                  "note_channel_open"),
+    _row("channel_failed",  ANY,                    STAY,                  "report_channel_failure"),
+    _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
+    # -- replay of job events after a reconnect
+    _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
+    _row("job_sync",        ANY,                    STAY,                  "refuse_sync"),
+    # -- the run, as the job runner reports it
+    _row("inputs_ready",    AWAITING_INPUTS,        STARTING,              "start_run",              when=["about_current_job"]),
+    _row("run_started",     STARTING,               RUNNING,               "report_starting",        when=["about_current_job"]),
+    _row("run_progress",    RUNNING,                STAY,                  "report_progress",        when=["about_current_job"]),
+    _row("run_succeeded",   RUN,                    AVAILABLE,             "report_complete",        when=["about_current_job"]),
+    _row("run_failed",      [*RUN, STOPPING_EARLY], AVAILABLE,             "report_failed",          when=["about_current_job"]),
+    *[_row(name,            STOPPING_EARLY,         AVAILABLE,             "report_stopped_early",   when=["about_current_job"]) for name in ("run_succeeded", "run_stopped")],
+    *[_row(name,            STOPPING_FOR_CANCEL,    AVAILABLE,             "acknowledge_cancel",     when=["about_current_job"]) for name in RUN_EVENTS[2:]],
+    *[_row(name,            STOPPING_FOR_SHUTDOWN,  AVAILABLE,             "fail_stopped_for_shutdown", when=["about_current_job"]) for name in RUN_EVENTS[2:]],
+    *[_row(name,            ANY,                    STAY,                  "ignore_stale_run_event") for name in ("inputs_ready", *RUN_EVENTS)],
+    # -- deadlines
+    _row("lease_expired",   RESERVED,               AVAILABLE,             "expire_reservation"),
+    _row("inputs_overdue",  AWAITING_INPUTS,        AVAILABLE,             "fail_awaiting_inputs"),
+    # -- graceful shutdown (every row first marks the worker draining): a job that has not started fails;
+    #    a running one finishes unless told to stop
+    _row("drain",           RESERVED,               AVAILABLE,             "release_reservation"),
+    _row("drain",           AWAITING_INPUTS,        AVAILABLE,             "fail_for_shutdown"),
+    _row("drain",           RUN,                    STOPPING_FOR_SHUTDOWN, "stop_for_shutdown",      when=["cancel_running"]),
+    _row("drain",           STOPPING_EARLY,         STAY,                  "stop_now",               when=["cancel_running"]),
+    _row("drain",           [*RUN, STOPPING_EARLY], STAY,                  "wait_for_run"),
+    _row("drain",           ANY,                    STAY,                  "note_draining"),
+]
+# fmt: on
+
+#: Triggers fired by deadlines rather than events (no catch-all row: the core only fires them when due).
+TIMED_TRIGGERS = ("lease_expired", "inputs_overdue")

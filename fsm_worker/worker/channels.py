@@ -1,0 +1,131 @@
+"""The data channels of the worker's jobs: one peer connection and transfer endpoint per job, and its files.
+
+Carries out the core's `AcceptOffer`, `PublishResults`, `CloseChannel` and `CleanupJob`, and reports what
+became of each (`ChannelAnswered`, then `ChannelOpened` or `ChannelFailed`; `InputsReady` when the client
+commits its inputs; `JobFilesRemoved`). Decides nothing: which offer to answer, and what to tell the client,
+is the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from aiortc import RTCDataChannel, RTCPeerConnection
+
+from fsm_worker.protocol.worker.events import (
+    AcceptOffer,
+    ChannelAnswered,
+    ChannelFailed,
+    ChannelOpened,
+    Event,
+    InputsReady,
+    JobFilesRemoved,
+)
+from fsm_worker.shells.rtc import tuning
+from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
+from fsm_worker.shells.rtc.session import IncomingChannel, RtcSetupError, create_answer
+from fsm_worker.shells.transfer.flow import TransferTuning
+from fsm_worker.shells.transfer.store import ContentStore
+from fsm_worker.shells.transfer.worker import WorkerTransferEndpoint
+
+log = logging.getLogger(__name__)
+
+
+class JobChannels:
+    """Peer connections and transfer endpoints by job id, and the jobs' work directories under `workdir`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        feed: Callable[[Event], None],
+        *,
+        ice_servers: tuple[IceServerConfig, ...] = (),
+        setup_timeout: float = 15.0,
+        max_upload_bytes: int,
+    ) -> None:
+        self.workdir = workdir
+        self.store = ContentStore(workdir / "store")
+        self._feed = feed
+        self._ice_servers = ice_servers
+        self._setup_timeout = setup_timeout
+        self._max_upload_bytes = max_upload_bytes
+        self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
+        self._published: set[str] = set()
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's work directory (named by a hash: a job id is never used as a path)."""
+        return self.workdir / "jobs" / hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+    async def open(self, offer: AcceptOffer) -> Event:
+        """Answer `offer` on a new peer connection (replacing the job's old one); the channel's fate."""
+        job_id = offer.job_id
+        await self.close(job_id)
+        if offer.results_ready:
+            self._published.add(job_id)
+        job_dir = self.job_dir(job_id)
+        await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
+        pc = RTCPeerConnection(make_configuration(self._ice_servers))
+        self._peers[job_id] = (pc, None)
+        # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
+        profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
+        window = tuning.transfer_window(profile)
+
+        def serve(channel: RTCDataChannel) -> None:
+            """Attach the transfer endpoint inside the channel event, before its first message can arrive."""
+            endpoint = WorkerTransferEndpoint(
+                channel,
+                job_dir,
+                self.store,
+                self._max_upload_bytes,
+                on_commit=lambda paths: self._feed(InputsReady(job_id)),
+                results=lambda: self._results(job_id),
+                committed=offer.inputs_committed,
+                tuning=TransferTuning(**window),
+            )
+            self._peers[job_id] = (pc, endpoint)
+
+        try:
+            incoming = IncomingChannel(pc, on_channel=serve)
+            answer = await create_answer(pc, offer.sdp, timeout=self._setup_timeout)
+            tuning.apply_fast_path(pc, profile)
+            self._feed(ChannelAnswered(job_id, offer.client_id, answer, tuning.capability_options()))
+            await incoming.wait_open(timeout=self._setup_timeout)
+        except RtcSetupError as error:
+            return ChannelFailed(job_id, offer.client_id, str(error))
+        return ChannelOpened(job_id)
+
+    def publish(self, job_id: str) -> None:
+        """The job's results are final: serve them from now on."""
+        self._published.add(job_id)
+
+    async def close(self, job_id: str) -> None:
+        pc, endpoint = self._peers.pop(job_id, (None, None))
+        if endpoint is not None:
+            with contextlib.suppress(Exception):
+                await endpoint.aclose()
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                await pc.close()
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(job_id) for job_id in list(self._peers)))
+
+    async def remove(self, job_id: str) -> Event:
+        """Close the job's channel and delete its work directory."""
+        await self.close(job_id)
+        self._published.discard(job_id)
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+        return JobFilesRemoved(job_id)
+
+    def _results(self, job_id: str) -> list[Path] | None:
+        """The job's result files once published, else None (not ready)."""
+        if job_id not in self._published:
+            return None
+        outputs = self.job_dir(job_id) / "outputs"
+        return sorted(path for path in outputs.rglob("*") if path.is_file()) if outputs.is_dir() else []

@@ -3,16 +3,26 @@
 Run: `python benchmarks/core.py [--cycles N]`. Both sides process the same stream of events: per job cycle a
 request, a competing request (rejected busy), an assignment, inputs ready, run start, 5 progress reports and
 success — 11 events. Prints events/s for each and the ratio (same run, same machine).
+
+`--against DIR` also measures the coordinator of another checkout (e.g. a `git worktree` of an older commit):
+rounds of this tree and that one alternate in ABBA order, each in a fresh subprocess, and the ratio of the
+medians is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from fsm_worker.protocol.messages import JobResult
+from fsm_worker.protocol import messages
+from fsm_worker.protocol.worker import events as core_events
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
 from fsm_worker.protocol.worker.events import (
@@ -45,9 +55,15 @@ def workload(cycles: int) -> list[Event]:
             InputsReady(job),
             RunStarted(job),
             *(RunProgress(job, step / 6, f"epoch {step}") for step in range(1, 6)),
-            RunSucceeded(job, 0.1, 0.01),
+            _succeeded(job),
         ]
     return events
+
+
+def _succeeded(job: str) -> Event:
+    if hasattr(core_events, "TERMINAL_EVENTS"):  # this tree's run events (the runner's)
+        return RunSucceeded(job, 0.1, 0.01)
+    return RunSucceeded(job, messages.JobResult(0.1, 0.01))  # type: ignore[call-arg, arg-type]  # an older tree
 
 
 class BareMachine:
@@ -93,14 +109,45 @@ def rate(handle: Callable[[Event, float], list[Any]], events: list[Event]) -> fl
     return len(events) / (time.perf_counter() - start)
 
 
+def _round(tree: str, cycles: int) -> float:
+    """One measurement of the coordinator in checkout `tree`, in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": tree}
+    command = [sys.executable, __file__, "--single", "--cycles", str(cycles)]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True, cwd=tree).stdout
+    return float(out.split()[-1])
+
+
+def against(other: str, cycles: int, rounds: int) -> None:
+    here = str(Path(__file__).resolve().parent.parent)
+    rates: dict[str, list[float]] = {here: [], other: []}
+    for n in range(rounds):  # ABBA: A B B A A B B A ...
+        order = (here, other) if n % 2 == 0 else (other, here)
+        for tree in order:
+            rates[tree].append(_round(tree, cycles))
+    ours, theirs = statistics.median(rates[here]), statistics.median(rates[other])
+    print(f"{'coordinator':<34}{'events/s (median)':>20}")
+    print(f"{'baseline: ' + other:<34}{theirs:>20,.0f}")
+    print(f"{'this tree':<34}{ours:>20,.0f}")
+    print(f"ratio this/baseline: {ours / theirs:.3f} ({rounds} rounds each, ABBA, {cycles} cycles per round)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cycles", type=int, default=3000)
     parser.add_argument(
         "--repeat", type=int, default=5, help="best of N runs for each side (the machine is noisy)"
     )
+    parser.add_argument("--against", metavar="DIR", help="another checkout to compare the coordinator with")
+    parser.add_argument("--rounds", type=int, default=8, help="with --against: rounds per tree")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # one round, for --against
     args = parser.parse_args()
+    if args.against:
+        against(str(Path(args.against).resolve()), args.cycles, args.rounds)
+        return
     events = workload(args.cycles)
+    if args.single:
+        print(max(rate(JobCoordinator(CAPS).handle, events) for _ in range(2)))
+        return
     ours = max(rate(JobCoordinator(CAPS).handle, events) for _ in range(args.repeat))
     bare = max(rate(BareMachine().handle, events) for _ in range(args.repeat))
     print(f"{'machine':<34}{'events/s':>12}{'vs bare':>10}")

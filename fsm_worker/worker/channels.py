@@ -100,6 +100,10 @@ class JobChannels:
             return ChannelFailed(job_id, offer.client_id, str(error))
         return ChannelOpened(job_id)
 
+    def connection(self, job_id: str) -> RTCPeerConnection | None:
+        """The job's current peer connection, if any (for diagnostics and fault tests)."""
+        return self._peers[job_id][0] if job_id in self._peers else None
+
     def publish(self, job_id: str) -> None:
         """The job's results are final: serve them from now on."""
         self._published.add(job_id)

@@ -48,7 +48,7 @@ def dropper(side: str, client: JobClient, worker: WorkerHost) -> tuple[Callable[
             return
         dropped.append(done)
         job = the_job(client)
-        pc = job._pc if side == "client" else worker._peers[job.job_id][0]
+        pc = job._pc if side == "client" else worker.channels.connection(job.job_id)
         assert pc is not None
         asyncio.get_running_loop().create_task(pc.close())
 

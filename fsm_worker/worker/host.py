@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shutil
 from collections.abc import Coroutine
@@ -19,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
-from fsm_worker.jobs.spec import JobInputInvalid, JobSpec
-from fsm_worker.protocol.messages import JobRequest
+from fsm_worker.jobs.spec import JobSpec
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.shells.rtc import tuning
@@ -30,6 +28,8 @@ from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.gpus import detect_capabilities
+from fsm_worker.worker.identity import ResumeSecret
+from fsm_worker.worker.job_types import ConfiguredJobTypes
 from fsm_worker.worker.outbox import Outbox
 
 __all__ = ["WorkerConfig", "WorkerHost"]
@@ -45,27 +45,22 @@ class WorkerHost:
     def __init__(self, config: WorkerConfig, registry: JobTypeRegistry | None = None) -> None:
         self.config = config
         self.registry = registry or default_registry()
-        job_types = config.job_types or tuple(self.registry.names())
-        unknown = sorted(set(job_types) - set(self.registry.names()))
-        if unknown:
-            known = ", ".join(self.registry.names())
-            raise ValueError(
-                f"job types {', '.join(unknown)} are not configured on this worker (known: {known})"
-            )
+        job_types = ConfiguredJobTypes(self.registry, config.job_types)
         overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
                      "cuda_version": config.cuda_version}  # fmt: skip
-        self.capabilities = detect_capabilities(job_types, overrides)
+        self.capabilities = detect_capabilities(job_types.names, overrides)
         self.core = JobCoordinator(
             self.capabilities,
             CoordinatorConfig(config.reservation_timeout, config.input_timeout, config.retention),
-            estimator=self._estimate,
-            check_config=self._check_config,
+            estimator=job_types.estimate,
+            check_config=job_types.check_config,
         )
         self.runner = JobRunner(self.registry, timeout=config.job_timeout, kill_grace=config.kill_grace)
         self.channels = JobChannels(config.workdir, self._feed, ice_servers=config.ice_servers,
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes)  # fmt: skip
         properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
+        self.identity = ResumeSecret(config.workdir, config.peer_id)
         self.signaling = SignalingClient(
             config.server_url,
             config.token,
@@ -73,7 +68,7 @@ class WorkerHost:
             role="worker",
             metadata={"tags": list(config.tags), "properties": properties},
             on_peer_message=self._on_peer_message,
-            resume_secret=self._load_resume_secret(),
+            resume_secret=self.identity.load(),
         )
         self.outbox = Outbox(self.signaling)
         self._timer: asyncio.TimerHandle | None = None
@@ -113,7 +108,7 @@ class WorkerHost:
             raise ConnectionError(
                 f"could not reach the signaling server at {url} within {connect_timeout:g} s"
             ) from None
-        self._save_resume_secret()
+        self.identity.save(self.signaling.resume_secret)
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
     async def wait_closed(self) -> None:
@@ -225,33 +220,3 @@ class WorkerHost:
         deadline = self.core.next_deadline()
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._feed, core.TimerFired())
-
-    # --- identity and job types -------------------------------------------------------------------------------
-
-    @property
-    def _secret_file(self) -> Path:
-        safe = hashlib.sha256(self.config.peer_id.encode()).hexdigest()[:16]
-        return self.config.workdir / f"resume-secret-{safe}"
-
-    def _load_resume_secret(self) -> str | None:
-        """The secret that reclaims this peer id after a restart (the server reserves a dropped id for it)."""
-        try:
-            return self._secret_file.read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
-
-    def _save_resume_secret(self) -> None:
-        if secret := self.signaling.resume_secret:
-            self._secret_file.parent.mkdir(parents=True, exist_ok=True)
-            self._secret_file.touch(mode=0o600)
-            self._secret_file.write_text(secret, encoding="utf-8")
-
-    def _estimate(self, request: JobRequest) -> float:
-        return round(self.registry.get(request.job_type).estimate_minutes(request.config), 3)
-
-    def _check_config(self, request: JobRequest) -> list[str]:
-        try:
-            self.registry.validate(request.job_type, request.config)
-        except JobInputInvalid as error:
-            return [str(error)]
-        return []

@@ -1,7 +1,7 @@
 """The job coordinator: the worker's side of the job protocol as one explicit, sans-IO state machine.
 
-`table.TRANSITIONS` is the whole protocol; this module holds its guards and actions. `JobCoordinator.handle(
-event, now)` is the only entry point: it takes one event and the current time and returns the instructions for
+`table.TRANSITIONS` is the whole protocol; this module holds its guards and invariants, `actions.py` its
+actions. `JobCoordinator.handle(event, now)` is the only entry point: it takes one event and the current time and returns the instructions for
 the shells, in the order they must be carried out. It does no IO and never sleeps; deadlines are data
 (`next_deadline()`), and the shell feeds `TimerFired` when its single timer goes off.
 """
@@ -11,46 +11,28 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
 
-import attrs
 from transitions import Machine
 
 from fsm_worker.protocol.messages import (
-    MAX_METRIC_FIELDS,
-    MAX_TEXT_LENGTH,
     AppError,
     JobAssignment,
     JobCancel,
-    JobCancelled,
-    JobComplete,
-    JobError,
     JobEvent,
-    JobFailed,
     JobRequest,
-    JobResponse,
-    JobResult,
-    JobStatus,
     JobStop,
     JobSync,
-    Message,
-    Metrics,
     ProtocolError,
-    ReservationExpired,
-    RtcAnswer,
     RtcOffer,
     UnknownMessage,
     parse_message,
 )
+from fsm_worker.protocol.worker.actions import CoordinatorActions, CoordinatorConfig, Retained, Stimulus
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
-    Advertise,
     ChannelAnswered,
     ChannelFailed,
     ChannelOpened,
-    CleanupJob,
-    CloseChannel,
     Drain,
     Event,
     InputsReady,
@@ -58,16 +40,12 @@ from fsm_worker.protocol.worker.events import (
     Job,
     JobFilesRemoved,
     PeerMessage,
-    PublishResults,
     Reservation,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
-    Send,
-    StartRun,
-    StopRun,
     TimerFired,
     WorkerState,
     WorkerStatus,
@@ -95,36 +73,7 @@ _TRIGGERS: dict[type, str] = {
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 
 
-@attrs.frozen
-class Stimulus:
-    """What a guard or action sees: the time, the event, and for a peer message its sender and typed message."""
-
-    now: float
-    event: Event | None = None
-    sender: str | None = None
-    message: Message | None = None
-    job_id: str | None = None
-
-
-@attrs.define
-class _Retained:
-    """A finished job kept for its client: its events for replay and, until `expires_at`, its files."""
-
-    client_id: str
-    expires_at: float
-    history: list[JobEvent]
-    files_kept: bool
-
-
-@attrs.frozen
-class CoordinatorConfig:
-    reservation_timeout: float = 30.0
-    input_timeout: float = 1800.0
-    retention: float = 3600.0
-    stimulus_log_size: int = 256
-
-
-class JobCoordinator:
+class JobCoordinator(CoordinatorActions):
     """The worker's protocol state: state, reservation, current job, retained results. No IO.
 
     `state` (managed by `transitions`) is a `WorkerState`; `status` is the advertised part of it.
@@ -149,7 +98,7 @@ class JobCoordinator:
         self.draining = False
         self._started_at = 0.0
         self._history: list[JobEvent] = []
-        self._retained: dict[str, _Retained] = {}
+        self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
         self._mark = 0  # where the current trigger's instructions begin in `_out`
@@ -166,10 +115,6 @@ class JobCoordinator:
         )
 
     # --- the one entry point ----------------------------------------------------------------------------------
-
-    @property
-    def status(self) -> WorkerStatus:
-        return self.state.status
 
     @property
     def pending_job_id(self) -> str | None:
@@ -257,10 +202,6 @@ class JobCoordinator:
         held = self.reservation
         return held is not None and (held.job_id, held.client_id) == (s.job_id, s.sender)
 
-    def for_current_job(self, s: Stimulus) -> bool:
-        job = self.current_job
-        return job is not None and (job.job_id, job.client_id) == (s.job_id, s.sender)
-
     def for_retained_job(self, s: Stimulus) -> bool:
         retained = self._retained.get(s.job_id or "")
         return retained is not None and retained.files_kept and retained.client_id == s.sender
@@ -285,278 +226,6 @@ class JobCoordinator:
         assert isinstance(s.event, Drain)
         return s.event.cancel_running
 
-    # --- actions: requests and reservations -------------------------------------------------------------------
-
-    def reject_draining(self, s: Stimulus) -> None:
-        self._reply_rejected(s, "draining", ["the worker is shutting down"])
-
-    def accept_request(self, s: Stimulus) -> None:
-        assert isinstance(s.message, JobRequest) and s.sender is not None
-        estimate = self._estimate(s.message)
-        self.reservation = Reservation(
-            s.message.job_id, s.sender, s.message, estimate, s.now + self.config.reservation_timeout
-        )
-        log.info("job %s reserved for %s (estimated %.2f min)", s.job_id, s.sender, estimate)
-        self._send(s.sender, JobResponse(s.message.job_id, True, estimated_duration_minutes=estimate))
-
-    def reject_incompatible(self, s: Stimulus) -> None:
-        assert isinstance(s.message, JobRequest)
-        reasons = self._refusals(s.message)
-        log.info("job %s from %s is incompatible: %s", s.job_id, s.sender, "; ".join(reasons))
-        self._reply_rejected(s, "incompatible", reasons)
-
-    def accept_again(self, s: Stimulus) -> None:
-        held = self.reservation or self.current_job
-        assert held is not None and s.sender is not None
-        self._send(s.sender, JobResponse(held.job_id, True, held.estimated_duration_minutes))
-
-    def reject_busy(self, s: Stimulus) -> None:
-        self._reply_rejected(s, "busy", None)
-
-    def expire_reservation(self, s: Stimulus) -> None:
-        held = self._take_reservation()
-        log.info("reservation of job %s for %s expired", held.job_id, held.client_id)
-        self._send(held.client_id, ReservationExpired(held.job_id))
-
-    def release_reservation(self, s: Stimulus) -> None:
-        held = self._take_reservation()
-        log.info("released the reservation of job %s: shutting down", held.job_id)
-        self._send(held.client_id, ReservationExpired(held.job_id))
-
-    # --- actions: assignment, cancellation, soft stop ---------------------------------------------------------
-
-    def assign(self, s: Stimulus) -> None:
-        held = self._take_reservation()
-        self.current_job = Job(
-            held.job_id, held.client_id, held.request, s.now, held.estimated_duration_minutes
-        )
-        self._history = []
-        log.info(
-            "Job assigned and ready for WebRTC connection (job %s, client %s)", held.job_id, held.client_id
-        )
-
-    def ignore_duplicate(self, s: Stimulus) -> None:
-        log.info("duplicate job_assignment for running job %s ignored", s.job_id)
-
-    def refuse_assignment(self, s: Stimulus) -> None:
-        assert s.sender is not None
-        log.warning("job_assignment for %s from %s matches no reservation of it", s.job_id, s.sender)
-        text = "no reservation for this job is held for you"
-        self._send(s.sender, AppError("INVALID_ASSIGNMENT", text, s.job_id))
-
-    def cancel_reservation(self, s: Stimulus) -> None:
-        held = self._take_reservation()
-        self._send(held.client_id, JobCancelled(held.job_id))
-        log.info("reservation of job %s cancelled by its client", held.job_id)
-
-    def acknowledge_cancel(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobCancelled(job_id, seq), keep_files=False)
-
-    def stop_run(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        self._out.append(StopRun(self.current_job.job_id, graceful=False))
-
-    def note_cancel(self, s: Stimulus) -> None:
-        log.info("job %s: cancelled by its client while its run stops", s.job_id)
-
-    def ignore_cancel(self, s: Stimulus) -> None:
-        log.warning("job_cancel for %s from %s: not a job of this sender here; ignored", s.job_id, s.sender)
-
-    def stop_early(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        log.info("job %s: its client stops it early", s.job_id)
-        self._out.append(StopRun(self.current_job.job_id, graceful=True))
-
-    def ignore_stop(self, s: Stimulus) -> None:
-        log.warning(
-            "job_stop for %s from %s: not a running job of this sender here; ignored", s.job_id, s.sender
-        )
-
-    # --- actions: data channel and replay ---------------------------------------------------------------------
-
-    def accept_offer(self, s: Stimulus) -> None:
-        assert isinstance(s.message, RtcOffer) and s.sender is not None
-        job_id = s.message.job_id
-        self._offers[job_id] = s.message.sdp
-        current = self.current_job is not None and self.current_job.job_id == job_id
-        committed = not current or self.state is not WorkerState.AWAITING_INPUTS
-        self._out.append(
-            AcceptOffer(job_id, s.sender, s.message.sdp, s.message.options, committed, not current)
-        )
-
-    def ignore_repeated_offer(self, s: Stimulus) -> None:
-        log.info("repeated rtc_offer for job %s ignored (delivered twice)", s.job_id)
-
-    def refuse_offer(self, s: Stimulus) -> None:
-        assert s.sender is not None
-        log.warning("rtc_offer for %s from %s refused: not its assigned client", s.job_id, s.sender)
-        self._send(s.sender, AppError("NOT_ASSIGNED", "this job is not assigned to you here", s.job_id))
-
-    def send_answer(self, s: Stimulus) -> None:
-        assert isinstance(s.event, ChannelAnswered)
-        answer = s.event
-        self._send(answer.client_id, RtcAnswer(answer.job_id, answer.sdp, answer.options))
-
-    def ignore_channel_event(self, s: Stimulus) -> None:
-        log.info("data channel event for job %s ignored: the job is gone", s.job_id)
-
-    def note_channel_open(self, s: Stimulus) -> None:
-        log.info("data channel open for job %s", s.job_id)
-
-    def report_channel_failure(self, s: Stimulus) -> None:
-        assert isinstance(s.event, ChannelFailed)
-        failure = s.event
-        log.warning("data channel for job %s failed: %s", failure.job_id, failure.reason)
-        self._offers.pop(failure.job_id, None)
-        self._out.append(CloseChannel(failure.job_id))
-        text = failure.reason[:MAX_TEXT_LENGTH]
-        self._send(failure.client_id, AppError("RTC_SETUP_FAILED", text, failure.job_id))
-
-    def note_files_removed(self, s: Stimulus) -> None:
-        log.info("job %s: work directory removed", s.job_id)
-
-    def replay_events(self, s: Stimulus) -> None:
-        assert isinstance(s.message, JobSync) and s.sender is not None
-        retained = self._retained.get(s.message.job_id)
-        history = self._history if self.for_current_job(s) or retained is None else retained.history
-        for message in history[s.message.after_seq :]:
-            self._send(s.sender, message)
-
-    def refuse_sync(self, s: Stimulus) -> None:
-        assert s.sender is not None
-        self._send(s.sender, AppError("UNKNOWN_JOB", "no such job of yours here", s.job_id))
-
-    # --- actions: the run -------------------------------------------------------------------------------------
-
-    def start_run(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        self._out.append(StartRun(self.current_job))
-
-    def report_starting(self, s: Stimulus) -> None:
-        job = self.current_job
-        assert job is not None
-        self._started_at = s.now
-        self._job_event(
-            lambda seq, job_id: JobStatus(job_id, "starting", 0.0, f"starting {job.job_type}", seq)
-        )
-
-    def report_progress(self, s: Stimulus) -> None:
-        assert isinstance(s.event, RunProgress)
-        progress = min(max(s.event.progress, 0.0), 1.0)
-        text = s.event.message[:MAX_TEXT_LENGTH]
-        metrics = wire_metrics(s.event.metrics)
-        self._job_event(lambda seq, job_id: JobStatus(job_id, "running", progress, text, seq, metrics))
-
-    def report_complete(self, s: Stimulus) -> None:
-        assert isinstance(s.event, RunSucceeded)
-        result, metrics = s.event.result, wire_metrics(s.event.metrics)
-        self._finish_job(s, lambda seq, job_id: JobComplete(job_id, result, seq, metrics), keep_files=True)
-
-    def report_stopped_early(self, s: Stimulus) -> None:
-        if isinstance(s.event, RunSucceeded):
-            result, metrics = s.event.result, wire_metrics(s.event.metrics)
-        else:  # stopped before it could report a result: the time it ran, no model size
-            result, metrics = JobResult(round((s.now - self._started_at) / 60, 3), None), None
-
-        def build(seq: int, job_id: str) -> JobEvent:
-            return JobComplete(job_id, result, seq, metrics, stopped_early=True)
-
-        self._finish_job(s, build, keep_files=True)
-
-    def report_failed(self, s: Stimulus) -> None:
-        assert isinstance(s.event, RunFailed)
-        error = s.event.error
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=True)
-
-    def fail_stopped_for_shutdown(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=True)
-
-    def ignore_stale_run_event(self, s: Stimulus) -> None:
-        log.debug("run event for %s ignored: not the current run, or not now", s.job_id)
-
-    def fail_awaiting_inputs(self, s: Stimulus) -> None:
-        error = JobError("INPUT_TIMEOUT", "the job's inputs did not arrive in time", recoverable=True)
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=False)
-
-    # --- actions: shutdown ------------------------------------------------------------------------------------
-
-    def begin_draining(self, s: Stimulus) -> None:
-        self.draining = True
-
-    def stop_for_shutdown(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        self._out.append(StopRun(self.current_job.job_id, graceful=False))
-
-    def stop_now(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        log.info("job %s: shutting down, its early stop becomes immediate", self.current_job.job_id)
-        self._out.append(StopRun(self.current_job.job_id, graceful=False))
-
-    def fail_for_shutdown(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=False)
-
-    def wait_for_run(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        log.warning(
-            "shutting down: waiting for job %s to finish (again to stop it now)", self.current_job.job_id
-        )
-
-    def note_draining(self, s: Stimulus) -> None:
-        log.info("draining: no new jobs")
-
-    def advertise(self, s: Stimulus) -> None:
-        """Publish the new status before the messages that follow from it (a client reacting to one of them
-        already discovers the new status)."""
-        held = self.reservation or self.current_job
-        self._out.insert(self._mark, Advertise(self.status, held.job_id if held else None))
-
-    # --- helpers ----------------------------------------------------------------------------------------------
-
-    def _refusals(self, request: JobRequest) -> list[str]:
-        reasons = self.capabilities.incompatibilities(request) or self._check_config(request)
-        if request.job_id in self._retained:
-            reasons.append(f"job id {request.job_id!r} was already used on this worker")
-        return reasons
-
-    def _reply_rejected(self, s: Stimulus, reason: str, details: list[str] | None) -> None:
-        assert s.sender is not None and s.job_id is not None
-        self._send(
-            s.sender, JobResponse(s.job_id, False, reason=reason, details=tuple(details or ()) or None)
-        )
-
-    def _take_reservation(self) -> Reservation:
-        held = self.reservation
-        assert held is not None
-        self.reservation = None
-        return held
-
-    def _job_event(self, build: Callable[[int, str], JobEvent]) -> None:
-        job = self.current_job
-        assert job is not None
-        message = build(len(self._history) + 1, job.job_id)
-        self._history.append(message)
-        self._send(job.client_id, message)
-
-    def _finish_job(self, s: Stimulus, build: Callable[[int, str], JobEvent], keep_files: bool) -> None:
-        """Send the job's terminal event, keep its history (and maybe files) for its client, and let it go."""
-        self._job_event(build)
-        job = self.current_job
-        assert job is not None
-        expires = s.now + self.config.retention
-        self._retained[job.job_id] = _Retained(job.client_id, expires, self._history, keep_files)
-        if keep_files:
-            self._out.append(PublishResults(job.job_id))
-        else:
-            self._forget_files(job.job_id)
-        self.current_job, self._history = None, []
-
-    def _forget_files(self, job_id: str) -> None:
-        self._offers.pop(job_id, None)
-        self._out.append(CleanupJob(job_id))
-
-    def _send(self, to: str, message: Message) -> None:
-        self._out.append(Send(to, message))
-
     # --- invariants (checked by the tests after every step) ---------------------------------------------------
 
     def validate_state(self, now: float) -> None:
@@ -579,29 +248,3 @@ class JobCoordinator:
 
     def _current_ids(self) -> list[str]:
         return [self.current_job.job_id] if self.current_job else []
-
-
-def wire_metrics(reported: dict[str, Any]) -> Metrics | None:
-    """The numbers a job reported that fit the wire's `Metrics` (known names typed, other numbers in `extra`);
-    None when there are none. Values that do not fit are dropped, never an error."""
-    known: dict[str, Any] = {}
-    extra: dict[str, float] = {}
-    for name, value in reported.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if name in _METRIC_FIELDS:
-            if name in ("epoch", "step"):
-                if isinstance(value, int) or float(value).is_integer():
-                    known[name] = int(value)
-            else:
-                known[name] = float(value)
-        elif 0 < len(name) <= 64 and len(extra) < MAX_METRIC_FIELDS:
-            extra[name] = float(value)
-    return Metrics(**known, extra=extra) if known or extra else None
-
-
-_METRIC_FIELDS = frozenset(field.name for field in attrs.fields(Metrics)) - {"extra"}
-
-_SHUTDOWN_ERROR = JobError(
-    "WORKER_SHUTDOWN", "the worker shut down before the job finished", recoverable=True
-)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from transitions.extensions import HierarchicalGraphMachine
 from transitions.extensions.nesting import NestedState
 
-from fsm_worker.protocol.worker.coordinator import ANY, TRANSITIONS
+from fsm_worker.protocol.worker.coordinator import ANY, INTAKE, TRANSITIONS
 from fsm_worker.protocol.worker.events import WorkerState
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
@@ -114,12 +114,22 @@ def render_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for row in TRANSITIONS:
-        guards = [*row["before"], *row["conditions"], *(f"not {name}" for name in row["unless"])]
+        guards = [*row["conditions"], *(f"not {name}" for name in row["unless"])]
         dest = "(same)" if row["dest"] is None else row["dest"].value
         lines.append(
             f"| `{row['trigger']}` | {_names(row['source'])} | {dest} | {', '.join(guards) or '-'} "
             f"| `{row['after'][0]}` |"
         )
+    lines += [
+        "",
+        "## Intake (the second table: whether new jobs are taken; `drain` goes through it first)",
+        "",
+        "| trigger | from | to | action |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in INTAKE:
+        dest = "(same)" if row["dest"] is None else row["dest"].value
+        lines.append(f"| `{row['trigger']}` | {row['source'].value} | {dest} | `{row['after'][0]}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
-from fsm_worker.jobs.spec import JobSpec
+from fsm_worker.jobs.spec import ErrorCode, JobSpec
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.shells.rtc import tuning
@@ -201,17 +201,24 @@ class WorkerHost:
         elif (event := task.result()) is not None:
             self._feed(event)
 
-    async def _run(self, spec: JobSpec) -> None:
-        """The runner reports the core's run events itself, in order, through `_feed`."""
-        await self.runner.start(spec, self._feed)
+    async def _run(self, spec: JobSpec) -> core.Event | None:
+        """The runner reports the core's run events itself, in order, through `_feed`; or the run never began."""
+        try:
+            await self.runner.start(spec, self._feed)
+        except Exception as error:  # a closed runner, or this job id already running
+            return core.RunFailed(
+                spec.job_id, ErrorCode.HANDLER_ERROR, f"the run could not start: {error}", False
+            )
+        return None
 
     async def _stop_run(self, job_id: str, graceful: bool) -> core.Event:
         await self.runner.stop(job_id, self.config.kill_grace, graceful=graceful)
         # The runner reports RunStopped itself; this covers a run it no longer knew (the core ignores repeats).
         return core.RunStopped(job_id)
 
-    async def _close_channel(self, job_id: str) -> None:
+    async def _close_channel(self, job_id: str) -> core.Event:
         await self.channels.close(job_id)
+        return core.ChannelClosed(job_id)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

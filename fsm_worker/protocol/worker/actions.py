@@ -42,6 +42,7 @@ from fsm_worker.protocol.worker.events import (
     CloseChannel,
     Event,
     Instruction,
+    Intake,
     Job,
     PublishResults,
     Reservation,
@@ -92,9 +93,9 @@ class CoordinatorActions:
 
     capabilities: WorkerCapabilities
     state: WorkerState
+    intake: Intake
     reservation: Reservation | None
     current_job: Job | None
-    draining: bool
     config: CoordinatorConfig
     _started_at: float
     _history: list[JobEvent]
@@ -240,6 +241,9 @@ class CoordinatorActions:
         text = failure.reason[:MAX_TEXT_LENGTH]
         self._send(failure.client_id, AppError("RTC_SETUP_FAILED", text, failure.job_id))
 
+    def note_channel_closed(self, s: Stimulus) -> None:
+        log.info("data channel of job %s closed", s.job_id)
+
     def note_files_removed(self, s: Stimulus) -> None:
         log.info("job %s: work directory removed", s.job_id)
 
@@ -308,8 +312,8 @@ class CoordinatorActions:
 
     # --- actions: shutdown ------------------------------------------------------------------------------------
 
-    def begin_draining(self, s: Stimulus) -> None:
-        self.draining = True
+    def stop_taking_jobs(self, s: Stimulus) -> None:
+        log.info("draining: no new jobs")
 
     def stop_for_shutdown(self, s: Stimulus) -> None:
         assert self.current_job is not None
@@ -329,8 +333,11 @@ class CoordinatorActions:
             "shutting down: waiting for job %s to finish (again to stop it now)", self.current_job.job_id
         )
 
-    def note_draining(self, s: Stimulus) -> None:
-        log.info("draining: no new jobs")
+    def already_draining(self, s: Stimulus) -> None:
+        log.debug("drain: already draining")
+
+    def nothing_to_release(self, s: Stimulus) -> None:
+        log.debug("drain: nothing held to release or stop")
 
     def advertise(self, s: Stimulus) -> None:
         """Publish the new status before the messages that follow from it (a client reacting to one of them

@@ -31,12 +31,14 @@ from fsm_worker.protocol.worker.actions import CoordinatorActions, CoordinatorCo
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.events import (
     ChannelAnswered,
+    ChannelClosed,
     ChannelFailed,
     ChannelOpened,
     Drain,
     Event,
     InputsReady,
     Instruction,
+    Intake,
     Job,
     JobFilesRemoved,
     PeerMessage,
@@ -50,11 +52,20 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
-from fsm_worker.protocol.worker.table import ANY, STAY, TIMED_TRIGGERS, TRANSITIONS
+from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ANY", "STAY", "TIMED_TRIGGERS", "TRANSITIONS", "CoordinatorConfig", "JobCoordinator", "Stimulus"]
+__all__ = [
+    "ANY",
+    "INTAKE",
+    "STAY",
+    "TIMED_TRIGGERS",
+    "TRANSITIONS",
+    "CoordinatorConfig",
+    "JobCoordinator",
+    "Stimulus",
+]
 
 #: The triggers of the events that are not peer messages.
 _TRIGGERS: dict[type, str] = {
@@ -67,6 +78,7 @@ _TRIGGERS: dict[type, str] = {
     ChannelAnswered: "channel_answered",
     ChannelOpened: "channel_opened",
     ChannelFailed: "channel_failed",
+    ChannelClosed: "channel_closed",
     JobFilesRemoved: "job_files_removed",
     Drain: "drain",
 }
@@ -95,7 +107,7 @@ class JobCoordinator(CoordinatorActions):
         self._check_config = check_config or (lambda request: [])
         self.reservation: Reservation | None = None
         self.current_job: Job | None = None
-        self.draining = False
+        self.intake = Intake.OPEN
         self._started_at = 0.0
         self._history: list[JobEvent] = []
         self._retained: dict[str, Retained] = {}
@@ -112,6 +124,15 @@ class JobCoordinator(CoordinatorActions):
             initial=WorkerState.AVAILABLE,
             transitions=TRANSITIONS,
             auto_transitions=False,
+        )
+        #: The second table (`INTAKE`); it drives `intake` through `_trigger` and binds nothing to the model.
+        self.intake_machine = Machine(
+            model=None,
+            states=Intake,
+            initial=Intake.OPEN,
+            transitions=INTAKE,
+            auto_transitions=False,
+            model_attribute="intake",
         )
 
     # --- the one entry point ----------------------------------------------------------------------------------
@@ -168,7 +189,13 @@ class JobCoordinator(CoordinatorActions):
 
     def _trigger(self, name: str, stimulus: Stimulus) -> None:
         self._mark = len(self._out)
+        if name in self.intake_machine.events:
+            self.intake_machine.events[name].trigger(self, stimulus)
         self.machine.events[name].trigger(self, stimulus)
+
+    @property
+    def draining(self) -> bool:
+        return self.intake is Intake.DRAINING
 
     def _fire_due_deadlines(self, now: float) -> None:
         if self.reservation is not None and now >= self.reservation.deadline:

@@ -44,6 +44,13 @@ class WorkerState(enum.Enum):
         return _STATUS_OF[self]
 
 
+class Intake(enum.Enum):
+    """Whether the worker takes new jobs: the states of the coordinator's second table."""
+
+    OPEN = "open"
+    DRAINING = "draining"
+
+
 _STATUS_OF = {state: WorkerStatus(state.value.split(".", 1)[0]) for state in WorkerState}
 
 
@@ -184,6 +191,13 @@ class ChannelFailed:
 
 
 @attrs.frozen
+class ChannelClosed:
+    """`CloseChannel` is done: the job's peer connection is closed."""
+
+    job_id: str
+
+
+@attrs.frozen
 class JobFilesRemoved:
     """`CleanupJob` is done: the job's work directory is gone."""
 
@@ -209,6 +223,7 @@ Event = (
     | ChannelAnswered
     | ChannelOpened
     | ChannelFailed
+    | ChannelClosed
     | JobFilesRemoved
     | TimerFired
     | Drain

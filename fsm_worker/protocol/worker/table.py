@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fsm_worker.protocol.worker.events import WorkerState
+from fsm_worker.protocol.worker.events import Intake, WorkerState
 
 AVAILABLE, RESERVED = WorkerState.AVAILABLE, WorkerState.RESERVED
 AWAITING_INPUTS, STARTING, RUNNING = WorkerState.AWAITING_INPUTS, WorkerState.STARTING, WorkerState.RUNNING
@@ -55,7 +55,6 @@ def _row(
         "dest": dest,
         "conditions": list(when),
         "unless": list(unless),
-        "before": ["begin_draining"] if trigger == "drain" else [],
         "after": [action, "advertise"] if changes_status else [action],
     }
 
@@ -93,6 +92,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("channel_answered", ANY,                   STAY,                  "ignore_channel_event"),
     _row("channel_opened",  ANY,                    STAY,                  "note_channel_open"),
     _row("channel_failed",  ANY,                    STAY,                  "report_channel_failure"),
+    _row("channel_closed",  ANY,                    STAY,                  "note_channel_closed"),
     _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
     # -- replay of job events after a reconnect
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
@@ -110,14 +110,21 @@ TRANSITIONS: list[dict[str, Any]] = [
     # -- deadlines
     _row("lease_expired",   RESERVED,               AVAILABLE,             "expire_reservation"),
     _row("inputs_overdue",  AWAITING_INPUTS,        AVAILABLE,             "fail_awaiting_inputs"),
-    # -- graceful shutdown (every row first marks the worker draining): a job that has not started fails;
-    #    a running one finishes unless told to stop
+    # -- graceful shutdown (`INTAKE` below first stops new jobs): a job that has not started fails; a running one
+    #    finishes unless told to stop
     _row("drain",           RESERVED,               AVAILABLE,             "release_reservation"),
     _row("drain",           AWAITING_INPUTS,        AVAILABLE,             "fail_for_shutdown"),
     _row("drain",           RUN,                    STOPPING_FOR_SHUTDOWN, "stop_for_shutdown",      when=["cancel_running"]),
     _row("drain",           STOPPING_EARLY,         STAY,                  "stop_now",               when=["cancel_running"]),
     _row("drain",           [*RUN, STOPPING_EARLY], STAY,                  "wait_for_run"),
-    _row("drain",           ANY,                    STAY,                  "note_draining"),
+    _row("drain",           ANY,                    STAY,                  "nothing_to_release"),
+]
+
+#: The second table, beside the status: whether new jobs are taken. `drain` goes through it first.
+INTAKE: list[dict[str, Any]] = [
+    # trigger   source           dest             action
+    {"trigger": "drain", "source": Intake.OPEN,     "dest": Intake.DRAINING, "after": ["stop_taking_jobs"]},
+    {"trigger": "drain", "source": Intake.DRAINING, "dest": STAY,            "after": ["already_draining"]},
 ]
 # fmt: on
 

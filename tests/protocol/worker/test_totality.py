@@ -10,14 +10,16 @@ from collections.abc import Callable
 import pytest
 
 from fsm_worker.protocol.messages import AppError, JobResponse
-from fsm_worker.protocol.worker.coordinator import ANY, TIMED_TRIGGERS, TRANSITIONS, JobCoordinator
+from fsm_worker.protocol.worker.coordinator import ANY, INTAKE, TIMED_TRIGGERS, TRANSITIONS, JobCoordinator
 from fsm_worker.protocol.worker.events import (
     ChannelAnswered,
+    ChannelClosed,
     ChannelFailed,
     ChannelOpened,
     Drain,
     Event,
     InputsReady,
+    Intake,
     JobFilesRemoved,
     PeerMessage,
     RunFailed,
@@ -120,6 +122,7 @@ def run_events(job_id: str) -> dict[str, Event]:
         "run_failed": RunFailed(job_id, "E", "m", False),
         "run_stopped": RunStopped(job_id),
         "channel_opened": ChannelOpened(job_id),
+        "channel_closed": ChannelClosed(job_id),
         "job_files_removed": JobFilesRemoved(job_id),
         "drain": Drain(cancel_running=True),
     }
@@ -213,6 +216,14 @@ def test_every_trigger_has_a_catch_all_row() -> None:
 
 
 def test_every_guard_and_action_exists() -> None:
-    for row in TRANSITIONS:
-        for name in (*row["conditions"], *row["unless"], *row["before"], *row["after"]):
+    for row in [*TRANSITIONS, *INTAKE]:
+        for name in (*row.get("conditions", ()), *row.get("unless", ()), *row["after"]):
             assert callable(getattr(JobCoordinator, name, None)), name
+
+
+def test_the_intake_table_is_total() -> None:
+    """Each intake trigger has exactly one unguarded row per intake state, and is also a main-table trigger."""
+    for trigger in {row["trigger"] for row in INTAKE}:
+        sources = [row["source"] for row in INTAKE if row["trigger"] == trigger]
+        assert sorted(sources, key=str) == sorted(Intake, key=str) and len(sources) == len(Intake)
+        assert any(row["trigger"] == trigger for row in TRANSITIONS)

@@ -21,6 +21,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     ChannelAnswered,
+    ChannelClosed,
     ChannelFailed,
     ChannelOpened,
     Event,
@@ -108,7 +109,7 @@ class JobChannels:
         """The job's results are final: serve them from now on."""
         self._published.add(job_id)
 
-    async def close(self, job_id: str) -> None:
+    async def close(self, job_id: str) -> Event:
         pc, endpoint = self._peers.pop(job_id, (None, None))
         if endpoint is not None:
             with contextlib.suppress(Exception):
@@ -116,6 +117,7 @@ class JobChannels:
         if pc is not None:
             with contextlib.suppress(Exception):
                 await pc.close()
+        return ChannelClosed(job_id)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(job_id) for job_id in list(self._peers)))

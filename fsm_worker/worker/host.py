@@ -1,10 +1,10 @@
 """The worker host: what a worker program embeds.
 
 It wires the sans-IO core (`JobCoordinator`) to its shells: the signaling connection (`Outbox` sends), the
-jobs' data channels and files (`JobChannels`) and the job runner. Every input becomes a core event, fed in
-arrival order from the one event loop (`_feed`); the instructions the core returns are carried out in its
-order; every task spawned for one ends by feeding its result back as an event. The host keeps no protocol
-state and decides nothing: each `if` in it is about IO.
+jobs' data channels and files (`JobChannels`) and the job runner (`JobRuns`). Every input becomes a core
+event, fed in arrival order from the one event loop (`_feed`); the instructions the core returns are carried
+out in its order; every task spawned for one ends by feeding its result back as an event. The host keeps no
+protocol state and decides nothing: each `if` in it is about IO.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
-from fsm_worker.jobs.spec import ErrorCode, JobSpec
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.loopback import use_loopback_candidates
-from fsm_worker.shells.runner.runner import JobRunner
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
@@ -31,6 +29,7 @@ from fsm_worker.worker.gpus import detect_capabilities
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
 from fsm_worker.worker.outbox import Outbox
+from fsm_worker.worker.runs import JobRuns
 
 __all__ = ["WorkerConfig", "WorkerHost"]
 
@@ -55,7 +54,9 @@ class WorkerHost:
             estimator=job_types.estimate,
             check_config=job_types.check_config,
         )
-        self.runner = JobRunner(self.registry, timeout=config.job_timeout, kill_grace=config.kill_grace)
+        self.runs = JobRuns(
+            self.registry, self._feed, timeout=config.job_timeout, kill_grace=config.kill_grace
+        )
         self.channels = JobChannels(config.workdir, self._feed, ice_servers=config.ice_servers,
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes)  # fmt: skip
@@ -135,7 +136,7 @@ class WorkerHost:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.kill_grace + 10):
                     await self._idle.wait()
-        await self.runner.shutdown(grace_seconds=self.config.kill_grace)
+        await self.runs.shutdown()
         await self.outbox.close()
         await self.channels.close_all()
         for task in list(self._tasks):
@@ -173,16 +174,15 @@ class WorkerHost:
                 self.outbox.update_metadata({"properties": {"status": status.value, "job_id": job_id}})
                 (self._idle.set if status is core.WorkerStatus.AVAILABLE else self._idle.clear)()
             case core.StartRun(job=job):
-                spec = JobSpec(job.job_id, job.job_type, job.config, self.job_dir(job.job_id))
-                self._spawn(self._run(spec), f"run-{job.job_id}")
+                self._spawn(self.runs.start(job, self.job_dir(job.job_id)), f"run-{job.job_id}")
             case core.StopRun(job_id=job_id, graceful=graceful):
-                self._spawn(self._stop_run(job_id, graceful), f"stop-{job_id}")
+                self._spawn(self.runs.stop(job_id, graceful), f"stop-{job_id}")
             case core.AcceptOffer(job_id=job_id):
                 self._spawn(self.channels.open(instruction), f"offer-{job_id}")
             case core.PublishResults(job_id=job_id):
                 self.channels.publish(job_id)
             case core.CloseChannel(job_id=job_id):
-                self._spawn(self._close_channel(job_id), f"close-{job_id}")
+                self._spawn(self.channels.close(job_id), f"close-{job_id}")
             case core.CleanupJob(job_id=job_id):
                 self._spawn(self.channels.remove(job_id), f"cleanup-{job_id}")
 
@@ -200,25 +200,6 @@ class WorkerHost:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
         elif (event := task.result()) is not None:
             self._feed(event)
-
-    async def _run(self, spec: JobSpec) -> core.Event | None:
-        """The runner reports the core's run events itself, in order, through `_feed`; or the run never began."""
-        try:
-            await self.runner.start(spec, self._feed)
-        except Exception as error:  # a closed runner, or this job id already running
-            return core.RunFailed(
-                spec.job_id, ErrorCode.HANDLER_ERROR, f"the run could not start: {error}", False
-            )
-        return None
-
-    async def _stop_run(self, job_id: str, graceful: bool) -> core.Event:
-        await self.runner.stop(job_id, self.config.kill_grace, graceful=graceful)
-        # The runner reports RunStopped itself; this covers a run it no longer knew (the core ignores repeats).
-        return core.RunStopped(job_id)
-
-    async def _close_channel(self, job_id: str) -> core.Event:
-        await self.channels.close(job_id)
-        return core.ChannelClosed(job_id)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

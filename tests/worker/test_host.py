@@ -83,7 +83,7 @@ async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> N
     await asyncio.wait_for(running(), 30)
     host._feed(PeerMessage("client", message("job_cancel")))
     await asyncio.wait_for(host._idle.wait(), 30)
-    assert host.status is WorkerStatus.AVAILABLE and host.runner.running == []
+    assert host.status is WorkerStatus.AVAILABLE and host.runs.runner.running == []
     await host.outbox.close()
     kinds = [body for kind, body in link.sent if kind == "send"]
     assert kinds == [
@@ -91,7 +91,7 @@ async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> N
         ("client", "job_status"),
         ("client", "job_cancelled"),
     ]
-    await host.runner.shutdown(grace_seconds=1)
+    await host.runs.shutdown()
 
 
 async def test_results_are_served_only_once_published(tmp_path: Path) -> None:

@@ -1,0 +1,38 @@
+"""The worker's runs: carries out `StartRun`/`StopRun` with the job runner and answers with the core's events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fsm_worker.jobs.registry import JobTypeRegistry
+from fsm_worker.jobs.spec import ErrorCode, JobSpec
+from fsm_worker.protocol.worker.events import Event, Job, RunFailed, RunStopped
+from fsm_worker.shells.runner.runner import EventSink, JobRunner
+
+
+class JobRuns:
+    """One `JobRunner`; the run events it reports go straight to `sink` (the host's feed into the core)."""
+
+    def __init__(
+        self, registry: JobTypeRegistry, sink: EventSink, *, timeout: float | None, kill_grace: float
+    ):
+        self.runner = JobRunner(registry, timeout=timeout, kill_grace=kill_grace)
+        self.kill_grace = kill_grace
+        self._sink = sink
+
+    async def start(self, job: Job, job_dir: Path) -> Event | None:
+        """Start the run (its events follow through the sink), or the failure when it cannot begin."""
+        try:
+            await self.runner.start(JobSpec(job.job_id, job.job_type, job.config, job_dir), self._sink)
+        except Exception as error:  # a closed runner, or this job id already running
+            message = f"the run could not start: {error}"
+            return RunFailed(job.job_id, ErrorCode.HANDLER_ERROR, message, False)
+        return None
+
+    async def stop(self, job_id: str, graceful: bool) -> Event:
+        await self.runner.stop(job_id, self.kill_grace, graceful=graceful)
+        # The runner reports RunStopped itself; this covers a run it no longer knew (the core ignores repeats).
+        return RunStopped(job_id)
+
+    async def shutdown(self) -> None:
+        await self.runner.shutdown(grace_seconds=self.kill_grace)

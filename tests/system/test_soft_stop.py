@@ -1,0 +1,36 @@
+"""The soft stop end to end: a real worker, a real job subprocess, `job_stop` from the job's own client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from rooms import TIMEOUT, Room
+
+from fsm_worker.client import Job
+from fsm_worker.protocol.messages import JobComplete, JobStatus
+from fsm_worker.protocol.worker.events import WorkerStatus
+
+
+async def first_running(job: Job) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        async for event in job.events():
+            if isinstance(event, JobStatus) and event.status == "running":
+                return
+    raise AssertionError("the job ended before it reported running")
+
+
+async def test_job_stop_ends_the_run_as_completed_and_keeps_its_results(room: Room, tmp_path: Path) -> None:
+    worker = await room.worker()
+    client = await room.client()
+    job = await client.submit("long-ticker")
+    await first_running(job)
+    stop = {"app_message_type": "job_stop", "job_id": job.job_id}
+    assert (await client.signaling.send(job.worker_id, stop)).delivered
+    outcome = await job.result(tmp_path / "out")
+    final = job.history[-1]
+    assert isinstance(final, JobComplete) and final.stopped_early is True
+    assert final.result.training_duration_minutes > 0
+    assert outcome.files == ()  # stopped before it wrote any: downloaded as an empty result, not refused
+    assert worker.status is WorkerStatus.AVAILABLE and worker.core.retained_job_ids() == [job.job_id]
+    assert worker.runs.runner.running == []

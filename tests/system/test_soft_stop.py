@@ -1,4 +1,4 @@
-"""The soft stop end to end: a real worker, a real job subprocess, `job_stop` from the job's own client."""
+"""The soft stop and metrics end to end: a real worker, real job subprocesses, the client API."""
 
 from __future__ import annotations
 
@@ -34,3 +34,18 @@ async def test_job_stop_ends_the_run_as_completed_and_keeps_its_results(room: Ro
     assert outcome.files == ()  # stopped before it wrote any: downloaded as an empty result, not refused
     assert worker.status is WorkerStatus.AVAILABLE and worker.core.retained_job_ids() == [job.job_id]
     assert worker.runs.runner.running == []
+
+
+async def test_the_metrics_a_job_reports_reach_the_client(room: Room, dataset: Path, tmp_path: Path) -> None:
+    """train-demo reports epoch, loss and accuracies each epoch, and its final numbers with the result."""
+    await room.worker()
+    client = await room.client()
+    job = await client.submit("train-demo", {"epochs": 4, "learning_rate": 0.05}, [dataset])
+    await job.result(tmp_path / "out")
+    epochs = [e.metrics for e in job.history if isinstance(e, JobStatus) and e.metrics is not None]
+    seen = [m.epoch for m in epochs]  # progress is rate-limited: some epochs may be merged, never the last
+    assert seen and seen == sorted(set(seen)) and seen[-1] == 4, seen
+    assert all(m.loss is not None and "accuracy" in m.extra for m in epochs)
+    final = job.history[-1]
+    assert isinstance(final, JobComplete) and final.metrics is not None and final.stopped_early is None
+    assert final.metrics.val_loss is not None and "val_accuracy" in final.metrics.extra

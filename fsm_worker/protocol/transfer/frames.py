@@ -14,7 +14,7 @@ import attrs
 import cattrs
 from cattrs.v import format_exception
 
-from fsm_worker.shells.transfer.errors import ProtocolError
+from fsm_worker.protocol.transfer.errors import ProtocolError
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MAX_CONTROL_FRAME = 64 * 1024

@@ -7,13 +7,26 @@ import contextlib
 import enum
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import attrs
 
+from fsm_worker.protocol.transfer.download import (
+    DownloadDone,
+    DownloadEvent,
+    DownloadFailed,
+    DownloadInstruction,
+    DownloadLimits,
+    DownloadProgress,
+    DownloadReceiver,
+    FileFinished,
+    FilePlaced,
+    FinishFile,
+    OpenFile,
+    PlaceFile,
+)
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
     Ack,
@@ -31,6 +44,9 @@ from fsm_worker.protocol.transfer.frames import (
     ResultsDone,
     parse_frame,
 )
+from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.shells.transfer import destination
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
     ErrorCode,
@@ -40,8 +56,7 @@ from fsm_worker.shells.transfer.errors import (
 )
 from fsm_worker.shells.transfer.files import FileSink, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
-from fsm_worker.shells.transfer.names import check_name, safe_target
-from fsm_worker.shells.transfer.stats import TransferStats
+from fsm_worker.shells.transfer.names import check_name
 
 log = logging.getLogger(__name__)
 
@@ -77,78 +92,95 @@ class _ErrorArrived(Exception):
 
 
 class _Download:
-    """State of one ``fetch_results``: fed synchronously from the message handler."""
+    """One ``fetch_results``: a thin shell around :class:`DownloadReceiver`, fed from the message handler.
 
-    def __init__(self, dest_dir: Path, on_progress: ProgressFn | None, stats: TransferStats) -> None:
-        self.dest_dir = dest_dir
+    Files are written into ``staging`` (a fresh folder of ours, so no link can be in the way), as new
+    files with normal permissions (0666 under the umask); :meth:`publish` moves them to their place.
+    """
+
+    def __init__(
+        self, staging: Path, limits: DownloadLimits, on_progress: ProgressFn | None, stats: TransferStats
+    ) -> None:
+        self.staging = staging
+        self.core = DownloadReceiver(limits, stats)
         self.on_progress = on_progress
-        self.stats = stats
-        self.future: asyncio.Future[list[Path]] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         self.sink: FileSink | None = None
-        self.paths: list[Path] = []
-        self.total = 0
-        self.done_before = 0
         self.activity: Callable[[], None] = lambda: None
+        self._count = 0
 
     def fail(self, exc: BaseException) -> None:
-        if self.sink is not None:
-            self.sink.close()
-            self.sink.part_path.unlink(missing_ok=True)
-            self.sink = None
+        """End the download locally (channel closed, abandoned); a finished one is unaffected."""
+        self._close_sink()
         if not self.future.done():
             self.future.set_exception(exc)
 
     def on_frame(self, frame: Frame) -> None:
-        if self.future.done():
-            return
         self.activity()
-        try:
-            self._on_frame(frame)
-        except (ProtocolError, OSError) as exc:
-            code = exc.code if isinstance(exc, ProtocolError) else ErrorCode.IO_ERROR
-            self.fail(TransferError(code, str(exc)))
+        self._feed(FrameIn(frame))
 
-    def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Error) and frame.ref == CHUNK_REF:
-            log.info("ignoring a stale chunk error during download: %s", frame.message)
-        elif isinstance(frame, Error):
-            self.fail(RemoteTransferError(frame.code, frame.message, frame.name))
-        elif isinstance(frame, Results):
-            self.total = frame.total_size
-        elif isinstance(frame, FileHeader) and self.sink is None:
-            check_name(frame.name)
-            fd, tmp = tempfile.mkstemp(prefix=".fsm-download-", dir=self.dest_dir)
-            os.close(fd)
-            self.sink = FileSink(Path(tmp), frame.name, frame.size, frame.sha256)
-        elif isinstance(frame, End) and self.sink is not None and frame.name == self.sink.name:
-            sink = self.sink
-            sink.finish()
-            os.replace(sink.part_path, safe_target(self.dest_dir, sink.name))
-            self.sink = None
-            self.done_before += sink.size
-            self.paths.append(self.dest_dir / sink.name)
-            self.stats.files_received += 1
-        elif isinstance(frame, ResultsDone) and self.sink is None:
-            self.future.set_result(self.paths)
-        else:
-            raise ProtocolError(f"unexpected {frame.TYPE!r} frame during download", ErrorCode.UNEXPECTED)
+    def on_bad_frame(self, error: ProtocolError) -> None:
+        self._feed(BadFrameIn(error))
 
     def on_chunk(self, data: bytes) -> None:
-        if self.future.done():
-            return
         self.activity()
-        if self.sink is None:
-            self.fail(TransferError(ErrorCode.UNEXPECTED, "binary chunk outside a result file"))
-            return
-        try:
-            self.sink.write(data)
-        except (ProtocolError, OSError) as exc:
-            self.fail(TransferError(getattr(exc, "code", ErrorCode.IO_ERROR), str(exc)))
-            return
-        self.stats.chunk_bytes_received += len(data)
-        self.stats.chunks_received += 1
-        if self.on_progress is not None:
-            self.on_progress(self.done_before + self.sink.done, max(self.total, self.done_before))
+        self._feed(ChunkIn(data))
+
+    def _feed(self, event: DownloadEvent) -> None:
+        events = [event]
+        while events:
+            for instruction in self.core.handle(events.pop(0)):
+                try:
+                    answer = self._do(instruction)
+                except (ProtocolError, OSError) as exc:
+                    code = exc.code if isinstance(exc, ProtocolError) else _os_error_code(exc)
+                    answer = Failed(ErrorCode(code), str(exc))
+                if answer is not None:
+                    events.append(answer)
+
+    def _do(self, instruction: DownloadInstruction) -> DownloadEvent | None:
+        if isinstance(instruction, WriteChunk):
+            assert self.sink is not None
+            self.sink.write(instruction.data)
+        elif isinstance(instruction, DownloadProgress):
+            if self.on_progress is not None:
+                self.on_progress(instruction.done, instruction.total)
+        elif isinstance(instruction, OpenFile):
+            self._count += 1
+            part = self.staging / f".incoming-{self._count}"
+            self.sink = FileSink(part, instruction.name, instruction.size, "0" * 64, mode=_FILE_MODE)
+        elif isinstance(instruction, FinishFile):
+            assert self.sink is not None
+            return FileFinished(self.sink.digest())
+        elif isinstance(instruction, PlaceFile):
+            assert self.sink is not None
+            target = self.staging.joinpath(*instruction.name.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.sink.part_path, target)  # never replaces: an existing path raises
+            self.sink.part_path.unlink()
+            self.sink = None
+            return FilePlaced()
+        elif isinstance(instruction, DownloadDone):
+            self.future.set_result(instruction.names)
+        elif isinstance(instruction, DownloadFailed):
+            self._close_sink()
+            cls = RemoteTransferError if instruction.remote else TransferError
+            if not self.future.done():
+                self.future.set_exception(cls(instruction.code, instruction.message, instruction.name))
+        return None
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.part_path.unlink(missing_ok=True)
+            self.sink = None
+
+
+def _os_error_code(exc: OSError) -> ErrorCode:
+    return ErrorCode.EXISTS if isinstance(exc, (FileExistsError, NotADirectoryError)) else ErrorCode.IO_ERROR
+
+
+_FILE_MODE = 0o666  # the umask applies, as for any file the user creates
 
 
 class ClientTransferEndpoint:
@@ -164,8 +196,10 @@ class ClientTransferEndpoint:
         *,
         tuning: TransferTuning | None = None,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        download_limits: DownloadLimits | None = None,
     ) -> None:
         self.channel = channel
+        self.download_limits = download_limits or DownloadLimits()
         self.reply_timeout = reply_timeout
         self.stats = TransferStats()
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
@@ -187,7 +221,7 @@ class ClientTransferEndpoint:
     # --- channel events (sync) ----------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
-            if self._download is not None:
+            if self._download is not None and not self._download.future.done():
                 self._download.on_chunk(message)
             else:
                 log.warning("ignoring a %d-byte chunk outside a download", len(message))
@@ -196,7 +230,7 @@ class ClientTransferEndpoint:
             frame = parse_frame(message)
         except ProtocolError as exc:
             if self._download is not None:
-                self._download.fail(TransferError(exc.code, str(exc)))
+                self._download.on_bad_frame(exc)
             else:
                 self._replies.put_nowait(exc)
             return
@@ -315,18 +349,32 @@ class ClientTransferEndpoint:
             committed = await self._expect(Committed)
             return committed.files
 
-    async def download(self, dest_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch the job's result files into ``dest_dir`` (verified by size and sha256)."""
-        dest_dir.mkdir(parents=True, exist_ok=True)
+    async def download(
+        self, dest_dir: Path, on_progress: ProgressFn | None = None, *, job_id: str | None = None
+    ) -> list[Path]:
+        """Fetch the job's result files, verified by size and sha256, keeping their relative paths.
+
+        With ``job_id`` the files land in a fresh folder ``dest_dir/<job_id>`` (refused with ``EXISTS`` if
+        it holds anything); without, directly in ``dest_dir``. Either way nothing existing is replaced,
+        unsafe names are refused and the download is capped by ``download_limits``; on failure nothing
+        is left behind.
+        """
         async with self._lock:
-            download = self._download = _Download(dest_dir, on_progress, self.stats)
+            final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
+            download = self._download = _Download(staging, self.download_limits, on_progress, self.stats)
             loop = asyncio.get_running_loop()
+            published = False
             try:
                 self._writer.send_frame(FetchResults())
                 async with asyncio.timeout(self.reply_timeout) as idle:
                     # an idle timeout: every frame or chunk from the worker re-arms it
                     download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
-                    return await download.future
+                    names = await download.future
+                paths = await asyncio.to_thread(
+                    destination.publish, staging, final, names, per_job=job_id is not None
+                )
+                published = True
+                return paths
             except TimeoutError as exc:
                 raise TransferError(
                     ErrorCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
@@ -334,6 +382,8 @@ class ClientTransferEndpoint:
             finally:
                 download.fail(ChannelClosedError("download abandoned"))
                 self._download = None
+                if not published:
+                    await asyncio.to_thread(destination.discard, staging)
 
 
 def _describe(path: Path) -> tuple[int, str]:

@@ -44,7 +44,13 @@ def answer(disk: Disk, instruction: WorkerInstruction, sent: list[Frame]) -> Wor
         sent.append(instruction.frame)
     elif isinstance(instruction, rx.Probe):
         in_store = disk.store.get(instruction.sha256, b"x" * (instruction.size + 1))
-        return rx.Probed(len(in_store) == instruction.size, len(disk.partials.get(instruction.sha256, b"")))
+        in_store_ok = len(in_store) == instruction.size
+        return rx.Probed(in_store_ok, len(disk.partials.get(instruction.sha256, b"")), "0" * 31 + "1")
+    elif isinstance(instruction, rx.CheckProof):
+        content = disk.store.get(instruction.sha256)
+        return rx.ProofChecked(
+            content is not None and sha(instruction.nonce.encode() + content) == instruction.proof
+        )
     elif isinstance(instruction, rx.Materialize):
         content = disk.store.get(instruction.sha256)
         if content is None:

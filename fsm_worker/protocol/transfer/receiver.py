@@ -19,6 +19,8 @@ from fsm_worker.protocol.transfer.frames import (
     Error,
     Frame,
     Have,
+    Proof,
+    Prove,
     Put,
     Ready,
 )
@@ -27,6 +29,7 @@ from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.upload_steps import (
     AddToStore,
     BadFrameIn,
+    CheckProof,
     ChunkIn,
     CloseUpload,
     CommitAccepted,
@@ -42,6 +45,7 @@ from fsm_worker.protocol.transfer.upload_steps import (
     Probe,
     Probed,
     Progress,
+    ProofChecked,
     ReceiverEvent,
     ReceiverInstruction,
     RemovePartials,
@@ -72,14 +76,30 @@ class _Upload:
 
 
 @attrs.define
+class _Challenge:
+    """A ``prove`` is out: the client must answer with ``proof`` before the content is shared."""
+
+    put: Put
+    nonce: str
+    offset: int  # where an upload starts if the proof fails
+
+
+@attrs.define
 class _Pending:
     """The operation waiting for the shell's answer and the frame it answers."""
 
-    kind: str  # "probe" | "materialize" | "open" | "finish" | "place" | "commit"
+    kind: str  # "probe" | "check" | "materialize" | "open" | "finish" | "place" | "commit"
     put: Put | None = None
+    offset: int = 0  # "check": where an upload starts if the proof fails
 
 
-_REFS = {"probe": Put.TYPE, "materialize": Put.TYPE, "open": Put.TYPE, "finish": End.TYPE}
+_REFS = {
+    "probe": Put.TYPE,
+    "check": Proof.TYPE,
+    "materialize": Put.TYPE,
+    "open": Put.TYPE,
+    "finish": End.TYPE,
+}
 _REFS |= {"place": End.TYPE, "commit": Commit.TYPE}
 
 
@@ -108,6 +128,7 @@ class UploadReceiver:
         self.partial_bytes = sum(self.partials.values())
         self.stats = stats if stats is not None else TransferStats()
         self.upload: _Upload | None = None
+        self.challenge: _Challenge | None = None
         self._pending: _Pending | None = None
         self._stray_reported = False
 
@@ -132,6 +153,7 @@ class UploadReceiver:
         assert all(size >= 0 for size in self.partials.values())
         assert self.input_bytes == sum(self.inputs.values())
         assert self.partial_bytes == sum(self.partials.values())
+        assert self.upload is None or self.challenge is None
         if self.upload is not None:
             assert not self.committed
             assert self.upload.offset <= self.upload.done <= self.upload.put.size
@@ -142,6 +164,9 @@ class UploadReceiver:
         try:
             if self._pending is not None:  # the shell answers before the next message; guard anyway
                 raise ProtocolError("the previous frame is still being handled", ErrorCode.BUSY)
+            challenge, self.challenge = self.challenge, None  # any next frame ends a challenge
+            if isinstance(frame, Proof):
+                return self._on_proof(frame, challenge)
             if isinstance(frame, Put):
                 return self._on_put(frame)
             if isinstance(frame, End):
@@ -182,6 +207,13 @@ class UploadReceiver:
                 ErrorCode.TOO_LARGE,
             )
         return None
+
+    def _on_proof(self, proof: Proof, challenge: _Challenge | None) -> list[ReceiverInstruction]:
+        if challenge is None or proof.name != challenge.put.name:
+            raise ProtocolError(f"proof for {proof.name!r} without a prove for it", ErrorCode.UNEXPECTED)
+        put = challenge.put
+        self._pending = _Pending("check", put, challenge.offset)
+        return [CheckProof(put.sha256, put.size, challenge.nonce, proof.sha256)]
 
     def _on_end(self, end: End) -> list[ReceiverInstruction]:
         upload = self.upload
@@ -245,11 +277,16 @@ class UploadReceiver:
                 self.upload = None
             return [self._error(event.code, event.message, put.name if put else None, ref)]
         if pending.kind == "probe" and isinstance(event, Probed) and put is not None:
-            if event.in_store:
-                self._pending = _Pending("materialize", put)
-                return [Materialize(put.name, put.size, put.sha256)]
             offset = 0 if event.partial_size > put.size or put.restart else event.partial_size
+            if event.in_store:  # dedupe only for a client that proves it holds the bytes
+                self.challenge = _Challenge(put, event.nonce, offset)
+                return [Send(Prove(name=put.name, nonce=event.nonce))]
             return self._open(put, offset)
+        if pending.kind == "check" and isinstance(event, ProofChecked) and put is not None:
+            if not event.ok:
+                return self._open(put, pending.offset)  # no proof, no content: upload it
+            self._pending = _Pending("materialize", put)
+            return [Materialize(put.name, put.size, put.sha256)]
         if pending.kind == "materialize" and isinstance(event, Materialized) and put is not None:
             if not event.ok:
                 return self._open(put, 0)
@@ -320,6 +357,7 @@ class UploadReceiver:
         return [CloseUpload(), self._error(event.code, event.message, None, CHUNK_REF)]
 
     def _abandon(self) -> list[ReceiverInstruction]:
+        self.challenge = None
         if self.upload is None:
             return []
         self.upload = None
@@ -334,6 +372,7 @@ __all__ = [
     "DEFAULT_MAX_INPUT_FILES",
     "AddToStore",
     "BadFrameIn",
+    "CheckProof",
     "ChunkIn",
     "CloseUpload",
     "CommitAccepted",
@@ -349,6 +388,7 @@ __all__ = [
     "Probe",
     "Probed",
     "Progress",
+    "ProofChecked",
     "ReceiverEvent",
     "ReceiverInstruction",
     "RemovePartials",

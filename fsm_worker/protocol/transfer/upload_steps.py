@@ -46,6 +46,14 @@ class Probed:
 
     in_store: bool
     partial_size: int
+    nonce: str  # fresh random 32 hex digits for the proof of possession (the shell draws it)
+
+
+@attrs.frozen
+class ProofChecked:
+    """Answer to :class:`CheckProof`."""
+
+    ok: bool
 
 
 @attrs.frozen
@@ -93,6 +101,7 @@ ReceiverEvent: TypeAlias = (
     | BadFrameIn
     | ChunkIn
     | Probed
+    | ProofChecked
     | Materialized
     | UploadOpened
     | UploadFinished
@@ -117,6 +126,16 @@ class Probe:
     name: str
     size: int
     sha256: str
+
+
+@attrs.frozen
+class CheckProof:
+    """Whether ``proof`` is the sha256 of ``nonce`` (ASCII) followed by the stored content of ``sha256``."""
+
+    sha256: str
+    size: int
+    nonce: str
+    proof: str
 
 
 @attrs.frozen
@@ -202,6 +221,7 @@ class Progress:
 ReceiverInstruction: TypeAlias = (
     Send
     | Probe
+    | CheckProof
     | Materialize
     | OpenUpload
     | WriteChunk

@@ -38,6 +38,8 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Frame,
     Have,
+    Proof,
+    Prove,
     Put,
     Ready,
     Results,
@@ -54,7 +56,7 @@ from fsm_worker.shells.transfer.errors import (
     RemoteTransferError,
     TransferError,
 )
-from fsm_worker.shells.transfer.files import FileSink, sha256_of
+from fsm_worker.shells.transfer.files import FileSink, proof_of_possession, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.shells.transfer.names import check_name
 
@@ -303,7 +305,11 @@ class ClientTransferEndpoint:
         self, path: Path, name: str, size: int, digest: str, progress: Callable[[int], None]
     ) -> UploadedFile:
         self._writer.send_frame(Put(name=name, size=size, sha256=digest))
-        reply: Ready | Have = await self._expect(Ready, Have)
+        first: Ready | Have | Prove = await self._expect(Ready, Have, Prove)
+        if isinstance(first, Prove):  # the worker has the content: prove we hold it too
+            proof = await asyncio.to_thread(proof_of_possession, path, first.nonce)
+            self._writer.send_frame(Proof(name=name, sha256=proof))
+        reply: Ready | Have = await self._expect(Ready, Have) if isinstance(first, Prove) else first
         if isinstance(reply, Have):
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += size

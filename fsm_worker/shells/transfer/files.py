@@ -28,6 +28,15 @@ def sha256_of(path: Path, limit: int | None = None) -> hashlib._Hash:
     return hasher
 
 
+def proof_of_possession(path: Path, nonce: str) -> str:
+    """sha256 of ``nonce``'s ASCII bytes followed by the whole file (blocking; use a thread)."""
+    hasher = hashlib.sha256(nonce.encode("ascii"))
+    with path.open("rb") as f:
+        while block := f.read(READ_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
 def _open_for_write(path: Path, offset: int, mode: int = 0o600) -> BinaryIO:
     fd = os.open(path, _OPEN_FLAGS, mode)
     try:

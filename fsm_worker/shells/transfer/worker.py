@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
 import stat
 from collections import deque
@@ -171,6 +173,11 @@ class WorkerTransferEndpoint:
                 self.on_progress(instruction.name, instruction.done, instruction.size)
         elif isinstance(instruction, rx.Probe):
             return await self._probe(instruction)
+        elif isinstance(instruction, rx.CheckProof):
+            expected = await asyncio.to_thread(
+                self.store.proof, instruction.sha256, instruction.size, instruction.nonce
+            )
+            return rx.ProofChecked(expected is not None and hmac.compare_digest(expected, instruction.proof))
         elif isinstance(instruction, rx.Materialize):
             target = safe_target(self.inputs_dir, instruction.name)
             ok = await asyncio.to_thread(self.store.materialize, instruction.sha256, instruction.size, target)
@@ -227,7 +234,7 @@ class WorkerTransferEndpoint:
         safe_target(ensure_real_dir(self.inputs_dir), probe.name)
         partial = ensure_real_dir(self.partial_dir) / f"{probe.sha256}.part"
         in_store = await asyncio.to_thread(self.store.lookup, probe.sha256, probe.size) is not None
-        return rx.Probed(in_store, regular_file_size(partial) or 0)
+        return rx.Probed(in_store, regular_file_size(partial) or 0, secrets.token_hex(16))
 
     async def _open(self, open_: rx.OpenUpload) -> rx.UploadOpened:
         partial = self._partial(open_.sha256)
@@ -242,7 +249,9 @@ class WorkerTransferEndpoint:
 
     async def _add_to_store(self, add: rx.AddToStore) -> None:
         try:
-            await asyncio.to_thread(self.store.add, self.inputs_dir / add.name, add.sha256)
+            await asyncio.to_thread(
+                self.store.add, self.inputs_dir / add.name, add.sha256, job_dir=self.job_dir
+            )
         except OSError as exc:
             log.warning("content store: could not add %s: %s", add.sha256, exc)
 

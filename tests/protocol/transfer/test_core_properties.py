@@ -9,7 +9,19 @@ from support.transfer_sim import Disk, feed, restored, sha
 
 from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
-from fsm_worker.protocol.transfer.frames import Ack, Commit, Committed, End, Error, Frame, Have, Put, Ready
+from fsm_worker.protocol.transfer.frames import (
+    Ack,
+    Commit,
+    Committed,
+    End,
+    Error,
+    Frame,
+    Have,
+    Proof,
+    Prove,
+    Put,
+    Ready,
+)
 from fsm_worker.protocol.transfer.worker import WorkerTransferCore
 
 NAMES = ["a", "b", "c", "d"]
@@ -43,10 +55,21 @@ class TransferMachine(RuleBasedStateMachine):
         assert len(replies) == 1, (frame, replies)
         return replies[0]
 
-    @rule(name=st.sampled_from(NAMES), content=st.sampled_from(CONTENTS), restart=st.booleans())
-    def put(self, name: str, content: bytes, restart: bool) -> None:
+    @rule(
+        name=st.sampled_from(NAMES),
+        content=st.sampled_from(CONTENTS),
+        restart=st.booleans(),
+        honest=st.booleans(),
+    )
+    def put(self, name: str, content: bytes, restart: bool, honest: bool) -> None:
+        """``honest=False``: a client that knows only the sha256 and size answers a ``prove``."""
         reply = self._frame(Put(name=name, size=len(content), sha256=sha(content), restart=restart))
         self.current = None
+        if isinstance(reply, Prove):
+            assert content in self.disk.store.values()
+            proof = sha(reply.nonce.encode() + content) if honest else sha(b"guess")
+            reply = self._frame(Proof(name=name, sha256=proof))
+            assert isinstance(reply, Have) == honest  # no proof, no content
         if self.committed:
             assert isinstance(reply, Error) and reply.code == ErrorCode.COMMITTED
         elif isinstance(reply, Have):

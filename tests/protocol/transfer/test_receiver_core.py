@@ -16,6 +16,8 @@ from fsm_worker.protocol.transfer.frames import (
     FetchResults,
     FileHeader,
     Have,
+    Proof,
+    Prove,
     Put,
     Ready,
     Results,
@@ -25,6 +27,7 @@ from fsm_worker.protocol.transfer.worker import WorkerTransferCore
 
 DATA = b"abcd"
 H = sha(DATA)
+NONCE = "ab" * 16
 
 
 def core(max_bytes: int = 1000, max_files: int = 10, committed: bool = False) -> WorkerTransferCore:
@@ -38,7 +41,7 @@ def put(name: str = "f", data: bytes = DATA, restart: bool = False) -> rx.FrameI
 def test_upload_commit_step_by_step() -> None:
     c = core()
     assert c.handle(put()) == [rx.Probe("f", 4, H)]
-    assert c.handle(rx.Probed(in_store=False, partial_size=0)) == [rx.OpenUpload("f", 4, H, 0)]
+    assert c.handle(rx.Probed(False, 0, NONCE)) == [rx.OpenUpload("f", 4, H, 0)]
     assert c.handle(rx.UploadOpened(None)) == [rx.Send(Ready(name="f", offset=0, prefix_sha256=None))]
     assert c.handle(rx.ChunkIn(b"ab")) == [rx.WriteChunk(b"ab"), rx.Progress("f", 2, 4)]
     assert c.handle(rx.ChunkIn(b"cd")) == [rx.WriteChunk(b"cd"), rx.Progress("f", 4, 4)]
@@ -55,30 +58,62 @@ def test_upload_commit_step_by_step() -> None:
     ]
 
 
-def test_dedupe_and_a_vanished_store_entry() -> None:
+def test_dedupe_needs_a_proof_of_possession() -> None:
     c = core()
     c.handle(put())
-    assert c.handle(rx.Probed(in_store=True, partial_size=0)) == [rx.Materialize("f", 4, H)]
+    assert c.handle(rx.Probed(True, 0, NONCE)) == [rx.Send(Prove(name="f", nonce=NONCE))]
+    proof = sha(NONCE.encode() + DATA)
+    assert c.handle(rx.FrameIn(Proof(name="f", sha256=proof))) == [rx.CheckProof(H, 4, NONCE, proof)]
+    assert c.handle(rx.ProofChecked(True)) == [rx.Materialize("f", 4, H)]
     assert c.handle(rx.Materialized(True)) == [rx.Send(Have(name="f", size=4, sha256=H))]
     assert c.receiver.inputs == {"f": 4}
     c.handle(put("g"))
-    c.handle(rx.Probed(in_store=True, partial_size=0))
-    assert c.handle(rx.Materialized(False)) == [rx.OpenUpload("g", 4, H, 0)]  # falls back to an upload
+    c.handle(rx.Probed(True, 0, NONCE))
+    c.handle(rx.FrameIn(Proof(name="g", sha256=proof)))
+    c.handle(rx.ProofChecked(True))
+    assert c.handle(rx.Materialized(False)) == [rx.OpenUpload("g", 4, H, 0)]  # the entry vanished: upload
+
+
+def test_without_a_proof_the_client_must_upload() -> None:
+    c = core()
+    c.handle(put())
+    c.handle(rx.Probed(True, 2, NONCE))
+    wrong = sha(b"only the hash is known")
+    assert c.handle(rx.FrameIn(Proof(name="f", sha256=wrong))) == [rx.CheckProof(H, 4, NONCE, wrong)]
+    assert c.handle(rx.ProofChecked(False)) == [rx.OpenUpload("f", 4, H, 2)]
+    assert c.receiver.inputs == {}
+    c2 = core()
+    c2.handle(put())
+    c2.handle(rx.Probed(True, 0, NONCE))
+    [late] = c2.handle(rx.FrameIn(Proof(name="other", sha256=wrong)))
+    assert (
+        isinstance(late, rx.Send)
+        and isinstance(late.frame, Error)
+        and late.frame.code == ErrorCode.UNEXPECTED
+    )
+    [again] = c2.handle(rx.FrameIn(Proof(name="f", sha256=wrong)))  # the challenge ended with the last frame
+    assert (
+        isinstance(again, rx.Send)
+        and isinstance(again.frame, Error)
+        and again.frame.code == ErrorCode.UNEXPECTED
+    )
 
 
 def test_resume_offsets() -> None:
     c = core()
     c.handle(put())
-    assert c.handle(rx.Probed(False, 3)) == [rx.OpenUpload("f", 4, H, 3)]
+    assert c.handle(rx.Probed(False, 3, NONCE)) == [rx.OpenUpload("f", 4, H, 3)]
     assert c.handle(rx.UploadOpened(sha(b"abc"))) == [
         rx.Send(Ready(name="f", offset=3, prefix_sha256=sha(b"abc")))
     ]
     assert c.stats.files_resumed == 1
     assert c.handle(put(restart=True)) == [rx.CloseUpload(), rx.Probe("f", 4, H)]
-    assert c.handle(rx.Probed(False, 3)) == [rx.OpenUpload("f", 4, H, 0)]
+    assert c.handle(rx.Probed(False, 3, NONCE)) == [rx.OpenUpload("f", 4, H, 0)]
     c2 = core()
     c2.handle(put())
-    assert c2.handle(rx.Probed(False, 99)) == [rx.OpenUpload("f", 4, H, 0)]  # a partial longer than the file
+    assert c2.handle(rx.Probed(False, 99, NONCE)) == [
+        rx.OpenUpload("f", 4, H, 0)
+    ]  # a partial longer than the file
 
 
 def test_limits_name_their_setting_and_count_running_totals() -> None:
@@ -130,7 +165,7 @@ def test_oversize_chunk_bad_hash_short_end_and_write_failure() -> None:
     feed(c, disk, rx.ChunkIn(b"d"))
     assert feed(c, disk, rx.FrameIn(End(name="f"))) == [Ack(name="f", size=4, sha256=H)]
     c.handle(put("g", b"wxyz"))
-    assert c.handle(rx.Probed(False, 0)) == [rx.OpenUpload("g", 4, sha(b"wxyz"), 0)]
+    assert c.handle(rx.Probed(False, 0, NONCE)) == [rx.OpenUpload("g", 4, sha(b"wxyz"), 0)]
     c.handle(rx.UploadOpened(None))
     c.handle(rx.ChunkIn(b"wxyq"))
     c.handle(rx.FrameIn(End(name="g")))

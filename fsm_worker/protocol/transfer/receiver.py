@@ -317,9 +317,10 @@ class UploadReceiver:
             self._set_partial(put.sha256, None)
             self._set_input(put.name, put.size)
             self.stats.files_received += 1
+            # shared before the ack, so a put right after the ack can already be deduplicated
             return [
-                Send(Ack(name=put.name, size=put.size, sha256=put.sha256)),
                 AddToStore(put.name, put.sha256),
+                Send(Ack(name=put.name, size=put.size, sha256=put.sha256)),
             ]
         if pending.kind == "commit" and isinstance(event, CommitAccepted):
             self.committed = True

@@ -304,20 +304,14 @@ class ClientTransferEndpoint:
     async def _upload_one(
         self, path: Path, name: str, size: int, digest: str, progress: Callable[[int], None]
     ) -> UploadedFile:
-        self._writer.send_frame(Put(name=name, size=size, sha256=digest))
-        first: Ready | Have | Prove = await self._expect(Ready, Have, Prove)
-        if isinstance(first, Prove):  # the worker has the content: prove we hold it too
-            proof = await asyncio.to_thread(proof_of_possession, path, first.nonce)
-            self._writer.send_frame(Proof(name=name, sha256=proof))
-        reply: Ready | Have = await self._expect(Ready, Have) if isinstance(first, Prove) else first
+        reply = await self._announce(path, Put(name=name, size=size, sha256=digest))
+        if isinstance(reply, Ready) and reply.offset and not await self._prefix_matches(path, reply):
+            reply = await self._announce(path, Put(name=name, size=size, sha256=digest, restart=True))
         if isinstance(reply, Have):
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += size
             progress(size)
             return UploadedFile(name, size, digest, UploadStatus.DEDUPED, 0)
-        if reply.offset and not await self._prefix_matches(path, reply):
-            self._writer.send_frame(Put(name=name, size=size, sha256=digest, restart=True))
-            reply = await self._expect(Ready)
         offset = reply.offset
         if offset:
             self.stats.files_resumed += 1
@@ -342,6 +336,16 @@ class ClientTransferEndpoint:
             )
         self.stats.files_sent += 1
         return UploadedFile(name, size, digest, UploadStatus.RESUMED if offset else UploadStatus.SENT, sent)
+
+    async def _announce(self, path: Path, put: Put) -> Ready | Have:
+        """Send ``put``; answer a ``prove`` challenge with the proof that we hold the bytes."""
+        self._writer.send_frame(put)
+        reply: Ready | Have | Prove = await self._expect(Ready, Have, Prove)
+        if not isinstance(reply, Prove):
+            return reply
+        proof = await asyncio.to_thread(proof_of_possession, path, reply.nonce)
+        self._writer.send_frame(Proof(name=put.name, sha256=proof))
+        return await self._expect(Ready, Have)
 
     async def _prefix_matches(self, path: Path, ready: Ready) -> bool:
         prefix = await asyncio.to_thread(sha256_of, path, ready.offset)

@@ -55,6 +55,16 @@ class TransferMachine(RuleBasedStateMachine):
         assert len(replies) == 1, (frame, replies)
         return replies[0]
 
+    def _announce(self, put: Put, content: bytes, honest: bool) -> Frame:
+        """A put, and the proof if challenged (the real bytes' proof when ``honest``)."""
+        reply = self._frame(put)
+        if isinstance(reply, Prove):
+            assert content in self.disk.store.values()
+            proof = sha(reply.nonce.encode() + content) if honest else sha(b"guess")
+            reply = self._frame(Proof(name=put.name, sha256=proof))
+            assert isinstance(reply, Have) == honest  # no proof, no content
+        return reply
+
     @rule(
         name=st.sampled_from(NAMES),
         content=st.sampled_from(CONTENTS),
@@ -63,13 +73,10 @@ class TransferMachine(RuleBasedStateMachine):
     )
     def put(self, name: str, content: bytes, restart: bool, honest: bool) -> None:
         """``honest=False``: a client that knows only the sha256 and size answers a ``prove``."""
-        reply = self._frame(Put(name=name, size=len(content), sha256=sha(content), restart=restart))
+        reply = self._announce(
+            Put(name=name, size=len(content), sha256=sha(content), restart=restart), content, honest
+        )
         self.current = None
-        if isinstance(reply, Prove):
-            assert content in self.disk.store.values()
-            proof = sha(reply.nonce.encode() + content) if honest else sha(b"guess")
-            reply = self._frame(Proof(name=name, sha256=proof))
-            assert isinstance(reply, Have) == honest  # no proof, no content
         if self.committed:
             assert isinstance(reply, Error) and reply.code == ErrorCode.COMMITTED
         elif isinstance(reply, Have):
@@ -82,7 +89,8 @@ class TransferMachine(RuleBasedStateMachine):
                 partial = bytes(self.disk.partials[sha(content)])
                 assert reply.prefix_sha256 == sha(partial[: reply.offset])  # the truth about its partial
                 if reply.prefix_sha256 != sha(content[: reply.offset]):  # the client declines, as it does
-                    again = self._frame(Put(name=name, size=len(content), sha256=sha(content), restart=True))
+                    put = Put(name=name, size=len(content), sha256=sha(content), restart=True)
+                    again = self._announce(put, content, honest)
                     assert isinstance(again, Ready) and again.offset == 0
                     reply = again
             self.current, self.sent_offset, self.corrupt = (name, content), reply.offset, False

@@ -47,7 +47,7 @@ def test_upload_commit_step_by_step() -> None:
     assert c.handle(rx.ChunkIn(b"cd")) == [rx.WriteChunk(b"cd"), rx.Progress("f", 4, 4)]
     assert c.handle(rx.FrameIn(End(name="f"))) == [rx.FinishUpload()]
     assert c.handle(rx.UploadFinished(H)) == [rx.PlaceInput("f", H)]
-    assert c.handle(rx.InputPlaced()) == [rx.Send(Ack(name="f", size=4, sha256=H)), rx.AddToStore("f", H)]
+    assert c.handle(rx.InputPlaced()) == [rx.AddToStore("f", H), rx.Send(Ack(name="f", size=4, sha256=H))]
     assert c.handle(rx.FrameIn(Commit())) == [rx.RunCommit(("f",))]
     assert c.handle(rx.CommitAccepted()) == [rx.RemovePartials(), rx.Send(Committed(files=["f"]))]
     c.validate_state()

@@ -56,7 +56,6 @@ def answer(disk: Disk, instruction: WorkerInstruction, sent: list[Frame]) -> Wor
         if content is None:
             return rx.Materialized(False)
         disk.inputs[instruction.name] = content
-        disk.partials.pop(instruction.sha256, None)
         return rx.Materialized(True)
     elif isinstance(instruction, rx.OpenUpload):
         part = disk.partials.setdefault(instruction.sha256, bytearray())

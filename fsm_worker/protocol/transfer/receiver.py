@@ -294,7 +294,7 @@ class UploadReceiver:
             self._set_input(put.name, put.size)
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += put.size
-            return [Send(Have(name=put.name, size=put.size, sha256=put.sha256))]
+            return [DiscardPartial(put.sha256), Send(Have(name=put.name, size=put.size, sha256=put.sha256))]
         if pending.kind == "open" and isinstance(event, UploadOpened) and put is not None:
             upload = self.upload
             assert upload is not None

@@ -140,7 +140,7 @@ class CheckProof:
 
 @attrs.frozen
 class Materialize:
-    """Link the store's content for ``sha256`` into ``inputs/name``; delete its partial."""
+    """Link the store's content for ``sha256`` into ``inputs/name``."""
 
     name: str
     size: int

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -14,18 +13,7 @@ from typing import TypeVar
 import attrs
 
 from fsm_worker.protocol.transfer.download import (
-    DownloadDone,
-    DownloadEvent,
-    DownloadFailed,
-    DownloadInstruction,
     DownloadLimits,
-    DownloadProgress,
-    DownloadReceiver,
-    FileFinished,
-    FilePlaced,
-    FinishFile,
-    OpenFile,
-    PlaceFile,
 )
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
@@ -47,8 +35,8 @@ from fsm_worker.protocol.transfer.frames import (
     parse_frame,
 )
 from fsm_worker.protocol.transfer.stats import TransferStats
-from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
 from fsm_worker.shells.transfer import destination
+from fsm_worker.shells.transfer.download import DownloadShell, ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
     ErrorCode,
@@ -56,14 +44,12 @@ from fsm_worker.shells.transfer.errors import (
     RemoteTransferError,
     TransferError,
 )
-from fsm_worker.shells.transfer.files import FileSink, proof_of_possession, sha256_of
+from fsm_worker.shells.transfer.files import proof_of_possession, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.shells.transfer.names import check_name
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-"""``on_progress(bytes_done, bytes_total)`` over the whole upload or download."""
 
 DEFAULT_REPLY_TIMEOUT = 60.0
 _CLOSED = object()
@@ -93,98 +79,6 @@ class _ErrorArrived(Exception):
     """Internal: the worker reported an error while we were streaming chunks."""
 
 
-class _Download:
-    """One ``fetch_results``: a thin shell around :class:`DownloadReceiver`, fed from the message handler.
-
-    Files are written into ``staging`` (a fresh folder of ours, so no link can be in the way), as new
-    files with normal permissions (0666 under the umask); :meth:`publish` moves them to their place.
-    """
-
-    def __init__(
-        self, staging: Path, limits: DownloadLimits, on_progress: ProgressFn | None, stats: TransferStats
-    ) -> None:
-        self.staging = staging
-        self.core = DownloadReceiver(limits, stats)
-        self.on_progress = on_progress
-        self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
-        self.sink: FileSink | None = None
-        self.activity: Callable[[], None] = lambda: None
-        self._count = 0
-
-    def fail(self, exc: BaseException) -> None:
-        """End the download locally (channel closed, abandoned); a finished one is unaffected."""
-        self._close_sink()
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-    def on_frame(self, frame: Frame) -> None:
-        self.activity()
-        self._feed(FrameIn(frame))
-
-    def on_bad_frame(self, error: ProtocolError) -> None:
-        self._feed(BadFrameIn(error))
-
-    def on_chunk(self, data: bytes) -> None:
-        self.activity()
-        self._feed(ChunkIn(data))
-
-    def _feed(self, event: DownloadEvent) -> None:
-        events = [event]
-        while events:
-            for instruction in self.core.handle(events.pop(0)):
-                try:
-                    answer = self._do(instruction)
-                except (ProtocolError, OSError) as exc:
-                    code = exc.code if isinstance(exc, ProtocolError) else _os_error_code(exc)
-                    answer = Failed(ErrorCode(code), str(exc))
-                if answer is not None:
-                    events.append(answer)
-
-    def _do(self, instruction: DownloadInstruction) -> DownloadEvent | None:
-        if isinstance(instruction, WriteChunk):
-            assert self.sink is not None
-            self.sink.write(instruction.data)
-        elif isinstance(instruction, DownloadProgress):
-            if self.on_progress is not None:
-                self.on_progress(instruction.done, instruction.total)
-        elif isinstance(instruction, OpenFile):
-            self._count += 1
-            part = self.staging / f".incoming-{self._count}"
-            self.sink = FileSink(part, instruction.name, instruction.size, "0" * 64, mode=_FILE_MODE)
-        elif isinstance(instruction, FinishFile):
-            assert self.sink is not None
-            return FileFinished(self.sink.digest())
-        elif isinstance(instruction, PlaceFile):
-            assert self.sink is not None
-            target = self.staging.joinpath(*instruction.name.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(self.sink.part_path, target)  # never replaces: an existing path raises
-            self.sink.part_path.unlink()
-            self.sink = None
-            return FilePlaced()
-        elif isinstance(instruction, DownloadDone):
-            self.future.set_result(instruction.names)
-        elif isinstance(instruction, DownloadFailed):
-            self._close_sink()
-            cls = RemoteTransferError if instruction.remote else TransferError
-            if not self.future.done():
-                self.future.set_exception(cls(instruction.code, instruction.message, instruction.name))
-        return None
-
-    def _close_sink(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
-            self.sink.part_path.unlink(missing_ok=True)
-            self.sink = None
-
-
-def _os_error_code(exc: OSError) -> ErrorCode:
-    return ErrorCode.EXISTS if isinstance(exc, (FileExistsError, NotADirectoryError)) else ErrorCode.IO_ERROR
-
-
-_FILE_MODE = 0o666  # the umask applies, as for any file the user creates
-
-
 class ClientTransferEndpoint:
     """Drives the transfer protocol over one open data channel; one operation at a time.
 
@@ -206,7 +100,7 @@ class ClientTransferEndpoint:
         self.stats = TransferStats()
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
         self._replies: asyncio.Queue[Frame | ProtocolError | object] = asyncio.Queue()
-        self._download: _Download | None = None
+        self._download: DownloadShell | None = None
         self._lock = asyncio.Lock()
         channel.on("message", self._on_message)
         channel.on("close", self._on_close)
@@ -371,7 +265,7 @@ class ClientTransferEndpoint:
         """
         async with self._lock:
             final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
-            download = self._download = _Download(staging, self.download_limits, on_progress, self.stats)
+            download = self._download = DownloadShell(staging, self.download_limits, on_progress, self.stats)
             loop = asyncio.get_running_loop()
             published = False
             try:

@@ -181,8 +181,6 @@ class WorkerTransferEndpoint:
         elif isinstance(instruction, rx.Materialize):
             target = safe_target(self.inputs_dir, instruction.name)
             ok = await asyncio.to_thread(self.store.materialize, instruction.sha256, instruction.size, target)
-            if ok:
-                self._partial(instruction.sha256).unlink(missing_ok=True)
             return rx.Materialized(ok)
         elif isinstance(instruction, rx.OpenUpload):
             return await self._open(instruction)

@@ -65,7 +65,10 @@ def test_dedupe_needs_a_proof_of_possession() -> None:
     proof = sha(NONCE.encode() + DATA)
     assert c.handle(rx.FrameIn(Proof(name="f", sha256=proof))) == [rx.CheckProof(H, 4, NONCE, proof)]
     assert c.handle(rx.ProofChecked(True)) == [rx.Materialize("f", 4, H)]
-    assert c.handle(rx.Materialized(True)) == [rx.Send(Have(name="f", size=4, sha256=H))]
+    assert c.handle(rx.Materialized(True)) == [
+        rx.DiscardPartial(H),
+        rx.Send(Have(name="f", size=4, sha256=H)),
+    ]
     assert c.receiver.inputs == {"f": 4}
     c.handle(put("g"))
     c.handle(rx.Probed(True, 0, NONCE))

@@ -14,9 +14,10 @@ import attrs
 import cattrs
 from cattrs.v import format_exception
 
-from fsm_worker.shells.transfer.errors import ProtocolError
+from fsm_worker.protocol.transfer.errors import ProtocolError
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+NONCE_RE = re.compile(r"[0-9a-f]{32}")
 MAX_CONTROL_FRAME = 64 * 1024
 CHUNK_REF = "chunk"  # ``ref`` of an error frame caused by a binary (chunk) message
 
@@ -29,6 +30,11 @@ def _sha256(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
 def _opt_sha256(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not SHA256_RE.fullmatch(value):
         raise ValueError(f"{attribute.name} must be 64 lowercase hex digits")
+
+
+def _nonce(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not NONCE_RE.fullmatch(value):
+        raise ValueError(f"{attribute.name} must be 32 lowercase hex digits")
 
 
 _non_negative = attrs.validators.ge(0)
@@ -44,6 +50,15 @@ class Put:
     size: int = attrs.field(validator=_non_negative)
     sha256: str = attrs.field(validator=_sha256)
     restart: bool = False  # discard any partial upload and start at offset 0
+
+
+@attrs.frozen
+class Proof:
+    """Client: proof that it holds the content: sha256 of the nonce's ASCII bytes followed by the file."""
+
+    TYPE: ClassVar[str] = "proof"
+    name: str
+    sha256: str = attrs.field(validator=_sha256)
 
 
 @attrs.frozen
@@ -77,6 +92,15 @@ class Ready:
     name: str
     offset: int = attrs.field(validator=_non_negative)
     prefix_sha256: str | None = attrs.field(default=None, validator=_opt_sha256)
+
+
+@attrs.frozen
+class Prove:
+    """Dedupe challenge: the worker holds this content; prove you do too (answer with ``proof``)."""
+
+    TYPE: ClassVar[str] = "prove"
+    name: str
+    nonce: str = attrs.field(validator=_nonce)
 
 
 @attrs.frozen
@@ -147,6 +171,8 @@ class Error:
 
 Frame: TypeAlias = (
     Put
+    | Proof
+    | Prove
     | End
     | Commit
     | FetchResults
@@ -163,6 +189,8 @@ FRAME_TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
     for cls in (
         Put,
+        Proof,
+        Prove,
         End,
         Commit,
         FetchResults,

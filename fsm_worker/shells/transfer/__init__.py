@@ -1,6 +1,7 @@
 """File transfer over one ordered, reliable WebRTC data channel (protocol: docs/transfer.md)."""
 
-from fsm_worker.shells.transfer.client import ClientTransferEndpoint, ProgressFn, UploadedFile, UploadStatus
+from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile, UploadStatus
+from fsm_worker.shells.transfer.download import ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
     ErrorCode,

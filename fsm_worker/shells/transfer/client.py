@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import attrs
 
+from fsm_worker.protocol.transfer.download import (
+    DownloadLimits,
+)
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
     Ack,
@@ -25,12 +26,17 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Frame,
     Have,
+    Proof,
+    Prove,
     Put,
     Ready,
     Results,
     ResultsDone,
     parse_frame,
 )
+from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.shells.transfer import destination
+from fsm_worker.shells.transfer.download import DownloadShell, ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
     ErrorCode,
@@ -38,15 +44,12 @@ from fsm_worker.shells.transfer.errors import (
     RemoteTransferError,
     TransferError,
 )
-from fsm_worker.shells.transfer.files import FileSink, sha256_of
+from fsm_worker.shells.transfer.files import proof_of_possession, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
-from fsm_worker.shells.transfer.names import check_name, safe_target
-from fsm_worker.shells.transfer.stats import TransferStats
+from fsm_worker.shells.transfer.names import check_name
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-"""``on_progress(bytes_done, bytes_total)`` over the whole upload or download."""
 
 DEFAULT_REPLY_TIMEOUT = 60.0
 _CLOSED = object()
@@ -76,81 +79,6 @@ class _ErrorArrived(Exception):
     """Internal: the worker reported an error while we were streaming chunks."""
 
 
-class _Download:
-    """State of one ``fetch_results``: fed synchronously from the message handler."""
-
-    def __init__(self, dest_dir: Path, on_progress: ProgressFn | None, stats: TransferStats) -> None:
-        self.dest_dir = dest_dir
-        self.on_progress = on_progress
-        self.stats = stats
-        self.future: asyncio.Future[list[Path]] = asyncio.get_running_loop().create_future()
-        self.sink: FileSink | None = None
-        self.paths: list[Path] = []
-        self.total = 0
-        self.done_before = 0
-        self.activity: Callable[[], None] = lambda: None
-
-    def fail(self, exc: BaseException) -> None:
-        if self.sink is not None:
-            self.sink.close()
-            self.sink.part_path.unlink(missing_ok=True)
-            self.sink = None
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-    def on_frame(self, frame: Frame) -> None:
-        if self.future.done():
-            return
-        self.activity()
-        try:
-            self._on_frame(frame)
-        except (ProtocolError, OSError) as exc:
-            code = exc.code if isinstance(exc, ProtocolError) else ErrorCode.IO_ERROR
-            self.fail(TransferError(code, str(exc)))
-
-    def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Error) and frame.ref == CHUNK_REF:
-            log.info("ignoring a stale chunk error during download: %s", frame.message)
-        elif isinstance(frame, Error):
-            self.fail(RemoteTransferError(frame.code, frame.message, frame.name))
-        elif isinstance(frame, Results):
-            self.total = frame.total_size
-        elif isinstance(frame, FileHeader) and self.sink is None:
-            check_name(frame.name)
-            fd, tmp = tempfile.mkstemp(prefix=".fsm-download-", dir=self.dest_dir)
-            os.close(fd)
-            self.sink = FileSink(Path(tmp), frame.name, frame.size, frame.sha256)
-        elif isinstance(frame, End) and self.sink is not None and frame.name == self.sink.name:
-            sink = self.sink
-            sink.finish()
-            os.replace(sink.part_path, safe_target(self.dest_dir, sink.name))
-            self.sink = None
-            self.done_before += sink.size
-            self.paths.append(self.dest_dir / sink.name)
-            self.stats.files_received += 1
-        elif isinstance(frame, ResultsDone) and self.sink is None:
-            self.future.set_result(self.paths)
-        else:
-            raise ProtocolError(f"unexpected {frame.TYPE!r} frame during download", ErrorCode.UNEXPECTED)
-
-    def on_chunk(self, data: bytes) -> None:
-        if self.future.done():
-            return
-        self.activity()
-        if self.sink is None:
-            self.fail(TransferError(ErrorCode.UNEXPECTED, "binary chunk outside a result file"))
-            return
-        try:
-            self.sink.write(data)
-        except (ProtocolError, OSError) as exc:
-            self.fail(TransferError(getattr(exc, "code", ErrorCode.IO_ERROR), str(exc)))
-            return
-        self.stats.chunk_bytes_received += len(data)
-        self.stats.chunks_received += 1
-        if self.on_progress is not None:
-            self.on_progress(self.done_before + self.sink.done, max(self.total, self.done_before))
-
-
 class ClientTransferEndpoint:
     """Drives the transfer protocol over one open data channel; one operation at a time.
 
@@ -164,13 +92,15 @@ class ClientTransferEndpoint:
         *,
         tuning: TransferTuning | None = None,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        download_limits: DownloadLimits | None = None,
     ) -> None:
         self.channel = channel
+        self.download_limits = download_limits or DownloadLimits()
         self.reply_timeout = reply_timeout
         self.stats = TransferStats()
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
         self._replies: asyncio.Queue[Frame | ProtocolError | object] = asyncio.Queue()
-        self._download: _Download | None = None
+        self._download: DownloadShell | None = None
         self._lock = asyncio.Lock()
         channel.on("message", self._on_message)
         channel.on("close", self._on_close)
@@ -187,7 +117,7 @@ class ClientTransferEndpoint:
     # --- channel events (sync) ----------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
-            if self._download is not None:
+            if self._download is not None and not self._download.future.done():
                 self._download.on_chunk(message)
             else:
                 log.warning("ignoring a %d-byte chunk outside a download", len(message))
@@ -196,7 +126,7 @@ class ClientTransferEndpoint:
             frame = parse_frame(message)
         except ProtocolError as exc:
             if self._download is not None:
-                self._download.fail(TransferError(exc.code, str(exc)))
+                self._download.on_bad_frame(exc)
             else:
                 self._replies.put_nowait(exc)
             return
@@ -268,16 +198,14 @@ class ClientTransferEndpoint:
     async def _upload_one(
         self, path: Path, name: str, size: int, digest: str, progress: Callable[[int], None]
     ) -> UploadedFile:
-        self._writer.send_frame(Put(name=name, size=size, sha256=digest))
-        reply: Ready | Have = await self._expect(Ready, Have)
+        reply = await self._announce(path, Put(name=name, size=size, sha256=digest))
+        if isinstance(reply, Ready) and reply.offset and not await self._prefix_matches(path, reply):
+            reply = await self._announce(path, Put(name=name, size=size, sha256=digest, restart=True))
         if isinstance(reply, Have):
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += size
             progress(size)
             return UploadedFile(name, size, digest, UploadStatus.DEDUPED, 0)
-        if reply.offset and not await self._prefix_matches(path, reply):
-            self._writer.send_frame(Put(name=name, size=size, sha256=digest, restart=True))
-            reply = await self._expect(Ready)
         offset = reply.offset
         if offset:
             self.stats.files_resumed += 1
@@ -303,6 +231,16 @@ class ClientTransferEndpoint:
         self.stats.files_sent += 1
         return UploadedFile(name, size, digest, UploadStatus.RESUMED if offset else UploadStatus.SENT, sent)
 
+    async def _announce(self, path: Path, put: Put) -> Ready | Have:
+        """Send ``put``; answer a ``prove`` challenge with the proof that we hold the bytes."""
+        self._writer.send_frame(put)
+        reply: Ready | Have | Prove = await self._expect(Ready, Have, Prove)
+        if not isinstance(reply, Prove):
+            return reply
+        proof = await asyncio.to_thread(proof_of_possession, path, reply.nonce)
+        self._writer.send_frame(Proof(name=put.name, sha256=proof))
+        return await self._expect(Ready, Have)
+
     async def _prefix_matches(self, path: Path, ready: Ready) -> bool:
         prefix = await asyncio.to_thread(sha256_of, path, ready.offset)
         return prefix.hexdigest() == ready.prefix_sha256
@@ -315,18 +253,32 @@ class ClientTransferEndpoint:
             committed = await self._expect(Committed)
             return committed.files
 
-    async def download(self, dest_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch the job's result files into ``dest_dir`` (verified by size and sha256)."""
-        dest_dir.mkdir(parents=True, exist_ok=True)
+    async def download(
+        self, dest_dir: Path, on_progress: ProgressFn | None = None, *, job_id: str | None = None
+    ) -> list[Path]:
+        """Fetch the job's result files, verified by size and sha256, keeping their relative paths.
+
+        With ``job_id`` the files land in a fresh folder ``dest_dir/<job_id>`` (refused with ``EXISTS`` if
+        it holds anything); without, directly in ``dest_dir``. Either way nothing existing is replaced,
+        unsafe names are refused and the download is capped by ``download_limits``; on failure nothing
+        is left behind.
+        """
         async with self._lock:
-            download = self._download = _Download(dest_dir, on_progress, self.stats)
+            final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
+            download = self._download = DownloadShell(staging, self.download_limits, on_progress, self.stats)
             loop = asyncio.get_running_loop()
+            published = False
             try:
                 self._writer.send_frame(FetchResults())
                 async with asyncio.timeout(self.reply_timeout) as idle:
                     # an idle timeout: every frame or chunk from the worker re-arms it
                     download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
-                    return await download.future
+                    names = await download.future
+                paths = await asyncio.to_thread(
+                    destination.publish, staging, final, names, per_job=job_id is not None
+                )
+                published = True
+                return paths
             except TimeoutError as exc:
                 raise TransferError(
                     ErrorCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
@@ -334,6 +286,8 @@ class ClientTransferEndpoint:
             finally:
                 download.fail(ChannelClosedError("download abandoned"))
                 self._download = None
+                if not published:
+                    await asyncio.to_thread(destination.discard, staging)
 
 
 def _describe(path: Path) -> tuple[int, str]:

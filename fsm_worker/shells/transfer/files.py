@@ -28,8 +28,17 @@ def sha256_of(path: Path, limit: int | None = None) -> hashlib._Hash:
     return hasher
 
 
-def _open_for_write(path: Path, offset: int) -> BinaryIO:
-    fd = os.open(path, _OPEN_FLAGS, 0o600)
+def proof_of_possession(path: Path, nonce: str) -> str:
+    """sha256 of ``nonce``'s ASCII bytes followed by the whole file (blocking; use a thread)."""
+    hasher = hashlib.sha256(nonce.encode("ascii"))
+    with path.open("rb") as f:
+        while block := f.read(READ_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _open_for_write(path: Path, offset: int, mode: int = 0o600) -> BinaryIO:
+    fd = os.open(path, _OPEN_FLAGS, mode)
     try:
         os.ftruncate(fd, offset)
         f = os.fdopen(fd, "r+b", buffering=0)
@@ -55,6 +64,8 @@ class FileSink:
         sha256: str,
         offset: int = 0,
         hasher: hashlib._Hash | None = None,
+        *,
+        mode: int = 0o600,
     ) -> None:
         self.part_path = part_path
         self.name = name
@@ -62,7 +73,7 @@ class FileSink:
         self.sha256 = sha256
         self.done = offset
         self._hasher = hasher if hasher is not None else hashlib.sha256()
-        self._file: BinaryIO | None = _open_for_write(part_path, offset)
+        self._file: BinaryIO | None = _open_for_write(part_path, offset, mode)
 
     def write(self, data: bytes) -> None:
         """Append one chunk; a chunk past the announced size is refused without writing."""
@@ -95,6 +106,11 @@ class FileSink:
                 ErrorCode.HASH_MISMATCH,
                 self.name,
             )
+
+    def digest(self) -> str:
+        """Close the file and return the sha256 of everything received."""
+        self.close()
+        return self._hasher.hexdigest()
 
     def close(self) -> None:
         """Close the file, keeping what was received (resumable)."""

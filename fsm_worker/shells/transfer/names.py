@@ -5,26 +5,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from fsm_worker.shells.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.paths import MAX_NAME_BYTES, check_name
 
-MAX_NAME_BYTES = 255
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a plain file name (no directories, no ``..``, no NUL/control chars)."""
-    if not name or name in (".", ".."):
-        raise ProtocolError(f"name {name!r} is not a file name", ErrorCode.BAD_NAME)
-    if "/" in name or "\\" in name:
-        raise ProtocolError(f"name {name!r} contains a path separator", ErrorCode.BAD_NAME)
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise ProtocolError(f"name {name!r} contains NUL or control characters", ErrorCode.BAD_NAME)
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ProtocolError(f"name {name!r} is not valid UTF-8", ErrorCode.BAD_NAME) from exc
-    if len(encoded) > MAX_NAME_BYTES:
-        raise ProtocolError(f"name is longer than {MAX_NAME_BYTES} bytes", ErrorCode.BAD_NAME)
-    return name
+__all__ = ["MAX_NAME_BYTES", "check_name", "ensure_real_dir", "regular_file_size", "safe_target"]
 
 
 def ensure_real_dir(path: Path) -> Path:

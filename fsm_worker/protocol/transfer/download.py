@@ -1,0 +1,243 @@
+"""The client's download receiver as a pure core: the worker's result frames in, file steps out.
+
+It trusts nothing the worker says: every name must be a safe relative path that collides with no
+other, and the count and total size are capped (:class:`DownloadLimits`) whatever the worker
+announced. The shell (``shells/transfer/client.py``) writes into a fresh folder of its own.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.frames import (
+    CHUNK_REF,
+    End,
+    Error,
+    FileHeader,
+    Frame,
+    Results,
+    ResultsDone,
+)
+from fsm_worker.protocol.transfer.paths import check_relative_path, path_conflict
+from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+
+GiB = 1024**3
+DEFAULT_MAX_DOWNLOAD_FILES = 10_000
+DEFAULT_MAX_DOWNLOAD_BYTES = 50 * GiB
+
+
+@attrs.frozen
+class DownloadLimits:
+    """Caps on one download (defaults fit SLEAP model folders); each refusal names its setting."""
+
+    max_files: int = attrs.field(default=DEFAULT_MAX_DOWNLOAD_FILES, validator=attrs.validators.ge(0))
+    max_bytes: int = attrs.field(default=DEFAULT_MAX_DOWNLOAD_BYTES, validator=attrs.validators.ge(0))
+
+
+# --- events (besides FrameIn, BadFrameIn, ChunkIn and Failed) -----------------------------------------
+@attrs.frozen
+class FileFinished:
+    """Answer to :class:`FinishFile`: the sha256 of the bytes received."""
+
+    sha256: str
+
+
+@attrs.frozen
+class FilePlaced:
+    """Answer to :class:`PlaceFile`."""
+
+
+DownloadEvent: TypeAlias = FrameIn | BadFrameIn | ChunkIn | FileFinished | FilePlaced | Failed
+
+
+# --- instructions (besides WriteChunk) ----------------------------------------------------------------
+@attrs.frozen
+class OpenFile:
+    """Create a new private temporary file for the next result."""
+
+    name: str
+    size: int
+
+
+@attrs.frozen
+class FinishFile:
+    """Close the temporary file and report its sha256."""
+
+
+@attrs.frozen
+class PlaceFile:
+    """Move the verified temporary file to ``name`` (relative) in the download folder; never replace."""
+
+    name: str
+
+
+@attrs.frozen
+class DownloadProgress:
+    """``on_progress(done, total)`` over the whole download."""
+
+    done: int
+    total: int
+
+
+@attrs.frozen
+class DownloadDone:
+    """All files arrived verified, in this order."""
+
+    names: tuple[str, ...]
+
+
+@attrs.frozen
+class DownloadFailed:
+    """The download is over; ``remote`` when the worker sent the error."""
+
+    code: str
+    message: str
+    name: str | None = None
+    remote: bool = False
+
+
+DownloadInstruction: TypeAlias = (
+    OpenFile | WriteChunk | FinishFile | PlaceFile | DownloadProgress | DownloadDone | DownloadFailed
+)
+
+
+@attrs.define
+class _File:
+    header: FileHeader
+    done: int = 0
+
+
+class DownloadReceiver:
+    """One ``fetch_results`` as seen by the client; ends with exactly one done or failed instruction."""
+
+    def __init__(self, limits: DownloadLimits | None = None, stats: TransferStats | None = None) -> None:
+        self.limits = limits or DownloadLimits()
+        self.stats = stats if stats is not None else TransferStats()
+        self.announced: Results | None = None
+        self.file: _File | None = None
+        self.names: list[str] = []
+        self.taken: set[str] = set()
+        self.bytes_announced = 0
+        self.bytes_done = 0
+        self.finished = False
+        self._waiting: str | None = None  # "finish" | "place"
+
+    def handle(self, event: DownloadEvent) -> list[DownloadInstruction]:
+        """Feed one event; never raises."""
+        if self.finished:
+            return []
+        try:
+            return self._handle(event)
+        except ProtocolError as exc:
+            return self._fail(exc.code, str(exc), exc.name)
+
+    def validate_state(self) -> None:
+        """Invariants (tests call this after every step)."""
+        assert len(self.names) <= self.limits.max_files
+        assert self.bytes_done <= self.bytes_announced <= self.limits.max_bytes
+        assert len(set(self.names)) == len(self.names)
+        if self.file is not None:
+            assert self.file.done <= self.file.header.size
+
+    def _handle(self, event: DownloadEvent) -> list[DownloadInstruction]:
+        if isinstance(event, Failed):
+            return self._fail(event.code, event.message, self.file.header.name if self.file else None)
+        if isinstance(event, BadFrameIn):
+            return self._fail(event.error.code, f"bad frame from the worker: {event.error}")
+        if isinstance(event, ChunkIn):
+            return self._on_chunk(event.data)
+        if isinstance(event, FileFinished):
+            return self._on_finished(event.sha256)
+        if isinstance(event, FilePlaced) and self._waiting == "place" and self.file is not None:
+            header = self.file.header
+            self.file, self._waiting = None, None
+            self.names.append(header.name)
+            self.bytes_done += header.size
+            self.stats.files_received += 1
+            return []
+        if isinstance(event, FrameIn):
+            return self._on_frame(event.frame)
+        return []
+
+    def _on_frame(self, frame: Frame) -> list[DownloadInstruction]:
+        if isinstance(frame, Error):
+            if frame.ref == CHUNK_REF:
+                return []  # stale, from an abandoned upload
+            return self._fail(frame.code, frame.message, frame.name, remote=True)
+        if isinstance(frame, Results) and self.announced is None:
+            self._check_totals(frame.count, frame.total_size, "announces")
+            self.announced = frame
+            return []
+        if isinstance(frame, FileHeader) and self.announced is not None and self.file is None:
+            return self._on_header(frame)
+        if isinstance(frame, End) and self.file is not None and frame.name == self.file.header.name:
+            if self._waiting is not None:
+                raise ProtocolError("end frame while the file is being finished", ErrorCode.UNEXPECTED)
+            if self.file.done != self.file.header.size:
+                message = f"{frame.name!r}: received {self.file.done} of {self.file.header.size} bytes"
+                raise ProtocolError(message, ErrorCode.SIZE_MISMATCH, frame.name)
+            self._waiting = "finish"
+            return [FinishFile()]
+        if isinstance(frame, ResultsDone) and self.announced is not None and self.file is None:
+            if frame.count != len(self.names):
+                message = f"results_done says {frame.count} files, {len(self.names)} arrived"
+                raise ProtocolError(message, ErrorCode.UNEXPECTED)
+            self.finished = True
+            return [DownloadDone(tuple(self.names))]
+        raise ProtocolError(f"unexpected {frame.TYPE!r} frame during download", ErrorCode.UNEXPECTED)
+
+    def _check_totals(self, count: int, size: int, verb: str) -> None:
+        if count > self.limits.max_files:
+            message = f"the worker {verb} {count} result files (max_download_files = {self.limits.max_files})"
+            raise ProtocolError(message, ErrorCode.TOO_MANY_FILES)
+        if size > self.limits.max_bytes:
+            message = (
+                f"the worker {verb} {size} bytes of results (max_download_bytes = {self.limits.max_bytes})"
+            )
+            raise ProtocolError(message, ErrorCode.TOO_LARGE)
+
+    def _on_header(self, header: FileHeader) -> list[DownloadInstruction]:
+        check_relative_path(header.name)
+        clash = path_conflict(header.name, self.taken)
+        if clash is not None:
+            message = f"result {header.name!r} collides with {clash!r}; nothing is merged or overwritten"
+            raise ProtocolError(message, ErrorCode.BAD_NAME, header.name)
+        self._check_totals(len(self.names) + 1, self.bytes_announced + header.size, "sends")
+        self.taken.add(header.name)
+        self.bytes_announced += header.size
+        self.file = _File(header)
+        return [OpenFile(header.name, header.size)]
+
+    def _on_chunk(self, data: bytes) -> list[DownloadInstruction]:
+        file = self.file
+        if file is None or self._waiting is not None:
+            raise ProtocolError("binary chunk outside a result file", ErrorCode.UNEXPECTED)
+        if file.done + len(data) > file.header.size:
+            message = f"{file.header.name!r}: chunk would exceed the announced size {file.header.size}"
+            raise ProtocolError(message, ErrorCode.SIZE_MISMATCH, file.header.name)
+        file.done += len(data)
+        self.stats.chunk_bytes_received += len(data)
+        self.stats.chunks_received += 1
+        total = max(self.announced.total_size if self.announced else 0, self.bytes_done)
+        return [WriteChunk(data), DownloadProgress(self.bytes_done + file.done, total)]
+
+    def _on_finished(self, sha256: str) -> list[DownloadInstruction]:
+        if self._waiting != "finish" or self.file is None:
+            return []
+        header = self.file.header
+        if sha256 != header.sha256:
+            message = f"{header.name!r}: sha256 {sha256} does not match the announced {header.sha256}"
+            raise ProtocolError(message, ErrorCode.HASH_MISMATCH, header.name)
+        self._waiting = "place"
+        return [PlaceFile(header.name)]
+
+    def _fail(
+        self, code: str, message: str, name: str | None = None, remote: bool = False
+    ) -> list[DownloadInstruction]:
+        self.finished = True
+        self.file = None
+        return [DownloadFailed(code, message, name, remote)]

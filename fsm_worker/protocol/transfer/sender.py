@@ -1,0 +1,187 @@
+"""The worker's results sender as a pure core: ``fetch_results`` in, frames and file-sending steps out.
+
+Results keep their relative paths (``a/x.txt``): the shell lists them, this core refuses unsafe
+names, links and device files, then walks the files one at a time (hash → ``file`` header →
+chunks → ``end``) and closes with ``results_done``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeAlias
+
+import attrs
+
+from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.frames import (
+    End,
+    Error,
+    FetchResults,
+    FileHeader,
+    Results,
+    ResultsDone,
+)
+from fsm_worker.protocol.transfer.paths import check_relative_path
+from fsm_worker.protocol.transfer.receiver import Send
+from fsm_worker.protocol.transfer.stats import TransferStats
+
+
+class EntryKind(enum.StrEnum):
+    """What a result path is on disk (not following links)."""
+
+    FILE = "file"
+    LINK = "link"
+    OTHER = "other"  # device, fifo, socket, ...
+
+
+@attrs.frozen
+class ResultEntry:
+    """One listed result: its path relative to the outputs folder, what it is and its size."""
+
+    name: str
+    kind: EntryKind
+    size: int = 0
+
+
+# --- events ------------------------------------------------------------------------------------------
+@attrs.frozen
+class ResultsListed:
+    """Answer to :class:`ListResults`; ``entries`` is ``None`` when the results are not ready."""
+
+    entries: tuple[ResultEntry, ...] | None
+    reason: str = "results are not ready"
+
+
+@attrs.frozen
+class ResultHashed:
+    """Answer to :class:`HashResult`."""
+
+    index: int
+    sha256: str
+
+
+@attrs.frozen
+class ResultStreamed:
+    """Answer to :class:`StreamResult`: ``chunk_bytes`` in ``chunks`` messages went out."""
+
+    index: int
+    chunk_bytes: int
+    chunks: int
+
+
+@attrs.frozen
+class SendingFailed:
+    """Hashing or streaming a result failed; ``channel_closed`` when the channel went away."""
+
+    code: ErrorCode
+    message: str
+    channel_closed: bool = False
+
+
+SenderEvent: TypeAlias = ResultsListed | ResultHashed | ResultStreamed | SendingFailed
+
+
+# --- instructions ------------------------------------------------------------------------------------
+@attrs.frozen
+class ListResults:
+    """Ask the host for the result paths and ``lstat`` each."""
+
+
+@attrs.frozen
+class HashResult:
+    """sha256 of result ``index`` (in a thread)."""
+
+    index: int
+    name: str
+
+
+@attrs.frozen
+class StreamResult:
+    """Send bytes ``[0, size)`` of result ``index`` as flow-controlled chunks."""
+
+    index: int
+    name: str
+    size: int
+
+
+SenderInstruction: TypeAlias = Send | ListResults | HashResult | StreamResult
+
+
+class ResultsSender:
+    """One job's results, sent on request; one download at a time."""
+
+    def __init__(self, stats: TransferStats | None = None) -> None:
+        self.stats = stats if stats is not None else TransferStats()
+        self.files: tuple[ResultEntry, ...] = ()
+        self.index = -1  # the file in flight; -1 when idle
+        self.listing = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a download is being listed or sent."""
+        return self.listing or self.index >= 0
+
+    def fetch(self, _frame: FetchResults) -> list[SenderInstruction]:
+        """A ``fetch_results`` frame arrived."""
+        if self.busy:
+            return [self._error(ErrorCode.BUSY, "results are already being sent")]
+        self.listing = True
+        return [ListResults()]
+
+    def handle(self, event: SenderEvent) -> list[SenderInstruction]:
+        """Feed the answer to the last instruction; never raises."""
+        if isinstance(event, ResultsListed) and self.listing:
+            self.listing = False
+            return self._start(event)
+        if isinstance(event, SendingFailed) and self.busy:
+            self.listing, self.index, self.files = False, -1, ()
+            return [] if event.channel_closed else [self._error(event.code, event.message)]
+        if isinstance(event, ResultHashed) and event.index == self.index >= 0:
+            entry = self.files[event.index]
+            header = FileHeader(name=entry.name, size=entry.size, sha256=event.sha256)
+            return [Send(header), StreamResult(event.index, entry.name, entry.size)]
+        if isinstance(event, ResultStreamed) and event.index == self.index >= 0:
+            self.stats.chunk_bytes_sent += event.chunk_bytes
+            self.stats.chunks_sent += event.chunks
+            self.stats.files_sent += 1
+            out: list[SenderInstruction] = [Send(End(name=self.files[event.index].name))]
+            self.index += 1
+            if self.index < len(self.files):
+                return [*out, HashResult(self.index, self.files[self.index].name)]
+            out.append(Send(ResultsDone(count=len(self.files))))
+            self.index, self.files = -1, ()
+            return out
+        return []  # an answer nobody waits for (late, after a failure): nothing to do
+
+    def _start(self, listed: ResultsListed) -> list[SenderInstruction]:
+        if listed.entries is None:
+            return [self._error(ErrorCode.NOT_READY, listed.reason)]
+        seen: set[str] = set()
+        for entry in listed.entries:
+            try:
+                check_relative_path(entry.name)
+            except ProtocolError as exc:
+                return [self._error(ErrorCode.BAD_NAME, f"result {entry.name!r} refused: {exc}")]
+            if entry.kind is not EntryKind.FILE:
+                return [self._error(ErrorCode.LINK_REFUSED, f"result {entry.name!r} is not a regular file")]
+            if entry.name in seen:
+                return [self._error(ErrorCode.BAD_NAME, f"result {entry.name!r} is listed twice")]
+            seen.add(entry.name)
+        files = tuple(sorted(listed.entries, key=lambda e: e.name))
+        out: list[SenderInstruction] = [
+            Send(Results(count=len(files), total_size=sum(e.size for e in files)))
+        ]
+        if not files:
+            return [*out, Send(ResultsDone(count=0))]
+        self.files, self.index = files, 0
+        return [*out, HashResult(0, files[0].name)]
+
+    def validate_state(self) -> None:
+        """Invariants (tests call this after every step)."""
+        assert not (self.listing and self.index >= 0)
+        assert -1 <= self.index < max(len(self.files), 1)
+        assert (self.index >= 0) == bool(self.files)
+
+    def _error(self, code: ErrorCode, message: str) -> Send:
+        self.stats.errors_sent += 1
+        return Send(Error(code=code, message=message, ref=FetchResults.TYPE))

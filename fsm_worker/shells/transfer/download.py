@@ -1,0 +1,123 @@
+"""The client's download as a thin shell around :class:`DownloadReceiver`, fed from the message handler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from fsm_worker.protocol.transfer.download import (
+    DownloadDone,
+    DownloadEvent,
+    DownloadFailed,
+    DownloadInstruction,
+    DownloadLimits,
+    DownloadProgress,
+    DownloadReceiver,
+    FileFinished,
+    FilePlaced,
+    FinishFile,
+    OpenFile,
+    PlaceFile,
+)
+from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError, RemoteTransferError, TransferError
+from fsm_worker.protocol.transfer.frames import Frame
+from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.shells.transfer.files import FileSink
+
+ProgressFn = Callable[[int, int], None]
+"""``on_progress(bytes_done, bytes_total)`` over the whole upload or download."""
+
+
+class DownloadShell:
+    """One ``fetch_results``: a thin shell around :class:`DownloadReceiver`, fed from the message handler.
+
+    Files are written into ``staging`` (a fresh folder of ours, so no link can be in the way), as new
+    files with normal permissions (0666 under the umask); :meth:`publish` moves them to their place.
+    """
+
+    def __init__(
+        self, staging: Path, limits: DownloadLimits, on_progress: ProgressFn | None, stats: TransferStats
+    ) -> None:
+        self.staging = staging
+        self.core = DownloadReceiver(limits, stats)
+        self.on_progress = on_progress
+        self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        self.sink: FileSink | None = None
+        self.activity: Callable[[], None] = lambda: None
+        self._count = 0
+
+    def fail(self, exc: BaseException) -> None:
+        """End the download locally (channel closed, abandoned); a finished one is unaffected."""
+        self._close_sink()
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def on_frame(self, frame: Frame) -> None:
+        self.activity()
+        self._feed(FrameIn(frame))
+
+    def on_bad_frame(self, error: ProtocolError) -> None:
+        self._feed(BadFrameIn(error))
+
+    def on_chunk(self, data: bytes) -> None:
+        self.activity()
+        self._feed(ChunkIn(data))
+
+    def _feed(self, event: DownloadEvent) -> None:
+        events = [event]
+        while events:
+            for instruction in self.core.handle(events.pop(0)):
+                try:
+                    answer = self._do(instruction)
+                except (ProtocolError, OSError) as exc:
+                    code = exc.code if isinstance(exc, ProtocolError) else _os_error_code(exc)
+                    answer = Failed(ErrorCode(code), str(exc))
+                if answer is not None:
+                    events.append(answer)
+
+    def _do(self, instruction: DownloadInstruction) -> DownloadEvent | None:
+        if isinstance(instruction, WriteChunk):
+            assert self.sink is not None
+            self.sink.write(instruction.data)
+        elif isinstance(instruction, DownloadProgress):
+            if self.on_progress is not None:
+                self.on_progress(instruction.done, instruction.total)
+        elif isinstance(instruction, OpenFile):
+            self._count += 1
+            part = self.staging / f".incoming-{self._count}"
+            self.sink = FileSink(part, instruction.name, instruction.size, "0" * 64, mode=_FILE_MODE)
+        elif isinstance(instruction, FinishFile):
+            assert self.sink is not None
+            return FileFinished(self.sink.digest())
+        elif isinstance(instruction, PlaceFile):
+            assert self.sink is not None
+            target = self.staging.joinpath(*instruction.name.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.sink.part_path, target)  # never replaces: an existing path raises
+            self.sink.part_path.unlink()
+            self.sink = None
+            return FilePlaced()
+        elif isinstance(instruction, DownloadDone):
+            self.future.set_result(instruction.names)
+        elif isinstance(instruction, DownloadFailed):
+            self._close_sink()
+            cls = RemoteTransferError if instruction.remote else TransferError
+            if not self.future.done():
+                self.future.set_exception(cls(instruction.code, instruction.message, instruction.name))
+        return None
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.part_path.unlink(missing_ok=True)
+            self.sink = None
+
+
+def _os_error_code(exc: OSError) -> ErrorCode:
+    return ErrorCode.EXISTS if isinstance(exc, (FileExistsError, NotADirectoryError)) else ErrorCode.IO_ERROR
+
+
+_FILE_MODE = 0o666  # the umask applies, as for any file the user creates

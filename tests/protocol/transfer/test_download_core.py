@@ -1,0 +1,110 @@
+"""The client's download core without sockets or disk: exact instruction lists."""
+
+from __future__ import annotations
+
+from support.transfer_sim import sha
+
+from fsm_worker.protocol.transfer import download as dl
+from fsm_worker.protocol.transfer.errors import ErrorCode
+from fsm_worker.protocol.transfer.frames import CHUNK_REF, End, Error, FileHeader, Results, ResultsDone
+from fsm_worker.protocol.transfer.upload_steps import ChunkIn, Failed, FrameIn, WriteChunk
+
+
+def header(name: str, data: bytes) -> FrameIn:
+    return FrameIn(FileHeader(name=name, size=len(data), sha256=sha(data)))
+
+
+def test_a_nested_download_step_by_step() -> None:
+    core = dl.DownloadReceiver()
+    assert core.handle(FrameIn(Results(count=2, total_size=3))) == []
+    assert core.handle(header("a/x.txt", b"A")) == [dl.OpenFile("a/x.txt", 1)]
+    assert core.handle(ChunkIn(b"A")) == [WriteChunk(b"A"), dl.DownloadProgress(1, 3)]
+    assert core.handle(FrameIn(End(name="a/x.txt"))) == [dl.FinishFile()]
+    assert core.handle(dl.FileFinished(sha(b"A"))) == [dl.PlaceFile("a/x.txt")]
+    assert core.handle(dl.FilePlaced()) == []
+    core.handle(header("b/x.txt", b"BB"))
+    assert core.handle(ChunkIn(b"BB")) == [WriteChunk(b"BB"), dl.DownloadProgress(3, 3)]
+    core.handle(FrameIn(End(name="b/x.txt")))
+    core.handle(dl.FileFinished(sha(b"BB")))
+    core.handle(dl.FilePlaced())
+    assert core.handle(FrameIn(ResultsDone(count=2))) == [dl.DownloadDone(("a/x.txt", "b/x.txt"))]
+    core.validate_state()
+    assert core.handle(FrameIn(ResultsDone(count=2))) == []  # nothing after the end
+
+
+def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.DownloadFailed:
+    out: list[dl.DownloadInstruction] = []
+    for event in events:
+        out = core.handle(event)
+        core.validate_state()
+    [last] = out
+    assert isinstance(last, dl.DownloadFailed)
+    assert core.finished
+    return last
+
+
+def test_unsafe_and_colliding_names_are_refused() -> None:
+    announced = FrameIn(Results(count=3, total_size=3))
+    for name in ["../x", "/etc/passwd", "a//b", "a/./b", "nul\x00", "a\\b", ""]:
+        assert failure(dl.DownloadReceiver(), announced, header(name, b"x")).code == ErrorCode.BAD_NAME
+    core = dl.DownloadReceiver()
+    core.handle(announced)
+    for event in (
+        header("a", b"x"),
+        ChunkIn(b"x"),
+        FrameIn(End(name="a")),
+        dl.FileFinished(sha(b"x")),
+        dl.FilePlaced(),
+    ):
+        core.handle(event)
+    clash = failure(core, header("a/b", b"x"))
+    assert clash == dl.DownloadFailed(
+        ErrorCode.BAD_NAME, "result 'a/b' collides with 'a'; nothing is merged or overwritten", "a/b"
+    )
+
+
+def test_caps_hold_even_when_the_worker_lies() -> None:
+    limits = dl.DownloadLimits(max_files=1, max_bytes=10)
+    assert failure(dl.DownloadReceiver(limits), FrameIn(Results(count=2, total_size=1))) == dl.DownloadFailed(
+        ErrorCode.TOO_MANY_FILES, "the worker announces 2 result files (max_download_files = 1)"
+    )
+    core = dl.DownloadReceiver(limits)
+    core.handle(FrameIn(Results(count=1, total_size=1)))
+    assert failure(core, header("big", b"x" * 11)).code == ErrorCode.TOO_LARGE
+    core = dl.DownloadReceiver(limits)
+    core.handle(FrameIn(Results(count=0, total_size=0)))
+    for event in (
+        header("a", b"x"),
+        ChunkIn(b"x"),
+        FrameIn(End(name="a")),
+        dl.FileFinished(sha(b"x")),
+        dl.FilePlaced(),
+    ):
+        core.handle(event)
+    assert failure(core, header("b", b"x")).code == ErrorCode.TOO_MANY_FILES
+
+
+def test_wrong_bytes_and_frames_fail_the_download() -> None:
+    start = (FrameIn(Results(count=1, total_size=2)), header("f", b"ab"))
+    assert failure(dl.DownloadReceiver(), *start, ChunkIn(b"abc")).code == ErrorCode.SIZE_MISMATCH
+    assert (
+        failure(dl.DownloadReceiver(), *start, ChunkIn(b"a"), FrameIn(End(name="f"))).code
+        == ErrorCode.SIZE_MISMATCH
+    )
+    hashed = failure(
+        dl.DownloadReceiver(), *start, ChunkIn(b"ab"), FrameIn(End(name="f")), dl.FileFinished(sha(b"zz"))
+    )
+    assert hashed.code == ErrorCode.HASH_MISMATCH
+    assert failure(dl.DownloadReceiver(), ChunkIn(b"x")).code == ErrorCode.UNEXPECTED
+    assert failure(dl.DownloadReceiver(), *start, FrameIn(ResultsDone(count=1))).code == ErrorCode.UNEXPECTED
+    truncated = failure(
+        dl.DownloadReceiver(), FrameIn(Results(count=1, total_size=0)), FrameIn(ResultsDone(count=1))
+    )
+    assert truncated.code == ErrorCode.UNEXPECTED
+    remote = failure(dl.DownloadReceiver(), FrameIn(Error(code="NOT_READY", message="results are not ready")))
+    assert remote == dl.DownloadFailed("NOT_READY", "results are not ready", None, remote=True)
+    io = failure(dl.DownloadReceiver(), *start, Failed(ErrorCode.EXISTS, "exists"))
+    assert (io.code, io.name, io.remote) == (ErrorCode.EXISTS, "f", False)
+    core = dl.DownloadReceiver()
+    assert core.handle(FrameIn(Error(code="UNEXPECTED", message="stale", ref=CHUNK_REF))) == []
+    assert not core.finished

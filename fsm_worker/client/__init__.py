@@ -17,6 +17,7 @@ from fsm_worker.client.api import (
     WorkerInfo,
     WorkerRefusedError,
 )
+from fsm_worker.protocol.client import Outcome
 
 __all__ = [
     "AllRejectedError",
@@ -30,6 +31,7 @@ __all__ = [
     "JobFailedError",
     "JobOutcome",
     "NoWorkersError",
+    "Outcome",
     "ReservationExpiredError",
     "WorkerGoneError",
     "WorkerInfo",

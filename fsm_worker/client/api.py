@@ -6,126 +6,69 @@
             print(event)
         result = await job.result(Path("results"))
 
-Every wait is bounded; failures raise the typed errors below.
+Every wait is bounded; failures raise the typed errors of `fsm_worker.protocol.client.errors`. This module
+and `job.py` only do IO: the job protocol itself is the pure core in `fsm_worker.protocol.client`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
-from aiortc import RTCPeerConnection
 
+from fsm_worker.client.job import Job, JobLink, JobOutcome, ProgressFn
+from fsm_worker.protocol.client.errors import (
+    AllRejectedError,
+    ClientTimeoutError,
+    DataChannelError,
+    JobCancelledError,
+    JobClientError,
+    JobFailedError,
+    NoWorkersError,
+    ReservationExpiredError,
+    WorkerGoneError,
+    WorkerRefusedError,
+)
+from fsm_worker.protocol.client.events import ClientTimeouts
 from fsm_worker.protocol.messages import (
-    AppError,
-    JobAssignment,
-    JobCancel,
-    JobCancelled,
-    JobComplete,
-    JobEvent,
-    JobFailed,
     JobRequest,
-    JobResponse,
-    JobResult,
-    JobStatus,
-    JobSync,
     Message,
     ProtocolError,
     Requirements,
-    ReservationExpired,
-    RtcAnswer,
-    RtcOffer,
     UnknownMessage,
     parse_message,
     to_wire,
 )
 from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
+from fsm_worker.shells.rtc.config import IceServerConfig
 from fsm_worker.shells.rtc.loopback import use_loopback_candidates
-from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
-from fsm_worker.shells.signaling import SignalingClient
-from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile
-from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
-from fsm_worker.shells.transfer.errors import ErrorCode as TransferCode
-from fsm_worker.shells.transfer.flow import TransferTuning
+from fsm_worker.shells.signaling import SendResult, SignalingClient
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-T = TypeVar("T")
-
-
-# --- errors -----------------------------------------------------------------------------------------------------
-
-
-class JobClientError(Exception):
-    """Base of every error the client API raises."""
-
-
-class NoWorkersError(JobClientError):
-    """No worker matched the job's requirements."""
-
-
-class AllRejectedError(JobClientError):
-    """Every asked worker refused; `reasons` maps worker id → (reason, details)."""
-
-    def __init__(self, reasons: Mapping[str, tuple[str, Sequence[str]]]) -> None:
-        self.reasons = dict(reasons)
-        lines = [
-            f"{worker}: {reason}" + (f" ({'; '.join(details)})" if details else "")
-            for worker, (reason, details) in sorted(self.reasons.items())
-        ]
-        super().__init__("every worker rejected the job:\n  " + "\n  ".join(lines))
-
-
-class ReservationExpiredError(JobClientError):
-    """The worker let the reservation go before it was assigned."""
-
-
-class WorkerGoneError(JobClientError):
-    """The worker disappeared from the signaling server while it held the job."""
-
-
-class JobFailedError(JobClientError):
-    """The job failed on the worker."""
-
-    def __init__(self, code: str, message: str, recoverable: bool) -> None:
-        super().__init__(f"{code}: {message}" + (" (recoverable)" if recoverable else ""))
-        self.code, self.message, self.recoverable = code, message, recoverable
-
-
-class JobCancelledError(JobClientError):
-    """The job was cancelled (by this client) before it completed."""
-
-
-class WorkerRefusedError(JobClientError):
-    """The worker answered with an `app_error`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
-
-
-class ClientTimeoutError(JobClientError, TimeoutError):
-    """A wait ran past its timeout."""
-
-
-class DataChannelError(JobClientError):
-    """The data channel could not be opened, or a transfer over it failed (`code` says why)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
-
-
-# --- results ----------------------------------------------------------------------------------------------------
+__all__ = [
+    "AllRejectedError",
+    "ClientTimeoutError",
+    "ClientTimeouts",
+    "DataChannelError",
+    "Job",
+    "JobCancelledError",
+    "JobClient",
+    "JobClientError",
+    "JobFailedError",
+    "JobOutcome",
+    "NoWorkersError",
+    "ReservationExpiredError",
+    "WorkerGoneError",
+    "WorkerInfo",
+    "WorkerRefusedError",
+]
 
 
 @attrs.frozen
@@ -136,36 +79,6 @@ class WorkerInfo:
     @property
     def status(self) -> str:
         return str(self.properties.get("status", "unknown"))
-
-
-@attrs.frozen
-class JobOutcome:
-    """A completed job: where its results are and what the worker reported."""
-
-    job_id: str
-    worker_id: str
-    files: tuple[Path, ...]
-    training_duration_minutes: float
-    model_size_mb: float | None
-    phases: dict[str, float]
-
-
-@attrs.frozen
-class ClientTimeouts:
-    """Every wait of the client, in seconds."""
-
-    connect: float = 10.0
-    #: For the `job_response`s of one request (and, with a bid window, its end).
-    response: float = 10.0
-    rtc_setup: float = 20.0
-    transfer_reply: float = 60.0
-    cancel: float = 30.0
-    #: With no job event for this long, ask the worker (`job_sync`) whether it is still there.
-    liveness: float = 5.0
-    #: How long a worker may be unreachable (reconnecting) before the job is declared lost.
-    worker_gone: float = 15.0
-    #: New data channels to try when one drops mid-transfer.
-    channel_retries: int = 3
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -205,6 +118,7 @@ class JobClient:
         )
         self._jobs: dict[str, Job] = {}
         self._trace = trace
+        self._link = JobLink(self._send, self.timeouts, self.ice_servers, self._forget)
         use_loopback_candidates(loopback_only)
         if rtc_fast_path:
             tuning.enable_fast_path(rtc_fast_path)
@@ -227,7 +141,7 @@ class JobClient:
 
     async def close(self) -> None:
         for job in list(self._jobs.values()):
-            await job.close_channel()
+            await job.close()
         await self.signaling.close()
 
     @property
@@ -235,13 +149,12 @@ class JobClient:
         """The secret that reclaims this peer id in a later session (keep it with the peer id)."""
         return self.signaling.resume_secret
 
-    async def attach(self, job_id: str, worker_id: str) -> Job:
-        """Follow a job this peer id submitted in an earlier session: its events are replayed from the start,
-        and its results can be downloaded while the worker keeps them."""
-        job = Job(self, JobRequest(job_id, "unknown"), {})
-        job.worker_id = worker_id
+    async def attach(self, job_id: str, worker_id: str, job_key: str | None = None) -> Job:
+        """Follow a job this peer id submitted in an earlier session (`job_key`: its `Job.job_key`): its events
+        are replayed from the start, and its results can be downloaded while the worker keeps them."""
+        job = Job(self._link, JobRequest(job_id, "unknown"), {}, job_key)
         self._jobs[job_id] = job
-        await self._send(worker_id, JobSync(job_id, 0))
+        job.attach(worker_id)
         return job
 
     async def discover_workers(self, filters: Mapping[str, Any] | None = None) -> list[WorkerInfo]:
@@ -265,7 +178,8 @@ class JobClient:
 
         `job_request` goes to every available worker that meets `requirements`; the first acceptance wins (or,
         with `bid_window` > 0, the lowest estimate among those that accept within the window). Every other
-        worker that accepted is sent `job_cancel` at once, so none stays reserved by a losing bid.
+        worker that accepted is sent `job_cancel` at once, so none stays reserved by a losing bid. The job gets
+        a fresh secret `job_key` (`Job.job_key`); the request carries only its sha256.
         """
         requirements = requirements or Requirements()
         phases: dict[str, float] = {}
@@ -279,12 +193,11 @@ class JobClient:
         candidates = await self.discover_workers({"properties": properties})
         if not candidates:
             raise NoWorkersError(f"no available worker with the requirements {attrs.asdict(requirements)}")
-        job = Job(self, request, phases)
+        job = Job(self._link, request, phases, secrets.token_urlsafe(32))
         self._jobs[request.job_id] = job
         try:
             await job.reserve([worker.peer_id for worker in candidates], bid_window)
             phases["reserve"] = time.perf_counter() - started
-            await job.assign()
             mark = time.perf_counter()
             await job.open_channel()
             phases["channel"] = time.perf_counter() - mark
@@ -298,11 +211,13 @@ class JobClient:
 
     # --- incoming messages --------------------------------------------------------------------------------
 
-    async def _send(self, to: str, message: Message) -> bool:
+    async def _send(self, to: str, message: Message) -> SendResult:
         if self._trace is not None:
             self._trace("sent", to, message)
-        result = await self.signaling.send(to, to_wire(message))
-        return result.status != "refused"
+        return await self.signaling.send(to, to_wire(message))
+
+    def _forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
 
     def _on_message(self, sender: str, payload: dict[str, Any]) -> None:
         try:
@@ -325,302 +240,4 @@ class JobClient:
     async def _on_reconnect(self) -> None:
         """After a reconnect, ask each job's worker for the events we may have missed."""
         for job in list(self._jobs.values()):
-            if job.worker_id is not None and not job.finished:
-                await self._send(job.worker_id, JobSync(job.job_id, job.last_seq))
-
-
-class Job:
-    """One submitted job: its events, its data channel, its results."""
-
-    def __init__(self, client: JobClient, request: JobRequest, phases: dict[str, float]) -> None:
-        self.client = client
-        self.request = request
-        self.phases = phases
-        self.worker_id: str | None = None
-        self.last_seq = 0
-        self.finished = False
-        self.terminal: JobEvent | None = None
-        self.history: list[JobEvent] = []
-        self._responses: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
-        self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()  # None: the worker lost the job
-        self._lost: str | None = None
-        self._control: asyncio.Queue[Message] = asyncio.Queue()
-        self._pc: RTCPeerConnection | None = None
-        self._transfer: ClientTransferEndpoint | None = None
-        self.uploaded: list[UploadedFile] = []
-
-    @property
-    def job_id(self) -> str:
-        return self.request.job_id
-
-    def deliver(self, sender: str, message: Message) -> None:
-        """Sort one incoming message: bids, control replies from our worker, or job events in order."""
-        if self.worker_id is None or (isinstance(message, JobResponse) and sender != self.worker_id):
-            self._responses.put_nowait((sender, message))
-        elif sender != self.worker_id:
-            log.debug("message from %s about job %s ignored: not its worker", sender, self.job_id)
-        elif (
-            isinstance(message, JobStatus | JobComplete | JobFailed | JobCancelled)
-            and message.seq is not None
-        ):
-            self._on_job_event(message)
-        elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB" and not self.finished:
-            self._lost = f"worker {sender} no longer holds job {self.job_id} (it restarted or let it go)"
-            self._events.put_nowait(None)  # wakes events()
-        else:
-            self._control.put_nowait(message)
-
-    def _on_job_event(self, event: JobEvent) -> None:
-        assert event.seq is not None
-        if event.seq <= self.last_seq:
-            return  # a replay we already have
-        if event.seq > self.last_seq + 1:
-            log.info(
-                "job %s: events %d..%d missing; asking for a replay",
-                self.job_id,
-                self.last_seq + 1,
-                event.seq - 1,
-            )
-            asyncio.get_running_loop().create_task(
-                self.client._send(self.worker_id or "", JobSync(self.job_id, self.last_seq))
-            )
-            return
-        self.last_seq = event.seq
-        self.history.append(event)
-        if not isinstance(event, JobStatus):
-            self.finished, self.terminal = True, event
-        self._events.put_nowait(event)
-
-    # --- submission steps ---------------------------------------------------------------------------------
-
-    async def reserve(self, workers: list[str], bid_window: float) -> None:
-        await asyncio.gather(*(self.client._send(worker, self.request) for worker in workers))
-        pending, accepted, rejected = set(workers), dict[str, float](), dict[str, tuple[str, Sequence[str]]]()
-        window_ends: float | None = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.client.timeouts.response
-        while pending:
-            wait_until = deadline if window_ends is None else min(deadline, window_ends)
-            try:
-                async with asyncio.timeout_at(wait_until):
-                    sender, message = await self._responses.get()
-            except TimeoutError:
-                break
-            if not isinstance(message, JobResponse) or sender not in pending:
-                continue
-            pending.discard(sender)
-            if message.accepted:
-                accepted[sender] = message.estimated_duration_minutes or 0.0
-                if bid_window <= 0:
-                    break
-                window_ends = window_ends or loop.time() + bid_window
-            else:
-                rejected[sender] = (message.reason or "rejected", message.details or ())
-        if not accepted:
-            for worker in pending:
-                rejected[worker] = (
-                    "no answer",
-                    [f"no job_response within {self.client.timeouts.response:g} s"],
-                )
-            raise AllRejectedError(rejected)
-        self.worker_id = min(accepted, key=lambda worker: accepted[worker])
-        losers = [worker for worker in [*accepted, *pending] if worker != self.worker_id]
-        for worker in losers:  # late acceptances are released too: a cancel of nothing is ignored by workers
-            await self.client._send(worker, JobCancel(self.job_id))
-        log.info("job %s: worker %s won (%d other bid(s) released)", self.job_id, self.worker_id, len(losers))
-
-    async def assign(self) -> None:
-        assert self.worker_id is not None
-        await self.client._send(self.worker_id, JobAssignment(self.job_id))
-
-    async def open_channel(self) -> None:
-        """Offer a data channel to the worker and wait until it is open (replacing any earlier one)."""
-        try:
-            await self._open_channel()
-        except RtcSetupError as error:
-            await self.close_channel()
-            raise DataChannelError("RTC_SETUP_FAILED", str(error)) from error
-
-    async def _open_channel(self) -> None:
-        assert self.worker_id is not None
-        await self.close_channel()
-        timeout = self.client.timeouts.rtc_setup
-        self._pc = pc = RTCPeerConnection(make_configuration(self.client.ice_servers))
-        channel, offer = await create_offer(pc, timeout=timeout)
-        await self.client._send(self.worker_id, RtcOffer(self.job_id, offer, tuning.capability_options()))
-        reply = await self._next_control((RtcAnswer, AppError, ReservationExpired), timeout)
-        if isinstance(reply, ReservationExpired):
-            raise ReservationExpiredError(
-                f"worker {self.worker_id} released job {self.job_id} before it was assigned"
-            )
-        if isinstance(reply, AppError):
-            raise WorkerRefusedError(reply.code, reply.message)
-        assert isinstance(reply, RtcAnswer)
-        profile = tuning.negotiate(reply.options.get(tuning.CAPABILITY_KEY))
-        tuning.apply_fast_path(
-            pc, profile
-        )  # before the answer is applied: the worker may send large records at once
-        await accept_answer(pc, reply.sdp, timeout=timeout)
-        await wait_channel_open(pc, channel, timeout=timeout)
-        window = tuning.transfer_window(profile)
-        self._transfer = ClientTransferEndpoint(
-            channel,
-            tuning=TransferTuning(**window),
-            reply_timeout=self.client.timeouts.transfer_reply,
-        )
-
-    async def upload(self, inputs: Sequence[Path], on_progress: ProgressFn | None = None) -> None:
-        """Upload the inputs and commit them: the worker starts the run.
-
-        If the data channel drops, a new one is opened and the upload resumes from what the worker verified.
-        """
-        paths = [Path(path) for path in inputs]
-
-        async def upload_and_commit(transfer: ClientTransferEndpoint) -> None:
-            try:
-                self.uploaded = await transfer.upload(paths, on_progress)
-                await transfer.commit()
-            except RemoteTransferError as error:
-                if error.code != TransferCode.COMMITTED:  # else the commit went through before a drop
-                    raise
-
-        await self._over_channel("upload", upload_and_commit)
-
-    async def _over_channel(
-        self, what: str, operation: Callable[[ClientTransferEndpoint], Awaitable[T]]
-    ) -> T:
-        """Run a transfer over the open data channel; when the channel drops, run it again over a new one
-        (the transfer protocol resumes where the worker's verified bytes end)."""
-        retries = self.client.timeouts.channel_retries
-        for attempt in range(retries + 1):
-            if self._transfer is None or self._transfer.channel.readyState != "open":
-                await self.open_channel()
-            assert self._transfer is not None
-            try:
-                return await operation(self._transfer)
-            except ChannelClosedError as error:
-                if attempt == retries:
-                    message = f"{what} failed {attempt + 1} times: {error.message}"
-                    raise DataChannelError(error.code, message) from error
-                log.warning(
-                    "job %s: data channel dropped during the %s; going on over a new one", self.job_id, what
-                )
-                await self.close_channel()
-            except TransferError as error:
-                raise DataChannelError(error.code, error.message) from error
-        raise AssertionError("unreachable")
-
-    async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    message = await self._control.get()
-                    if isinstance(message, kinds):
-                        return message
-        except TimeoutError:
-            names = ", ".join(kind.TYPE for kind in kinds)
-            raise ClientTimeoutError(
-                f"no {names} from worker {self.worker_id} within {timeout:g} s"
-            ) from None
-
-    # --- following the job --------------------------------------------------------------------------------
-
-    async def events(self) -> AsyncIterator[JobEvent]:
-        """The job's events in order (`job_status`…, then the terminal one), with loss and liveness checks."""
-        timeouts = self.client.timeouts
-        unreachable_since: float | None = None
-        while not (self.finished and self._events.empty()):
-            try:
-                async with asyncio.timeout(timeouts.liveness):
-                    event = await self._events.get()
-            except TimeoutError:
-                unreachable_since = await self._check_worker(unreachable_since)
-                continue
-            if event is None:
-                raise WorkerGoneError(self._lost or f"worker {self.worker_id} lost job {self.job_id}")
-            unreachable_since = None
-            yield event
-            if event is self.terminal:
-                return
-
-    async def _check_worker(self, unreachable_since: float | None) -> float | None:
-        """Ask for missed events; raise WorkerGoneError when the worker stays unreachable too long."""
-        assert self.worker_id is not None
-        result = await self.client.signaling.send(
-            self.worker_id, to_wire(JobSync(self.job_id, self.last_seq))
-        )
-        if result.status != "refused":
-            return None
-        now = time.monotonic()
-        since = unreachable_since or now
-        if now - since >= self.client.timeouts.worker_gone:
-            raise WorkerGoneError(
-                f"worker {self.worker_id} left while holding job {self.job_id} ({result.code})"
-            )
-        return since
-
-    async def wait(self) -> JobEvent:
-        """Follow the job to its terminal event and return it."""
-        async for _ in self.events():
-            pass
-        assert self.terminal is not None
-        return self.terminal
-
-    async def result(self, out_dir: Path, on_download: ProgressFn | None = None) -> JobOutcome:
-        """Wait for completion, download the result files into `out_dir`, and describe the outcome."""
-        terminal = await self.wait()
-        if isinstance(terminal, JobFailed):
-            raise JobFailedError(terminal.error.code, terminal.error.message, terminal.error.recoverable)
-        if isinstance(terminal, JobCancelled):
-            raise JobCancelledError(f"job {self.job_id} was cancelled")
-        assert isinstance(terminal, JobComplete)
-        mark = time.perf_counter()
-        files = await self.download(out_dir, on_download)
-        self.phases["download"] = time.perf_counter() - mark
-        await self.close_channel()
-        result: JobResult = terminal.result
-        return JobOutcome(
-            self.job_id,
-            self.worker_id or "",
-            tuple(files),
-            result.training_duration_minutes,
-            result.model_size_mb,
-            dict(self.phases),
-        )
-
-    async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch the job's result files; reopens the data channel when it has dropped (before or during)."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return await self._over_channel("download", lambda transfer: transfer.download(out_dir, on_progress))
-
-    async def cancel(self) -> None:
-        """Ask the worker to cancel the job and wait for its acknowledgement."""
-        if self.worker_id is None or self.finished:
-            return
-        await self.client._send(self.worker_id, JobCancel(self.job_id))
-        try:
-            async with asyncio.timeout(self.client.timeouts.cancel):
-                terminal = await self.wait()
-        except TimeoutError:
-            raise ClientTimeoutError(
-                f"job {self.job_id}: no job_cancelled within {self.client.timeouts.cancel:g} s"
-            ) from None
-        if not isinstance(terminal, JobCancelled):
-            log.info("job %s ended before the cancel took effect: %s", self.job_id, terminal.TYPE)
-
-    async def abandon(self) -> None:
-        """Give the job up after a failed submission: release the worker, close the channel."""
-        if self.worker_id is not None and not self.finished:
-            with contextlib.suppress(Exception):
-                await self.client._send(self.worker_id, JobCancel(self.job_id))
-        await self.close_channel()
-        self.client._jobs.pop(self.job_id, None)
-
-    async def close_channel(self) -> None:
-        if self._transfer is not None:
-            self._transfer.close()
-            self._transfer = None
-        if self._pc is not None:
-            with contextlib.suppress(Exception):
-                await self._pc.close()
-            self._pc = None
+            job.reconnected()

@@ -1,0 +1,368 @@
+"""The client's side of the job protocol as a pure core: bidding, assignment, seq tracking, liveness, outcome.
+
+`ClientJobCore.handle(event, now)` applies one event and returns the instructions for the shell; it never
+does IO, never sleeps and never raises out of `handle`. `next_deadline()` says when `TimerFired` has work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import attrs
+
+from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
+from fsm_worker.protocol.client.events import (
+    Abandoned,
+    Attached,
+    BiddingOpened,
+    CancelRequested,
+    ClientJobState,
+    ClientTimeouts,
+    ControlReply,
+    Deliver,
+    Event,
+    Fail,
+    Instruction,
+    MessageReceived,
+    OfferReady,
+    Outcome,
+    Reconnected,
+    Refused,
+    Send,
+    SendReported,
+    StopRequested,
+    TimerFired,
+    WorkerChosen,
+)
+from fsm_worker.protocol.messages import (
+    AppError,
+    JobAssignment,
+    JobCancel,
+    JobCancelled,
+    JobComplete,
+    JobEvent,
+    JobFailed,
+    JobRequest,
+    JobResponse,
+    JobStatus,
+    JobStop,
+    JobSync,
+    Metrics,
+    RtcOffer,
+)
+
+log = logging.getLogger(__name__)
+
+NEW, BIDDING, ASSIGNED = ClientJobState.NEW, ClientJobState.BIDDING, ClientJobState.ASSIGNED
+FINISHED, FAILED, ABANDONED = ClientJobState.FINISHED, ClientJobState.FAILED, ClientJobState.ABANDONED
+
+#: The one table: every state change the core may make. Anything else is refused without change.
+TRANSITIONS: dict[ClientJobState, frozenset[ClientJobState]] = {
+    NEW: frozenset({BIDDING, ASSIGNED, ABANDONED}),
+    BIDDING: frozenset({ASSIGNED, FAILED, ABANDONED}),
+    ASSIGNED: frozenset({FINISHED, FAILED, ABANDONED}),
+    FINISHED: frozenset(),
+    FAILED: frozenset(),
+    ABANDONED: frozenset(),
+}
+
+
+def job_key_sha256(job_key: str) -> str:
+    """The hash a `job_request` carries instead of the key: 64 lowercase hex digits."""
+    return hashlib.sha256(job_key.encode()).hexdigest()
+
+
+class ClientJobCore:
+    """One job as its client plays the protocol."""
+
+    def __init__(
+        self, request: JobRequest, job_key: str | None, timeouts: ClientTimeouts | None = None
+    ) -> None:
+        """`job_key` is the job's secret (None: a job attached without one; its messages carry no key)."""
+        digest = job_key_sha256(job_key) if job_key is not None else None
+        self.request = attrs.evolve(request, job_key_sha256=digest)
+        self.job_key = job_key
+        self.timeouts = timeouts or ClientTimeouts()
+        self.state = NEW
+        self.worker: str | None = None
+        self.last_seq = 0
+        self.history: list[JobEvent] = []
+        self.terminal: JobEvent | None = None
+        self.metrics: Metrics | None = None
+        self.error: Exception | None = None
+        # bidding
+        self._candidates: tuple[str, ...] = ()
+        self._pending: set[str] = set()
+        self._accepted: dict[str, float] = {}
+        self._rejected: dict[str, tuple[str, Sequence[str]]] = {}
+        self._bid_window = 0.0
+        self._response_deadline: float | None = None
+        self._window_ends: float | None = None
+        self._released: set[str] = set()
+        # following
+        self._probe_at: float | None = None
+        self._unreachable_since: float | None = None
+        self._gap_asked_after: int | None = None
+        self._out: list[Instruction] = []
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    @property
+    def finished(self) -> bool:
+        return self.terminal is not None
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the job ended (PENDING while it runs)."""
+        match self.terminal:
+            case JobComplete(stopped_early=True):
+                return Outcome.STOPPED_EARLY
+            case JobComplete():
+                return Outcome.COMPLETED
+            case JobFailed():
+                return Outcome.FAILED
+            case JobCancelled():
+                return Outcome.CANCELLED
+        return {FAILED: Outcome.LOST, ABANDONED: Outcome.ABANDONED}.get(self.state, Outcome.PENDING)
+
+    # --- the one entry point ---------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Instruction]:
+        """Apply one event at time `now`; return the instructions for the shell, in order."""
+        self._out = []
+        before = self.state
+        try:
+            self._fire_due_deadlines(now)
+            self._dispatch(event, now)
+        except Exception as error:  # a bug must not escape a message handler: refuse and log
+            log.exception("client core: %s failed", type(event).__name__)
+            return [Refused(event, f"internal error: {error}")]
+        assert self.state is before or self.state in TRANSITIONS[before], (before, self.state)
+        return self._out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `TimerFired` has work to do, or None."""
+        if self.state is BIDDING:
+            return min(t for t in (self._response_deadline, self._window_ends) if t is not None)
+        if self.state is ASSIGNED:
+            return self._probe_at
+        return None
+
+    def _dispatch(self, event: Event, now: float) -> None:
+        match event:
+            case BiddingOpened(workers=workers, bid_window=window):
+                self._open_bidding(event, workers, window, now)
+            case Attached(worker=worker):
+                if self._refuse_unless(event, NEW):
+                    return
+                self._assign(worker, now)
+                self._send(JobSync(self.job_id, 0, job_key=self.job_key))
+            case MessageReceived(sender=sender, message=message):
+                self._on_message(sender, message, now)
+            case SendReported():
+                self._on_send_report(event, now)
+            case OfferReady(sdp=sdp, options=options):
+                if not self._refuse_unless(event, ASSIGNED, FINISHED):
+                    self._send(RtcOffer(self.job_id, sdp, dict(options), job_key=self.job_key))
+            case Reconnected():
+                if self.state is ASSIGNED:
+                    self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+            case CancelRequested():
+                if not self._refuse_unless(event, ASSIGNED):
+                    self._send(JobCancel(self.job_id, job_key=self.job_key))
+            case StopRequested():
+                if not self._refuse_unless(event, ASSIGNED):
+                    self._send(JobStop(self.job_id, job_key=self.job_key))
+            case Abandoned():
+                self._abandon(event)
+            case TimerFired():
+                pass  # due deadlines were fired above
+
+    def _refuse_unless(self, event: Event, *states: ClientJobState) -> bool:
+        if self.state in states:
+            return False
+        self._out.append(Refused(event, f"{type(event).__name__} does not apply while {self.state.value}"))
+        return True
+
+    def _send(self, message: JobRequest | JobCancel | JobAssignment | JobSync | JobStop | RtcOffer) -> None:
+        assert self.worker is not None
+        self._out.append(Send(self.worker, message))
+
+    # --- bidding -----------------------------------------------------------------------------------------------
+
+    def _open_bidding(
+        self, event: BiddingOpened, workers: tuple[str, ...], window: float, now: float
+    ) -> None:
+        if self._refuse_unless(event, NEW):
+            return
+        if not workers:
+            self._out.append(Refused(event, "no candidate workers"))
+            return
+        self.state = BIDDING
+        self._candidates = tuple(dict.fromkeys(workers))
+        self._pending = set(self._candidates)
+        self._bid_window = window
+        self._response_deadline = now + self.timeouts.response
+        request = self.request
+        self._out.extend(Send(worker, request) for worker in self._candidates)
+
+    def _on_bid(self, sender: str, response: JobResponse, now: float) -> None:
+        if sender not in self._pending:
+            return  # not asked, or already answered: ignored
+        self._pending.discard(sender)
+        if response.accepted:
+            self._accepted[sender] = response.estimated_duration_minutes or 0.0
+            if self._bid_window <= 0:
+                self._close_bidding(now)
+                return
+            if self._window_ends is None:
+                self._window_ends = now + self._bid_window
+        else:
+            self._rejected[sender] = (response.reason or "rejected", response.details or ())
+        if not self._pending:
+            self._close_bidding(now)
+
+    def _close_bidding(self, now: float) -> None:
+        """Pick the winner (lowest estimate, first to accept on ties) and release every other candidate."""
+        if not self._accepted:
+            for worker in sorted(self._pending):
+                self._rejected[worker] = (
+                    "no answer",
+                    [f"no job_response within {self.timeouts.response:g} s"],
+                )
+            silent = sorted(self._pending)  # a late acceptance from these is released at once
+            self._out.extend(Send(worker, JobCancel(self.job_id)) for worker in silent)
+            self._released.update(silent)
+            self._fail(AllRejectedError(self._rejected))
+            return
+        winner = min(self._accepted, key=lambda worker: self._accepted[worker])
+        losers = [worker for worker in [*self._accepted, *sorted(self._pending)] if worker != winner]
+        self._out.extend(Send(worker, JobCancel(self.job_id)) for worker in losers)
+        self._released.update(losers)
+        log.info("job %s: worker %s won (%d other bid(s) released)", self.job_id, winner, len(losers))
+        self._assign(winner, now)
+        self._send(JobAssignment(self.job_id, job_key=self.job_key))
+        self._out.append(WorkerChosen(winner))
+
+    def _assign(self, worker: str, now: float) -> None:
+        self.state, self.worker = ASSIGNED, worker
+        self._response_deadline = self._window_ends = None
+        self._pending.clear()
+        self._probe_at = now + self.timeouts.liveness
+
+    # --- following the job -------------------------------------------------------------------------------------
+
+    def _on_message(self, sender: str, message: object, now: float) -> None:
+        if self.state is BIDDING:
+            if isinstance(message, JobResponse):
+                self._on_bid(sender, message, now)
+            return
+        if self.state not in (ASSIGNED, FINISHED) or sender != self.worker:
+            return  # not from this job's worker (a late bid, a stranger): ignored
+        if (
+            isinstance(message, JobStatus | JobComplete | JobFailed | JobCancelled)
+            and message.seq is not None
+        ):
+            self._heard(now)
+            self._on_job_event(message)
+        elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB":
+            if self.state is ASSIGNED:
+                self._fail(
+                    WorkerGoneError(
+                        f"worker {sender} no longer holds job {self.job_id} (it restarted or let it go)"
+                    )
+                )
+        elif isinstance(message, JobResponse):
+            return  # a repeated bid answer from the winner
+        else:
+            self._heard(now)
+            self._out.append(ControlReply(message))  # type: ignore[arg-type]
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        assert event.seq is not None
+        if event.seq <= self.last_seq:
+            return  # a duplicate or a replay we already have
+        if event.seq > self.last_seq + 1:
+            if self._gap_asked_after != self.last_seq and self.state is ASSIGNED:
+                log.info(
+                    "job %s: events %d..%d missing; asking for a replay",
+                    self.job_id,
+                    self.last_seq + 1,
+                    event.seq - 1,
+                )
+                self._gap_asked_after = self.last_seq
+                self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+            return
+        self.last_seq = event.seq
+        self.history.append(event)
+        if isinstance(event, JobStatus | JobComplete) and event.metrics is not None:
+            self.metrics = event.metrics
+        self._out.append(Deliver(event))
+        if not isinstance(event, JobStatus):
+            self.terminal, self.state, self._probe_at = event, FINISHED, None
+
+    def _heard(self, now: float) -> None:
+        self._unreachable_since = None
+        if self.state is ASSIGNED:
+            self._probe_at = now + self.timeouts.liveness
+
+    def _on_send_report(self, report: SendReported, now: float) -> None:
+        if self.state is not ASSIGNED or report.to != self.worker:
+            return
+        if not report.refused:
+            self._unreachable_since = None
+            return
+        since = self._unreachable_since if self._unreachable_since is not None else now
+        self._unreachable_since = since
+        if now - since >= self.timeouts.worker_gone:
+            self._fail(
+                WorkerGoneError(f"worker {self.worker} left while holding job {self.job_id} ({report.code})")
+            )
+
+    def _fire_due_deadlines(self, now: float) -> None:
+        if self.state is BIDDING:
+            due = [t for t in (self._response_deadline, self._window_ends) if t is not None and t <= now]
+            if due:
+                self._close_bidding(now)
+        elif self.state is ASSIGNED and self._probe_at is not None and self._probe_at <= now:
+            self._probe_at = (
+                now + self.timeouts.liveness
+            )  # a silent worker is asked whether it is still there
+            self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+
+    # --- endings ----------------------------------------------------------------------------------------------
+
+    def _fail(self, error: Exception) -> None:
+        self.state, self.error, self._probe_at = FAILED, error, None
+        self._response_deadline = self._window_ends = None
+        self._out.append(Fail(error))  # type: ignore[arg-type]
+
+    def _abandon(self, event: Abandoned) -> None:
+        if self.state is BIDDING:  # nobody is assigned yet: release every candidate that may hold a bid
+            releasable = [w for w in self._candidates if w not in self._rejected]
+            self._out.extend(Send(worker, JobCancel(self.job_id)) for worker in releasable)
+            self._released.update(releasable)
+        elif self.state is ASSIGNED:
+            self._send(JobCancel(self.job_id, job_key=self.job_key))
+        elif self.state is not NEW:
+            self._refuse_unless(event)
+            return
+        self.state, self._probe_at = ABANDONED, None
+        self._response_deadline = self._window_ends = None
+
+    def validate_state(self) -> None:
+        """Raise AssertionError when the core's data contradicts its state."""
+        assert (self.worker is None) == (
+            self.state in (NEW, BIDDING) or (self.state in (FAILED, ABANDONED) and self.worker is None)
+        )
+        assert (self.terminal is not None) == (self.state is FINISHED)
+        assert [e.seq for e in self.history] == list(range(1, self.last_seq + 1)), "history is 1..last_seq"
+        assert (self.state is BIDDING) == (self._response_deadline is not None)
+        if self.state is ASSIGNED:
+            assert self._probe_at is not None, "a followed job always has a liveness deadline"
+        if self.worker is not None:
+            assert self.worker not in self._released, "the winner is never released"

@@ -203,8 +203,9 @@ def settings_markdown() -> str:
     for command, groups in COMMAND_GROUPS.items():
         lines += [f"## `fsm-worker {command}`", ""]
         for group in groups:
+            module = "fsm_worker.cli_options" if group.__module__ == "__main__" else group.__module__
             lines += [
-                f"`{group.__module__}.{group.__name__}`",
+                f"`{module}.{group.__name__}`",
                 "",
                 "| flag | variable | TOML key | default | meaning |",
                 "|---|---|---|---|---|",
@@ -212,7 +213,7 @@ def settings_markdown() -> str:
             for item in command_settings(command, group):
                 flags = ", ".join(f"`{flag}`" for flag in (item.flag, *item.aliases))
                 lines.append(
-                    f"| {flags} | `{item.env}` | `{item.name}` | {item.shown_default()} | {item.help} |"
+                    f"| {flags} | `{item.env}` | `{item.name}` | `{item.shown_default()}` | {item.help} |"
                 )
             lines.append("")
     return "\n".join(lines)

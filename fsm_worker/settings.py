@@ -90,7 +90,10 @@ def _number(kind: type[int] | type[float]) -> Callable[[Any], Any]:
             raise ValueError(f"not a number: {value!r}")
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"not a whole number: {value!r}")
-        return kind(value)
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"not a {'whole ' if kind is int else ''}number: {value!r}") from None
 
     return convert
 
@@ -290,8 +293,8 @@ class Settings:
 
     def build(self, cls: Callable[..., C], settings: Iterable[Setting], **fixed: Any) -> C:
         """An instance of `cls` from the settings found (the class's defaults for the rest)."""
-        items = [item for item in settings if item.field not in fixed]
+        values = self.values(item for item in settings if item.field not in fixed)
         try:
-            return cls(**self.values(items), **fixed)
+            return cls(**values, **fixed)
         except (TypeError, ValueError) as error:
             raise SettingsError(f"{getattr(cls, '__name__', cls)}: {error}") from None

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import attrs
 from aiortc import RTCDataChannel, RTCPeerConnection
 
+from fsm_worker import logs
 from fsm_worker.jobs import events as run_events
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
 from fsm_worker.jobs.spec import JobInputInvalid, JobSpec
@@ -300,6 +301,7 @@ class WorkerHost:
         self._feed(PeerMessage(sender, payload))
 
     def _on_run_event(self, event: run_events.RunEvent) -> None:
+        logs.job_outcome(event)  # the worker's log line per finished run
         match event:
             case run_events.RunStarted(job_id=job_id):
                 self._feed(RunStarted(job_id))

@@ -26,7 +26,8 @@ import socketio
 
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
-from fsm_worker.protocol.signaling import ErrorCode, ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.protocol.errors import SignalingCode
+from fsm_worker.protocol.signaling import ProtocolError, merge_metadata, parse_metadata
 
 log = logging.getLogger("fsm_worker.shells.signaling")
 
@@ -34,7 +35,7 @@ PeerMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 Hook = Callable[[], Awaitable[None] | None]
 
 #: The refusal code of a message that finds its peer's queue full (a link-side limit, not the server's).
-QUEUE_FULL = "QUEUE_FULL"
+QUEUE_FULL = SignalingCode.QUEUE_FULL
 
 
 class SendStatus(StrEnum):
@@ -124,7 +125,7 @@ def _result(ack: Any) -> SendResult:
         return SendResult(SendStatus.DELIVERED)
     if isinstance(ack, dict):
         return SendResult(SendStatus.REFUSED, str(ack.get("code")), str(ack.get("message")))
-    return SendResult(SendStatus.REFUSED, ErrorCode.INTERNAL_ERROR, f"unexpected ack {ack!r}")
+    return SendResult(SendStatus.REFUSED, SignalingCode.INTERNAL_ERROR, f"unexpected ack {ack!r}")
 
 
 class SignalingClient:
@@ -260,7 +261,7 @@ class SignalingClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SendResult] = loop.create_future()
         if self._closing:
-            future.set_result(SendResult(SendStatus.REFUSED, ErrorCode.NOT_CONNECTED, "client is closed"))
+            future.set_result(SendResult(SendStatus.REFUSED, SignalingCode.NOT_CONNECTED, "client is closed"))
             return future
         queue = self._peers.setdefault(to_peer_id, _PeerQueue())
         if len(queue) >= self._max_queued:
@@ -312,7 +313,7 @@ class SignalingClient:
         try:
             await self._request("update_metadata", {"metadata": checked})
         except SignalingError as exc:
-            if exc.code in (ErrorCode.NOT_CONNECTED, ErrorCode.TIMEOUT):
+            if exc.code in (SignalingCode.NOT_CONNECTED, SignalingCode.TIMEOUT):
                 return False
             raise
         self._auth_metadata = dict(self._metadata)
@@ -357,7 +358,7 @@ class SignalingClient:
         error = attempt.exception()
         if error is not None:
             self._first.set_exception(
-                SignalingError(ErrorCode.NOT_CONNECTED, str(error) or type(error).__name__)
+                SignalingError(SignalingCode.NOT_CONNECTED, str(error) or type(error).__name__)
             )
 
     async def _on_welcome(self, data: Any = None) -> None:
@@ -385,7 +386,7 @@ class SignalingClient:
         if not isinstance(data, dict):  # a transport error: python-socketio retries
             return
         extra = data.get("data")
-        code = str((extra.get("code") if isinstance(extra, dict) else None) or ErrorCode.AUTH_FAILED)
+        code = str((extra.get("code") if isinstance(extra, dict) else None) or SignalingCode.AUTH_FAILED)
         message = str(data.get("message", "refused"))
         log_event(log, logging.WARNING, "connect_refused", peer_id=self.peer_id, code=code, reason=message)
         if self._first is not None and not self._first.done():
@@ -424,7 +425,7 @@ class SignalingClient:
     async def _request(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
         sio = self._sio
         if sio is None or not self._up:
-            raise SignalingError(ErrorCode.NOT_CONNECTED, f"{event}: not connected")
+            raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests.add(future)
 
@@ -437,14 +438,14 @@ class SignalingClient:
             async with asyncio.timeout(self._ack_timeout):
                 ack = await future
         except (_LinkDown, socketio.exceptions.SocketIOError):
-            raise SignalingError(ErrorCode.NOT_CONNECTED, f"{event}: not connected") from None
+            raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected") from None
         except TimeoutError:
-            raise SignalingError(ErrorCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s") from None
+            raise SignalingError(SignalingCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s") from None
         finally:
             self._requests.discard(future)
         if not isinstance(ack, dict) or not ack.get("ok"):
             code, message = (ack.get("code"), ack.get("message")) if isinstance(ack, dict) else (None, None)
-            raise SignalingError(str(code or ErrorCode.INTERNAL_ERROR), str(message or f"{event} failed"))
+            raise SignalingError(str(code or SignalingCode.INTERNAL_ERROR), str(message or f"{event} failed"))
         return ack
 
     def _acked(self, item: _Outgoing, *args: Any) -> None:
@@ -455,7 +456,7 @@ class SignalingClient:
         now = asyncio.get_running_loop().time()
         if (
             item.deferred
-            and result.code == ErrorCode.PEER_NOT_FOUND
+            and result.code == SignalingCode.PEER_NOT_FOUND
             and now - item.queued_at < self._queued_peer_wait
         ):
             bisect.insort(queue.waiting, item, key=lambda i: i.seq)  # the target may still be reconnecting

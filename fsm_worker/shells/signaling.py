@@ -440,7 +440,9 @@ class SignalingClient:
         except (_LinkDown, socketio.exceptions.SocketIOError):
             raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected") from None
         except TimeoutError:
-            raise SignalingError(SignalingCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s") from None
+            raise SignalingError(
+                SignalingCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s"
+            ) from None
         finally:
             self._requests.discard(future)
         if not isinstance(ack, dict) or not ack.get("ok"):

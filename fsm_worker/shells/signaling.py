@@ -12,22 +12,19 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import inspect
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from enum import StrEnum
 from typing import Any
 
-import attrs
 import socketio
 
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.errors import SignalingCode
 from fsm_worker.protocol.signaling import ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.shells.send_queue import Outgoing, SendQueues, SendResult, SendStatus
 
 log = logging.getLogger("fsm_worker.shells.signaling")
 
@@ -37,27 +34,7 @@ Hook = Callable[[], Awaitable[None] | None]
 #: The refusal code of a message that finds its peer's queue full (a link-side limit, not the server's).
 QUEUE_FULL = SignalingCode.QUEUE_FULL
 
-
-class SendStatus(StrEnum):
-    """What happened to a sent message."""
-
-    DELIVERED = "delivered"  # the server routed it to the peer
-    QUEUED = "queued"  # kept in order; sent after reconnection
-    REFUSED = "refused"  # the server (or the link's queue bound) said no (see ``code``); not queued
-
-
-@attrs.frozen
-class SendResult:
-    """Outcome of :meth:`SignalingClient.send`."""
-
-    status: SendStatus
-    code: str | None = None
-    message: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        """True if the server routed the message."""
-        return self.status is SendStatus.DELIVERED
+__all__ = ["QUEUE_FULL", "SendResult", "SendStatus", "SignalingClient", "SignalingError", "metadata_delta"]
 
 
 class SignalingError(Exception):
@@ -71,30 +48,6 @@ class SignalingError(Exception):
 
 class _LinkDown(Exception):
     """The link dropped before an ack arrived."""
-
-
-@attrs.define(eq=False)
-class _Outgoing:
-    seq: int
-    to_peer_id: str
-    payload: dict[str, Any]
-    future: asyncio.Future[SendResult]
-    queued_at: float
-    deferred: bool = False  # waited for the link: a PEER_NOT_FOUND may mean the target is reconnecting
-    sent_at: float = 0.0
-
-
-@attrs.define
-class _PeerQueue:
-    """What is pending for one destination: waiting (in seq order) and sent but not yet acknowledged."""
-
-    waiting: list[_Outgoing] = attrs.field(factory=list)
-    inflight: dict[int, _Outgoing] = attrs.field(factory=dict)
-    retry_at: float = 0.0
-    full_logged: bool = False
-
-    def __len__(self) -> int:
-        return len(self.waiting) + len(self.inflight)
 
 
 def metadata_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,14 +71,6 @@ async def _call_hook(hook: Callable[..., Awaitable[None] | None] | None, *args: 
             await result
     except Exception:
         log.exception("%s", f"event=hook_failed hook={getattr(hook, '__name__', hook)}")
-
-
-def _result(ack: Any) -> SendResult:
-    if isinstance(ack, dict) and ack.get("ok") is True:
-        return SendResult(SendStatus.DELIVERED)
-    if isinstance(ack, dict):
-        return SendResult(SendStatus.REFUSED, str(ack.get("code")), str(ack.get("message")))
-    return SendResult(SendStatus.REFUSED, SignalingCode.INTERNAL_ERROR, f"unexpected ack {ack!r}")
 
 
 class SignalingClient:
@@ -164,9 +109,13 @@ class SignalingClient:
         self._on_disconnect = on_disconnect
         self._ack_timeout = ack_timeout
         self._backoff = (backoff_initial, backoff_max)
-        self._queued_peer_wait = queued_peer_wait
-        self._max_queued = max_queued_per_peer
-        self._window = max_inflight_per_peer
+        self._queues = SendQueues(
+            peer_id,
+            max_queued=max_queued_per_peer,
+            window=max_inflight_per_peer,
+            queued_peer_wait=queued_peer_wait,
+            ack_timeout=ack_timeout,
+        )
         self._sio: socketio.AsyncClient | None = None
         self._up = False
         self._closing = False
@@ -175,8 +124,6 @@ class SignalingClient:
         self._first: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._requests: set[asyncio.Future[Any]] = set()
-        self._peers: dict[str, _PeerQueue] = {}
-        self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.reconnects = 0
@@ -196,12 +143,12 @@ class SignalingClient:
     @property
     def queued(self) -> int:
         """Messages not yet acknowledged by the server (waiting for the link, or in flight)."""
-        return sum(len(queue) for queue in self._peers.values())
+        return self._queues.queued
 
     @property
     def in_flight(self) -> int:
         """Messages sent and not yet acknowledged (up to ``max_inflight_per_peer`` per destination)."""
-        return sum(len(queue.inflight) for queue in self._peers.values())
+        return self._queues.in_flight
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect (retrying transport errors until ``timeout``); raise :class:`SignalingError` on refusal."""
@@ -249,11 +196,7 @@ class SignalingClient:
                 await sio.eio.disconnect()
         if self.queued:
             log_event(log, logging.WARNING, "closed_with_queued", peer_id=self.peer_id, count=self.queued)
-        for queue in self._peers.values():
-            for item in [*queue.waiting, *queue.inflight.values()]:
-                if not item.future.done():
-                    item.future.set_result(SendResult(SendStatus.QUEUED))
-        self._peers.clear()
+        self._queues.drop_all()
         self._up = False
 
     def post(self, to_peer_id: str, payload: Mapping[str, Any]) -> asyncio.Future[SendResult]:
@@ -263,21 +206,7 @@ class SignalingClient:
         if self._closing:
             future.set_result(SendResult(SendStatus.REFUSED, SignalingCode.NOT_CONNECTED, "client is closed"))
             return future
-        queue = self._peers.setdefault(to_peer_id, _PeerQueue())
-        if len(queue) >= self._max_queued:
-            if not queue.full_logged:
-                queue.full_logged = True
-                log_event(log, logging.WARNING, "send_queue_full", peer_id=self.peer_id, to_peer_id=to_peer_id,
-                          limit=self._max_queued)  # fmt: skip
-            message = (
-                f"{len(queue)} messages pending for {to_peer_id} (max_queued_per_peer={self._max_queued})"
-            )
-            future.set_result(SendResult(SendStatus.REFUSED, QUEUE_FULL, message))
-            return future
-        item = _Outgoing(
-            next(self._seq), to_peer_id, dict(payload), future, loop.time(), deferred=not self._up
-        )
-        queue.waiting.append(item)  # seqs only grow: the list stays sorted
+        self._queues.add(to_peer_id, payload, future, loop.time(), self._up)
         self._wake.set()
         return future
 
@@ -399,11 +328,7 @@ class SignalingClient:
         for future in self._requests:
             if not future.done():
                 future.set_exception(_LinkDown())
-        for queue in self._peers.values():  # unacknowledged: sent again after reconnection
-            for item in queue.inflight.values():
-                item.deferred = True
-                bisect.insort(queue.waiting, item, key=lambda i: i.seq)
-            queue.inflight.clear()
+        self._queues.link_lost()
         if not self._closing and not self._replaced:
             log_event(log, logging.WARNING, "link_lost", peer_id=self.peer_id, queued=self.queued)
         self._tasks.append(asyncio.create_task(_call_hook(self._on_disconnect)))
@@ -450,78 +375,30 @@ class SignalingClient:
             raise SignalingError(str(code or SignalingCode.INTERNAL_ERROR), str(message or f"{event} failed"))
         return ack
 
-    def _acked(self, item: _Outgoing, *args: Any) -> None:
-        queue = self._peers.get(item.to_peer_id)
-        if queue is None or queue.inflight.pop(item.seq, None) is None:
-            return  # requeued by a link drop meanwhile: it is sent again
-        result = _result(args[0] if args else None)
-        now = asyncio.get_running_loop().time()
-        if (
-            item.deferred
-            and result.code == SignalingCode.PEER_NOT_FOUND
-            and now - item.queued_at < self._queued_peer_wait
-        ):
-            bisect.insort(queue.waiting, item, key=lambda i: i.seq)  # the target may still be reconnecting
-            queue.retry_at = now + 0.25
-        else:
-            if item.deferred and result.status is SendStatus.REFUSED:
-                log_event(log, logging.ERROR, "queued_send_refused", peer_id=self.peer_id,
-                          to_peer_id=item.to_peer_id, code=result.code)  # fmt: skip
-            if not item.future.done():
-                item.future.set_result(result)
-            queue.full_logged = queue.full_logged and len(queue) >= self._max_queued // 2
-            if not queue:
-                del self._peers[item.to_peer_id]
-        self._wake.set()
-
     async def _flush_loop(self) -> None:
         """Emit what waits, in order per destination, up to the in-flight window of each; never awaits an ack."""
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_wake(loop.time()))
+                await asyncio.wait_for(self._wake.wait(), self._queues.next_wake(loop.time()))
             self._wake.clear()
-            now = loop.time()
-            for queue in list(self._peers.values()):
-                self._expire(queue, now)
-                while (
-                    self._up
-                    and queue.waiting
-                    and len(queue.inflight) < self._window
-                    and queue.retry_at <= now
-                ):
-                    if not await self._emit(queue, queue.waiting.pop(0), now):
-                        break
+            if not self._up or self._sio is None:
+                continue
+            for item in self._queues.ready(loop.time()):
+                if not await self._emit(self._sio, item):
+                    break
 
-    def _next_wake(self, now: float) -> float | None:
-        times = [q.retry_at for q in self._peers.values() if q.waiting and q.retry_at > now]
-        times += [i.sent_at + self._ack_timeout for q in self._peers.values() for i in q.inflight.values()]
-        return max(0.01, min(times) - now) if times else None
+    async def _emit(self, sio: socketio.AsyncClient, item: Outgoing) -> bool:
+        def on_ack(*args: Any) -> None:
+            self._queues.acked(item, args[0] if args else None, asyncio.get_running_loop().time())
+            self._wake.set()
 
-    def _expire(self, queue: _PeerQueue, now: float) -> None:
-        """An ack not back within `ack_timeout` on a live link: the message is sent again."""
-        for seq, item in list(queue.inflight.items()):
-            if now - item.sent_at >= self._ack_timeout:
-                del queue.inflight[seq]
-                item.deferred = True
-                bisect.insort(queue.waiting, item, key=lambda i: i.seq)
-                queue.retry_at = now + 0.25
-                log_event(
-                    log, logging.WARNING, "ack_timeout", peer_id=self.peer_id, to_peer_id=item.to_peer_id
-                )
-
-    async def _emit(self, queue: _PeerQueue, item: _Outgoing, now: float) -> bool:
-        sio = self._sio
-        assert sio is not None
-        item.sent_at = now
-        queue.inflight[item.seq] = item
-        body = {"to_peer_id": item.to_peer_id, "payload": item.payload}
         try:
-            await sio.emit("peer_message", body, callback=lambda *args: self._acked(item, *args))
+            await sio.emit(
+                "peer_message", {"to_peer_id": item.to_peer_id, "payload": item.payload}, callback=on_ack
+            )
         except socketio.exceptions.SocketIOError:
-            queue.inflight.pop(item.seq, None)
-            item.deferred = True
-            bisect.insort(queue.waiting, item, key=lambda i: i.seq)
+            self._queues.unsent(item)
             return False
         return True
 

@@ -25,7 +25,12 @@ def kv(event: str, **fields: object) -> str:
 def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
     """Log one structured event (formatting is skipped when the level is disabled)."""
     if logger.isEnabledFor(level):
-        logger.log(level, "%s", kv(event, **fields))
+        # The text line keeps `event=... k=v`; the JSON formatter (`fsm_worker.logs`) uses the fields themselves.
+        logger.log(level, "%s", kv(event, **fields), extra={STRUCTURED: (event, fields)})
+
+
+#: The `LogRecord` attribute carrying `(event, fields)` of a structured event.
+STRUCTURED = "fsm_event"
 
 
 def configure_logging(level: int | str = logging.INFO) -> None:

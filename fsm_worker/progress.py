@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from fsm_worker.protocol.messages import JobEvent, JobStatus
+from fsm_worker.protocol.messages import JobEvent, JobStatus, Metrics
 
 
 class JobProgress:
@@ -44,10 +44,24 @@ class JobProgress:
         self._update("upload", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")
 
     def event(self, event: JobEvent) -> None:
+        metrics = format_metrics(getattr(event, "metrics", None))
         if isinstance(event, JobStatus):
-            self._update("training", event.progress, 1.0, event.message[:70])
+            info = " ".join(part for part in (metrics, event.message[: 70 - len(metrics)]) if part)
+            self._update("training", event.progress, 1.0, info)
         else:
-            self._update("training", 1.0, 1.0, event.TYPE)
+            self._update("training", 1.0, 1.0, " ".join(part for part in (event.TYPE, metrics) if part))
 
     def download(self, done: int, total: int) -> None:
         self._update("download", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")
+
+
+def format_metrics(metrics: Metrics | None) -> str:
+    """`epoch 3 loss 0.1234 val_loss 0.2345` from the metrics an event carries ("" without any)."""
+    if metrics is None:
+        return ""
+    parts = [f"epoch {metrics.epoch}"] if metrics.epoch is not None else []
+    for name in ("loss", "val_loss"):
+        value = getattr(metrics, name)
+        if value is not None:
+            parts.append(f"{name} {value:.4g}")
+    return " ".join(parts)

@@ -1,54 +1,50 @@
-"""``python -m fsm_worker.server``: run one signaling server node (used by tests and benchmarks).
+"""``python -m fsm_worker.server``: ``fsm-worker server`` under another name, for tests and benchmarks.
 
-Prints ``LISTENING <url>`` on stdout once the port is bound. The project CLI (``fsm-worker server``) is
-the user-facing entry point; this module is the minimal one.
+Same settings (flags, ``FSM_WORKER_*`` variables, ``--settings`` TOML); a token is required rather than
+generated, and ``LISTENING <url>`` is printed on stdout once the port is bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import sys
 
-from fsm_worker.logfmt import configure_logging
-from fsm_worker.server.config import ServerConfig
+from fsm_worker import logs
+from fsm_worker.cli import add_settings_file, server_config
+from fsm_worker.cli_options import LogOptions, add_command_arguments, command_settings
 from fsm_worker.server.server import RunningServer, run_server
+from fsm_worker.settings import Settings, SettingsError, load_toml
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(prog="python -m fsm_worker.server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--token", action="append", required=True, help="repeat for several rooms")
-    parser.add_argument("--redis", default=None, help="redis://HOST:PORT/DB for scale-out")
-    parser.add_argument("--grace", type=float, default=30.0, help="resume grace period in seconds")
-    parser.add_argument("--node-ttl", type=float, default=10.0, help="seconds before a silent node is dead")
-    parser.add_argument("--node-id", default=None)
-    parser.add_argument("--log-level", default="INFO")
+    """The options of ``fsm-worker server``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fsm_worker.server", description="Run the signaling server."
+    )
+    add_settings_file(parser)
+    add_command_arguments(parser, "server")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM."""
     args = parse_args(argv)
-    configure_logging(getattr(logging, str(args.log_level).upper(), logging.INFO))
-    extra = {"node_id": args.node_id} if args.node_id else {}
-    config = ServerConfig(
-        tokens=args.token,
-        host=args.host,
-        port=args.port,
-        redis_url=args.redis,
-        resume_grace_seconds=args.grace,
-        node_ttl_seconds=args.node_ttl,
-        **extra,
-    )
+    try:
+        settings = Settings(args, load_toml(args.settings_file, "server"))
+        options = settings.build(LogOptions, command_settings("server", LogOptions))
+        logs.configure(options.log_level or "INFO", options.json_logs)
+        config = server_config(settings, generate_token=False)
+    except SettingsError as error:
+        print(f"python -m fsm_worker.server: {error}", file=sys.stderr)
+        return 2
 
     def ready(running: RunningServer) -> None:
         print(f"LISTENING {running.url}", flush=True)
 
     asyncio.run(run_server(config, ready=ready))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

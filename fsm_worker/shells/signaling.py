@@ -1,58 +1,40 @@
 """A resilient Socket.IO connection to the signaling server, for workers and job clients.
 
-- reconnects by itself with capped, jittered exponential backoff, presenting its resume secret so it gets
-  its peer id back, and re-registering the metadata last set;
-- :meth:`SignalingClient.send` never raises: while the link is down (or an ack is lost with the link) the
-  message is queued in order and flushed after reconnection;
+- reconnection is python-socketio's own (backoff with jitter); the ``auth`` it presents is a callable,
+  re-evaluated on each attempt, so it carries the latest resume secret (the peer id comes back) and metadata;
+- :meth:`SignalingClient.post` never blocks and never raises: messages leave at once, many acks in flight per
+  peer, in order per destination; while the link is down (or when an ack is lost with the link) they wait in
+  a backlog and go after reconnection. What waits for one peer is bounded (``max_queued_per_peer``): beyond
+  it a message is refused with ``QUEUE_FULL`` and the others are not held up;
 - incoming ``peer_message`` events are handed to the callback one at a time, in arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import inspect
-import itertools
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
-from enum import StrEnum
 from typing import Any
 
-import attrs
 import socketio
 
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
-from fsm_worker.protocol.signaling import ErrorCode, ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.protocol.errors import SignalingCode
+from fsm_worker.protocol.signaling import ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.shells.send_queue import Outgoing, SendQueues, SendResult, SendStatus
 
 log = logging.getLogger("fsm_worker.shells.signaling")
 
 PeerMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 Hook = Callable[[], Awaitable[None] | None]
 
+#: The refusal code of a message that finds its peer's queue full (a link-side limit, not the server's).
+QUEUE_FULL = SignalingCode.QUEUE_FULL
 
-class SendStatus(StrEnum):
-    """What happened to a sent message."""
-
-    DELIVERED = "delivered"  # the server routed it to the peer
-    QUEUED = "queued"  # kept in order; sent after reconnection
-    REFUSED = "refused"  # the server said no (see ``code``); not queued
-
-
-@attrs.frozen
-class SendResult:
-    """Outcome of :meth:`SignalingClient.send`."""
-
-    status: SendStatus
-    code: str | None = None
-    message: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        """True if the server routed the message."""
-        return self.status is SendStatus.DELIVERED
+__all__ = ["QUEUE_FULL", "SendResult", "SendStatus", "SignalingClient", "SignalingError", "metadata_delta"]
 
 
 class SignalingError(Exception):
@@ -66,15 +48,6 @@ class SignalingError(Exception):
 
 class _LinkDown(Exception):
     """The link dropped before an ack arrived."""
-
-
-@attrs.define(eq=False)
-class _Outgoing:
-    seq: int
-    to_peer_id: str
-    payload: dict[str, Any]
-    future: asyncio.Future[SendResult]
-    queued_at: float = 0.0
 
 
 def metadata_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,31 +92,40 @@ class SignalingClient:
         backoff_initial: float = 0.25,
         backoff_max: float = 10.0,
         queued_peer_wait: float = 30.0,
+        max_queued_per_peer: int = 1024,
+        max_inflight_per_peer: int = 64,
     ) -> None:
+        """`backoff_*` are python-socketio's reconnection delays; `queued_peer_wait` is how long a message that
+        waited for the link keeps retrying a peer the server does not know (it may be reconnecting too)."""
         self.url = url
         self.peer_id = peer_id
         self.role = role
         self.resume_secret = resume_secret
         self._token = token
         self._metadata = parse_metadata(dict(metadata or {}), max_bytes=1 << 30, allow_null=False)
+        self._auth_metadata: dict[str, Any] = {}
         self._on_peer_message = on_peer_message
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._ack_timeout = ack_timeout
         self._backoff = (backoff_initial, backoff_max)
-        self._queued_peer_wait = queued_peer_wait
+        self._queues = SendQueues(
+            peer_id,
+            max_queued=max_queued_per_peer,
+            window=max_inflight_per_peer,
+            queued_peer_wait=queued_peer_wait,
+            ack_timeout=ack_timeout,
+        )
         self._sio: socketio.AsyncClient | None = None
         self._up = False
-        self._closing = asyncio.Event()
+        self._closing = False
         self._replaced = False
+        self._welcomed_once = False
         self._first: asyncio.Future[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: set[asyncio.Future[Any]] = set()
-        self._backlog: list[_Outgoing] = []
-        self._seq = itertools.count()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._requests: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        self._auth_metadata: dict[str, Any] = {}
         self.reconnects = 0
 
     # -- public API ------------------------------------------------------------------------------------------
@@ -160,16 +142,33 @@ class SignalingClient:
 
     @property
     def queued(self) -> int:
-        """Messages waiting for the link."""
-        return len(self._backlog)
+        """Messages not yet acknowledged by the server (waiting for the link, or in flight)."""
+        return self._queues.queued
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet acknowledged (up to ``max_inflight_per_peer`` per destination)."""
+        return self._queues.in_flight
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect (retrying transport errors until ``timeout``); raise :class:`SignalingError` on refusal."""
         if self._tasks:
             raise RuntimeError("connect() may be called once")
         self._first = asyncio.get_running_loop().create_future()
+        self._sio = self._new_sio()
+        attempt = asyncio.create_task(
+            self._sio.connect(
+                self.url,
+                auth=self._auth,
+                transports=["websocket"],
+                wait_timeout=self._ack_timeout,
+                retry=True,
+            ),
+            name=f"signaling-connect-{self.peer_id}",
+        )
+        attempt.add_done_callback(self._connect_done)
         self._tasks = [
-            asyncio.create_task(self._supervise(), name=f"signaling-{self.peer_id}"),
+            attempt,
             asyncio.create_task(self._flush_loop(), name=f"signaling-flush-{self.peer_id}"),
             asyncio.create_task(self._dispatch_loop(), name=f"signaling-inbox-{self.peer_id}"),
         ]
@@ -181,46 +180,43 @@ class SignalingClient:
             raise
 
     async def close(self) -> None:
-        """Disconnect and stop reconnecting; queued messages are dropped (and logged)."""
-        self._closing.set()
+        """Disconnect and stop reconnecting; what is still queued is dropped (and logged)."""
+        self._closing = True
         sio = self._sio
         if sio is not None:
             with contextlib.suppress(Exception):
-                await sio.disconnect()
+                await sio.shutdown()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._backlog:
-            log_event(
-                log, logging.WARNING, "closed_with_queued", peer_id=self.peer_id, count=len(self._backlog)
-            )
-            for item in self._backlog:
-                if not item.future.done():
-                    item.future.set_result(SendResult(SendStatus.QUEUED))
+        if sio is not None:  # also closes the HTTP session of an attempt that never connected
+            with contextlib.suppress(Exception):
+                await sio.eio.disconnect()
+        if self.queued:
+            log_event(log, logging.WARNING, "closed_with_queued", peer_id=self.peer_id, count=self.queued)
+        self._queues.drop_all()
         self._up = False
 
-    async def send(self, to_peer_id: str, payload: Mapping[str, Any]) -> SendResult:
-        """Send a peer message. Never raises; a message that cannot go now is queued in order."""
-        item = _Outgoing(
-            next(self._seq), to_peer_id, dict(payload), asyncio.get_running_loop().create_future()
-        )
-        if self._closing.is_set():
-            return SendResult(SendStatus.REFUSED, ErrorCode.NOT_CONNECTED, "client is closed")
-        if self._up and not any(i.to_peer_id == to_peer_id for i in self._backlog):
-            try:
-                ack = await self._call("peer_message", {"to_peer_id": to_peer_id, "payload": item.payload})
-            except (_LinkDown, TimeoutError) as exc:
-                self._enqueue(item, "link_dropped" if isinstance(exc, _LinkDown) else "ack_timeout")
-                return SendResult(SendStatus.QUEUED)
-            return self._result(ack)
-        self._enqueue(item, "not_connected" if not self._up else "backlog")
-        if not self._up:
-            return SendResult(SendStatus.QUEUED)
+    def post(self, to_peer_id: str, payload: Mapping[str, Any]) -> asyncio.Future[SendResult]:
+        """Send a peer message without waiting: the future tells what became of it. Never raises."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SendResult] = loop.create_future()
+        if self._closing:
+            future.set_result(SendResult(SendStatus.REFUSED, SignalingCode.NOT_CONNECTED, "client is closed"))
+            return future
+        self._queues.add(to_peer_id, payload, future, loop.time(), self._up)
         self._wake.set()
+        return future
+
+    async def send(self, to_peer_id: str, payload: Mapping[str, Any]) -> SendResult:
+        """Send a peer message and wait for its ack (at most ``ack_timeout``; then it stays queued)."""
+        future = self.post(to_peer_id, payload)
+        if future.done() or not self._up:
+            return future.result() if future.done() else SendResult(SendStatus.QUEUED)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), self._ack_timeout)
+            return await asyncio.wait_for(asyncio.shield(future), self._ack_timeout)
         except TimeoutError:
             return SendResult(SendStatus.QUEUED)
 
@@ -246,15 +242,16 @@ class SignalingClient:
         try:
             await self._request("update_metadata", {"metadata": checked})
         except SignalingError as exc:
-            if exc.code in (ErrorCode.NOT_CONNECTED, ErrorCode.TIMEOUT):
+            if exc.code in (SignalingCode.NOT_CONNECTED, SignalingCode.TIMEOUT):
                 return False
             raise
         self._auth_metadata = dict(self._metadata)
         return True
 
-    # -- connection supervisor -------------------------------------------------------------------------------
+    # -- the connection: python-socketio connects and reconnects; these handlers follow it --------------------
 
     def _auth(self) -> dict[str, Any]:
+        """Evaluated by python-socketio on every (re)connection attempt."""
         self._auth_metadata = dict(self._metadata)
         auth: dict[str, Any] = {
             "token": self._token,
@@ -266,109 +263,45 @@ class SignalingClient:
             auth["resume_secret"] = self.resume_secret
         return auth
 
-    def _new_sio(
-        self, welcomed: asyncio.Event, dropped: asyncio.Event, refusal: list[Any]
-    ) -> socketio.AsyncClient:
+    def _new_sio(self) -> socketio.AsyncClient:
         sio = socketio.AsyncClient(
-            reconnection=False,
+            reconnection=True,
+            reconnection_delay=self._backoff[0],
+            reconnection_delay_max=self._backoff[1],
+            randomization_factor=0.5,
             logger=False,
             engineio_logger=False,
             handle_sigint=False,
             serializer=JsonPacket,
         )
-
-        def current() -> bool:
-            return self._sio is sio
-
-        async def on_welcome(data: Any) -> None:
-            if isinstance(data, dict) and isinstance(data.get("resume_secret"), str):
-                self.resume_secret = data["resume_secret"]
-            welcomed.set()
-
-        async def on_connect_error(data: Any = None) -> None:
-            refusal.append(data)
-
-        async def on_disconnect(*_args: Any) -> None:
-            if current():
-                self._link_lost()
-            dropped.set()
-
-        async def on_replaced(*_args: Any) -> None:
-            self._replaced = True
-            log_event(log, logging.ERROR, "session_replaced", peer_id=self.peer_id)
-
-        def on_peer_message(data: Any) -> None:
-            if not current():
-                return
-            if isinstance(data, dict) and isinstance(data.get("from_peer_id"), str):
-                payload = data.get("payload")
-                if isinstance(payload, dict):
-                    self._inbox.put_nowait((data["from_peer_id"], payload))
-                    return
-            log_event(log, logging.WARNING, "malformed_delivery", peer_id=self.peer_id)
-
-        sio.on("welcome", on_welcome)
-        sio.on("connect_error", on_connect_error)
-        sio.on("disconnect", on_disconnect)
-        sio.on("session_replaced", on_replaced)
-        sio.on("peer_message", on_peer_message)
+        sio.on("welcome", self._on_welcome)
+        sio.on("connect_error", self._on_connect_error)
+        sio.on("disconnect", self._on_link_down)
+        sio.on("session_replaced", self._on_replaced)
+        sio.on("peer_message", self._on_delivery)
         return sio
 
-    async def _attempt(self) -> asyncio.Event | None:
-        """One connection attempt; returns the event set when the link drops, or None on failure."""
-        welcomed, dropped, refusal = asyncio.Event(), asyncio.Event(), list[Any]()
-        sio = self._new_sio(welcomed, dropped, refusal)
-        self._sio = sio
-        try:
-            await sio.connect(
-                self.url, auth=self._auth, transports=["websocket"], wait_timeout=self._ack_timeout
+    def _connect_done(self, attempt: asyncio.Task[None]) -> None:
+        if attempt.cancelled() or self._first is None or self._first.done():
+            return
+        error = attempt.exception()
+        if error is not None:
+            self._first.set_exception(
+                SignalingError(SignalingCode.NOT_CONNECTED, str(error) or type(error).__name__)
             )
-            async with asyncio.timeout(self._ack_timeout):
-                await welcomed.wait()
-        except (socketio.exceptions.ConnectionError, TimeoutError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await sio.disconnect()
-            code, message = self._refusal_of(refusal, exc)
-            if (
-                self._first is not None
-                and not self._first.done()
-                and any(isinstance(r, dict) for r in refusal)
-            ):
-                self._first.set_exception(SignalingError(code, message))
-            log_event(log, logging.WARNING, "connect_failed", peer_id=self.peer_id, code=code, reason=message)
-            return None
+
+    async def _on_welcome(self, data: Any = None) -> None:
+        if isinstance(data, dict) and isinstance(data.get("resume_secret"), str):
+            self.resume_secret = data["resume_secret"]
         self._up = True
-        return dropped
-
-    @staticmethod
-    def _refusal_of(refusal: list[Any], exc: BaseException) -> tuple[str, str]:
-        for data in refusal:
-            if isinstance(data, dict):
-                extra = data.get("data")
-                code = extra.get("code") if isinstance(extra, dict) else None
-                return str(code or ErrorCode.AUTH_FAILED), str(data.get("message", "refused"))
-        return str(ErrorCode.NOT_CONNECTED), str(exc) or type(exc).__name__
-
-    async def _supervise(self) -> None:
-        delay = self._backoff[0]
-        while not self._closing.is_set() and not self._replaced:
-            dropped = await self._attempt()
-            if dropped is not None:
-                delay = self._backoff[0]
-                await self._on_link_up()
-                await dropped.wait()
-                await _call_hook(self._on_disconnect)
-                self.reconnects += 1
-                if self._closing.is_set() or self._replaced:
-                    break
-                log_event(log, logging.WARNING, "link_lost", peer_id=self.peer_id, queued=len(self._backlog))
-            sleep = delay * random.uniform(0.5, 1.0)
-            delay = min(delay * 2, self._backoff[1])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), sleep)
+        if self._welcomed_once:
+            self.reconnects += 1
+        self._welcomed_once = True
+        log_event(log, logging.INFO, "connected", peer_id=self.peer_id, queued=self.queued)
+        self._tasks.append(asyncio.create_task(self._on_link_up(), name=f"signaling-up-{self.peer_id}"))
+        self._wake.set()
 
     async def _on_link_up(self) -> None:
-        log_event(log, logging.INFO, "connected", peer_id=self.peer_id, queued=len(self._backlog))
         if self._metadata != self._auth_metadata:  # changed during the handshake
             with contextlib.suppress(SignalingError):
                 await self._request(
@@ -376,106 +309,98 @@ class SignalingClient:
                 )
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
-        self._wake.set()
         await _call_hook(self._on_connect)
 
-    def _link_lost(self) -> None:
+    async def _on_connect_error(self, data: Any = None) -> None:
+        if not isinstance(data, dict):  # a transport error: python-socketio retries
+            return
+        extra = data.get("data")
+        code = str((extra.get("code") if isinstance(extra, dict) else None) or SignalingCode.AUTH_FAILED)
+        message = str(data.get("message", "refused"))
+        log_event(log, logging.WARNING, "connect_refused", peer_id=self.peer_id, code=code, reason=message)
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(SignalingError(code, message))
+
+    async def _on_link_down(self, *_reason: Any) -> None:
+        if not self._up:
+            return
         self._up = False
-        for fut in self._inflight:
-            if not fut.done():
-                fut.set_exception(_LinkDown())
+        for future in self._requests:
+            if not future.done():
+                future.set_exception(_LinkDown())
+        self._queues.link_lost()
+        if not self._closing and not self._replaced:
+            log_event(log, logging.WARNING, "link_lost", peer_id=self.peer_id, queued=self.queued)
+        self._tasks.append(asyncio.create_task(_call_hook(self._on_disconnect)))
 
-    # -- requests and the send queue -------------------------------------------------------------------------
+    async def _on_replaced(self, *_args: Any) -> None:
+        self._replaced = True  # the server disconnects this session next; python-socketio does not reconnect
+        log_event(log, logging.ERROR, "session_replaced", peer_id=self.peer_id)
 
-    async def _call(self, event: str, data: dict[str, Any]) -> Any:
-        sio = self._sio
-        if sio is None or not self._up:
-            raise _LinkDown()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight.add(fut)
+    def _on_delivery(self, data: Any) -> None:
+        if isinstance(data, dict) and isinstance(data.get("from_peer_id"), str):
+            payload = data.get("payload")
+            if isinstance(payload, dict):
+                self._inbox.put_nowait((data["from_peer_id"], payload))
+                return
+        log_event(log, logging.WARNING, "malformed_delivery", peer_id=self.peer_id)
 
-        def on_ack(*args: Any) -> None:
-            if not fut.done():
-                fut.set_result(args[0] if args else None)
-
-        try:
-            try:
-                await sio.emit(event, data, callback=on_ack)
-            except socketio.exceptions.SocketIOError as exc:
-                raise _LinkDown() from exc
-            async with asyncio.timeout(self._ack_timeout):
-                return await fut
-        finally:
-            self._inflight.discard(fut)
+    # -- requests and the send queues ------------------------------------------------------------------------
 
     async def _request(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        sio = self._sio
+        if sio is None or not self._up:
+            raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests.add(future)
+
+        def on_ack(*args: Any) -> None:
+            if not future.done():
+                future.set_result(args[0] if args else None)
+
         try:
-            ack = await self._call(event, data)
-        except _LinkDown:
-            raise SignalingError(ErrorCode.NOT_CONNECTED, f"{event}: not connected") from None
+            await sio.emit(event, data, callback=on_ack)
+            async with asyncio.timeout(self._ack_timeout):
+                ack = await future
+        except (_LinkDown, socketio.exceptions.SocketIOError):
+            raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected") from None
         except TimeoutError:
-            raise SignalingError(ErrorCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s") from None
+            raise SignalingError(
+                SignalingCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s"
+            ) from None
+        finally:
+            self._requests.discard(future)
         if not isinstance(ack, dict) or not ack.get("ok"):
             code, message = (ack.get("code"), ack.get("message")) if isinstance(ack, dict) else (None, None)
-            raise SignalingError(str(code or ErrorCode.INTERNAL_ERROR), str(message or f"{event} failed"))
+            raise SignalingError(str(code or SignalingCode.INTERNAL_ERROR), str(message or f"{event} failed"))
         return ack
 
-    @staticmethod
-    def _result(ack: Any) -> SendResult:
-        if isinstance(ack, dict) and ack.get("ok") is True:
-            return SendResult(SendStatus.DELIVERED)
-        if isinstance(ack, dict):
-            return SendResult(SendStatus.REFUSED, str(ack.get("code")), str(ack.get("message")))
-        return SendResult(SendStatus.REFUSED, ErrorCode.INTERNAL_ERROR, f"unexpected ack {ack!r}")
-
-    def _enqueue(self, item: _Outgoing, reason: str) -> None:
-        item.queued_at = asyncio.get_running_loop().time()
-        bisect.insort(self._backlog, item, key=lambda i: i.seq)
-        level = logging.DEBUG if reason == "backlog" else logging.ERROR
-        log_event(
-            log, level, "send_queued", peer_id=self.peer_id, to_peer_id=item.to_peer_id, reason=reason,
-            queued=len(self._backlog),
-        )  # fmt: skip
-
     async def _flush_loop(self) -> None:
-        """Send the backlog in order per destination; a target that is not (yet) back is retried for a while."""
-        retry: float | None = None
+        """Emit what waits, in order per destination, up to the in-flight window of each; never awaits an ack."""
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), retry)
+                await asyncio.wait_for(self._wake.wait(), self._queues.next_wake(loop.time()))
             self._wake.clear()
-            retry = None
-            blocked: set[str] = set()
-            for item in list(self._backlog):
-                if not self._up:
+            if not self._up or self._sio is None:
+                continue
+            for item in self._queues.ready(loop.time()):
+                if not await self._emit(self._sio, item):
                     break
-                if item.to_peer_id in blocked:
-                    continue
-                body = {"to_peer_id": item.to_peer_id, "payload": item.payload}
-                try:
-                    ack = await self._call("peer_message", body)
-                except _LinkDown:
-                    break
-                except TimeoutError:
-                    blocked.add(item.to_peer_id)
-                    retry = 1.0
-                    continue
-                result = self._result(ack)
-                waited = loop.time() - item.queued_at
-                if result.code == ErrorCode.PEER_NOT_FOUND and waited < self._queued_peer_wait:
-                    blocked.add(item.to_peer_id)  # the target may still be reconnecting
-                    retry = min(retry or 0.25, 0.25)
-                    continue
-                with contextlib.suppress(ValueError):
-                    self._backlog.remove(item)
-                if result.status is SendStatus.REFUSED:
-                    log_event(
-                        log, logging.ERROR, "queued_send_refused", peer_id=self.peer_id,
-                        to_peer_id=item.to_peer_id, code=result.code,
-                    )  # fmt: skip
-                if not item.future.done():
-                    item.future.set_result(result)
+
+    async def _emit(self, sio: socketio.AsyncClient, item: Outgoing) -> bool:
+        def on_ack(*args: Any) -> None:
+            self._queues.acked(item, args[0] if args else None, asyncio.get_running_loop().time())
+            self._wake.set()
+
+        try:
+            await sio.emit(
+                "peer_message", {"to_peer_id": item.to_peer_id, "payload": item.payload}, callback=on_ack
+            )
+        except socketio.exceptions.SocketIOError:
+            self._queues.unsent(item)
+            return False
+        return True
 
     async def _dispatch_loop(self) -> None:
         while True:

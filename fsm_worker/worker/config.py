@@ -1,40 +1,95 @@
-"""The worker host's settings."""
+"""The worker host's settings: the CLI's flags, `FSM_WORKER_*` variables and TOML keys are derived from these fields."""
 
 from __future__ import annotations
 
 import socket
 import uuid
 from pathlib import Path
+from typing import Any, Literal
 
 import attrs
 
+from fsm_worker.protocol.worker.coordinator import CoordinatorConfig
 from fsm_worker.shells.rtc.config import IceServerConfig
 
 GiB = 1024**3
 
 
+def _core_default(name: str) -> Any:
+    """A `WorkerConfig` field that takes its default and help from `CoordinatorConfig` (one source)."""
+    core = getattr(attrs.fields(CoordinatorConfig), name)
+    return attrs.field(default=core.default, metadata=core.metadata)
+
+
+def _absolute(path: str | Path) -> Path:
+    return Path(path).expanduser().absolute()
+
+
 @attrs.frozen
 class WorkerConfig:
-    """Everything a worker host needs; the CLI fills it from flags, `FSM_WORKER_*` variables or TOML."""
+    """Everything a worker host needs; the CLI's flags, `FSM_WORKER_*` variables and TOML keys come from here."""
 
-    server_url: str
-    token: str
-    peer_id: str = attrs.field(factory=lambda: f"worker-{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
-    workdir: Path = attrs.field(converter=Path, factory=lambda: Path.home() / ".cache" / "fsm-worker")
-    job_types: tuple[str, ...] = ()  # default: every type in the registry
-    tags: tuple[str, ...] = ()
-    gpu_memory_mb: int | None = None  # None: detected
-    gpu_model: str | None = None
-    cuda_version: str | None = None
-    reservation_timeout: float = 30.0
-    input_timeout: float = 1800.0
-    retention: float = 3600.0
-    job_timeout: float | None = None
-    kill_grace: float = 5.0
-    max_upload_bytes: int = 10 * GiB
-    ice_servers: tuple[IceServerConfig, ...] = ()
-    rtc_setup_timeout: float = 15.0
-    shutdown_policy: str = attrs.field(default="finish", validator=attrs.validators.in_(("finish", "cancel")))
-    shutdown_timeout: float = 300.0
-    loopback_only: bool = False  # 127.0.0.1 as the only ICE host candidate (tests, the demo)
-    rtc_fast_path: str | None = None  # "loopback" or "lan": larger SCTP packets when the peer offers them too
+    server_url: str = attrs.field(
+        metadata={"name": "server", "help": "signaling server URL, e.g. http://127.0.0.1:8765"}
+    )
+    token: str = attrs.field(metadata={"help": "room token", "secret": True})
+    peer_id: str = attrs.field(
+        factory=lambda: f"worker-{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
+        metadata={"help": "this worker's id", "default_text": "worker-<hostname>-<random>"},
+    )
+    workdir: Path = attrs.field(
+        converter=_absolute,
+        factory=lambda: Path.home() / ".cache" / "fsm-worker",
+        metadata={
+            "help": "job files and the content store (made absolute)",
+            "default_text": "~/.cache/fsm-worker",
+        },
+    )
+    job_types: tuple[str, ...] = attrs.field(
+        default=(), converter=tuple, metadata={"help": "job types to offer (empty: every registered one)"}
+    )
+    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple, metadata={"help": "discovery tags"})
+    gpu_memory_mb: int | None = attrs.field(
+        default=None, metadata={"help": "GPU memory to advertise", "default_text": "detected"}
+    )
+    gpu_model: str | None = attrs.field(
+        default=None, metadata={"help": "GPU model to advertise", "default_text": "detected"}
+    )
+    cuda_version: str | None = attrs.field(
+        default=None, metadata={"help": "CUDA version to advertise", "default_text": "detected"}
+    )
+    connect_timeout: float = attrs.field(
+        default=10.0, metadata={"help": "seconds to reach the signaling server at start"}
+    )
+    reservation_timeout: float = _core_default("reservation_timeout")
+    input_timeout: float = _core_default("input_timeout")
+    retention: float = _core_default("retention")
+    job_timeout: float | None = attrs.field(
+        default=None, metadata={"help": "seconds a run may take", "default_text": "unlimited"}
+    )
+    kill_grace: float = attrs.field(
+        default=5.0, metadata={"help": "seconds a stopped job gets between SIGTERM and SIGKILL"}
+    )
+    max_upload_bytes: int = attrs.field(
+        default=10 * GiB,
+        metadata={"name": "max_upload_mb", "scale": 1024 * 1024, "help": "largest upload per job, in MiB"},
+    )
+    ice_servers: tuple[IceServerConfig, ...] = attrs.field(default=(), metadata={"cli": False})
+    rtc_setup_timeout: float = attrs.field(
+        default=15.0, metadata={"help": "seconds to answer an offer and open the data channel"}
+    )
+    shutdown_policy: Literal["finish", "cancel"] = attrs.field(
+        default="finish",
+        validator=attrs.validators.in_(("finish", "cancel")),
+        metadata={"help": "on SIGINT/SIGTERM: let the running job finish, or cancel it"},
+    )
+    shutdown_timeout: float = attrs.field(
+        default=300.0, metadata={"help": "seconds a shutdown waits for the running job before stopping it"}
+    )
+    loopback_only: bool = attrs.field(
+        default=False, metadata={"help": "127.0.0.1 as the only ICE host candidate (tests, one machine)"}
+    )
+    rtc_fast_path: Literal["loopback", "lan"] | None = attrs.field(
+        default=None,
+        metadata={"help": "larger SCTP packets on the data channel when the peer offers them too"},
+    )

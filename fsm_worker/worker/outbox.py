@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -47,10 +48,18 @@ class Outbox:
                     await self.signaling.update_metadata(body)
                     continue
                 to, payload = body
-                result = await self.signaling.send(to, payload)
-                self._note_delivery(to, payload["app_message_type"], result)
+                kind = payload["app_message_type"]  # posted, never awaited: one slow ack holds up nothing
+                self.signaling.post(to, payload).add_done_callback(
+                    functools.partial(self._note_delivered, to, kind)
+                )
             except Exception:
                 log.exception("sending %s failed", kind)
+
+    def _note_delivered(self, to: str, kind: str, done: asyncio.Future[SendResult]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            log.warning("%s to %s not delivered: %s", kind, to, "cancelled" if done.cancelled() else done.exception())
+            return
+        self._note_delivery(to, kind, done.result())
 
     def _note_delivery(self, to: str, kind: str, result: SendResult) -> None:
         """Warn once when a peer becomes unreachable (its client replays job events with `job_sync` later)."""

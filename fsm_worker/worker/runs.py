@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
+from fsm_worker import logs
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobSpec
-from fsm_worker.protocol.worker.events import Event, Job, RunFailed, RunStopped
+from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunStopped
 from fsm_worker.shells.runner.runner import EventSink, JobRunner
 
 
@@ -20,10 +22,14 @@ class JobRuns:
         self.kill_grace = kill_grace
         self._sink = sink
 
+    def _report(self, event: RunEvent) -> Awaitable[None] | None:
+        logs.job_outcome(event)  # the worker's log line per finished run
+        return self._sink(event)
+
     async def start(self, job: Job, job_dir: Path) -> Event | None:
         """Start the run (its events follow through the sink), or the failure when it cannot begin."""
         try:
-            await self.runner.start(JobSpec(job.job_id, job.job_type, job.config, job_dir), self._sink)
+            await self.runner.start(JobSpec(job.job_id, job.job_type, job.config, job_dir), self._report)
         except Exception as error:  # a closed runner, or this job id already running
             message = f"the run could not start: {error}"
             return RunFailed(job.job_id, ErrorCode.HANDLER_ERROR, message, False)

@@ -10,7 +10,7 @@ from support.signaling import ClientFactory, ServerInfo, loopback_config, wait_u
 
 from fsm_worker.protocol.signaling import merge_metadata
 from fsm_worker.server.server import start_server
-from fsm_worker.shells.signaling import SendStatus, SignalingClient, metadata_delta
+from fsm_worker.shells.signaling import QUEUE_FULL, SendStatus, SignalingClient, metadata_delta
 
 WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_mb": 16384}}
 
@@ -102,3 +102,78 @@ def test_metadata_delta_round_trips() -> None:
     old = {"tags": ["a"], "properties": {"x": 1, "y": 2}, "extra": 1}
     new = {"properties": {"y": 3, "z": 4}, "other": True}
     assert merge_metadata(old, metadata_delta(old, new)) == {"properties": {"y": 3, "z": 4}, "other": True}
+
+
+# --- sending never serialises on one ack; what waits for one peer is bounded (issue 10 item 5) --------------
+
+
+async def test_posts_do_not_wait_for_acks_one_at_a_time(
+    signaling_server: ServerInfo, make_client: ClientFactory
+) -> None:
+    s = signaling_server
+    worker, _ = await make_client(s.url, s.token, "w1", "worker")
+    _, inbox = await make_client(s.url, s.token, "c1")
+    futures = [worker.post("c1", {"type": "job_response", "i": i}) for i in range(200)]
+    assert all(not future.done() for future in futures)  # post returns at once, before any ack
+    most = 0
+    async with asyncio.timeout(TIMEOUT):
+        while not all(future.done() for future in futures):
+            most = max(most, worker.in_flight)
+            await asyncio.sleep(0)
+    assert most > 1, "every message waited for the previous one's ack"
+    assert most <= 64  # the in-flight window per peer
+    assert {future.result().status for future in futures} == {SendStatus.DELIVERED}
+    got = [await inbox.next() for _ in range(200)]
+    assert got == [("w1", {"type": "job_response", "i": i}) for i in range(200)]  # in order
+
+
+async def test_a_flooded_peer_gets_bounded_replies_and_others_are_not_held_up(
+    make_client: ClientFactory,
+) -> None:
+    token = secrets.token_hex(8)
+    server = await start_server(loopback_config([token]))
+    port = server.port
+    try:
+        worker, _ = await make_client(server.url, token, "w1", "worker", max_queued_per_peer=50)
+        await server.stop()
+        await wait_until(lambda: not worker.connected)
+        flood = [worker.post("ghost", {"type": "job_response", "i": i}) for i in range(500)]
+        refused = [f.result() for f in flood if f.done()]
+        assert len(refused) == 450 and {r.code for r in refused} == {QUEUE_FULL}
+        assert "max_queued_per_peer=50" in str(refused[0].message)
+        assert worker.queued == 50
+        reply = worker.post("c1", {"type": "job_status"})  # another peer's queue is its own
+        assert not reply.done()
+
+        server = await start_server(loopback_config([token], port=port))
+        await wait_until(lambda: worker.connected)
+        _, inbox = await make_client(server.url, token, "c1")
+        assert await inbox.next() == ("w1", {"type": "job_status"})
+        async with asyncio.timeout(TIMEOUT):
+            assert (await reply).delivered
+        assert worker.queued <= 50  # the ghost's messages wait for it (queued_peer_wait), still bounded
+    finally:
+        await server.stop()
+
+
+async def test_reconnection_is_python_socketios_with_the_resume_secret_re_read(
+    make_client: ClientFactory,
+) -> None:
+    token = secrets.token_hex(8)
+    server = await start_server(loopback_config([token]))
+    port = server.port
+    try:
+        worker, _ = await make_client(server.url, token, "w1", "worker")
+        first_secret = worker.resume_secret
+        assert first_secret and worker.reconnects == 0
+        await server.stop()
+        await wait_until(lambda: not worker.connected)
+        await worker.update_metadata({"properties": {"status": "busy"}})  # registered by the next auth
+        server = await start_server(loopback_config([token], port=port))
+        await wait_until(lambda: worker.connected)
+        assert worker.reconnects == 1 and worker.resume_secret == first_secret
+        client, _ = await make_client(server.url, token, "c1")
+        [peer] = await client.discover({"role": "worker"})
+        assert peer["metadata"]["properties"] == {"status": "busy"}
+    finally:
+        await server.stop()

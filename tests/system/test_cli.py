@@ -185,7 +185,7 @@ async def test_demo_runs_a_real_job_end_to_end(tmp_path: Path) -> None:
 def test_help_has_examples() -> None:
     import subprocess
 
-    for command in ("server", "worker", "submit", "status", "demo", "diagram"):
+    for command in ("server", "worker", "submit", "attach", "cancel", "status", "demo", "diagram"):
         result = subprocess.run(
             [*CLI, command, "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=True
         )
@@ -211,3 +211,121 @@ async def test_ctrl_c_cancels_the_job(cluster: tuple[str, str], tmp_path: Path) 
     assert "the job was cancelled" in err.decode()
     code, out, _ = await run("status", "--server", url, "--token", token)
     assert code == 0 and "available" in out and "busy" not in out
+
+
+# --- a job followed, cancelled and interrupted from the command line (issue 11) ------------------------------
+
+
+async def _submit_until_running(
+    url: str, token: str, data: Path, out: Path, state_dir: Path, *, epochs: int, ignore_sigint: bool = False
+) -> asyncio.subprocess.Process:
+    """A background `submit`, returned once its job runs (optionally started with SIGINT ignored, as a
+    non-interactive shell starts a background job)."""
+
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "submit", "--server", url, "--token", token, "--job-type", "train-demo", "--input", str(data),
+        "--config", f"epochs={epochs}", "--out", str(out),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "120", "FSM_WORKER_STATE_DIR": str(state_dir)},
+        preexec_fn=ignore if ignore_sigint else None,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    async with asyncio.timeout(TIMEOUT):
+        while "running on cli-worker" not in (line := (await proc.stderr.readline()).decode()):
+            assert line, "submit exited before the job ran"
+    return proc
+
+
+async def _worker_available(url: str, token: str) -> bool:
+    code, out, _ = await run("status", "--server", url, "--token", token)
+    return code == 0 and "available" in out and "busy" not in out
+
+
+@pytest.mark.parametrize(
+    ("signum", "ignore_sigint", "code"),
+    [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)],
+    ids=["sigterm", "sigint-inherited-ignored"],
+)
+async def test_a_signal_to_submit_cancels_the_job(
+    cluster: tuple[str, str], tmp_path: Path, signum: int, ignore_sigint: bool, code: int
+) -> None:
+    url, token = cluster
+    data = generate_sample_csv(tmp_path / "data.csv", rows=5000, features=4, seed=2)
+    proc = await _submit_until_running(
+        url, token, data, tmp_path / "out", tmp_path / "state", epochs=10000, ignore_sigint=ignore_sigint
+    )
+    proc.send_signal(signum)
+    async with asyncio.timeout(TIMEOUT):
+        _, err = await proc.communicate()
+    assert proc.returncode == code, err.decode()
+    assert "the job was cancelled" in err.decode()
+    assert await _worker_available(url, token)
+
+
+async def test_cancel_a_job_whose_submit_died(cluster: tuple[str, str], tmp_path: Path) -> None:
+    url, token = cluster
+    data = generate_sample_csv(tmp_path / "data.csv", rows=5000, features=4, seed=3)
+    state = tmp_path / "state"
+    proc = await _submit_until_running(url, token, data, tmp_path / "out", state, epochs=10000)
+    [record] = (state / "jobs").glob("*.json")
+    assert record.stat().st_mode & 0o777 == 0o600  # it holds the client's resume secret
+    proc.kill()
+    await proc.wait()
+    assert not await _worker_available(url, token)  # the job trains on without its submit
+    code, out, err = await run("cancel", "--token", token, env={"FSM_WORKER_STATE_DIR": str(state)})
+    assert code == 0, err
+    assert "cancelled on cli-worker" in out
+    assert await _worker_available(url, token)
+    assert not record.exists()
+
+
+async def test_attach_follows_a_job_to_its_results(cluster: tuple[str, str], tmp_path: Path) -> None:
+    url, token = cluster
+    data = generate_sample_csv(tmp_path / "data.csv", rows=3000, features=4, seed=4)
+    state = tmp_path / "state"
+    proc = await _submit_until_running(url, token, data, tmp_path / "lost", state, epochs=200)
+    proc.kill()
+    await proc.wait()
+    [record] = (state / "jobs").glob("*.json")
+    job_id = record.stem
+    code, out, err = await run(
+        "attach", "--token", token, "--job-id", job_id, "--out", str(tmp_path / "attached"),
+        env={"FSM_WORKER_STATE_DIR": str(state)},
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"job {job_id} completed on cli-worker" in out
+    model = load_model(next((tmp_path / "attached").rglob("model.npz")))
+    assert model.predict(np.zeros((1, 4))) in (["0"], ["1"])
+    code, _, err = await run("attach", "--token", token, env={"FSM_WORKER_STATE_DIR": str(state)})
+    assert code == 2 and "no job to follow" in err  # the record is gone once the job has ended
+
+
+async def test_worker_loads_job_types_from_a_module(tmp_path: Path) -> None:
+    token, port = secrets.token_hex(12), free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = await start("server", "--port", str(port), "--token", token, ready="listening on")
+    try:
+        worker = await start(
+            "worker", "--server", url, "--token", token, "--peer-id", "plugin-worker", "--workdir",
+            str(tmp_path / "w"), "--job-types-from", "fsm_worker.examples.word_count:registry", ready="connected",
+        )  # fmt: skip
+        try:
+            code, out, _ = await run("status", "--server", url, "--token", token)
+            assert code == 0 and "plugin-worker" in out and "word-count" in out
+        finally:
+            assert await stop(worker) == 0
+        code, _, err = await run(
+            "worker",
+            "--server",
+            url,
+            "--token",
+            token,
+            "--job-types-from",
+            "fsm_worker.examples.word_count:nope",
+        )
+        assert code == 2 and "has no attribute 'nope'" in err
+    finally:
+        await stop(server)

@@ -19,18 +19,47 @@ from fsm_worker.protocol.messages import JobEvent, Message
 class ClientTimeouts:
     """Every wait of the client, in seconds."""
 
-    connect: float = 10.0
-    #: For the `job_response`s of one request (and, with a bid window, its end).
-    response: float = 10.0
-    rtc_setup: float = 20.0
-    transfer_reply: float = 60.0
-    cancel: float = 30.0
-    #: With no job event for this long, ask the worker (`job_sync`) whether it is still there.
-    liveness: float = 5.0
-    #: How long a worker may be unreachable (reconnecting) before the job is declared lost.
-    worker_gone: float = 15.0
-    #: New data channels to try when one drops mid-transfer.
-    channel_retries: int = 3
+    connect: float = attrs.field(
+        default=10.0, metadata={"name": "connect_timeout", "help": "seconds to reach the signaling server"}
+    )
+    response: float = attrs.field(
+        default=10.0,
+        metadata={
+            "name": "response_timeout",
+            "help": "seconds to wait for the job_responses of one request (and the end of a bid window)",
+        },
+    )
+    rtc_setup: float = attrs.field(
+        default=20.0, metadata={"name": "rtc_setup_timeout", "help": "seconds to open the data channel"}
+    )
+    transfer_reply: float = attrs.field(
+        default=60.0,
+        metadata={
+            "name": "transfer_reply_timeout",
+            "help": "seconds to wait for a reply on the data channel",
+        },
+    )
+    cancel: float = attrs.field(
+        default=30.0,
+        metadata={"name": "cancel_timeout", "help": "seconds to wait for a cancel to be confirmed"},
+    )
+    liveness: float = attrs.field(
+        default=5.0,
+        metadata={
+            "name": "liveness_timeout",
+            "help": "with no job event for this long, ask the worker (job_sync) whether it is still there",
+        },
+    )
+    worker_gone: float = attrs.field(
+        default=15.0,
+        metadata={
+            "name": "worker_gone_timeout",
+            "help": "seconds a worker may be unreachable (reconnecting) before the job is declared lost",
+        },
+    )
+    channel_retries: int = attrs.field(
+        default=3, metadata={"help": "new data channels to try when one drops mid-transfer"}
+    )
 
 
 class ClientJobState(enum.Enum):

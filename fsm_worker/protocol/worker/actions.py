@@ -80,10 +80,20 @@ class Retained:
 
 @attrs.frozen
 class CoordinatorConfig:
-    reservation_timeout: float = 30.0
-    input_timeout: float = 1800.0
-    retention: float = 3600.0
-    stimulus_log_size: int = 256
+    """The worker protocol's timings; the defaults here are the only ones (the worker's settings use them)."""
+
+    reservation_timeout: float = attrs.field(
+        default=30.0, metadata={"help": "seconds a reservation waits for its job_assign"}
+    )
+    input_timeout: float = attrs.field(
+        default=1800.0, metadata={"help": "seconds an assigned job waits for its inputs"}
+    )
+    retention: float = attrs.field(
+        default=3600.0, metadata={"help": "seconds a finished job's events and results stay fetchable"}
+    )
+    stimulus_log_size: int = attrs.field(
+        default=256, metadata={"help": "events kept in the core's stimulus log (for debugging)"}
+    )
 
 
 class CoordinatorActions:

@@ -61,13 +61,13 @@ SendLog = list[tuple[str, dict[str, Any]]]
 def record_sends(host: WorkerHost) -> SendLog:
     """Record every peer message the worker hands to its signaling client, in the order it sends them."""
     sent: SendLog = []
-    original = host.signaling.send
+    original = host.signaling.post
 
-    async def send(to: str, payload: Mapping[str, Any]) -> SendResult:
+    def post(to: str, payload: Mapping[str, Any]) -> asyncio.Future[SendResult]:
         sent.append((to, dict(payload)))
-        return await original(to, payload)
+        return original(to, payload)
 
-    setattr(host.signaling, "send", send)  # noqa: B010  (instance attribute shadows the method)
+    setattr(host.signaling, "post", post)  # noqa: B010  (instance attribute shadows the method)
     return sent
 
 

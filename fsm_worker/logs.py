@@ -7,8 +7,8 @@ import logging
 import sys
 from typing import Any
 
-from fsm_worker.protocol.worker import events as run_events
 from fsm_worker.logfmt import STRUCTURED, log_event
+from fsm_worker.protocol.worker import events as run_events
 
 #: Libraries that are chatty below WARNING (ICE checks, every transition); raised unless --log-level DEBUG.
 NOISY = ("transitions", "aioice", "aiortc", "engineio", "socketio", "aiohttp.access")

@@ -65,7 +65,7 @@ from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
 from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile
 from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
-from fsm_worker.shells.transfer.errors import ErrorCode as TransferCode
+from fsm_worker.shells.transfer.errors import FrameCode as TransferCode
 from fsm_worker.shells.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)

@@ -81,13 +81,14 @@ class SignalingRefusal(Exception):
 
 
 class FrameCode(StrEnum):
-    """Codes of data-channel `error` frames (docs/transfer.md), and two local ones."""
+    """Codes of data-channel `error` frames (docs/transfer.md), and three local ones."""
 
     BAD_FRAME = "BAD_FRAME"  # unparsable JSON, unknown type, wrong field type
     UNEXPECTED = "UNEXPECTED"  # valid frame at the wrong time (chunk without a file, ...)
     BAD_NAME = "BAD_NAME"  # not a plain relative file name
     LINK_REFUSED = "LINK_REFUSED"  # target (or the inputs dir) is a symlink or not a regular file
-    TOO_LARGE = "TOO_LARGE"  # job upload limit exceeded
+    TOO_LARGE = "TOO_LARGE"  # job upload limit (or the client's download size cap) exceeded
+    TOO_MANY_FILES = "TOO_MANY_FILES"  # per-job input file count (or the client's download count cap)
     SIZE_MISMATCH = "SIZE_MISMATCH"  # more or fewer bytes than the header announced
     HASH_MISMATCH = "HASH_MISMATCH"  # sha256 of the received bytes differs from the header
     BUSY = "BUSY"  # an upload or download is still in progress
@@ -96,6 +97,7 @@ class FrameCode(StrEnum):
     NOT_READY = "NOT_READY"  # results are not available (yet)
     IO_ERROR = "IO_ERROR"  # the worker could not read/write a file
     INTERNAL = "INTERNAL"  # unexpected worker bug; the endpoint keeps running
+    EXISTS = "EXISTS"  # local: the download destination already holds that path
     CHANNEL_CLOSED = "CHANNEL_CLOSED"  # local: the data channel closed mid-operation
     TIMEOUT = "TIMEOUT"  # local: no reply within the timeout
 

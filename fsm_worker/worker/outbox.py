@@ -57,7 +57,9 @@ class Outbox:
 
     def _note_delivered(self, to: str, kind: str, done: asyncio.Future[SendResult]) -> None:
         if done.cancelled() or done.exception() is not None:
-            log.warning("%s to %s not delivered: %s", kind, to, "cancelled" if done.cancelled() else done.exception())
+            log.warning(
+                "%s to %s not delivered: %s", kind, to, "cancelled" if done.cancelled() else done.exception()
+            )
             return
         self._note_delivery(to, kind, done.result())
 

@@ -10,11 +10,11 @@ import pytest
 from rich.console import Console
 
 from fsm_worker import logs
-from fsm_worker.jobs import events as run_events
 from fsm_worker.jobs.spec import ErrorCode
 from fsm_worker.logfmt import log_event
 from fsm_worker.progress import JobProgress, format_metrics
 from fsm_worker.protocol.messages import JobStatus, Metrics
+from fsm_worker.protocol.worker import events as run_events
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_the_worker_logs_each_runs_outcome(capsys: pytest.CaptureFixture[str]) -
     logs.job_outcome(run_events.RunSucceeded("j1", 0.5, 1.25))
     logs.job_outcome(run_events.RunFailed("j2", ErrorCode.EXIT_NONZERO, "boom", False))
     logs.job_outcome(run_events.RunStopped("j3"))
-    logs.job_outcome(run_events.RunStarted("j4", 123))  # not an outcome: no line
+    logs.job_outcome(run_events.RunStarted("j4"))  # not an outcome: no line
     lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
     assert [(e["event"], e["job_id"]) for e in lines] == [
         ("job_completed", "j1"), ("job_failed", "j2"), ("job_stopped", "j3"),

@@ -9,7 +9,7 @@ import attrs
 
 from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer import sender as tx
-from fsm_worker.protocol.transfer.errors import ErrorCode
+from fsm_worker.protocol.transfer.errors import FrameCode
 from fsm_worker.protocol.transfer.frames import Frame
 from fsm_worker.protocol.transfer.worker import WorkerEvent, WorkerInstruction, WorkerTransferCore
 
@@ -64,7 +64,7 @@ def answer(disk: Disk, instruction: WorkerInstruction, sent: list[Frame]) -> Wor
         return rx.UploadOpened(sha(bytes(part)) if instruction.offset else None)
     elif isinstance(instruction, rx.WriteChunk):
         if disk.fail_writes:
-            return rx.Failed(ErrorCode.IO_ERROR, "OSError: No space left on device")
+            return rx.Failed(FrameCode.IO_ERROR, "OSError: No space left on device")
         assert disk.open_sha is not None
         disk.partials[disk.open_sha] += instruction.data
     elif isinstance(instruction, rx.CloseUpload):
@@ -83,7 +83,7 @@ def answer(disk: Disk, instruction: WorkerInstruction, sent: list[Frame]) -> Wor
         disk.store[instruction.sha256] = disk.inputs[instruction.name]
     elif isinstance(instruction, rx.RunCommit):
         if disk.refuse_commit:
-            return rx.Failed(ErrorCode.COMMIT_FAILED, "commit refused: job was cancelled")
+            return rx.Failed(FrameCode.COMMIT_FAILED, "commit refused: job was cancelled")
         disk.commits.append(instruction.names)
         return rx.CommitAccepted()
     elif isinstance(instruction, rx.RemovePartials):

@@ -32,9 +32,11 @@ class RecordingLink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
 
-    async def send(self, to: str, payload: Mapping[str, Any]) -> SendResult:
+    def post(self, to: str, payload: Mapping[str, Any]) -> asyncio.Future[SendResult]:
         self.sent.append(("send", (to, payload["app_message_type"])))
-        return SendResult(SendStatus.DELIVERED)
+        future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        future.set_result(SendResult(SendStatus.DELIVERED))
+        return future
 
     async def update_metadata(self, metadata: dict[str, Any]) -> None:
         self.sent.append(("meta", metadata["properties"]["status"]))

@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import attrs
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
     End,
@@ -132,7 +132,7 @@ class DownloadReceiver:
             return []
         try:
             return self._handle(event)
-        except ProtocolError as exc:
+        except FrameError as exc:
             return self._fail(exc.code, str(exc), exc.name)
 
     def validate_state(self) -> None:
@@ -176,36 +176,36 @@ class DownloadReceiver:
             return self._on_header(frame)
         if isinstance(frame, End) and self.file is not None and frame.name == self.file.header.name:
             if self._waiting is not None:
-                raise ProtocolError("end frame while the file is being finished", ErrorCode.UNEXPECTED)
+                raise FrameError("end frame while the file is being finished", FrameCode.UNEXPECTED)
             if self.file.done != self.file.header.size:
                 message = f"{frame.name!r}: received {self.file.done} of {self.file.header.size} bytes"
-                raise ProtocolError(message, ErrorCode.SIZE_MISMATCH, frame.name)
+                raise FrameError(message, FrameCode.SIZE_MISMATCH, frame.name)
             self._waiting = "finish"
             return [FinishFile()]
         if isinstance(frame, ResultsDone) and self.announced is not None and self.file is None:
             if frame.count != len(self.names):
                 message = f"results_done says {frame.count} files, {len(self.names)} arrived"
-                raise ProtocolError(message, ErrorCode.UNEXPECTED)
+                raise FrameError(message, FrameCode.UNEXPECTED)
             self.finished = True
             return [DownloadDone(tuple(self.names))]
-        raise ProtocolError(f"unexpected {frame.TYPE!r} frame during download", ErrorCode.UNEXPECTED)
+        raise FrameError(f"unexpected {frame.TYPE!r} frame during download", FrameCode.UNEXPECTED)
 
     def _check_totals(self, count: int, size: int, verb: str) -> None:
         if count > self.limits.max_files:
             message = f"the worker {verb} {count} result files (max_download_files = {self.limits.max_files})"
-            raise ProtocolError(message, ErrorCode.TOO_MANY_FILES)
+            raise FrameError(message, FrameCode.TOO_MANY_FILES)
         if size > self.limits.max_bytes:
             message = (
                 f"the worker {verb} {size} bytes of results (max_download_bytes = {self.limits.max_bytes})"
             )
-            raise ProtocolError(message, ErrorCode.TOO_LARGE)
+            raise FrameError(message, FrameCode.TOO_LARGE)
 
     def _on_header(self, header: FileHeader) -> list[DownloadInstruction]:
         check_relative_path(header.name)
         clash = path_conflict(header.name, self.taken)
         if clash is not None:
             message = f"result {header.name!r} collides with {clash!r}; nothing is merged or overwritten"
-            raise ProtocolError(message, ErrorCode.BAD_NAME, header.name)
+            raise FrameError(message, FrameCode.BAD_NAME, header.name)
         self._check_totals(len(self.names) + 1, self.bytes_announced + header.size, "sends")
         self.taken.add(header.name)
         self.bytes_announced += header.size
@@ -215,10 +215,10 @@ class DownloadReceiver:
     def _on_chunk(self, data: bytes) -> list[DownloadInstruction]:
         file = self.file
         if file is None or self._waiting is not None:
-            raise ProtocolError("binary chunk outside a result file", ErrorCode.UNEXPECTED)
+            raise FrameError("binary chunk outside a result file", FrameCode.UNEXPECTED)
         if file.done + len(data) > file.header.size:
             message = f"{file.header.name!r}: chunk would exceed the announced size {file.header.size}"
-            raise ProtocolError(message, ErrorCode.SIZE_MISMATCH, file.header.name)
+            raise FrameError(message, FrameCode.SIZE_MISMATCH, file.header.name)
         file.done += len(data)
         self.stats.chunk_bytes_received += len(data)
         self.stats.chunks_received += 1
@@ -231,7 +231,7 @@ class DownloadReceiver:
         header = self.file.header
         if sha256 != header.sha256:
             message = f"{header.name!r}: sha256 {sha256} does not match the announced {header.sha256}"
-            raise ProtocolError(message, ErrorCode.HASH_MISMATCH, header.name)
+            raise FrameError(message, FrameCode.HASH_MISMATCH, header.name)
         self._waiting = "place"
         return [PlaceFile(header.name)]
 

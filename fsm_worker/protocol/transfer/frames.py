@@ -1,7 +1,7 @@
 """Control frames: JSON text messages with a ``type`` field; chunks are binary messages.
 
 Parsing is strict (no coercion of ``"12"`` to ``12``, no unknown fields) and raises
-:class:`ProtocolError` naming the offending field.
+:class:`FrameError` naming the offending field.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import attrs
 import cattrs
 from cattrs.v import format_exception
 
-from fsm_worker.protocol.transfer.errors import ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameError
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 NONCE_RE = re.compile(r"[0-9a-f]{32}")
@@ -227,26 +227,26 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
 
 
 def parse_frame(text: str) -> Frame:
-    """Parse one control frame; raise :class:`ProtocolError` on any defect."""
+    """Parse one control frame; raise :class:`FrameError` on any defect."""
     if len(text) > MAX_CONTROL_FRAME:
-        raise ProtocolError(f"control frame longer than {MAX_CONTROL_FRAME} characters")
+        raise FrameError(f"control frame longer than {MAX_CONTROL_FRAME} characters")
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ProtocolError(f"control frame is not JSON: {exc}") from exc
+        raise FrameError(f"control frame is not JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ProtocolError("control frame must be a JSON object")
+        raise FrameError("control frame must be a JSON object")
     kind = data.pop("type", None)
     cls = FRAME_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError(f"type: unknown frame type {kind!r}")
+        raise FrameError(f"type: unknown frame type {kind!r}")
     try:
         frame: Frame = _converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         details = cattrs.transform_error(exc, path="frame", format_exception=_format_exception)
-        raise ProtocolError(f"{kind}: " + "; ".join(details)) from exc
+        raise FrameError(f"{kind}: " + "; ".join(details)) from exc
     except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"{kind}: {exc}") from exc
+        raise FrameError(f"{kind}: {exc}") from exc
     return frame
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -12,17 +12,17 @@ MAX_PATH_DEPTH = 32
 def check_name(name: str) -> str:
     """Return ``name`` if it is a plain file name (no directories, no ``..``, no NUL/control chars)."""
     if not name or name in (".", ".."):
-        raise ProtocolError(f"name {name!r} is not a file name", ErrorCode.BAD_NAME)
+        raise FrameError(f"name {name!r} is not a file name", FrameCode.BAD_NAME)
     if "/" in name or "\\" in name:
-        raise ProtocolError(f"name {name!r} contains a path separator", ErrorCode.BAD_NAME)
+        raise FrameError(f"name {name!r} contains a path separator", FrameCode.BAD_NAME)
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise ProtocolError(f"name {name!r} contains NUL or control characters", ErrorCode.BAD_NAME)
+        raise FrameError(f"name {name!r} contains NUL or control characters", FrameCode.BAD_NAME)
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ProtocolError(f"name {name!r} is not valid UTF-8", ErrorCode.BAD_NAME) from exc
+        raise FrameError(f"name {name!r} is not valid UTF-8", FrameCode.BAD_NAME) from exc
     if len(encoded) > MAX_NAME_BYTES:
-        raise ProtocolError(f"name is longer than {MAX_NAME_BYTES} bytes", ErrorCode.BAD_NAME)
+        raise FrameError(f"name is longer than {MAX_NAME_BYTES} bytes", FrameCode.BAD_NAME)
     return name
 
 
@@ -33,17 +33,17 @@ def check_relative_path(path: str) -> str:
     components over 255 bytes, more than 32 levels or more than 4096 bytes in total.
     """
     if path.startswith("/"):
-        raise ProtocolError(f"path {path!r} is absolute", ErrorCode.BAD_NAME)
+        raise FrameError(f"path {path!r} is absolute", FrameCode.BAD_NAME)
     parts = path.split("/")
     if len(parts) > MAX_PATH_DEPTH:
-        raise ProtocolError(f"path {path!r} is deeper than {MAX_PATH_DEPTH} levels", ErrorCode.BAD_NAME)
+        raise FrameError(f"path {path!r} is deeper than {MAX_PATH_DEPTH} levels", FrameCode.BAD_NAME)
     for part in parts:
         try:
             check_name(part)
-        except ProtocolError as exc:
-            raise ProtocolError(f"path {path!r}: {exc}", ErrorCode.BAD_NAME) from exc
+        except FrameError as exc:
+            raise FrameError(f"path {path!r}: {exc}", FrameCode.BAD_NAME) from exc
     if len(path.encode("utf-8")) > MAX_PATH_BYTES:
-        raise ProtocolError(f"path is longer than {MAX_PATH_BYTES} bytes", ErrorCode.BAD_NAME)
+        raise FrameError(f"path is longer than {MAX_PATH_BYTES} bytes", FrameCode.BAD_NAME)
     return path
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
     Ack,
@@ -163,7 +163,7 @@ class UploadReceiver:
     def _on_frame(self, frame: Frame) -> list[ReceiverInstruction]:
         try:
             if self._pending is not None:  # the shell answers before the next message; guard anyway
-                raise ProtocolError("the previous frame is still being handled", ErrorCode.BUSY)
+                raise FrameError("the previous frame is still being handled", FrameCode.BUSY)
             challenge, self.challenge = self.challenge, None  # any next frame ends a challenge
             if isinstance(frame, Proof):
                 return self._on_proof(frame, challenge)
@@ -173,15 +173,13 @@ class UploadReceiver:
                 return self._on_end(frame)
             if isinstance(frame, Commit):
                 return self._on_commit()
-            raise ProtocolError(
-                f"frame type {frame.TYPE!r} is not accepted by the worker", ErrorCode.UNEXPECTED
-            )
-        except ProtocolError as exc:
+            raise FrameError(f"frame type {frame.TYPE!r} is not accepted by the worker", FrameCode.UNEXPECTED)
+        except FrameError as exc:
             return [self._error(exc.code, str(exc), exc.name or getattr(frame, "name", None), frame.TYPE)]
 
     def _on_put(self, put: Put) -> list[ReceiverInstruction]:
         if self.committed:
-            raise ProtocolError("inputs are already committed", ErrorCode.COMMITTED)
+            raise FrameError("inputs are already committed", FrameCode.COMMITTED)
         check_name(put.name)
         out: list[ReceiverInstruction] = self._abandon()  # a new put abandons an open upload
         refusal = self._over_limit(put)
@@ -190,27 +188,27 @@ class UploadReceiver:
         self._pending = _Pending("probe", put)
         return [*out, Probe(put.name, put.size, put.sha256)]
 
-    def _over_limit(self, put: Put) -> ProtocolError | None:
+    def _over_limit(self, put: Put) -> FrameError | None:
         """The refusal of ``put`` by the job's file-count or byte limit, if any (running totals)."""
         if put.name not in self.inputs and len(self.inputs) >= self.limits.max_files:
-            return ProtocolError(
+            return FrameError(
                 f"{put.name!r}: the job already has {len(self.inputs)} input files "
                 f"(max_input_files = {self.limits.max_files})",
-                ErrorCode.TOO_MANY_FILES,
+                FrameCode.TOO_MANY_FILES,
             )
         used = self.input_bytes - self.inputs.get(put.name, 0)
         used += self.partial_bytes - self.partials.get(put.sha256, 0)
         if used + put.size > self.limits.max_upload_bytes:
-            return ProtocolError(
+            return FrameError(
                 f"{put.name!r} ({put.size} bytes) exceeds the job upload limit "
                 f"({used} of {self.limits.max_upload_bytes} bytes used; max_upload_bytes)",
-                ErrorCode.TOO_LARGE,
+                FrameCode.TOO_LARGE,
             )
         return None
 
     def _on_proof(self, proof: Proof, challenge: _Challenge | None) -> list[ReceiverInstruction]:
         if challenge is None or proof.name != challenge.put.name:
-            raise ProtocolError(f"proof for {proof.name!r} without a prove for it", ErrorCode.UNEXPECTED)
+            raise FrameError(f"proof for {proof.name!r} without a prove for it", FrameCode.UNEXPECTED)
         put = challenge.put
         self._pending = _Pending("check", put, challenge.offset)
         return [CheckProof(put.sha256, put.size, challenge.nonce, proof.sha256)]
@@ -218,13 +216,13 @@ class UploadReceiver:
     def _on_end(self, end: End) -> list[ReceiverInstruction]:
         upload = self.upload
         if upload is None or end.name != upload.put.name:
-            raise ProtocolError(f"end of {end.name!r} without its upload in progress", ErrorCode.UNEXPECTED)
+            raise FrameError(f"end of {end.name!r} without its upload in progress", FrameCode.UNEXPECTED)
         if upload.done != upload.put.size:
             self.upload = None
             return [
                 CloseUpload(),
                 self._error(
-                    ErrorCode.SIZE_MISMATCH,
+                    FrameCode.SIZE_MISMATCH,
                     f"{end.name!r}: received {upload.done} of {upload.put.size} bytes",
                     end.name,
                     End.TYPE,
@@ -235,9 +233,9 @@ class UploadReceiver:
 
     def _on_commit(self) -> list[ReceiverInstruction]:
         if self.committed:
-            raise ProtocolError("inputs are already committed", ErrorCode.COMMITTED)
+            raise FrameError("inputs are already committed", FrameCode.COMMITTED)
         if self.upload is not None:
-            raise ProtocolError(f"upload of {self.upload.put.name!r} is still in progress", ErrorCode.BUSY)
+            raise FrameError(f"upload of {self.upload.put.name!r} is still in progress", FrameCode.BUSY)
         self._pending = _Pending("commit")
         return [RunCommit(tuple(sorted(self.inputs)))]
 
@@ -250,13 +248,13 @@ class UploadReceiver:
             self._stray_reported = True
             return [
                 self._error(
-                    ErrorCode.UNEXPECTED, "binary chunk without an upload in progress", None, CHUNK_REF
+                    FrameCode.UNEXPECTED, "binary chunk without an upload in progress", None, CHUNK_REF
                 )
             ]
         put = upload.put
         if upload.done + len(data) > put.size:
             message = f"{put.name!r}: chunk would exceed the announced size {put.size}"
-            return [self._error(ErrorCode.SIZE_MISMATCH, message, put.name, CHUNK_REF)]
+            return [self._error(FrameCode.SIZE_MISMATCH, message, put.name, CHUNK_REF)]
         upload.done += len(data)
         self._set_partial(put.sha256, upload.done)
         self.stats.chunk_bytes_received += len(data)
@@ -309,7 +307,7 @@ class UploadReceiver:
                 message = f"{put.name!r}: sha256 {event.sha256} does not match the announced {put.sha256}"
                 return [
                     DiscardPartial(put.sha256),
-                    self._error(ErrorCode.HASH_MISMATCH, message, put.name, End.TYPE),
+                    self._error(FrameCode.HASH_MISMATCH, message, put.name, End.TYPE),
                 ]
             self._pending = _Pending("place", put)
             return [PlaceInput(put.name, put.sha256)]

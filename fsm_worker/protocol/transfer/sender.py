@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 import attrs
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
     End,
     Error,
@@ -73,7 +73,7 @@ class ResultStreamed:
 class SendingFailed:
     """Hashing or streaming a result failed; ``channel_closed`` when the channel went away."""
 
-    code: ErrorCode
+    code: FrameCode
     message: str
     channel_closed: bool = False
 
@@ -124,7 +124,7 @@ class ResultsSender:
     def fetch(self, _frame: FetchResults) -> list[SenderInstruction]:
         """A ``fetch_results`` frame arrived."""
         if self.busy:
-            return [self._error(ErrorCode.BUSY, "results are already being sent")]
+            return [self._error(FrameCode.BUSY, "results are already being sent")]
         self.listing = True
         return [ListResults()]
 
@@ -155,17 +155,17 @@ class ResultsSender:
 
     def _start(self, listed: ResultsListed) -> list[SenderInstruction]:
         if listed.entries is None:
-            return [self._error(ErrorCode.NOT_READY, listed.reason)]
+            return [self._error(FrameCode.NOT_READY, listed.reason)]
         seen: set[str] = set()
         for entry in listed.entries:
             try:
                 check_relative_path(entry.name)
-            except ProtocolError as exc:
-                return [self._error(ErrorCode.BAD_NAME, f"result {entry.name!r} refused: {exc}")]
+            except FrameError as exc:
+                return [self._error(FrameCode.BAD_NAME, f"result {entry.name!r} refused: {exc}")]
             if entry.kind is not EntryKind.FILE:
-                return [self._error(ErrorCode.LINK_REFUSED, f"result {entry.name!r} is not a regular file")]
+                return [self._error(FrameCode.LINK_REFUSED, f"result {entry.name!r} is not a regular file")]
             if entry.name in seen:
-                return [self._error(ErrorCode.BAD_NAME, f"result {entry.name!r} is listed twice")]
+                return [self._error(FrameCode.BAD_NAME, f"result {entry.name!r} is listed twice")]
             seen.add(entry.name)
         files = tuple(sorted(listed.entries, key=lambda e: e.name))
         out: list[SenderInstruction] = [
@@ -182,6 +182,6 @@ class ResultsSender:
         assert -1 <= self.index < max(len(self.files), 1)
         assert (self.index >= 0) == bool(self.files)
 
-    def _error(self, code: ErrorCode, message: str) -> Send:
+    def _error(self, code: FrameCode, message: str) -> Send:
         self.stats.errors_sent += 1
         return Send(Error(code=code, message=message, ref=FetchResults.TYPE))

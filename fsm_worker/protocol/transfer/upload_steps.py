@@ -6,7 +6,7 @@ from typing import TypeAlias
 
 import attrs
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import Frame
 
 
@@ -30,7 +30,7 @@ class FrameIn:
 class BadFrameIn:
     """A text message could not be parsed."""
 
-    error: ProtocolError
+    error: FrameError
 
 
 @attrs.frozen
@@ -91,7 +91,7 @@ class CommitAccepted:
 class Failed:
     """An instruction failed (disk error, link refused, host refused the commit)."""
 
-    code: ErrorCode
+    code: FrameCode
     message: str
 
 

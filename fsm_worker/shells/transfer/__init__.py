@@ -4,8 +4,8 @@ from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFi
 from fsm_worker.shells.transfer.download import ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
-    ErrorCode,
-    ProtocolError,
+    FrameCode,
+    FrameError,
     RemoteTransferError,
     TransferError,
 )
@@ -22,9 +22,9 @@ __all__ = [
     "ClientTransferEndpoint",
     "ContentStore",
     "DataChannel",
-    "ErrorCode",
+    "FrameCode",
+    "FrameError",
     "ProgressFn",
-    "ProtocolError",
     "RemoteTransferError",
     "TransferError",
     "TransferStats",

@@ -39,8 +39,8 @@ from fsm_worker.shells.transfer import destination
 from fsm_worker.shells.transfer.download import DownloadShell, ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
-    ErrorCode,
-    ProtocolError,
+    FrameCode,
+    FrameError,
     RemoteTransferError,
     TransferError,
 )
@@ -99,7 +99,7 @@ class ClientTransferEndpoint:
         self.reply_timeout = reply_timeout
         self.stats = TransferStats()
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
-        self._replies: asyncio.Queue[Frame | ProtocolError | object] = asyncio.Queue()
+        self._replies: asyncio.Queue[Frame | FrameError | object] = asyncio.Queue()
         self._download: DownloadShell | None = None
         self._lock = asyncio.Lock()
         channel.on("message", self._on_message)
@@ -124,7 +124,7 @@ class ClientTransferEndpoint:
             return
         try:
             frame = parse_frame(message)
-        except ProtocolError as exc:
+        except FrameError as exc:
             if self._download is not None:
                 self._download.on_bad_frame(exc)
             else:
@@ -150,22 +150,22 @@ class ClientTransferEndpoint:
                     log.info("ignoring a stale chunk error: %s", item.message)  # from an abandoned upload
                     item = await self._replies.get()
         except TimeoutError as exc:
-            raise TransferError(ErrorCode.TIMEOUT, f"no reply within {self.reply_timeout:g} s") from exc
+            raise TransferError(FrameCode.TIMEOUT, f"no reply within {self.reply_timeout:g} s") from exc
         if item is _CLOSED:
             self._replies.put_nowait(_CLOSED)  # every later wait fails too
             raise ChannelClosedError("data channel closed while waiting for the worker")
-        if isinstance(item, ProtocolError):
+        if isinstance(item, FrameError):
             raise TransferError(item.code, f"bad frame from the worker: {item}")
         if isinstance(item, Error):
             raise RemoteTransferError(item.code, item.message, item.name)
-        assert not isinstance(item, ProtocolError)
+        assert not isinstance(item, FrameError)
         return item  # type: ignore[return-value]
 
     async def _expect(self, *kinds: type[_F], skip_chunk_errors: bool = True) -> _F:
         """The next reply, which must be one of ``kinds``; an ``error`` frame raises."""
         frame = await self._reply(skip_chunk_errors)
         if not isinstance(frame, kinds):
-            raise TransferError(ErrorCode.UNEXPECTED, f"unexpected {frame.TYPE!r} frame from the worker")
+            raise TransferError(FrameCode.UNEXPECTED, f"unexpected {frame.TYPE!r} frame from the worker")
         return frame
 
     # --- upload -------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ class ClientTransferEndpoint:
         ack = await self._expect(Ack, skip_chunk_errors=False)
         if (ack.name, ack.size, ack.sha256) != (name, size, digest):
             raise TransferError(
-                ErrorCode.UNEXPECTED, f"acknowledgement for {ack.name!r} does not match {name!r}"
+                FrameCode.UNEXPECTED, f"acknowledgement for {ack.name!r} does not match {name!r}"
             )
         self.stats.files_sent += 1
         return UploadedFile(name, size, digest, UploadStatus.RESUMED if offset else UploadStatus.SENT, sent)
@@ -281,7 +281,7 @@ class ClientTransferEndpoint:
                 return paths
             except TimeoutError as exc:
                 raise TransferError(
-                    ErrorCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
+                    FrameCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
                 ) from exc
             finally:
                 download.fail(ChannelClosedError("download abandoned"))

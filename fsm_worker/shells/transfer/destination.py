@@ -8,7 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, TransferError
+from fsm_worker.protocol.transfer.errors import FrameCode, TransferError
 from fsm_worker.protocol.transfer.paths import check_name
 
 
@@ -23,7 +23,7 @@ def prepare(dest_dir: Path, job_id: str | None) -> tuple[Path, Path]:
     final = dest_dir / job_id if job_id is not None else dest_dir
     if job_id is not None and _occupied(final):
         raise TransferError(
-            ErrorCode.EXISTS, f"{final} already exists; results are never merged or overwritten"
+            FrameCode.EXISTS, f"{final} already exists; results are never merged or overwritten"
         )
     staging = dest_dir / f".{job_id or 'results'}.download-{secrets.token_hex(6)}"
     staging.mkdir()  # mode 0777 under the umask, like any folder the user creates
@@ -42,12 +42,12 @@ def publish(staging: Path, final: Path, names: tuple[str, ...], *, per_job: bool
         try:
             os.rename(staging, final)  # atomic; fails when ``final`` exists and is not an empty folder
         except OSError as exc:
-            raise TransferError(ErrorCode.EXISTS, f"could not publish into {final}: {exc}") from exc
+            raise TransferError(FrameCode.EXISTS, f"could not publish into {final}: {exc}") from exc
         return [final.joinpath(*name.split("/")) for name in names]
     targets = [final.joinpath(*name.split("/")) for name in names]
     taken = [str(t) for t in targets if os.path.lexists(t)]
     if taken:
-        raise TransferError(ErrorCode.EXISTS, f"refusing to replace existing files: {', '.join(taken[:5])}")
+        raise TransferError(FrameCode.EXISTS, f"refusing to replace existing files: {', '.join(taken[:5])}")
     for name, target in zip(names, targets, strict=True):
         _real_parents(final, target)
         os.link(staging.joinpath(*name.split("/")), target)  # never replaces
@@ -66,7 +66,7 @@ def _real_parents(root: Path, target: Path) -> None:
             current.mkdir()
             continue
         if not stat.S_ISDIR(mode):
-            raise TransferError(ErrorCode.EXISTS, f"{current} exists and is not a folder")
+            raise TransferError(FrameCode.EXISTS, f"{current} exists and is not a folder")
 
 
 def discard(staging: Path) -> None:

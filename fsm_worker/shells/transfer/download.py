@@ -21,7 +21,7 @@ from fsm_worker.protocol.transfer.download import (
     OpenFile,
     PlaceFile,
 )
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError, RemoteTransferError, TransferError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, RemoteTransferError, TransferError
 from fsm_worker.protocol.transfer.frames import Frame
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
@@ -59,7 +59,7 @@ class DownloadShell:
         self.activity()
         self._feed(FrameIn(frame))
 
-    def on_bad_frame(self, error: ProtocolError) -> None:
+    def on_bad_frame(self, error: FrameError) -> None:
         self._feed(BadFrameIn(error))
 
     def on_chunk(self, data: bytes) -> None:
@@ -72,9 +72,9 @@ class DownloadShell:
             for instruction in self.core.handle(events.pop(0)):
                 try:
                     answer = self._do(instruction)
-                except (ProtocolError, OSError) as exc:
-                    code = exc.code if isinstance(exc, ProtocolError) else _os_error_code(exc)
-                    answer = Failed(ErrorCode(code), str(exc))
+                except (FrameError, OSError) as exc:
+                    code = exc.code if isinstance(exc, FrameError) else _os_error_code(exc)
+                    answer = Failed(FrameCode(code), str(exc))
                 if answer is not None:
                     events.append(answer)
 
@@ -116,8 +116,8 @@ class DownloadShell:
             self.sink = None
 
 
-def _os_error_code(exc: OSError) -> ErrorCode:
-    return ErrorCode.EXISTS if isinstance(exc, (FileExistsError, NotADirectoryError)) else ErrorCode.IO_ERROR
+def _os_error_code(exc: OSError) -> FrameCode:
+    return FrameCode.EXISTS if isinstance(exc, (FileExistsError, NotADirectoryError)) else FrameCode.IO_ERROR
 
 
 _FILE_MODE = 0o666  # the umask applies, as for any file the user creates

@@ -2,10 +2,10 @@
 
 from fsm_worker.protocol.transfer.errors import (
     ChannelClosedError,
-    ErrorCode,
-    ProtocolError,
+    FrameCode,
+    FrameError,
     RemoteTransferError,
     TransferError,
 )
 
-__all__ = ["ChannelClosedError", "ErrorCode", "ProtocolError", "RemoteTransferError", "TransferError"]
+__all__ = ["ChannelClosedError", "FrameCode", "FrameError", "RemoteTransferError", "TransferError"]

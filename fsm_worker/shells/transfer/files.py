@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from fsm_worker.shells.transfer.errors import ErrorCode, ProtocolError, TransferError
+from fsm_worker.shells.transfer.errors import FrameCode, FrameError, TransferError
 
 READ_BLOCK = 256 * 1024
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -78,11 +78,11 @@ class FileSink:
     def write(self, data: bytes) -> None:
         """Append one chunk; a chunk past the announced size is refused without writing."""
         if self._file is None:
-            raise TransferError(ErrorCode.UNEXPECTED, "file already closed", self.name)
+            raise TransferError(FrameCode.UNEXPECTED, "file already closed", self.name)
         if self.done + len(data) > self.size:
-            raise ProtocolError(
+            raise FrameError(
                 f"{self.name!r}: chunk would exceed the announced size {self.size}",
-                ErrorCode.SIZE_MISMATCH,
+                FrameCode.SIZE_MISMATCH,
                 self.name,
             )
         self._file.write(data)
@@ -93,17 +93,17 @@ class FileSink:
         """Close and verify; a hash mismatch deletes the partial file (its bytes are wrong)."""
         self.close()
         if self.done != self.size:
-            raise ProtocolError(
+            raise FrameError(
                 f"{self.name!r}: received {self.done} of {self.size} bytes",
-                ErrorCode.SIZE_MISMATCH,
+                FrameCode.SIZE_MISMATCH,
                 self.name,
             )
         digest = self._hasher.hexdigest()
         if digest != self.sha256:
             self.part_path.unlink(missing_ok=True)
-            raise ProtocolError(
+            raise FrameError(
                 f"{self.name!r}: sha256 {digest} does not match the announced {self.sha256}",
-                ErrorCode.HASH_MISMATCH,
+                FrameCode.HASH_MISMATCH,
                 self.name,
             )
 

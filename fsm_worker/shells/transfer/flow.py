@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import attrs
 
 from fsm_worker.protocol.transfer.frames import Frame, encode_frame
-from fsm_worker.shells.transfer.errors import ChannelClosedError, ErrorCode, TransferError
+from fsm_worker.shells.transfer.errors import ChannelClosedError, FrameCode, TransferError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -112,7 +112,7 @@ class ChannelWriter:
                     await self._low.wait()
             except TimeoutError as exc:
                 raise TransferError(
-                    ErrorCode.TIMEOUT, f"send buffer did not drain within {self.tuning.stall_timeout:g} s"
+                    FrameCode.TIMEOUT, f"send buffer did not drain within {self.tuning.stall_timeout:g} s"
                 ) from exc
 
     async def send_chunk(self, data: bytes) -> None:

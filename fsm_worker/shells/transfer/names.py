@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.paths import MAX_NAME_BYTES, check_name
 
 __all__ = ["MAX_NAME_BYTES", "check_name", "ensure_real_dir", "regular_file_size", "safe_target"]
@@ -19,9 +19,9 @@ def ensure_real_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
-        raise ProtocolError(f"{path.name!r} is a symbolic link", ErrorCode.LINK_REFUSED)
+        raise FrameError(f"{path.name!r} is a symbolic link", FrameCode.LINK_REFUSED)
     if not stat.S_ISDIR(st.st_mode):
-        raise ProtocolError(f"{path.name!r} is not a directory", ErrorCode.LINK_REFUSED)
+        raise FrameError(f"{path.name!r} is not a directory", FrameCode.LINK_REFUSED)
     return path
 
 
@@ -33,9 +33,9 @@ def safe_target(directory: Path, name: str) -> Path:
     except FileNotFoundError:
         return target
     if stat.S_ISLNK(st.st_mode):
-        raise ProtocolError(f"{name!r} exists as a symbolic link; refusing to write", ErrorCode.LINK_REFUSED)
+        raise FrameError(f"{name!r} exists as a symbolic link; refusing to write", FrameCode.LINK_REFUSED)
     if not stat.S_ISREG(st.st_mode):
-        raise ProtocolError(f"{name!r} exists and is not a regular file", ErrorCode.LINK_REFUSED)
+        raise FrameError(f"{name!r} exists and is not a regular file", FrameCode.LINK_REFUSED)
     return target
 
 

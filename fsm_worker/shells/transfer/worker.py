@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer import sender as tx
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError, TransferError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, TransferError
 from fsm_worker.protocol.transfer.frames import parse_frame
 from fsm_worker.protocol.transfer.receiver import DEFAULT_MAX_INPUT_FILES, UploadLimits
 from fsm_worker.protocol.transfer.stats import TransferStats
@@ -129,7 +129,7 @@ class WorkerTransferEndpoint:
             return rx.ChunkIn(message)
         try:
             return rx.FrameIn(parse_frame(str(message)))
-        except ProtocolError as exc:
+        except FrameError as exc:
             return rx.BadFrameIn(exc)
 
     async def _feed(self, event: WorkerEvent) -> None:
@@ -139,22 +139,22 @@ class WorkerTransferEndpoint:
             for instruction in self.core.handle(events.popleft()):
                 try:
                     answer = await self._do(instruction)
-                except ProtocolError as exc:
+                except FrameError as exc:
                     answer = self._failure(instruction, exc.code, str(exc))
                 except OSError as exc:
                     log.warning("transfer I/O error: %s", exc)
                     message = f"{type(exc).__name__}: {exc.strerror or exc}"
-                    answer = self._failure(instruction, ErrorCode.IO_ERROR, message)
+                    answer = self._failure(instruction, FrameCode.IO_ERROR, message)
                 except Exception:
                     log.exception("transfer endpoint bug while carrying out %r", instruction)
                     answer = self._failure(
-                        instruction, ErrorCode.INTERNAL, "internal error while handling the frame"
+                        instruction, FrameCode.INTERNAL, "internal error while handling the frame"
                     )
                 if answer is not None:
                     events.append(answer)
 
     @staticmethod
-    def _failure(instruction: WorkerInstruction, code: ErrorCode, message: str) -> WorkerEvent | None:
+    def _failure(instruction: WorkerInstruction, code: FrameCode, message: str) -> WorkerEvent | None:
         if isinstance(instruction, (tx.HashResult, tx.StreamResult, tx.ListResults)):
             return tx.SendingFailed(code, message)
         if isinstance(instruction, (rx.AddToStore, rx.RemovePartials, rx.CloseUpload, rx.DiscardPartial)):
@@ -257,7 +257,7 @@ class WorkerTransferEndpoint:
         try:
             self.on_commit([self.inputs_dir / name for name in commit.names])
         except Exception as exc:
-            return rx.Failed(ErrorCode.COMMIT_FAILED, f"commit refused: {exc}")
+            return rx.Failed(FrameCode.COMMIT_FAILED, f"commit refused: {exc}")
         return rx.CommitAccepted()
 
     def _list_results(self) -> tx.ResultsListed:
@@ -321,10 +321,10 @@ class WorkerTransferEndpoint:
                     self._send(instruction)
             except TransferError as exc:
                 log.info("sending results stopped: %s", exc)
-                answer = tx.SendingFailed(ErrorCode(exc.code), exc.message, channel_closed=True)
-            except (OSError, ProtocolError) as exc:
+                answer = tx.SendingFailed(FrameCode(exc.code), exc.message, channel_closed=True)
+            except (OSError, FrameError) as exc:
                 log.warning("sending results failed: %s", exc)
-                answer = tx.SendingFailed(ErrorCode.IO_ERROR, f"could not send results: {exc}")
+                answer = tx.SendingFailed(FrameCode.IO_ERROR, f"could not send results: {exc}")
             if answer is not None:
                 instructions.extend(self.core.handle(answer))
 

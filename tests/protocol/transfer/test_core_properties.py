@@ -8,7 +8,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from support.transfer_sim import Disk, feed, restored, sha
 
 from fsm_worker.protocol.transfer import receiver as rx
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
     Ack,
     Commit,
@@ -78,7 +78,7 @@ class TransferMachine(RuleBasedStateMachine):
         )
         self.current = None
         if self.committed:
-            assert isinstance(reply, Error) and reply.code == ErrorCode.COMMITTED
+            assert isinstance(reply, Error) and reply.code == FrameCode.COMMITTED
         elif isinstance(reply, Have):
             self.acked[name] = content
         elif isinstance(reply, Ready):
@@ -95,7 +95,7 @@ class TransferMachine(RuleBasedStateMachine):
                     reply = again
             self.current, self.sent_offset, self.corrupt = (name, content), reply.offset, False
         else:
-            assert isinstance(reply, Error) and reply.code in (ErrorCode.TOO_LARGE, ErrorCode.TOO_MANY_FILES)
+            assert isinstance(reply, Error) and reply.code in (FrameCode.TOO_LARGE, FrameCode.TOO_MANY_FILES)
 
     @precondition(lambda self: self.current is not None and not self.corrupt)
     @rule(size=st.integers(1, 8))
@@ -151,10 +151,10 @@ class TransferMachine(RuleBasedStateMachine):
         assert isinstance(reply, Error)
         if current is None or current[0] != name:
             self.current = current  # an end for another file changes nothing
-            assert reply.code == ErrorCode.UNEXPECTED
+            assert reply.code == FrameCode.UNEXPECTED
         else:
             assert self.corrupt or self.sent_offset != len(current[1]), reply
-            assert reply.code in (ErrorCode.SIZE_MISMATCH, ErrorCode.HASH_MISMATCH)
+            assert reply.code in (FrameCode.SIZE_MISMATCH, FrameCode.HASH_MISMATCH)
 
     @rule(now=st.integers(0, 5))
     def commit(self, now: int) -> None:
@@ -162,17 +162,17 @@ class TransferMachine(RuleBasedStateMachine):
             return  # commit rarely, so that most runs upload for a while first
         reply = self._frame(Commit())
         if self.committed:
-            assert isinstance(reply, Error) and reply.code == ErrorCode.COMMITTED
+            assert isinstance(reply, Error) and reply.code == FrameCode.COMMITTED
         elif self.current is not None:
-            assert isinstance(reply, Error) and reply.code == ErrorCode.BUSY
+            assert isinstance(reply, Error) and reply.code == FrameCode.BUSY
         else:
             assert reply == Committed(files=sorted(self.disk.inputs))
             self.committed = True
 
     @rule()
     def bad_frame(self) -> None:
-        replies = feed(self.core, self.disk, rx.BadFrameIn(ProtocolError("control frame is not JSON")))
-        assert [r.code for r in replies if isinstance(r, Error)] == [ErrorCode.BAD_FRAME]
+        replies = feed(self.core, self.disk, rx.BadFrameIn(FrameError("control frame is not JSON")))
+        assert [r.code for r in replies if isinstance(r, Error)] == [FrameCode.BAD_FRAME]
 
     @rule()
     def drop_channel(self) -> None:

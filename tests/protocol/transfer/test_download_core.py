@@ -5,7 +5,7 @@ from __future__ import annotations
 from support.transfer_sim import sha
 
 from fsm_worker.protocol.transfer import download as dl
-from fsm_worker.protocol.transfer.errors import ErrorCode
+from fsm_worker.protocol.transfer.errors import FrameCode
 from fsm_worker.protocol.transfer.frames import CHUNK_REF, End, Error, FileHeader, Results, ResultsDone
 from fsm_worker.protocol.transfer.upload_steps import ChunkIn, Failed, FrameIn, WriteChunk
 
@@ -46,7 +46,7 @@ def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.Download
 def test_unsafe_and_colliding_names_are_refused() -> None:
     announced = FrameIn(Results(count=3, total_size=3))
     for name in ["../x", "/etc/passwd", "a//b", "a/./b", "nul\x00", "a\\b", ""]:
-        assert failure(dl.DownloadReceiver(), announced, header(name, b"x")).code == ErrorCode.BAD_NAME
+        assert failure(dl.DownloadReceiver(), announced, header(name, b"x")).code == FrameCode.BAD_NAME
     core = dl.DownloadReceiver()
     core.handle(announced)
     for event in (
@@ -59,18 +59,18 @@ def test_unsafe_and_colliding_names_are_refused() -> None:
         core.handle(event)
     clash = failure(core, header("a/b", b"x"))
     assert clash == dl.DownloadFailed(
-        ErrorCode.BAD_NAME, "result 'a/b' collides with 'a'; nothing is merged or overwritten", "a/b"
+        FrameCode.BAD_NAME, "result 'a/b' collides with 'a'; nothing is merged or overwritten", "a/b"
     )
 
 
 def test_caps_hold_even_when_the_worker_lies() -> None:
     limits = dl.DownloadLimits(max_files=1, max_bytes=10)
     assert failure(dl.DownloadReceiver(limits), FrameIn(Results(count=2, total_size=1))) == dl.DownloadFailed(
-        ErrorCode.TOO_MANY_FILES, "the worker announces 2 result files (max_download_files = 1)"
+        FrameCode.TOO_MANY_FILES, "the worker announces 2 result files (max_download_files = 1)"
     )
     core = dl.DownloadReceiver(limits)
     core.handle(FrameIn(Results(count=1, total_size=1)))
-    assert failure(core, header("big", b"x" * 11)).code == ErrorCode.TOO_LARGE
+    assert failure(core, header("big", b"x" * 11)).code == FrameCode.TOO_LARGE
     core = dl.DownloadReceiver(limits)
     core.handle(FrameIn(Results(count=0, total_size=0)))
     for event in (
@@ -81,30 +81,30 @@ def test_caps_hold_even_when_the_worker_lies() -> None:
         dl.FilePlaced(),
     ):
         core.handle(event)
-    assert failure(core, header("b", b"x")).code == ErrorCode.TOO_MANY_FILES
+    assert failure(core, header("b", b"x")).code == FrameCode.TOO_MANY_FILES
 
 
 def test_wrong_bytes_and_frames_fail_the_download() -> None:
     start = (FrameIn(Results(count=1, total_size=2)), header("f", b"ab"))
-    assert failure(dl.DownloadReceiver(), *start, ChunkIn(b"abc")).code == ErrorCode.SIZE_MISMATCH
+    assert failure(dl.DownloadReceiver(), *start, ChunkIn(b"abc")).code == FrameCode.SIZE_MISMATCH
     assert (
         failure(dl.DownloadReceiver(), *start, ChunkIn(b"a"), FrameIn(End(name="f"))).code
-        == ErrorCode.SIZE_MISMATCH
+        == FrameCode.SIZE_MISMATCH
     )
     hashed = failure(
         dl.DownloadReceiver(), *start, ChunkIn(b"ab"), FrameIn(End(name="f")), dl.FileFinished(sha(b"zz"))
     )
-    assert hashed.code == ErrorCode.HASH_MISMATCH
-    assert failure(dl.DownloadReceiver(), ChunkIn(b"x")).code == ErrorCode.UNEXPECTED
-    assert failure(dl.DownloadReceiver(), *start, FrameIn(ResultsDone(count=1))).code == ErrorCode.UNEXPECTED
+    assert hashed.code == FrameCode.HASH_MISMATCH
+    assert failure(dl.DownloadReceiver(), ChunkIn(b"x")).code == FrameCode.UNEXPECTED
+    assert failure(dl.DownloadReceiver(), *start, FrameIn(ResultsDone(count=1))).code == FrameCode.UNEXPECTED
     truncated = failure(
         dl.DownloadReceiver(), FrameIn(Results(count=1, total_size=0)), FrameIn(ResultsDone(count=1))
     )
-    assert truncated.code == ErrorCode.UNEXPECTED
+    assert truncated.code == FrameCode.UNEXPECTED
     remote = failure(dl.DownloadReceiver(), FrameIn(Error(code="NOT_READY", message="results are not ready")))
     assert remote == dl.DownloadFailed("NOT_READY", "results are not ready", None, remote=True)
-    io = failure(dl.DownloadReceiver(), *start, Failed(ErrorCode.EXISTS, "exists"))
-    assert (io.code, io.name, io.remote) == (ErrorCode.EXISTS, "f", False)
+    io = failure(dl.DownloadReceiver(), *start, Failed(FrameCode.EXISTS, "exists"))
+    assert (io.code, io.name, io.remote) == (FrameCode.EXISTS, "f", False)
     core = dl.DownloadReceiver()
     assert core.handle(FrameIn(Error(code="UNEXPECTED", message="stale", ref=CHUNK_REF))) == []
     assert not core.finished

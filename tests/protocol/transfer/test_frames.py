@@ -26,7 +26,7 @@ from fsm_worker.protocol.transfer.frames import (
     encode_frame,
     parse_frame,
 )
-from fsm_worker.shells.transfer import ContentStore, ErrorCode, ProtocolError, TransferTuning, check_name
+from fsm_worker.shells.transfer import ContentStore, FrameCode, FrameError, TransferTuning, check_name
 
 SHA = "ab" * 32
 
@@ -70,9 +70,9 @@ def test_roundtrip(frame: object) -> None:
     ],
 )
 def test_strict_parsing(text: str, fragment: str) -> None:
-    with pytest.raises(ProtocolError, match=fragment) as err:
+    with pytest.raises(FrameError, match=fragment) as err:
         parse_frame(text)
-    assert err.value.code == ErrorCode.BAD_FRAME
+    assert err.value.code == FrameCode.BAD_FRAME
 
 
 @pytest.mark.parametrize("name", ["data.csv", ".hidden", "a b", "ünï.txt", "x" * 255, "..."])
@@ -82,9 +82,9 @@ def test_good_names(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["", ".", "..", "/abs", "a/b", "a\\b", "a\x00", "a\n", "x" * 256, "é" * 128])
 def test_bad_names(name: str) -> None:
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(FrameError) as err:
         check_name(name)
-    assert err.value.code == ErrorCode.BAD_NAME
+    assert err.value.code == FrameCode.BAD_NAME
 
 
 @given(st.text(max_size=40))
@@ -92,7 +92,7 @@ def test_accepted_names_stay_in_the_directory(name: str) -> None:
     base = Path("/jobs/j1/inputs")
     try:
         check_name(name)
-    except ProtocolError:
+    except FrameError:
         return
     assert (base / name).parent == base
     assert (base / name).resolve().parent == base.resolve()

@@ -6,7 +6,7 @@ from support.transfer_sim import Disk, feed, restored, sha
 
 from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer import sender as tx
-from fsm_worker.protocol.transfer.errors import ErrorCode, ProtocolError
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
     Ack,
     Commit,
@@ -54,7 +54,7 @@ def test_upload_commit_step_by_step() -> None:
     assert (c.stats.files_received, c.stats.chunk_bytes_received, c.stats.errors_sent) == (1, 4, 0)
     refused = c.handle(put())
     assert refused == [
-        rx.Send(Error(code=ErrorCode.COMMITTED, message="inputs are already committed", name="f", ref="put"))
+        rx.Send(Error(code=FrameCode.COMMITTED, message="inputs are already committed", name="f", ref="put"))
     ]
 
 
@@ -92,13 +92,13 @@ def test_without_a_proof_the_client_must_upload() -> None:
     assert (
         isinstance(late, rx.Send)
         and isinstance(late.frame, Error)
-        and late.frame.code == ErrorCode.UNEXPECTED
+        and late.frame.code == FrameCode.UNEXPECTED
     )
     [again] = c2.handle(rx.FrameIn(Proof(name="f", sha256=wrong)))  # the challenge ended with the last frame
     assert (
         isinstance(again, rx.Send)
         and isinstance(again.frame, Error)
-        and again.frame.code == ErrorCode.UNEXPECTED
+        and again.frame.code == FrameCode.UNEXPECTED
     )
 
 
@@ -124,7 +124,7 @@ def test_limits_name_their_setting_and_count_running_totals() -> None:
     c.handle(rx.Restored({"a": 4}, {sha(b"zz"): 2}))
     [too_large] = c.handle(put("b", b"12345"))
     assert isinstance(too_large, rx.Send) and isinstance(too_large.frame, Error)
-    assert too_large.frame.code == ErrorCode.TOO_LARGE
+    assert too_large.frame.code == FrameCode.TOO_LARGE
     assert "(6 of 10 bytes used; max_upload_bytes)" in too_large.frame.message
     # replacing "a" counts only the new size: 8 + the other partial's 2 fits in 10
     assert c.handle(put("a", b"12345678")) == [rx.Probe("a", 8, sha(b"12345678"))]
@@ -132,7 +132,7 @@ def test_limits_name_their_setting_and_count_running_totals() -> None:
     c2.handle(rx.Restored({"a": 1, "b": 1}, {}))
     [too_many] = c2.handle(put("c"))
     assert isinstance(too_many, rx.Send) and isinstance(too_many.frame, Error)
-    assert too_many.frame.code == ErrorCode.TOO_MANY_FILES
+    assert too_many.frame.code == FrameCode.TOO_MANY_FILES
     assert "max_input_files = 2" in too_many.frame.message
     assert c2.handle(put("a")) == [rx.Probe("a", 4, H)]
 
@@ -143,12 +143,12 @@ def test_stray_chunks_get_one_error_per_run() -> None:
     assert first == [
         rx.Send(
             Error(
-                code=ErrorCode.UNEXPECTED, message="binary chunk without an upload in progress", ref="chunk"
+                code=FrameCode.UNEXPECTED, message="binary chunk without an upload in progress", ref="chunk"
             )
         )
     ]
     assert c.handle(rx.ChunkIn(b"x")) == []
-    c.handle(rx.BadFrameIn(ProtocolError("control frame is not JSON")))
+    c.handle(rx.BadFrameIn(FrameError("control frame is not JSON")))
     assert len(c.handle(rx.ChunkIn(b"x"))) == 1
     assert c.stats.chunks_dropped == 3
 
@@ -159,10 +159,10 @@ def test_oversize_chunk_bad_hash_short_end_and_write_failure() -> None:
     feed(c, disk, rx.Restored({}, {}))
     assert [f.TYPE for f in feed(c, disk, put())] == ["ready"]
     [oversize] = feed(c, disk, rx.ChunkIn(b"12345"))
-    assert isinstance(oversize, Error) and (oversize.code, oversize.ref) == (ErrorCode.SIZE_MISMATCH, "chunk")
+    assert isinstance(oversize, Error) and (oversize.code, oversize.ref) == (FrameCode.SIZE_MISMATCH, "chunk")
     feed(c, disk, rx.ChunkIn(b"abc"))
     [short] = feed(c, disk, rx.FrameIn(End(name="f")))
-    assert isinstance(short, Error) and short.code == ErrorCode.SIZE_MISMATCH
+    assert isinstance(short, Error) and short.code == FrameCode.SIZE_MISMATCH
     assert bytes(disk.partials[H]) == b"abc"  # kept: resumable
     feed(c, disk, put())
     feed(c, disk, rx.ChunkIn(b"d"))
@@ -177,12 +177,12 @@ def test_oversize_chunk_bad_hash_short_end_and_write_failure() -> None:
     assert (
         isinstance(error, rx.Send)
         and isinstance(error.frame, Error)
-        and error.frame.code == ErrorCode.HASH_MISMATCH
+        and error.frame.code == FrameCode.HASH_MISMATCH
     )
     disk.fail_writes = True
     feed(c, disk, put("h", b"1"))
     [io_error] = feed(c, disk, rx.ChunkIn(b"1"))
-    assert isinstance(io_error, Error) and (io_error.code, io_error.ref) == (ErrorCode.IO_ERROR, "chunk")
+    assert isinstance(io_error, Error) and (io_error.code, io_error.ref) == (FrameCode.IO_ERROR, "chunk")
     assert c.receiver.upload is None
 
 
@@ -190,14 +190,14 @@ def test_commit_refused_busy_and_unexpected_frames() -> None:
     disk = Disk(refuse_commit=True)
     c = core()
     [refused] = feed(c, disk, rx.FrameIn(Commit()))
-    assert isinstance(refused, Error) and (refused.code, refused.ref) == (ErrorCode.COMMIT_FAILED, "commit")
+    assert isinstance(refused, Error) and (refused.code, refused.ref) == (FrameCode.COMMIT_FAILED, "commit")
     assert not c.receiver.committed
     feed(c, disk, put())
     [busy] = feed(c, disk, rx.FrameIn(Commit()))
-    assert isinstance(busy, Error) and busy.code == ErrorCode.BUSY
+    assert isinstance(busy, Error) and busy.code == FrameCode.BUSY
     [unexpected] = feed(c, disk, rx.FrameIn(Ack(name="f", size=1, sha256=H)))
     assert isinstance(unexpected, Error) and (unexpected.code, unexpected.ref) == (
-        ErrorCode.UNEXPECTED,
+        FrameCode.UNEXPECTED,
         "ack",
     )
 
@@ -214,7 +214,7 @@ def test_results_are_sent_one_file_at_a_time_in_name_order() -> None:
         tx.HashResult(0, "a/x.txt"),
     ]
     assert c.handle(rx.FrameIn(FetchResults()))[0] == rx.Send(
-        Error(code=ErrorCode.BUSY, message="results are already being sent", ref="fetch_results")
+        Error(code=FrameCode.BUSY, message="results are already being sent", ref="fetch_results")
     )
     assert c.handle(tx.ResultHashed(0, H)) == [
         rx.Send(FileHeader(name="a/x.txt", size=2, sha256=H)),
@@ -232,10 +232,10 @@ def test_results_are_sent_one_file_at_a_time_in_name_order() -> None:
 
 def test_unsafe_results_are_refused() -> None:
     for entry, code in [
-        (tx.ResultEntry("../x", tx.EntryKind.FILE, 1), ErrorCode.BAD_NAME),
-        (tx.ResultEntry("/abs", tx.EntryKind.FILE, 1), ErrorCode.BAD_NAME),
-        (tx.ResultEntry("link", tx.EntryKind.LINK, 1), ErrorCode.LINK_REFUSED),
-        (tx.ResultEntry("dev", tx.EntryKind.OTHER, 0), ErrorCode.LINK_REFUSED),
+        (tx.ResultEntry("../x", tx.EntryKind.FILE, 1), FrameCode.BAD_NAME),
+        (tx.ResultEntry("/abs", tx.EntryKind.FILE, 1), FrameCode.BAD_NAME),
+        (tx.ResultEntry("link", tx.EntryKind.LINK, 1), FrameCode.LINK_REFUSED),
+        (tx.ResultEntry("dev", tx.EntryKind.OTHER, 0), FrameCode.LINK_REFUSED),
     ]:
         c = core()
         c.handle(rx.FrameIn(FetchResults()))
@@ -247,7 +247,7 @@ def test_unsafe_results_are_refused() -> None:
     c.handle(rx.FrameIn(FetchResults()))
     [not_ready] = c.handle(tx.ResultsListed(None))
     assert isinstance(not_ready, rx.Send) and isinstance(not_ready.frame, Error)
-    assert not_ready.frame.code == ErrorCode.NOT_READY
+    assert not_ready.frame.code == FrameCode.NOT_READY
 
 
 def test_a_restored_endpoint_resumes_from_disk() -> None:

@@ -16,7 +16,7 @@ from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.shells.transfer import (
     ClientTransferEndpoint,
     ContentStore,
-    ErrorCode,
+    FrameCode,
     RemoteTransferError,
     TransferError,
     WorkerTransferEndpoint,
@@ -88,7 +88,7 @@ async def test_results_keep_their_relative_paths_in_a_fresh_job_folder(
     async with asyncio.timeout(T):  # the job folder exists now: a second download is refused, not merged
         with pytest.raises(TransferError) as again:
             await client.download(out, job_id="job-1")
-    assert again.value.code == ErrorCode.EXISTS
+    assert again.value.code == FrameCode.EXISTS
     assert (base / "a" / "x.txt").read_text() == "A"
 
 
@@ -118,7 +118,7 @@ async def test_result_links_and_special_files_are_refused(
     async with asyncio.timeout(T):
         with pytest.raises(RemoteTransferError) as err:
             await client.download(tmp_path / "out", job_id="j")
-    assert err.value.code == ErrorCode.LINK_REFUSED
+    assert err.value.code == FrameCode.LINK_REFUSED
     assert not (tmp_path / "out" / "j").exists()
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -155,16 +155,16 @@ class RogueWorker:
 @pytest.mark.parametrize(
     ("files", "code"),
     [
-        ([("../escape.txt", b"x")], ErrorCode.BAD_NAME),
-        ([("/etc/evil", b"x")], ErrorCode.BAD_NAME),
-        ([("a//b", b"x")], ErrorCode.BAD_NAME),
-        ([("nul\x00", b"x")], ErrorCode.BAD_NAME),
-        ([("x.txt", b"first"), ("x.txt", b"second")], ErrorCode.BAD_NAME),
-        ([("a", b"file"), ("a/b", b"below a file")], ErrorCode.BAD_NAME),
+        ([("../escape.txt", b"x")], FrameCode.BAD_NAME),
+        ([("/etc/evil", b"x")], FrameCode.BAD_NAME),
+        ([("a//b", b"x")], FrameCode.BAD_NAME),
+        ([("nul\x00", b"x")], FrameCode.BAD_NAME),
+        ([("x.txt", b"first"), ("x.txt", b"second")], FrameCode.BAD_NAME),
+        ([("a", b"file"), ("a/b", b"below a file")], FrameCode.BAD_NAME),
     ],
 )
 async def test_rogue_worker_cannot_escape_or_overwrite(
-    link: Any, tmp_path: Path, tools: Any, files: list[tuple[str, bytes]], code: ErrorCode
+    link: Any, tmp_path: Path, tools: Any, files: list[tuple[str, bytes]], code: FrameCode
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -195,7 +195,7 @@ async def test_rogue_worker_never_replaces_files_in_a_shared_destination(
         with pytest.raises(TransferError) as err:
             await client.download(out)  # no job id: straight into out/, still never replacing
         await serving
-    assert err.value.code == ErrorCode.EXISTS
+    assert err.value.code == FrameCode.EXISTS
     assert (out / ".bashrc").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == [".bashrc"]
 
@@ -212,10 +212,10 @@ async def test_rogue_worker_never_replaces_files_in_a_shared_destination(
 @pytest.mark.parametrize(
     ("limits", "count", "total", "code", "setting"),
     [
-        (DownloadLimits(max_files=2), None, None, ErrorCode.TOO_MANY_FILES, "max_download_files = 2"),
-        (DownloadLimits(max_files=2), 1, None, ErrorCode.TOO_MANY_FILES, "max_download_files = 2"),  # lies
-        (DownloadLimits(max_bytes=100), None, None, ErrorCode.TOO_LARGE, "max_download_bytes = 100"),
-        (DownloadLimits(max_bytes=100), None, 10, ErrorCode.TOO_LARGE, "max_download_bytes = 100"),  # lies
+        (DownloadLimits(max_files=2), None, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),
+        (DownloadLimits(max_files=2), 1, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),  # lies
+        (DownloadLimits(max_bytes=100), None, None, FrameCode.TOO_LARGE, "max_download_bytes = 100"),
+        (DownloadLimits(max_bytes=100), None, 10, FrameCode.TOO_LARGE, "max_download_bytes = 100"),  # lies
     ],
 )
 async def test_download_count_and_size_are_capped(
@@ -225,7 +225,7 @@ async def test_download_count_and_size_are_capped(
     limits: DownloadLimits,
     count: int | None,
     total: int | None,
-    code: ErrorCode,
+    code: FrameCode,
     setting: str,
 ) -> None:
     client = ClientTransferEndpoint(link.client, download_limits=limits)
@@ -254,7 +254,7 @@ async def test_input_file_count_is_limited_per_job(link: Any, store: ContentStor
             await client.upload([src / "f3.txt"])
         (src / "f0.txt").write_text("replaced")
         await client.upload([src / "f0.txt"])  # replacing an input does not count as a new file
-    assert err.value.code == ErrorCode.TOO_MANY_FILES
+    assert err.value.code == FrameCode.TOO_MANY_FILES
     assert "max_input_files = 3" in err.value.message
     assert sorted(p.name for p in (tmp_path / "job" / "inputs").iterdir()) == ["f0.txt", "f1.txt", "f2.txt"]
     assert (tmp_path / "job" / "inputs" / "f0.txt").read_text() == "replaced"

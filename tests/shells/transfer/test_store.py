@@ -11,7 +11,7 @@ from typing import Any
 from fsm_worker.shells.transfer import (
     ClientTransferEndpoint,
     ContentStore,
-    ErrorCode,
+    FrameCode,
     UploadStatus,
     WorkerTransferEndpoint,
 )
@@ -53,7 +53,7 @@ async def test_knowing_the_hash_is_not_enough_to_obtain_stored_content(
         "prefix_sha256": None,
     }
     mallory.send({"type": "end", "name": "stolen.slp"})
-    assert (await mallory.reply())["code"] == ErrorCode.SIZE_MISMATCH
+    assert (await mallory.reply())["code"] == FrameCode.SIZE_MISMATCH
     mallory.send({"type": "commit"})
     assert await mallory.reply() == {"type": "committed", "files": []}
     assert not (mallory_job / "inputs" / "stolen.slp").exists()

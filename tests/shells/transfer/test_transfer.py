@@ -16,7 +16,7 @@ from fsm_worker.shells.transfer import (
     ChannelClosedError,
     ClientTransferEndpoint,
     ContentStore,
-    ErrorCode,
+    FrameCode,
     RemoteTransferError,
     TransferTuning,
     UploadStatus,
@@ -108,14 +108,14 @@ async def test_commit_and_download_results(
         assert job.commits == [[job.dir / "inputs" / "in.txt"]]
         with pytest.raises(RemoteTransferError) as again:
             await client.commit()
-        assert again.value.code == ErrorCode.COMMITTED
+        assert again.value.code == FrameCode.COMMITTED
         with pytest.raises(RemoteTransferError) as late:
             await client.upload([src])
-        assert late.value.code == ErrorCode.COMMITTED
+        assert late.value.code == FrameCode.COMMITTED
 
         with pytest.raises(RemoteTransferError) as not_ready:
             await client.download(tmp_path / "out")
-        assert not_ready.value.code == ErrorCode.NOT_READY
+        assert not_ready.value.code == FrameCode.NOT_READY
 
         out_dir = job.dir / "outputs"
         out_dir.mkdir()
@@ -145,7 +145,7 @@ async def test_commit_refused_by_host(link: Any, store: ContentStore, tmp_path: 
     with pytest.raises(RemoteTransferError, match="job was cancelled") as err:
         async with asyncio.timeout(T):
             await client.commit()
-    assert err.value.code == ErrorCode.COMMIT_FAILED
+    assert err.value.code == FrameCode.COMMIT_FAILED
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ async def test_bad_names_are_refused(link: Any, job: Job, store: ContentStore, t
     peer.send({"type": "put", "name": name, "size": 1, "sha256": "a" * 64})
     reply = await peer.reply()
     assert reply["type"] == "error"
-    assert reply["code"] == ErrorCode.BAD_NAME
+    assert reply["code"] == FrameCode.BAD_NAME
     assert reply["ref"] == "put"
     assert not (job.dir / ".partial").exists() or not list((job.dir / ".partial").iterdir())
     assert not (job.dir.parent / "escape").exists()
@@ -175,7 +175,7 @@ async def test_symlinks_are_refused(link: Any, job: Job, store: ContentStore, tm
     with pytest.raises(RemoteTransferError) as err:
         async with asyncio.timeout(T):
             await client.upload([src])
-    assert err.value.code == ErrorCode.LINK_REFUSED
+    assert err.value.code == FrameCode.LINK_REFUSED
     assert outside.read_text() == "precious"
 
 
@@ -191,7 +191,7 @@ async def test_symlinked_inputs_dir_is_refused(
     peer = tools.raw_peer(link.client)
     peer.send({"type": "put", "name": "x", "size": 1, "sha256": "a" * 64})
     reply = await peer.reply()
-    assert (reply["type"], reply["code"]) == ("error", ErrorCode.LINK_REFUSED)
+    assert (reply["type"], reply["code"]) == ("error", FrameCode.LINK_REFUSED)
     assert not list(elsewhere.iterdir())
 
 
@@ -205,11 +205,11 @@ async def test_oversize_upload_refused(
     async with asyncio.timeout(T):
         with pytest.raises(RemoteTransferError) as big:
             await client.upload([tmp_path / "big.bin"])
-        assert big.value.code == ErrorCode.TOO_LARGE
+        assert big.value.code == FrameCode.TOO_LARGE
         await client.upload([tmp_path / "a.bin"])
         with pytest.raises(RemoteTransferError) as cumulative:
             await client.upload([tmp_path / "b.bin"])
-        assert cumulative.value.code == ErrorCode.TOO_LARGE
+        assert cumulative.value.code == FrameCode.TOO_LARGE
         # replacing a file of the same name only counts the new size
         uploaded = await client.upload([tmp_path / "a.bin"])
     assert uploaded[0].status is UploadStatus.DEDUPED
@@ -237,7 +237,7 @@ async def test_bad_frames_get_error_frames_and_change_nothing(
         peer.send(frame)
         reply = await peer.reply()
         assert reply["type"] == "error", frame
-        assert reply["code"] in (ErrorCode.BAD_FRAME, ErrorCode.UNEXPECTED), reply
+        assert reply["code"] in (FrameCode.BAD_FRAME, FrameCode.UNEXPECTED), reply
     assert not (job.dir / "inputs").exists() or not list((job.dir / "inputs").iterdir())
     link.client.remove_all_listeners("message")
     src = tmp_path / "ok.txt"
@@ -256,11 +256,11 @@ async def test_chunk_beyond_size_and_bad_hash(link: Any, job: Job, store: Conten
     assert (await peer.reply())["type"] == "ready"
     peer.send(b"12345")
     reply = await peer.reply()
-    assert (reply["type"], reply["code"]) == ("error", ErrorCode.SIZE_MISMATCH)
+    assert (reply["type"], reply["code"]) == ("error", FrameCode.SIZE_MISMATCH)
     peer.send(b"1234")  # the refused chunk changed nothing; the right one fits
     peer.send({"type": "end", "name": "f"})
     reply = await peer.reply()
-    assert (reply["type"], reply["code"]) == ("error", ErrorCode.HASH_MISMATCH)
+    assert (reply["type"], reply["code"]) == ("error", FrameCode.HASH_MISMATCH)
     assert not (job.dir / "inputs" / "f").exists()
     assert not list((job.dir / ".partial").iterdir())
 
@@ -390,7 +390,7 @@ async def test_stray_chunks_get_one_error_and_put_abandons_open_upload(
         peer.send(b"stray")
     peer.send({"type": "put", "name": "f", "size": 4, "sha256": "c" * 64})
     first = await peer.reply()
-    assert (first["type"], first["code"], first["ref"]) == ("error", ErrorCode.UNEXPECTED, "chunk")
+    assert (first["type"], first["code"], first["ref"]) == ("error", FrameCode.UNEXPECTED, "chunk")
     assert (await peer.reply())["type"] == "ready"
     assert worker.stats.chunks_dropped == 5
     peer.send(b"12")

@@ -22,6 +22,7 @@ ROLES: tuple[Role, ...] = ("worker", "client")
 MAX_DEPTH = 32
 MAX_PEER_ID_CHARS = 128
 MAX_TAGS = 64
+MAX_TOKEN_CHARS = 1024
 _PEER_ID_RE = re.compile(r"[A-Za-z0-9._:@+\-]+")
 _SECRET_RE = re.compile(r"[A-Za-z0-9_\-]{32,128}")
 
@@ -43,6 +44,9 @@ class ErrorCode(StrEnum):
     PEER_ID_TAKEN = "PEER_ID_TAKEN"
     PEER_ID_RESERVED = "PEER_ID_RESERVED"
     SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    INVALID_FRAME = "INVALID_FRAME"
     # client side only
     NOT_CONNECTED = "NOT_CONNECTED"
     TIMEOUT = "TIMEOUT"
@@ -73,7 +77,16 @@ def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
 
 def hash_secret(secret: str) -> str:
     """Hex sha256 of a secret or token; only hashes are stored or logged."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_valid_text(value: str) -> bool:
+    """False for strings that cannot be UTF-8 (lone surrogates such as ``\\ud800`` from JSON escapes)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def room_for_token(token: str) -> str:
@@ -82,9 +95,17 @@ def room_for_token(token: str) -> str:
 
 
 def check_json(
-    value: JSON, *, what: str, max_bytes: int, code: ErrorCode = ErrorCode.INVALID_MESSAGE
+    value: JSON,
+    *,
+    what: str,
+    max_bytes: int,
+    code: ErrorCode = ErrorCode.INVALID_MESSAGE,
+    setting: str = "max_event_bytes",
 ) -> None:
-    """Refuse values nested deeper than :data:`MAX_DEPTH` or larger than ``max_bytes`` once encoded."""
+    """Refuse values nested deeper than :data:`MAX_DEPTH` or larger than ``max_bytes`` once encoded.
+
+    ``setting`` names the limit in the refusal, so the peer knows what to change or ask for.
+    """
     stack: list[tuple[JSON, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -99,10 +120,16 @@ def check_json(
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     try:
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            code, f"{what} holds a string that is not valid UTF-8 (a lone surrogate)"
+        ) from None
     except (TypeError, ValueError) as exc:  # not JSON (cannot happen for decoded input, but be total)
         raise ProtocolError(code, f"{what} is not JSON: {exc}") from None
     if size > max_bytes:
-        raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"{what} is {size} bytes, limit is {max_bytes}")
+        raise ProtocolError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"{what} is {size} bytes, limit is {max_bytes} ({setting})"
+        )
 
 
 def parse_peer_id(
@@ -125,7 +152,9 @@ def single_arg(args: tuple[Any, ...], event: str) -> dict[str, Any]:
     return args[0]
 
 
-def parse_metadata(value: object, *, max_bytes: int, allow_null: bool) -> dict[str, Any]:
+def parse_metadata(
+    value: object, *, max_bytes: int, allow_null: bool, setting: str = "max_metadata_bytes"
+) -> dict[str, Any]:
     """Peer metadata: an object whose optional ``tags`` is a list of strings and ``properties`` an object.
 
     With ``allow_null`` (updates) ``null`` values are kept (they mean "delete"); otherwise refused.
@@ -133,7 +162,7 @@ def parse_metadata(value: object, *, max_bytes: int, allow_null: bool) -> dict[s
     code = ErrorCode.INVALID_METADATA
     if not isinstance(value, dict):
         raise ProtocolError(code, "metadata must be a JSON object")
-    check_json(value, what="metadata", max_bytes=max_bytes, code=code)
+    check_json(value, what="metadata", max_bytes=max_bytes, code=code, setting=setting)
     tags = value.get("tags")
     if "tags" in value and not (tags is None and allow_null):
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -189,6 +218,10 @@ def parse_auth(value: object, *, max_bytes: int) -> AuthRequest:
     token = value.get("token")
     if not isinstance(token, str) or not token:
         raise ProtocolError(code, "auth.token must be a non-empty string")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ProtocolError(code, f"auth.token is longer than {MAX_TOKEN_CHARS} characters")
+    if not is_valid_text(token):
+        raise ProtocolError(code, "auth.token is not valid UTF-8 (it holds a lone surrogate)")
     peer_id = parse_peer_id(value.get("peer_id"), code=code, field="auth.peer_id")
     role = value.get("role")
     if role not in ROLES:

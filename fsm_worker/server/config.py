@@ -45,3 +45,34 @@ class ServerConfig:
     ping_timeout_seconds: float = attrs.field(default=20.0, validator=_positive)
     redis_prefix: str = "fsm_worker"
     node_id: str = attrs.field(factory=_default_node_id)
+
+    # -- limits (docs/security.md): each refusal names the field it hit ---------------------------------------
+    #: events per second one connection may send (token bucket refill rate); more get ``RATE_LIMITED``
+    rate_limit_events_per_second: float = attrs.field(default=200.0, validator=_positive)
+    #: events one connection may send in a burst above the rate (token bucket size)
+    rate_limit_burst: int = attrs.field(default=400, validator=_positive)
+    #: unsent bytes a connection may have queued on the server; a peer that does not read is dropped
+    max_send_buffer_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    #: unsent messages a connection may have queued on the server (the count behind the byte limit)
+    max_send_buffer_messages: int = attrs.field(default=4096, validator=_positive)
+    #: encoded size of one peer's metadata (at connect and after every update)
+    max_metadata_bytes: int = attrs.field(default=8 * 1024, validator=_positive)
+    #: peers in one discovery answer when the request gives no ``limit``
+    discover_default_limit: int = attrs.field(default=100, validator=_positive)
+    #: the largest ``limit`` a discovery request may ask for
+    discover_max_limit: int = attrs.field(default=500, validator=_positive)
+    #: seconds a new connection has to present a valid token and claim a peer id
+    auth_timeout_seconds: float = attrs.field(default=5.0, validator=_positive)
+    #: Engine.IO connections this node accepts in total (authenticated or not)
+    max_connections: int = attrs.field(default=1024, validator=_positive)
+    #: Engine.IO connections this node accepts from one IP address
+    max_connections_per_address: int = attrs.field(default=256, validator=_positive)
+    #: per connection, refusals after the first of each kind are logged as one summary per interval
+    notice_log_interval_seconds: float = attrs.field(default=10.0, validator=_positive)
+    #: the key resume secrets are signed with (HMAC-SHA256); all nodes sharing Redis need the same key
+    resume_key: str | None = attrs.field(default=None, repr=False)
+    #: where the key is read from when ``resume_key`` is unset; generated there (mode 0600) if missing.
+    #: ``None``: ``$XDG_STATE_HOME/fsm-worker/signaling-resume.key``
+    resume_key_file: str | None = None
+    #: seconds one Redis command may take before it counts as failed (and is retried or refused)
+    redis_timeout_seconds: float = attrs.field(default=2.0, validator=_positive)

@@ -226,9 +226,15 @@ class SignalingClient:
 
     async def discover(self, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Peers of this room matching ``filters``; raises :class:`SignalingError` if refused or offline."""
-        ack = await self._request("discover_peers", {"filters": dict(filters or {})})
-        peers: list[dict[str, Any]] = ack["peers"]
-        return peers
+        request: dict[str, Any] = {"filters": dict(filters or {})}
+        peers: list[dict[str, Any]] = []
+        while True:  # the server answers in pages (docs/signaling.md); follow them to the end
+            ack = await self._request("discover_peers", request)
+            peers.extend(ack["peers"])
+            cursor = ack.get("next_cursor")
+            if not isinstance(cursor, str) or not cursor:
+                return peers
+            request["cursor"] = cursor
 
     async def update_metadata(self, update: Mapping[str, Any]) -> bool:
         """Merge ``update`` into the metadata (``properties`` merge, ``null`` deletes) and publish it.

@@ -103,7 +103,10 @@ def load_key(configured: str | None, key_file: str | None) -> bytes:
         return key.encode()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another node on this host wrote it first
+        return load_key(None, str(path))
     with os.fdopen(fd, "w") as out:
         out.write(key + "\n")
     return key.encode()

@@ -83,10 +83,11 @@ class RawSocketIO:
                 continue
             return text
 
-    async def recv_until(self, prefix: str) -> str:
-        """Skip frames until one starts with ``prefix``."""
-        while not (frame := await self.recv()).startswith(prefix):
-            pass
+    async def recv_until(self, prefix: str, timeout: float = 10.0) -> str:
+        """Skip frames until one starts with ``prefix`` (TimeoutError after ``timeout`` seconds)."""
+        async with asyncio.timeout(timeout):
+            while not (frame := await self.recv()).startswith(prefix):
+                pass
         return frame
 
     async def join(self, auth: dict[str, Any]) -> None:

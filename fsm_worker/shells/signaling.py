@@ -214,7 +214,12 @@ class SignalingClient:
             except (_LinkDown, TimeoutError) as exc:
                 self._enqueue(item, "link_dropped" if isinstance(exc, _LinkDown) else "ack_timeout")
                 return SendResult(SendStatus.QUEUED)
-            return self._result(ack)
+            result = self._result(ack)
+            if result.code != ErrorCode.RATE_LIMITED:
+                return result
+            self._enqueue(item, "rate_limited")  # the server's bucket is empty: sent again shortly, in order
+            self._wake.set()
+            return SendResult(SendStatus.QUEUED)
         self._enqueue(item, "not_connected" if not self._up else "backlog")
         if not self._up:
             return SendResult(SendStatus.QUEUED)
@@ -437,7 +442,7 @@ class SignalingClient:
     def _enqueue(self, item: _Outgoing, reason: str) -> None:
         item.queued_at = asyncio.get_running_loop().time()
         bisect.insort(self._backlog, item, key=lambda i: i.seq)
-        level = logging.DEBUG if reason == "backlog" else logging.ERROR
+        level = logging.DEBUG if reason in ("backlog", "rate_limited") else logging.ERROR
         log_event(
             log, level, "send_queued", peer_id=self.peer_id, to_peer_id=item.to_peer_id, reason=reason,
             queued=len(self._backlog),
@@ -468,6 +473,9 @@ class SignalingClient:
                     retry = 1.0
                     continue
                 result = self._result(ack)
+                if result.code == ErrorCode.RATE_LIMITED:  # wait for the server's bucket to refill
+                    retry = 0.2
+                    break
                 waited = loop.time() - item.queued_at
                 if result.code == ErrorCode.PEER_NOT_FOUND and waited < self._queued_peer_wait:
                     blocked.add(item.to_peer_id)  # the target may still be reconnecting

@@ -18,7 +18,7 @@ from support.raw_ws import RawSocketIO
 from support.signaling import DEFAULT_TIMEOUT as TIMEOUT
 from support.signaling import ClientFactory, ServerProcess, auth_for, raw_client, wait_until
 
-from fsm_worker.shells.signaling import SignalingClient, SignalingError
+from fsm_worker.shells.signaling import SendStatus, SignalingClient, SignalingError
 
 Start = Callable[..., Awaitable[tuple[ServerProcess, str]]]
 
@@ -208,3 +208,17 @@ async def test_healthz_says_only_whether_the_node_is_healthy(node: Start) -> Non
     async with aiohttp.ClientSession() as session, session.get(f"{srv.url}/healthz") as resp:
         assert resp.status == 200
         assert json.loads(await resp.text()) == {"ok": True}
+
+
+async def test_the_client_link_resends_what_the_bucket_refused_in_order(
+    node: Start, make_client: ClientFactory
+) -> None:
+    srv, token = await node(rate_limit_events_per_second=20, rate_limit_burst=5)
+    worker, inbox = await make_client(srv.url, token, "w1", "worker")
+    client, _ = await make_client(srv.url, token, "c1")
+    results = [await client.send("w1", {"seq": i}) for i in range(30)]
+    assert any(r.status is SendStatus.QUEUED for r in results)  # some met an empty bucket
+    got = [await inbox.next() for _ in range(30)]
+    assert got == [("c1", {"seq": i}) for i in range(30)]  # none lost, order kept
+    await wait_until(lambda: client.queued == 0)
+    assert worker.connected

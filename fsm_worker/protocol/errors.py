@@ -61,6 +61,9 @@ class SignalingCode(StrEnum):
     PEER_ID_TAKEN = "PEER_ID_TAKEN"
     PEER_ID_RESERVED = "PEER_ID_RESERVED"
     SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    INVALID_FRAME = "INVALID_FRAME"
     # client side only (the Python link reports them; the server never sends them)
     NOT_CONNECTED = "NOT_CONNECTED"
     TIMEOUT = "TIMEOUT"

@@ -1,7 +1,7 @@
 """Wire vocabulary of the signaling server: error codes, limits and validation of untrusted input.
 
 Every parser takes decoded JSON from a client and either returns a typed value or raises
-:class:`ProtocolError` naming the problem; nothing here touches a socket.
+:class:`SignalingRefusal` naming the problem; nothing here touches a socket.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any, Literal, TypeAlias
 
 import attrs
+
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+
+__all__ = ["SignalingCode", "SignalingRefusal"]  # re-exported for the server's modules
 
 JSON: TypeAlias = Any
 Role: TypeAlias = Literal["worker", "client"]
@@ -22,43 +25,10 @@ ROLES: tuple[Role, ...] = ("worker", "client")
 MAX_DEPTH = 32
 MAX_PEER_ID_CHARS = 128
 MAX_TAGS = 64
+
+MAX_TOKEN_CHARS = 1024
 _PEER_ID_RE = re.compile(r"[A-Za-z0-9._:@+\-]+")
 _SECRET_RE = re.compile(r"[A-Za-z0-9_\-]{32,128}")
-
-
-class ErrorCode(StrEnum):
-    """Codes carried by ``ok: false`` acks and connection refusals."""
-
-    INVALID_MESSAGE = "INVALID_MESSAGE"
-    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    PEER_NOT_FOUND = "PEER_NOT_FOUND"
-    INVALID_FILTER = "INVALID_FILTER"
-    INVALID_METADATA = "INVALID_METADATA"
-    UNKNOWN_EVENT = "UNKNOWN_EVENT"
-    NOT_REGISTERED = "NOT_REGISTERED"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-    # connection refusals
-    INVALID_AUTH = "INVALID_AUTH"
-    AUTH_FAILED = "AUTH_FAILED"
-    PEER_ID_TAKEN = "PEER_ID_TAKEN"
-    PEER_ID_RESERVED = "PEER_ID_RESERVED"
-    SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"
-    # client side only
-    NOT_CONNECTED = "NOT_CONNECTED"
-    TIMEOUT = "TIMEOUT"
-
-
-class ProtocolError(Exception):
-    """Untrusted input was refused; ``code`` and ``message`` go back to the peer."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    def ack(self) -> dict[str, Any]:
-        """The ``ok: false`` ack for this error."""
-        return error_ack(self.code, self.message)
 
 
 def ok_ack(**fields: Any) -> dict[str, Any]:
@@ -66,14 +36,23 @@ def ok_ack(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
-def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
+def error_ack(code: SignalingCode, message: str) -> dict[str, Any]:
     """An ``ok: false`` ack."""
     return {"ok": False, "code": str(code), "message": message}
 
 
 def hash_secret(secret: str) -> str:
     """Hex sha256 of a secret or token; only hashes are stored or logged."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_valid_text(value: str) -> bool:
+    """False for strings that cannot be UTF-8 (lone surrogates such as ``\\ud800`` from JSON escapes)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def room_for_token(token: str) -> str:
@@ -82,9 +61,17 @@ def room_for_token(token: str) -> str:
 
 
 def check_json(
-    value: JSON, *, what: str, max_bytes: int, code: ErrorCode = ErrorCode.INVALID_MESSAGE
+    value: JSON,
+    *,
+    what: str,
+    max_bytes: int,
+    code: SignalingCode = SignalingCode.INVALID_MESSAGE,
+    setting: str = "max_event_bytes",
 ) -> None:
-    """Refuse values nested deeper than :data:`MAX_DEPTH` or larger than ``max_bytes`` once encoded."""
+    """Refuse values nested deeper than :data:`MAX_DEPTH` or larger than ``max_bytes`` once encoded.
+
+    ``setting`` names the limit in the refusal, so the peer knows what to change or ask for.
+    """
     stack: list[tuple[JSON, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -95,24 +82,30 @@ def check_json(
         else:
             continue
         if depth > MAX_DEPTH:
-            raise ProtocolError(code, f"{what} is nested deeper than {MAX_DEPTH} levels")
+            raise SignalingRefusal(code, f"{what} is nested deeper than {MAX_DEPTH} levels")
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     try:
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise SignalingRefusal(
+            code, f"{what} holds a string that is not valid UTF-8 (a lone surrogate)"
+        ) from None
     except (TypeError, ValueError) as exc:  # not JSON (cannot happen for decoded input, but be total)
-        raise ProtocolError(code, f"{what} is not JSON: {exc}") from None
+        raise SignalingRefusal(code, f"{what} is not JSON: {exc}") from None
     if size > max_bytes:
-        raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, f"{what} is {size} bytes, limit is {max_bytes}")
+        raise SignalingRefusal(
+            SignalingCode.PAYLOAD_TOO_LARGE, f"{what} is {size} bytes, limit is {max_bytes} ({setting})"
+        )
 
 
 def parse_peer_id(
-    value: object, *, code: ErrorCode = ErrorCode.INVALID_MESSAGE, field: str = "peer_id"
+    value: object, *, code: SignalingCode = SignalingCode.INVALID_MESSAGE, field: str = "peer_id"
 ) -> str:
     """A peer id: 1..128 characters of ``[A-Za-z0-9._:@+-]``."""
     if not isinstance(value, str) or not value:
-        raise ProtocolError(code, f"{field} must be a non-empty string")
+        raise SignalingRefusal(code, f"{field} must be a non-empty string")
     if len(value) > MAX_PEER_ID_CHARS or not _PEER_ID_RE.fullmatch(value):
-        raise ProtocolError(
+        raise SignalingRefusal(
             code, f"{field} must be at most {MAX_PEER_ID_CHARS} characters of letters, digits and ._:@+-"
         )
     return value
@@ -121,33 +114,35 @@ def parse_peer_id(
 def single_arg(args: tuple[Any, ...], event: str) -> dict[str, Any]:
     """The one dict argument of an event."""
     if len(args) != 1 or not isinstance(args[0], dict):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"{event} takes exactly one JSON object")
+        raise SignalingRefusal(SignalingCode.INVALID_MESSAGE, f"{event} takes exactly one JSON object")
     return args[0]
 
 
-def parse_metadata(value: object, *, max_bytes: int, allow_null: bool) -> dict[str, Any]:
+def parse_metadata(
+    value: object, *, max_bytes: int, allow_null: bool, setting: str = "max_metadata_bytes"
+) -> dict[str, Any]:
     """Peer metadata: an object whose optional ``tags`` is a list of strings and ``properties`` an object.
 
     With ``allow_null`` (updates) ``null`` values are kept (they mean "delete"); otherwise refused.
     """
-    code = ErrorCode.INVALID_METADATA
+    code = SignalingCode.INVALID_METADATA
     if not isinstance(value, dict):
-        raise ProtocolError(code, "metadata must be a JSON object")
-    check_json(value, what="metadata", max_bytes=max_bytes, code=code)
+        raise SignalingRefusal(code, "metadata must be a JSON object")
+    check_json(value, what="metadata", max_bytes=max_bytes, code=code, setting=setting)
     tags = value.get("tags")
     if "tags" in value and not (tags is None and allow_null):
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ProtocolError(code, "metadata.tags must be a list of strings")
+            raise SignalingRefusal(code, "metadata.tags must be a list of strings")
         if len(tags) > MAX_TAGS:
-            raise ProtocolError(code, f"metadata.tags has more than {MAX_TAGS} entries")
+            raise SignalingRefusal(code, f"metadata.tags has more than {MAX_TAGS} entries")
     props = value.get("properties")
     if "properties" in value and not (props is None and allow_null):
         if not isinstance(props, dict):
-            raise ProtocolError(code, "metadata.properties must be a JSON object")
+            raise SignalingRefusal(code, "metadata.properties must be a JSON object")
         if not allow_null and any(v is None for v in props.values()):
-            raise ProtocolError(code, "metadata.properties values must not be null here")
+            raise SignalingRefusal(code, "metadata.properties values must not be null here")
     if not allow_null and any(v is None for v in value.values()):
-        raise ProtocolError(code, "metadata values must not be null here")
+        raise SignalingRefusal(code, "metadata values must not be null here")
     return dict(value)
 
 
@@ -183,27 +178,31 @@ class AuthRequest:
 
 def parse_auth(value: object, *, max_bytes: int) -> AuthRequest:
     """Validate the Socket.IO connect ``auth`` payload."""
-    code = ErrorCode.INVALID_AUTH
+    code = SignalingCode.INVALID_AUTH
     if not isinstance(value, dict):
-        raise ProtocolError(code, "auth must be an object with token, peer_id, role and metadata")
+        raise SignalingRefusal(code, "auth must be an object with token, peer_id, role and metadata")
     token = value.get("token")
     if not isinstance(token, str) or not token:
-        raise ProtocolError(code, "auth.token must be a non-empty string")
+        raise SignalingRefusal(code, "auth.token must be a non-empty string")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise SignalingRefusal(code, f"auth.token is longer than {MAX_TOKEN_CHARS} characters")
+    if not is_valid_text(token):
+        raise SignalingRefusal(code, "auth.token is not valid UTF-8 (it holds a lone surrogate)")
     peer_id = parse_peer_id(value.get("peer_id"), code=code, field="auth.peer_id")
     role = value.get("role")
     if role not in ROLES:
-        raise ProtocolError(code, "auth.role must be 'worker' or 'client'")
+        raise SignalingRefusal(code, "auth.role must be 'worker' or 'client'")
     metadata = value.get("metadata", {})
     try:
         metadata = parse_metadata({} if metadata is None else metadata, max_bytes=max_bytes, allow_null=False)
-    except ProtocolError as exc:
-        raise ProtocolError(code, f"auth.{exc.message}") from None
+    except SignalingRefusal as exc:
+        raise SignalingRefusal(code, f"auth.{exc.message}") from None
     secret = value.get("resume_secret")
     if secret is not None and (not isinstance(secret, str) or not _SECRET_RE.fullmatch(secret)):
-        raise ProtocolError(code, "auth.resume_secret must be 32-128 URL-safe characters")
+        raise SignalingRefusal(code, "auth.resume_secret must be 32-128 URL-safe characters")
     extra = set(value) - {"token", "peer_id", "role", "metadata", "resume_secret"}
     if extra:
-        raise ProtocolError(code, f"auth has unknown fields: {', '.join(sorted(map(str, extra)))}")
+        raise SignalingRefusal(code, f"auth has unknown fields: {', '.join(sorted(map(str, extra)))}")
     return AuthRequest(token=token, peer_id=peer_id, role=role, metadata=metadata, resume_secret=secret)
 
 
@@ -221,7 +220,7 @@ def parse_peer_message(args: tuple[Any, ...], *, max_bytes: int) -> PeerMessage:
     to_peer_id = parse_peer_id(data.get("to_peer_id"), field="to_peer_id")
     payload = data.get("payload")
     if not isinstance(payload, dict):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "payload must be a JSON object")
+        raise SignalingRefusal(SignalingCode.INVALID_MESSAGE, "payload must be a JSON object")
     check_json(payload, what="payload", max_bytes=max_bytes)
     return PeerMessage(to_peer_id=to_peer_id, payload=payload)
 
@@ -230,5 +229,5 @@ def parse_update_metadata(args: tuple[Any, ...], *, max_bytes: int) -> dict[str,
     """Validate ``update_metadata`` ``{"metadata": {...}}``."""
     data = single_arg(args, "update_metadata")
     if "metadata" not in data:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "update_metadata needs a metadata object")
+        raise SignalingRefusal(SignalingCode.INVALID_MESSAGE, "update_metadata needs a metadata object")
     return parse_metadata(data["metadata"], max_bytes=max_bytes, allow_null=True)

@@ -84,3 +84,89 @@ class ServerConfig:
         factory=_default_node_id,
         metadata={"help": "this server node's id (redis)", "default_text": "<hostname>-<pid>-<random>"},
     )
+
+    # -- limits (docs/security.md): each refusal names the field it hit ---------------------------------------
+    rate_limit_events_per_second: float = attrs.field(
+        default=200.0,
+        validator=_positive,
+        metadata={
+            "help": "events per second one connection may send (token bucket refill rate); more get `RATE_LIMITED`"
+        },
+    )
+    rate_limit_burst: int = attrs.field(
+        default=400,
+        validator=_positive,
+        metadata={"help": "events one connection may send in a burst above the rate (token bucket size)"},
+    )
+    max_send_buffer_bytes: int = attrs.field(
+        default=16 * 1024 * 1024,
+        validator=_positive,
+        metadata={
+            "help": "unsent bytes a connection may have queued on the server; a peer that does not read is dropped"
+        },
+    )
+    max_send_buffer_messages: int = attrs.field(
+        default=4096,
+        validator=_positive,
+        metadata={
+            "help": "unsent messages a connection may have queued on the server (the count behind the byte limit)"
+        },
+    )
+    max_metadata_bytes: int = attrs.field(
+        default=8 * 1024,
+        validator=_positive,
+        metadata={"help": "encoded size of one peer's metadata (at connect and after every update)"},
+    )
+    discover_default_limit: int = attrs.field(
+        default=100,
+        validator=_positive,
+        metadata={"help": "peers in one discovery answer when the request gives no `limit`"},
+    )
+    discover_max_limit: int = attrs.field(
+        default=500,
+        validator=_positive,
+        metadata={"help": "the largest `limit` a discovery request may ask for"},
+    )
+    auth_timeout_seconds: float = attrs.field(
+        default=5.0,
+        validator=_positive,
+        metadata={"help": "seconds a new connection has to present a valid token and claim a peer id"},
+    )
+    max_connections: int = attrs.field(
+        default=1024,
+        validator=_positive,
+        metadata={"help": "Engine.IO connections this node accepts in total (authenticated or not)"},
+    )
+    max_connections_per_address: int = attrs.field(
+        default=256,
+        validator=_positive,
+        metadata={"help": "Engine.IO connections this node accepts from one IP address"},
+    )
+    notice_log_interval_seconds: float = attrs.field(
+        default=10.0,
+        validator=_positive,
+        metadata={
+            "help": "per connection, refusals after the first of each kind are logged as one summary per interval"
+        },
+    )
+    resume_key: str | None = attrs.field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "the key resume secrets are signed with (HMAC-SHA256); all nodes sharing Redis need the same key",
+            "secret": True,
+        },
+    )
+    resume_key_file: str | None = attrs.field(
+        default=None,
+        metadata={
+            "help": "where the key is read from when `resume_key` is unset; generated there (mode 0600) if missing. `None`: `$XDG_STATE_HOME/fsm-worker/signaling-resume.key`"
+        },
+    )
+    redis_timeout_seconds: float = attrs.field(
+        default=2.0,
+        validator=_positive,
+        metadata={
+            "help": "seconds one Redis command may take before it counts as failed (and is retried or refused)"
+        },
+    )

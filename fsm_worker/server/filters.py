@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from fsm_worker.protocol.signaling import ROLES, ErrorCode, ProtocolError, check_json, single_arg
+from fsm_worker.protocol.signaling import ROLES, SignalingCode, SignalingRefusal, check_json, single_arg
 
 OPERATORS = frozenset({"$gte", "$lte", "$eq"})
 
@@ -70,31 +70,31 @@ def parse_filters(args: tuple[Any, ...], *, max_bytes: int) -> Filters:
     """Validate ``discover_peers`` ``{"filters": {"role"?, "tags"?, "properties"?}}`` (``filters`` optional)."""
     data = single_arg(args, "discover_peers")
     raw = data.get("filters", {})
-    code = ErrorCode.INVALID_FILTER
+    code = SignalingCode.INVALID_FILTER
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ProtocolError(code, "filters must be a JSON object")
+        raise SignalingRefusal(code, "filters must be a JSON object")
     check_json(raw, what="filters", max_bytes=max_bytes, code=code)
     unknown = set(raw) - {"role", "tags", "properties"}
     if unknown:
-        raise ProtocolError(code, f"unknown filter fields: {', '.join(sorted(unknown))}")
+        raise SignalingRefusal(code, f"unknown filter fields: {', '.join(sorted(unknown))}")
     role = raw.get("role")
     if role is not None and role not in ROLES:
-        raise ProtocolError(code, "filters.role must be 'worker' or 'client'")
+        raise SignalingRefusal(code, "filters.role must be 'worker' or 'client'")
     tags = raw.get("tags")
     if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
-        raise ProtocolError(code, "filters.tags must be a list of strings")
+        raise SignalingRefusal(code, "filters.tags must be a list of strings")
     props = raw.get("properties")
     props = {} if props is None else props
     if not isinstance(props, dict):
-        raise ProtocolError(code, "filters.properties must be a JSON object")
+        raise SignalingRefusal(code, "filters.properties must be a JSON object")
     for key, cond in props.items():
         if not _is_operator_dict(cond):
             continue
         for op, operand in cond.items():
             if op not in OPERATORS:
-                raise ProtocolError(code, f"filters.properties.{key}: unknown operator {op!r}")
+                raise SignalingRefusal(code, f"filters.properties.{key}: unknown operator {op!r}")
             if op != "$eq" and not _number(operand):
-                raise ProtocolError(code, f"filters.properties.{key}: {op} needs a number")
+                raise SignalingRefusal(code, f"filters.properties.{key}: {op} needs a number")
     return Filters(role=role, tags=None if tags is None else tuple(tags), properties=props)

@@ -11,6 +11,14 @@ Discovery is one round trip: a Lua script joins the room's two hashes into one J
 with a read of the node table.
 Claims are optimistic transactions (``WATCH`` on the room's session hash) around :func:`decide_claim`;
 conditional writes by the holding sid are small Lua scripts.
+
+Redis can restart (losing everything when it does not persist) or stall. This node is the authority on its
+own connections (``_local``), so:
+
+- routing and discovery trust a record of this node only if the connection is still in ``_local``;
+- a release that fails is kept and retried until Redis takes it;
+- every heartbeat notices when Redis forgot this node (``HSET`` creates the field again) or after it
+  failed, and then re-publishes every live local peer (:meth:`RedisRegistry.reconcile`).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -35,6 +43,7 @@ from fsm_worker.server.registry import (
     PeerView,
     SessionRecord,
     decide_claim,
+    record_for,
 )
 
 log = logging.getLogger("fsm_worker.server.redis")
@@ -93,9 +102,16 @@ class RedisRegistry:
     grace: float
     node_ttl: float = 10.0
     prefix: str = "fsm_worker"
+    #: seconds a Redis command may take before it counts as failed (a stall must not hang handlers)
+    timeout: float = 2.0
+    #: called with a sid that lost its id while re-publishing (another node's blind claimant, or ours)
+    on_evict: Callable[[str], Awaitable[None]] | None = None
     _redis: aioredis.Redis | None = None
     _node_seen: dict[str, float] = attrs.field(factory=dict)
     _local: dict[tuple[str, str], SessionRecord] = attrs.field(factory=dict)
+    _local_meta: dict[tuple[str, str], Mapping[str, Any]] = attrs.field(factory=dict)
+    _unreleased: dict[tuple[str, str], SessionRecord] = attrs.field(factory=dict)
+    _healthy: bool = False
     _heartbeat: asyncio.Task[None] | None = None
     _set_meta: Any = None
     _release: Any = None
@@ -116,7 +132,9 @@ class RedisRegistry:
         return f"{self.prefix}:nodes"
 
     async def start(self) -> None:
-        self._redis = aioredis.Redis.from_url(self.url, decode_responses=True)
+        self._redis = aioredis.Redis.from_url(
+            self.url, decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
         self._set_meta = self.redis.register_script(_SET_META)
         self._release = self.redis.register_script(_RELEASE)
         self._peers = self.redis.register_script(_PEERS)
@@ -141,21 +159,90 @@ class RedisRegistry:
             await self._redis.aclose()
             self._redis = None
 
-    async def _beat(self) -> None:
+    @property
+    def healthy(self) -> bool:
+        """True while the last heartbeat reached Redis."""
+        return self._healthy
+
+    async def _beat(self) -> bool:
+        """Write this node's heartbeat; True if Redis did not know this node (it restarted or was flushed)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._nodes_key, self.node_id, repr(now))
             pipe.hgetall(self._nodes_key)
-            _, nodes = await pipe.execute()
+            created, nodes = await pipe.execute()
         self._node_seen = {k: float(v) for k, v in nodes.items()}
+        self._healthy = True
+        return bool(created)
 
     async def _heartbeat_loop(self) -> None:
+        failed = False
         while True:
-            await asyncio.sleep(self.node_ttl / 4)
+            await asyncio.sleep(self.node_ttl / 4 if not (failed or self._unreleased) else 0.25)
             try:
-                await self._beat()
+                forgotten = await self._beat()
+                if forgotten or failed or self._unreleased:
+                    await self.reconcile(forgotten=forgotten)
+                failed = False
             except Exception as exc:
-                log_event(log, logging.ERROR, "heartbeat_failed", node=self.node_id, error=repr(exc))
+                self._healthy = False
+                if not failed:
+                    log_event(log, logging.ERROR, "heartbeat_failed", node=self.node_id, error=repr(exc))
+                failed = True
+
+    async def reconcile(self, *, forgotten: bool) -> None:
+        """Retry failed releases, then re-publish every live local peer (Redis may have lost or missed them)."""
+        for key, record in list(self._unreleased.items()):
+            await self._write_release(key, record)
+            self._unreleased.pop(key, None)
+        republished = 0
+        for key, record in list(self._local.items()):
+            if self._local.get(key) is record and await self._republish(key, record):
+                republished += 1
+        log_event(
+            log, logging.WARNING if forgotten else logging.INFO, "registry_reconciled", node=self.node_id,
+            republished=republished, redis_forgot_us=forgotten,
+        )  # fmt: skip
+
+    async def _republish(self, key: tuple[str, str], record: SessionRecord) -> bool:
+        """Write a live local peer's record back unless a stronger claim holds it; False if it lost the id."""
+        room, peer_id = key
+        sess = self._k("sess", room)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(sess)
+                    existing = _decode(await pipe.hget(sess, peer_id))
+                    evict: str | None = None
+                    if existing is not None and existing.sid != record.sid:
+                        raw = await pipe.hget(self._nodes_key, existing.node)
+                        seen = float(raw) if raw is not None else None
+                        alive = self._holder_alive(existing, room, peer_id, seen, time.time())
+                        decision = decide_claim(
+                            existing, record.secret_hash, now=time.time(), grace=self.grace, holder_alive=alive,
+                            node_last_seen=seen, presented=record.lineage,
+                        )  # fmt: skip
+                        if decision.kind is not ClaimKind.RESUME:
+                            await pipe.unwatch()  # type: ignore[no-untyped-call]
+                            await self._evict(record.sid, key)
+                            return False
+                        evict = decision.replaced_sid
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(sess, peer_id, _encode(record))
+                    pipe.hset(self._k("meta", room), peer_id, json.dumps(self._local_meta.get(key, {})))
+                    await pipe.execute()
+                    if evict is not None and self.on_evict is not None:
+                        await self.on_evict(evict)
+                    return True
+                except WatchError:
+                    continue
+
+    async def _evict(self, sid: str, key: tuple[str, str]) -> None:
+        self._local.pop(key, None)
+        self._local_meta.pop(key, None)
+        log_event(log, logging.WARNING, "republish_lost_id", node=self.node_id, peer_id=key[1], sid=sid)
+        if self.on_evict is not None:
+            await self.on_evict(sid)
 
     def _alive(self, node: str, last_seen: float | None, now: float) -> bool:
         return node == self.node_id or (last_seen is not None and now - last_seen < self.node_ttl)
@@ -194,20 +281,21 @@ class RedisRegistry:
                     )
                     decision = decide_claim(
                         existing, req.presented_hash, now=now, grace=self.grace, holder_alive=alive,
-                        node_last_seen=seen,
+                        node_last_seen=seen, presented=req.presented,
                     )  # fmt: skip
                     if decision.kind is ClaimKind.REFUSED:
                         await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return decision
-                    record = SessionRecord(
-                        sid=req.sid, node=self.node_id, role=req.role, secret_hash=req.secret_hash
-                    )
+                    record, secret = record_for(req, decision, self.node_id)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(sess, req.peer_id, _encode(record))
                     pipe.hset(self._k("meta", req.room), req.peer_id, json.dumps(req.metadata))
                     await pipe.execute()
-                    self._local[(req.room, req.peer_id)] = record
-                    return decision
+                    key = (req.room, req.peer_id)
+                    self._local[key] = record
+                    self._local_meta[key] = req.metadata
+                    self._unreleased.pop(key, None)
+                    return attrs.evolve(decision, secret=secret)
                 except WatchError:
                     continue
 
@@ -215,22 +303,41 @@ class RedisRegistry:
         local = self._local.get((room, peer_id))
         if local is None or local.sid != sid:
             return
-        del self._local[(room, peer_id)]
-        released = _encode(attrs.evolve(local, connected=False, since=now))
+        key = (room, peer_id)
+        del self._local[key]
+        self._local_meta.pop(key, None)
+        released = attrs.evolve(local, connected=False, since=now)
+        try:
+            await self._write_release(key, released)
+        except Exception:
+            self._unreleased[key] = released  # retried by the heartbeat loop until Redis takes it
+            raise
+
+    async def _write_release(self, key: tuple[str, str], released: SessionRecord) -> None:
+        room, peer_id = key
         await self._release(
-            keys=[self._k("sess", room), self._k("meta", room)], args=[peer_id, sid, released]
+            keys=[self._k("sess", room), self._k("meta", room)],
+            args=[peer_id, released.sid, _encode(released)],
         )
 
     async def set_metadata(self, room: str, peer_id: str, sid: str, metadata: Mapping[str, Any]) -> bool:
         keys = [self._k("sess", room), self._k("meta", room)]
-        return bool(await self._set_meta(keys=keys, args=[peer_id, sid, json.dumps(metadata)]))
+        stored = bool(await self._set_meta(keys=keys, args=[peer_id, sid, json.dumps(metadata)]))
+        local = self._local.get((room, peer_id))
+        if stored and local is not None and local.sid == sid:
+            self._local_meta[(room, peer_id)] = metadata
+        return stored
+
+    def _is_local_live(self, room: str, peer_id: str, record: SessionRecord) -> bool:
+        local = self._local.get((room, peer_id))
+        return local is not None and local.sid == record.sid
 
     async def is_connected(self, room: str, peer_id: str) -> bool:
         record = _decode(await self.redis.hget(self._k("sess", room), peer_id))
         if record is None or not record.connected:
             return False
         if record.node == self.node_id:
-            return True
+            return self._is_local_live(room, peer_id, record)
         now = time.time()
         return self._alive(record.node, await self._last_seen(record.node, now), now)
 
@@ -244,5 +351,11 @@ class RedisRegistry:
         return [
             PeerView(peer_id, record["role"], metadata)
             for peer_id, record, metadata in json.loads(rows)
-            if record["connected"] and record["node"] in alive
+            if record["connected"]
+            and record["node"] in alive
+            and (record["node"] != self.node_id or self._local_sid(room, peer_id) == record["sid"])
         ]
+
+    def _local_sid(self, room: str, peer_id: str) -> str | None:
+        local = self._local.get((room, peer_id))
+        return None if local is None else local.sid

@@ -7,18 +7,23 @@ between server processes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
 import attrs
 
-from fsm_worker.protocol.signaling import ErrorCode
+from fsm_worker.protocol.signaling import SignalingCode
+from fsm_worker.server.resume import Lineage, secret_wins
 
 
 @attrs.frozen
 class SessionRecord:
-    """Who holds a peer id. ``since`` is the disconnect time once ``connected`` is false."""
+    """Who holds a peer id. ``since`` is the disconnect time once ``connected`` is false.
+
+    ``epoch`` and ``blind`` are the holder's :class:`~fsm_worker.server.resume.Lineage` (records written
+    before lineages existed read as blind claims of epoch 0).
+    """
 
     sid: str
     node: str
@@ -26,6 +31,13 @@ class SessionRecord:
     secret_hash: str
     connected: bool = True
     since: float = 0.0
+    epoch: float = 0.0
+    blind: bool = True
+
+    @property
+    def lineage(self) -> Lineage:
+        """The claim history this record continues."""
+        return Lineage(self.epoch, self.blind)
 
 
 @attrs.frozen
@@ -50,10 +62,14 @@ class ClaimDecision:
     """What :func:`decide_claim` decided; ``replaced_sid`` is a live old connection to drop."""
 
     kind: ClaimKind
-    code: ErrorCode | None = None
+    code: SignalingCode | None = None
     message: str = ""
     replaced_sid: str | None = None
     replaced_node: str | None = None
+    #: the lineage the new record continues (``None`` when refused)
+    lineage: Lineage | None = None
+    #: the secret issued for a new lineage (set by the registry from ``ClaimRequest.issue``)
+    secret: str | None = None
 
 
 def decide_claim(
@@ -64,39 +80,47 @@ def decide_claim(
     grace: float,
     holder_alive: bool,
     node_last_seen: float | None,
+    presented: Lineage | None = None,
 ) -> ClaimDecision:
     """The identity rule.
 
-    - the holder of the id's resume secret always gets it back (an old live socket is replaced);
+    - the holder of the id's resume secret always gets it back (an old live socket is replaced): the secret
+      matches the record, or it is a verified secret (``presented``) whose lineage beats the record's
+      (:func:`~fsm_worker.server.resume.secret_wins`; with no record a verified secret always resumes);
     - a live holder keeps its id against anyone else;
     - for ``grace`` seconds after a disconnect only the secret holder may claim the id;
-    - after that, or with no record at all, first come first served.
+    - after that first come first served; with no record at all the claim is *blind* (the server does not
+      know the id's history, e.g. after a restart) and gives way to any verified secret that comes later.
 
     ``holder_alive`` says whether ``existing`` (if connected) is really alive; when its node died,
     ``node_last_seen`` (its last heartbeat, ``None`` if unknown) stands in for the disconnect time.
     """
     if existing is None:
-        return ClaimDecision(ClaimKind.NEW)
-    if presented_hash is not None and presented_hash == existing.secret_hash:
-        alive = existing.connected and holder_alive
+        if presented is not None:
+            return ClaimDecision(ClaimKind.RESUME, lineage=presented)
+        return ClaimDecision(ClaimKind.NEW, lineage=Lineage(now, blind=True))
+    alive = existing.connected and holder_alive
+    matches = presented_hash is not None and presented_hash == existing.secret_hash
+    if matches or (presented is not None and secret_wins(presented, existing.lineage)):
         return ClaimDecision(
             ClaimKind.RESUME,
             replaced_sid=existing.sid if alive else None,
             replaced_node=existing.node if alive else None,
+            lineage=existing.lineage if matches or presented is None else presented,
         )
     if existing.connected and holder_alive:
         return ClaimDecision(
-            ClaimKind.REFUSED, ErrorCode.PEER_ID_TAKEN, "peer id is held by a live connection"
+            ClaimKind.REFUSED, SignalingCode.PEER_ID_TAKEN, "peer id is held by a live connection"
         )
     since = existing.since if not existing.connected else node_last_seen
     left = 0.0 if since is None else since + grace - now
     if left > 0:
         return ClaimDecision(
             ClaimKind.REFUSED,
-            ErrorCode.PEER_ID_RESERVED,
+            SignalingCode.PEER_ID_RESERVED,
             f"peer id is reserved for its previous holder for {left:.1f} more seconds",
         )
-    return ClaimDecision(ClaimKind.NEW)
+    return ClaimDecision(ClaimKind.NEW, lineage=Lineage(now, blind=False))
 
 
 @attrs.frozen
@@ -109,7 +133,24 @@ class ClaimRequest:
     role: str
     metadata: Mapping[str, Any]
     presented_hash: str | None
-    secret_hash: str  # hash to store if the claim succeeds
+    secret_hash: str  # hash to store if the claim succeeds (unless ``issue`` makes the secret)
+    #: the lineage the presented secret proves (verified by the server's key), if any
+    presented: Lineage | None = None
+    #: makes the secret of a new lineage; returns it with the hash to store
+    issue: Callable[[Lineage], tuple[str, str]] | None = None
+
+
+def record_for(req: ClaimRequest, decision: ClaimDecision, node: str) -> tuple[SessionRecord, str | None]:
+    """The record a successful claim stores, and the secret newly issued for it (``None``: keep the presented one)."""
+    lineage = decision.lineage or Lineage(0.0, blind=True)
+    secret_hash, secret = req.secret_hash, None
+    if decision.kind is ClaimKind.NEW and req.issue is not None:
+        secret, secret_hash = req.issue(lineage)
+    record = SessionRecord(
+        sid=req.sid, node=node, role=req.role, secret_hash=secret_hash, epoch=lineage.epoch,
+        blind=lineage.blind,
+    )  # fmt: skip
+    return record, secret
 
 
 class Registry(Protocol):
@@ -124,7 +165,10 @@ class Registry(Protocol):
         """Release this node's peers and stop."""
 
     async def claim(self, req: ClaimRequest, now: float) -> ClaimDecision:
-        """Atomically apply :func:`decide_claim` and, unless refused, bind the id to ``req.sid``."""
+        """Atomically apply :func:`decide_claim` and, unless refused, bind the id to ``req.sid``.
+
+        A new lineage's secret (from ``req.issue``) comes back in ``ClaimDecision.secret``.
+        """
 
     async def release(self, room: str, peer_id: str, sid: str, now: float) -> None:
         """Mark the id disconnected if ``sid`` still holds it (a replaced socket's release is a no-op)."""
@@ -171,11 +215,13 @@ class MemoryRegistry:
             grace=self.grace,
             holder_alive=True,
             node_last_seen=None,
+            presented=req.presented,
         )
-        if decision.kind is not ClaimKind.REFUSED:
-            record = SessionRecord(sid=req.sid, node=self.node_id, role=req.role, secret_hash=req.secret_hash)
-            room[req.peer_id] = _Entry(record, req.metadata)
-        return decision
+        if decision.kind is ClaimKind.REFUSED:
+            return decision
+        record, secret = record_for(req, decision, self.node_id)
+        room[req.peer_id] = _Entry(record, req.metadata)
+        return attrs.evolve(decision, secret=secret)
 
     async def release(self, room: str, peer_id: str, sid: str, now: float) -> None:
         entry = self._rooms.get(room, {}).get(peer_id)

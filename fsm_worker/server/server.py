@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import signal
 import time
 import weakref
@@ -24,8 +23,8 @@ from aiohttp import WSCloseCode, web
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.signaling import (
-    ErrorCode,
-    ProtocolError,
+    SignalingCode,
+    SignalingRefusal,
     check_json,
     error_ack,
     hash_secret,
@@ -37,9 +36,11 @@ from fsm_worker.protocol.signaling import (
     room_for_token,
 )
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.filters import parse_filters
+from fsm_worker.server.discovery import page, parse_discovery
+from fsm_worker.server.guard import EIO_SID_KEY, ConnectionGuard
 from fsm_worker.server.redis_registry import RedisRegistry
 from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
+from fsm_worker.server.resume import Lineage, ResumeSigner, load_key
 
 log = logging.getLogger("fsm_worker.server.server")
 
@@ -83,10 +84,13 @@ class SignalingServer:
                     grace=grace,
                     node_ttl=config.node_ttl_seconds,
                     prefix=config.redis_prefix,
+                    timeout=config.redis_timeout_seconds,
+                    on_evict=self._evict,
                 )
             else:
                 registry = MemoryRegistry(grace=grace, node_id=config.node_id)
         self.registry = registry
+        self.signer = ResumeSigner(load_key(config.resume_key, config.resume_key_file))
         manager = (
             socketio.AsyncRedisManager(config.redis_url, channel=f"{config.redis_prefix}:socketio")
             if config.redis_url
@@ -103,6 +107,7 @@ class SignalingServer:
             logger=False,
             engineio_logger=False,
         )
+        self.guard = ConnectionGuard(self.sio, config)
         self.peers: dict[str, LocalPeer] = {}
         self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.sio.on("connect", self._on_connect)
@@ -130,6 +135,7 @@ class SignalingServer:
 
     async def _startup(self, _app: web.Application) -> None:
         await self.registry.start()
+        self.guard.start()
         log_event(
             log, logging.INFO, "server_started", node=self.config.node_id, rooms=len(self.rooms),
             registry=type(self.registry).__name__,
@@ -152,53 +158,84 @@ class SignalingServer:
                 async with asyncio.timeout(1.0):
                     await self.sio.eio.disconnect()
         await self.sio.shutdown()
+        await self.guard.stop()
         await self.registry.close()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "node": self.config.node_id, "peers": len(self.peers)})
+        # unauthenticated: only whether this node can serve (no hostname, pid or peer count)
+        healthy = bool(getattr(self.registry, "healthy", True))
+        return web.json_response({"ok": healthy}, status=200 if healthy else 503)
 
     # -- connection lifecycle -------------------------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None, *extra: Any) -> Any:
         if sid in self.peers:  # a connected client emitted an event named "connect"
-            return error_ack(ErrorCode.INVALID_MESSAGE, "'connect' is a reserved event name")
+            return error_ack(SignalingCode.INVALID_MESSAGE, "'connect' is a reserved event name")
         try:
-            req = parse_auth(auth, max_bytes=self.config.max_event_bytes)
+            return await self._admit(sid, environ if isinstance(environ, dict) else {}, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:  # never leave a connect unanswered
+            log.exception("%s", f"event=connect_failed sid={sid}")
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"connect failed: {type(exc).__name__}", {"code": str(SignalingCode.INTERNAL_ERROR)}
+            ) from None
+
+    def _issue(self, room: str, peer_id: str) -> Callable[[Lineage], tuple[str, str]]:
+        def issue(lineage: Lineage) -> tuple[str, str]:
+            secret = self.signer.issue(room, peer_id, lineage)
+            return secret, hash_secret(secret)
+
+        return issue
+
+    async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> Any:
+        try:
+            req = parse_auth(auth, max_bytes=self.config.max_metadata_bytes)
             room = room_for_token(req.token)
             if room not in self.rooms:
-                raise ProtocolError(ErrorCode.AUTH_FAILED, "invalid token")
-        except ProtocolError as exc:
+                raise SignalingRefusal(SignalingCode.AUTH_FAILED, "invalid token")
+        except SignalingRefusal as exc:
             log_event(log, logging.WARNING, "connect_refused", sid=sid, code=exc.code, reason=exc.message)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": str(exc.code)}) from None
-        secret = req.resume_secret or secrets.token_hex(32)
+        presented = req.resume_secret
+        lineage = self.signer.verify(room, req.peer_id, presented) if presented else None
         claim = ClaimRequest(
             room=room,
             peer_id=req.peer_id,
             sid=sid,
             role=req.role,
             metadata=req.metadata,
-            presented_hash=hash_secret(req.resume_secret) if req.resume_secret else None,
-            secret_hash=hash_secret(secret),
+            presented_hash=hash_secret(presented) if presented else None,
+            secret_hash=hash_secret(presented) if presented else "",
+            presented=lineage,
+            issue=self._issue(room, req.peer_id),
         )
         try:
             decision = await self.registry.claim(claim, time.time())
         except Exception as exc:
             log_event(log, logging.ERROR, "registry_error", op="claim", error=repr(exc))
             raise socketio.exceptions.ConnectionRefusedError(
-                "registry unavailable", {"code": str(ErrorCode.SERVER_UNAVAILABLE)}
+                "registry unavailable", {"code": str(SignalingCode.SERVER_UNAVAILABLE)}
             ) from None
         fields = {"room": room[:12], "peer_id": req.peer_id, "role": req.role, "sid": sid}
         if decision.kind is ClaimKind.REFUSED:
             assert decision.code is not None
             log_event(log, logging.WARNING, "connect_refused", code=decision.code, **fields)
             raise socketio.exceptions.ConnectionRefusedError(decision.message, {"code": str(decision.code)})
+        secret = decision.secret or presented or ""
         self.peers[sid] = LocalPeer(sid, room, req.peer_id, req.role, dict(req.metadata), secret)
+        if EIO_SID_KEY in environ:
+            self.guard.authenticated(environ[EIO_SID_KEY], req.peer_id)
         await self.sio.enter_room(sid, route_room(room, req.peer_id))
         if decision.replaced_sid is not None:
             await self._drop_replaced(decision.replaced_sid, fields)
         self.sio.start_background_task(self._welcome, sid)
         log_event(log, logging.INFO, "peer_connected", kind=decision.kind, **fields)
         return True
+
+    async def _evict(self, sid: str) -> None:
+        """The registry gave this sid's id to a stronger claim (while re-publishing after a Redis restart)."""
+        await self._drop_replaced(sid, {"reason": "registry_reconciled"})
 
     async def _drop_replaced(self, old_sid: str, fields: dict[str, str]) -> None:
         log_event(log, logging.INFO, "session_replaced", old_sid=old_sid, **fields)
@@ -216,7 +253,7 @@ class SignalingServer:
 
     async def _on_disconnect(self, sid: str, *args: Any) -> Any:
         if self.sio.manager.is_connected(sid, "/"):  # an event named "disconnect", not a disconnect
-            return error_ack(ErrorCode.INVALID_MESSAGE, "'disconnect' is a reserved event name")
+            return error_ack(SignalingCode.INVALID_MESSAGE, "'disconnect' is a reserved event name")
         peer = self.peers.pop(sid, None)
         if peer is None:
             return None
@@ -238,49 +275,50 @@ class SignalingServer:
         async def run(sid: str, *args: Any) -> dict[str, Any]:
             peer = self.peers.get(sid)
             if peer is None:
-                return error_ack(ErrorCode.NOT_REGISTERED, "this connection holds no peer id")
+                return error_ack(SignalingCode.NOT_REGISTERED, "this connection holds no peer id")
             try:
                 return await handler(peer, args)
-            except ProtocolError as exc:
-                log_event(
-                    log, logging.INFO, "event_refused", name=name, peer_id=peer.peer_id, code=exc.code,
-                    reason=exc.message,
-                )  # fmt: skip
+            except SignalingRefusal as exc:
+                eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+                self.guard.notice(eio_sid, "event_refused", name=name, code=exc.code, reason=exc.message)
                 return exc.ack()
             except Exception as exc:
                 log.exception("%s", f"event=event_failed name={name} peer_id={peer.peer_id}")
-                return error_ack(ErrorCode.INTERNAL_ERROR, f"{name} failed: {type(exc).__name__}")
+                return error_ack(SignalingCode.INTERNAL_ERROR, f"{name} failed: {type(exc).__name__}")
 
         return run
 
     async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
-        return error_ack(ErrorCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
+        return error_ack(SignalingCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
 
     async def _peer_message(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
         msg = parse_peer_message(args, max_bytes=self.config.max_event_bytes)
         if not await self.registry.is_connected(peer.room, msg.to_peer_id):
-            raise ProtocolError(ErrorCode.PEER_NOT_FOUND, f"no peer {msg.to_peer_id!r} is connected")
+            raise SignalingRefusal(SignalingCode.PEER_NOT_FOUND, f"no peer {msg.to_peer_id!r} is connected")
         data = {"from_peer_id": peer.peer_id, "to_peer_id": msg.to_peer_id, "payload": msg.payload}
         await self.sio.emit("peer_message", data, to=route_room(peer.room, msg.to_peer_id))
         return ok_ack()
 
     async def _discover(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        filters = parse_filters(args, max_bytes=self.config.max_event_bytes)
-        found = [
-            {"peer_id": v.peer_id, "role": v.role, "metadata": v.metadata}
-            for v in await self.registry.peers(peer.room)
-            if v.peer_id != peer.peer_id and filters.matches(v.role, v.metadata)
-        ]
-        return ok_ack(peers=found)
+        config = self.config
+        request = parse_discovery(
+            args, max_bytes=config.max_event_bytes, default_limit=config.discover_default_limit,
+            max_limit=config.discover_max_limit,
+        )  # fmt: skip
+        found, cursor = page(await self.registry.peers(peer.room), request, exclude=peer.peer_id)
+        return ok_ack(peers=found, next_cursor=cursor)
 
     async def _update_metadata(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        update = parse_update_metadata(args, max_bytes=self.config.max_event_bytes)
+        update = parse_update_metadata(args, max_bytes=self.config.max_metadata_bytes)
         merged = merge_metadata(peer.metadata, update)
         check_json(
-            merged, what="metadata", max_bytes=self.config.max_event_bytes, code=ErrorCode.INVALID_METADATA
-        )
+            merged, what="metadata", max_bytes=self.config.max_metadata_bytes, code=SignalingCode.INVALID_METADATA,
+            setting="max_metadata_bytes",
+        )  # fmt: skip
         if not await self.registry.set_metadata(peer.room, peer.peer_id, peer.sid, merged):
-            raise ProtocolError(ErrorCode.NOT_REGISTERED, "this connection no longer holds its peer id")
+            raise SignalingRefusal(
+                SignalingCode.NOT_REGISTERED, "this connection no longer holds its peer id"
+            )
         peer.metadata = merged
         return ok_ack(metadata=merged)
 

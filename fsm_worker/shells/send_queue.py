@@ -150,6 +150,12 @@ class SendQueues:
             return  # put back by a link drop meanwhile: it is sent again
         result = result_of(ack)
         waited = now - item.queued_at
+        if result.code == SignalingCode.RATE_LIMITED:
+            queue.put_back(item)  # the server's bucket is empty: sent again shortly, in order
+            queue.retry_at = now + RETRY_PAUSE
+            if not item.future.done():
+                item.future.set_result(SendResult(SendStatus.QUEUED))
+            return
         if item.deferred and result.code == SignalingCode.PEER_NOT_FOUND and waited < self.queued_peer_wait:
             queue.put_back(item)  # the target may still be reconnecting
             queue.retry_at = now + RETRY_PAUSE

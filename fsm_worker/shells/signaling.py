@@ -23,7 +23,7 @@ import socketio
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.errors import SignalingCode
-from fsm_worker.protocol.signaling import ProtocolError, merge_metadata, parse_metadata
+from fsm_worker.protocol.signaling import SignalingRefusal, merge_metadata, parse_metadata
 from fsm_worker.shells.send_queue import Outgoing, SendQueues, SendResult, SendStatus
 
 log = logging.getLogger("fsm_worker.shells.signaling")
@@ -222,9 +222,15 @@ class SignalingClient:
 
     async def discover(self, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Peers of this room matching ``filters``; raises :class:`SignalingError` if refused or offline."""
-        ack = await self._request("discover_peers", {"filters": dict(filters or {})})
-        peers: list[dict[str, Any]] = ack["peers"]
-        return peers
+        request: dict[str, Any] = {"filters": dict(filters or {})}
+        peers: list[dict[str, Any]] = []
+        while True:  # the server answers in pages (docs/signaling.md); follow them to the end
+            ack = await self._request("discover_peers", request)
+            peers.extend(ack["peers"])
+            cursor = ack.get("next_cursor")
+            if not isinstance(cursor, str) or not cursor:
+                return peers
+            request["cursor"] = cursor
 
     async def update_metadata(self, update: Mapping[str, Any]) -> bool:
         """Merge ``update`` into the metadata (``properties`` merge, ``null`` deletes) and publish it.
@@ -234,7 +240,7 @@ class SignalingClient:
         """
         try:
             checked = parse_metadata(dict(update), max_bytes=1 << 30, allow_null=True)
-        except ProtocolError as exc:
+        except SignalingRefusal as exc:
             raise SignalingError(exc.code, exc.message) from None
         self._metadata = merge_metadata(self._metadata, checked)
         if not self._up:

@@ -69,7 +69,7 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
 
 async def test_every_malformed_event_gets_an_error_ack(make_client: ClientFactory) -> None:
     token = secrets.token_hex(8)
-    config = loopback_config([token], max_event_bytes=MAX)
+    config = loopback_config([token], max_event_bytes=MAX, max_metadata_bytes=MAX)
     async with running_server(config) as srv:
         worker, inbox = await make_client(
             srv.url, token, "w1", "worker", {"properties": {"status": "available"}}

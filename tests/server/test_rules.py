@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsm_worker.protocol.signaling import (
-    ErrorCode,
-    ProtocolError,
+    SignalingCode,
+    SignalingRefusal,
     check_json,
     merge_metadata,
     parse_auth,
@@ -29,13 +29,13 @@ GONE = SessionRecord(sid="s1", node="n1", role="worker", secret_hash="h", connec
         (None, None, 0, True, None, ClaimKind.NEW, None),
         (None, "x", 0, True, None, ClaimKind.NEW, None),
         (LIVE, "h", 0, True, None, ClaimKind.RESUME, None),
-        (LIVE, None, 0, True, None, ClaimKind.REFUSED, ErrorCode.PEER_ID_TAKEN),
-        (LIVE, "wrong", 0, True, None, ClaimKind.REFUSED, ErrorCode.PEER_ID_TAKEN),
+        (LIVE, None, 0, True, None, ClaimKind.REFUSED, SignalingCode.PEER_ID_TAKEN),
+        (LIVE, "wrong", 0, True, None, ClaimKind.REFUSED, SignalingCode.PEER_ID_TAKEN),
         (GONE, "h", 101, True, None, ClaimKind.RESUME, None),
-        (GONE, None, 101, True, None, ClaimKind.REFUSED, ErrorCode.PEER_ID_RESERVED),
+        (GONE, None, 101, True, None, ClaimKind.REFUSED, SignalingCode.PEER_ID_RESERVED),
         (GONE, None, 131, True, None, ClaimKind.NEW, None),
         # holder's node died at its last heartbeat (t=100): grace counts from there
-        (LIVE, None, 110, False, 100.0, ClaimKind.REFUSED, ErrorCode.PEER_ID_RESERVED),
+        (LIVE, None, 110, False, 100.0, ClaimKind.REFUSED, SignalingCode.PEER_ID_RESERVED),
         (LIVE, None, 131, False, 100.0, ClaimKind.NEW, None),
         (LIVE, None, 5, False, None, ClaimKind.NEW, None),
     ],
@@ -47,7 +47,7 @@ def test_decide_claim(
     alive: bool,
     seen: float | None,
     kind: ClaimKind,
-    code: ErrorCode | None,
+    code: SignalingCode | None,
 ) -> None:
     decision = decide_claim(existing, presented, now=now, grace=30, holder_alive=alive, node_last_seen=seen)
     assert (decision.kind, decision.code) == (kind, code)
@@ -92,9 +92,9 @@ def test_merge_metadata() -> None:
 
 def test_check_json_limits() -> None:
     check_json({"a": [1, {"b": 2}]}, what="x", max_bytes=100)
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(SignalingRefusal) as info:
         check_json({"a": "x" * 200}, what="x", max_bytes=100)
-    assert info.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert info.value.code is SignalingCode.PAYLOAD_TOO_LARGE
 
 
 def test_auth_and_rooms() -> None:

@@ -52,8 +52,8 @@ class RedisProcess:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stop(self) -> None:
-        """Terminate and wait."""
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Terminate and wait (``keep_data``: leave the data directory for a restart)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -61,17 +61,24 @@ class RedisProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def start_redis(timeout: float = 10.0) -> RedisProcess:
-    """Start ``redis-server`` and wait until it answers PING. Raises RuntimeError if it is not installed."""
+async def start_redis(
+    timeout: float = 10.0, *, port: int | None = None, workdir: str | None = None, persist: bool = False
+) -> RedisProcess:
+    """Start ``redis-server`` and wait until it answers PING. Raises RuntimeError if it is not installed.
+
+    ``port`` / ``workdir`` restart one on the same port and data; ``persist`` writes an fsync'ed AOF there.
+    """
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="fsm-redis-")
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    port = port or free_port()
+    workdir = workdir or tempfile.mkdtemp(prefix="fsm-redis-")
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence]
     cmd += ["--dir", workdir, "--protected-mode", "no"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     redis = RedisProcess(proc, port, workdir)

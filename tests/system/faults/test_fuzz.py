@@ -27,7 +27,7 @@ from rooms import TIMEOUT, Inbox, Room, advertised
 from support.signaling import auth_for
 
 from fsm_worker.protocol.messages import AppError, JobResponse, UnknownMessage, parse_message
-from fsm_worker.protocol.signaling import ErrorCode
+from fsm_worker.protocol.signaling import SignalingCode
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker import WorkerHost
 
@@ -195,7 +195,7 @@ def test_worker_survives_arbitrary_payloads(live: LiveRoom, payload: dict[str, A
     async def exchange() -> list[dict[str, Any]]:
         result = await live.peer.send("worker-1", payload)
         if not result.delivered:  # the server refused it: too large or too deep
-            assert result.code in (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.INVALID_MESSAGE), result
+            assert result.code in (SignalingCode.PAYLOAD_TOO_LARGE, SignalingCode.INVALID_MESSAGE), result
             return []
         replies: list[dict[str, Any]] = await probe(live.peer, live.inbox, "worker-1")
         return replies
@@ -236,7 +236,7 @@ def test_server_answers_arbitrary_events_with_an_error_ack(
     ack = live.run(call())
     assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
     if not ack["ok"]:
-        assert ack["code"] in {code.value for code in ErrorCode} and isinstance(ack["message"], str), ack
+        assert ack["code"] in {code.value for code in SignalingCode} and isinstance(ack["message"], str), ack
     assert json.dumps(ack)  # a plain JSON answer
     note_event(f"ack: {ack.get('code', 'ok')}")
     assert live.sio.connected and idle(live.worker)

@@ -1,0 +1,135 @@
+"""Per-connection limits of the signaling server, as pure state: time is a parameter, deadlines are data.
+
+- :class:`TokenBucket`: the event rate of one connection (``rate`` per second, bursts up to ``burst``).
+- :class:`NoticeLog`: decides which refusals of one connection get a log line (the first of each kind, then
+  one summary per interval), so a flood of bad frames cannot flood the log.
+- :class:`Admission`: the Engine.IO connections of the node: total and per-address caps, and the deadline by
+  which each must have authenticated.
+
+The server (the shell) feeds these with the monotonic clock and acts on what they return.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import attrs
+
+
+@attrs.define
+class TokenBucket:
+    """``take(now)`` is True while the connection stays within ``rate`` events/s with bursts of ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = attrs.field(default=-1.0)
+    updated: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one."""
+        if self.updated is None or self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@attrs.define
+class NoticeLog:
+    """Which notices of one connection to log: the first of each kind at once, the rest as periodic summaries."""
+
+    interval: float
+    seen: Counter[str] = attrs.field(factory=Counter)
+    unlogged: Counter[str] = attrs.field(factory=Counter)
+    next_summary: float = 0.0
+
+    def note(self, kind: str, now: float) -> tuple[bool, dict[str, int] | None]:
+        """Record one notice: (log this one in full?, a summary of the unlogged ones to log now, if due)."""
+        first = self.seen[kind] == 0
+        self.seen[kind] += 1
+        if first:
+            if self.next_summary == 0.0:
+                self.next_summary = now + self.interval
+            return True, None
+        self.unlogged[kind] += 1
+        return False, self.due(now)
+
+    def due(self, now: float) -> dict[str, int] | None:
+        """The pending summary if its time has come (or ``now`` is ``inf``: the connection ended)."""
+        if not self.unlogged or now < self.next_summary:
+            return None
+        summary = dict(self.unlogged)
+        self.unlogged.clear()
+        self.next_summary = now + self.interval
+        return summary
+
+
+@attrs.frozen
+class Refusal:
+    """Why a new connection was not admitted; ``setting`` names the limit."""
+
+    setting: str
+    limit: int
+
+    @property
+    def message(self) -> str:
+        """The text sent back to the refused connection."""
+        return f"TOO_MANY_CONNECTIONS: {self.setting}={self.limit} reached"
+
+
+@attrs.define
+class _Pending:
+    address: str
+    deadline: float | None  # None once authenticated
+
+
+@attrs.define
+class Admission:
+    """Engine.IO connections of this node: caps on admission and the authentication deadline."""
+
+    max_total: int
+    max_per_address: int
+    auth_timeout: float
+    _conns: dict[str, _Pending] = attrs.field(factory=dict)
+    _per_address: Counter[str] = attrs.field(factory=Counter)
+
+    def open(self, conn: str, address: str, now: float) -> Refusal | None:
+        """Admit a new connection (``None``) or say which cap it hits."""
+        if len(self._conns) >= self.max_total:
+            return Refusal("max_connections", self.max_total)
+        if self._per_address[address] >= self.max_per_address:
+            return Refusal("max_connections_per_address", self.max_per_address)
+        self._conns[conn] = _Pending(address, now + self.auth_timeout)
+        self._per_address[address] += 1
+        return None
+
+    def authenticated(self, conn: str) -> None:
+        """The connection presented a valid token and holds a peer id: no deadline any more."""
+        pending = self._conns.get(conn)
+        if pending is not None:
+            pending.deadline = None
+
+    def close(self, conn: str) -> None:
+        """The connection is gone."""
+        pending = self._conns.pop(conn, None)
+        if pending is not None:
+            self._per_address[pending.address] -= 1
+            if self._per_address[pending.address] <= 0:
+                del self._per_address[pending.address]
+
+    def next_deadline(self) -> float | None:
+        """When the earliest unauthenticated connection expires."""
+        return min((p.deadline for p in self._conns.values() if p.deadline is not None), default=None)
+
+    def expired(self, now: float) -> list[str]:
+        """Connections past their authentication deadline (each reported once)."""
+        late = [c for c, p in self._conns.items() if p.deadline is not None and p.deadline <= now]
+        for conn in late:
+            self._conns[conn].deadline = None
+        return late
+
+    def __len__(self) -> int:
+        return len(self._conns)

@@ -87,14 +87,14 @@ class ServerConfig:
 
     # -- limits (docs/security.md): each refusal names the field it hit ---------------------------------------
     rate_limit_events_per_second: float = attrs.field(
-        default=200.0,
+        default=50.0,
         validator=_positive,
         metadata={
             "help": "events per second one connection may send (token bucket refill rate); more get `RATE_LIMITED`"
         },
     )
     rate_limit_burst: int = attrs.field(
-        default=400,
+        default=200,
         validator=_positive,
         metadata={"help": "events one connection may send in a burst above the rate (token bucket size)"},
     )

@@ -6,7 +6,8 @@ It sits between Engine.IO and python-socketio (it takes over their ``connect`` /
 - admission: total and per-address connection caps; a connection that has not authenticated within
   ``auth_timeout_seconds`` is closed (:class:`~fsm_worker.server.limits.Admission` holds the deadlines);
 - a token bucket per connection: a frame over the rate is refused with ``RATE_LIMITED`` (answered on the
-  wire without decoding it) and never reaches a handler;
+  wire without decoding it), never reaches a handler, and the connection is not read again until its next
+  token is due (backpressure: a flooder costs the server at most about twice the rate);
 - frames that cannot be decoded (binary frames, JSON nested past the decoder's limit, anything that makes
   python-socketio raise) get an ``INVALID_FRAME`` answer when they asked for one, and a log line only for
   the first of each kind per connection, then one summary per ``notice_log_interval_seconds``;
@@ -157,6 +158,9 @@ class ConnectionGuard:
         if not conn.bucket.take(time.monotonic()):
             self.notice(eio_sid, "rate_limited", limit="rate_limit_events_per_second")
             await self._answer(eio_sid, data, self._rate_refusal)
+            # Hold off reading this connection until its next token: Engine.IO reads a socket's frames
+            # one handler at a time, so a flooder is slowed to about twice its rate, refusals included.
+            await asyncio.sleep(min(conn.bucket.wait(), 1.0))
             return
         try:
             await self._inner_message(eio_sid, data)

@@ -36,6 +36,10 @@ class TokenBucket:
             return True
         return False
 
+    def wait(self) -> float:
+        """Seconds until the next token (0 when one is there): how long the shell holds off reading."""
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
 
 @attrs.define
 class NoticeLog:

@@ -47,8 +47,9 @@ from fsm_worker.protocol.messages import (
     to_wire,
 )
 from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
-from fsm_worker.shells.rtc.loopback import use_loopback_candidates
+from fsm_worker.shells.rtc.config import IceServerConfig
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import create_peer_connection, install_rtc_patches
 from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile
@@ -188,7 +189,7 @@ class JobClient:
         resume_secret: str | None = None,
     ) -> None:
         """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo); `rtc_fast_path`
-        ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too; `trace` sees
+        (None/"auto": probe for larger SCTP packets when the worker can read them; "off": stock packets); `trace` sees
         every protocol message as ("sent" | "received", peer id, message); `resume_secret` (from an earlier
         session's `resume_secret`) reclaims this peer id, e.g. to `attach` to a job submitted before."""
         self.peer_id = peer_id or f"client-{uuid.uuid4().hex[:10]}"
@@ -205,9 +206,9 @@ class JobClient:
         )
         self._jobs: dict[str, Job] = {}
         self._trace = trace
-        use_loopback_candidates(loopback_only)
-        if rtc_fast_path:
-            tuning.enable_fast_path(rtc_fast_path)
+        self.rtc_options = RtcOptions.from_settings(
+            ice_servers, loopback_only=loopback_only, fast_path=rtc_fast_path
+        )
 
     async def __aenter__(self) -> JobClient:
         await self.connect()
@@ -217,6 +218,7 @@ class JobClient:
         await self.close()
 
     async def connect(self) -> None:
+        install_rtc_patches()
         try:
             await self.signaling.connect(timeout=self.timeouts.connect)
         except TimeoutError:
@@ -445,9 +447,11 @@ class Job:
         assert self.worker_id is not None
         await self.close_channel()
         timeout = self.client.timeouts.rtc_setup
-        self._pc = pc = RTCPeerConnection(make_configuration(self.client.ice_servers))
+        self._pc = pc = create_peer_connection(self.client.rtc_options)
         channel, offer = await create_offer(pc, timeout=timeout)
-        await self.client._send(self.worker_id, RtcOffer(self.job_id, offer, tuning.capability_options()))
+        await self.client._send(
+            self.worker_id, RtcOffer(self.job_id, offer, tuning.capability_options(self.client.rtc_options))
+        )
         reply = await self._next_control((RtcAnswer, AppError, ReservationExpired), timeout)
         if isinstance(reply, ReservationExpired):
             raise ReservationExpiredError(
@@ -456,7 +460,7 @@ class Job:
         if isinstance(reply, AppError):
             raise WorkerRefusedError(reply.code, reply.message)
         assert isinstance(reply, RtcAnswer)
-        profile = tuning.negotiate(reply.options.get(tuning.CAPABILITY_KEY))
+        profile = tuning.negotiate(self.client.rtc_options, reply.options.get(tuning.CAPABILITY_KEY))
         tuning.apply_fast_path(
             pc, profile
         )  # before the answer is applied: the worker may send large records at once

@@ -57,8 +57,9 @@ from fsm_worker.protocol.worker.events import (
     WorkerStatus,
 )
 from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
-from fsm_worker.shells.rtc.loopback import use_loopback_candidates
+from fsm_worker.shells.rtc.config import IceServerConfig
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import create_peer_connection, install_rtc_patches
 from fsm_worker.shells.rtc.session import IncomingChannel, RtcSetupError, create_answer
 from fsm_worker.shells.runner.runner import JobRunner
 from fsm_worker.shells.signaling import SendResult, SendStatus, SignalingClient
@@ -95,7 +96,7 @@ class WorkerConfig:
     shutdown_policy: str = attrs.field(default="finish", validator=attrs.validators.in_(("finish", "cancel")))
     shutdown_timeout: float = 300.0
     loopback_only: bool = False  # 127.0.0.1 as the only ICE host candidate (tests, the demo)
-    rtc_fast_path: str | None = None  # "loopback" or "lan": larger SCTP packets when the peer offers them too
+    rtc_fast_path: str | None = None  # None/"auto": larger packets if the path and peer allow; "off": stock
 
 
 class WorkerHost:
@@ -146,9 +147,9 @@ class WorkerHost:
         self._closed = asyncio.Event()
         self._stopping = False
         self._pump: asyncio.Task[None] | None = None
-        use_loopback_candidates(config.loopback_only)
-        if config.rtc_fast_path:
-            tuning.enable_fast_path(config.rtc_fast_path)
+        self.rtc_options = RtcOptions.from_settings(
+            config.ice_servers, loopback_only=config.loopback_only, fast_path=config.rtc_fast_path
+        )
 
     @property
     def peer_id(self) -> str:
@@ -162,6 +163,7 @@ class WorkerHost:
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         """Connect to the signaling server and start taking jobs."""
+        install_rtc_patches()
         jobs = self.config.workdir / "jobs"
         if jobs.is_dir():  # left by an earlier run of this worker: no client can reach those jobs any more
             await asyncio.to_thread(shutil.rmtree, jobs, True)
@@ -360,10 +362,10 @@ class WorkerHost:
         await self._close_peer(job_id)  # one channel per job: a new offer replaces the old connection
         job_dir = self.job_dir(job_id)
         await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
-        pc = RTCPeerConnection(make_configuration(self.config.ice_servers))
+        pc = create_peer_connection(self.rtc_options)
         self._peers[job_id] = (pc, None)
         # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
-        profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
+        profile = tuning.negotiate(self.rtc_options, offer.options.get(tuning.CAPABILITY_KEY))
         window = tuning.transfer_window(profile)
 
         def serve(channel: RTCDataChannel) -> None:
@@ -384,7 +386,9 @@ class WorkerHost:
             incoming = IncomingChannel(pc, on_channel=serve)
             answer = await create_answer(pc, offer.sdp, timeout=self.config.rtc_setup_timeout)
             tuning.apply_fast_path(pc, profile)
-            self._send(offer.client_id, RtcAnswer(job_id, answer, tuning.capability_options()))
+            self._send(
+                offer.client_id, RtcAnswer(job_id, answer, tuning.capability_options(self.rtc_options))
+            )
             await incoming.wait_open(timeout=self.config.rtc_setup_timeout)
         except RtcSetupError as error:
             log.warning("data channel for job %s failed: %s", job_id, error)

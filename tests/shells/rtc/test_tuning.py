@@ -148,7 +148,9 @@ async def test_a_stock_peer_is_never_sent_a_large_packet(open_pair: Opener, capa
     assert seen.agreed is None and seen.probes_sent == 0
     assert 0 < seen.largest_datagram <= 1500  # every datagram it sent, probes included, fits a stock peer
     assert mean_packet(pair.offerer) <= 1500 and mean_packet(pair.answerer) <= 1500
-    assert ours.sctp is not None and type(ours.sctp.transport).__name__ != "RTCDtlsTransport"  # local: still on
+    assert (
+        ours.sctp is not None and type(ours.sctp.transport).__name__ != "RTCDtlsTransport"
+    )  # local: still on
 
 
 async def test_stock_policy_advertises_nothing_and_sends_stock_packets(open_pair: Opener) -> None:

@@ -134,6 +134,7 @@ class PathProber:
         self.probes_acked = 0
         self.fallbacks = 0
         self.history: list[UsePacketSize] = []
+        self.changed_at: list[float] = []  # loop time of each size change (benchmarks: fallback latency)
 
     def feed(self, event: Event) -> None:
         """One event into the core; carry out its decisions; re-arm the one timer."""
@@ -163,6 +164,7 @@ class PathProber:
             spawn(self._send_probe(decision.probe_id, decision.size))
         elif isinstance(decision, UsePacketSize):
             self.history.append(decision)
+            self.changed_at.append(self._loop.time())
             if decision.size < self._state.packet_size:
                 self.fallbacks += 1
             self._state.use_packet_size(decision.size)

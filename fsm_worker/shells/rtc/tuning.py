@@ -155,6 +155,7 @@ class PathReport:
         self.probes_acked = prober.probes_acked if prober else 0
         self.fallbacks = prober.fallbacks if prober else 0
         self.sizes = [d.size for d in prober.history] if prober else []
+        self.changed_at = list(prober.changed_at) if prober else []
 
     def __repr__(self) -> str:
         return f"PathReport({vars(self)})"

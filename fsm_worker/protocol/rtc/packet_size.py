@@ -125,6 +125,9 @@ class PacketSizeSearch:
         self._begun = False
         self._next_id = 1
         self._probes: dict[int, int] = {}  # probe id → size, for the round in progress
+        self._late: dict[
+            int, int
+        ] = {}  # the last finished round's unacknowledged probes: a late ack still counts
         self._acked: list[int] = []
         self._round_deadline: float | None = None
         self._reprobe_at: float | None = None
@@ -178,7 +181,7 @@ class PacketSizeSearch:
         self._reprobe_at = None
         if not sizes:
             return []
-        self._probes, self._acked = {}, []
+        self._probes, self._acked, self._late = {}, [], {}
         out: list[Decision] = []
         for size in sizes:
             probe_id, self._next_id = self._next_id, self._next_id + 1
@@ -188,9 +191,12 @@ class PacketSizeSearch:
         return out
 
     def _probe_acked(self, probe_id: int, now: float) -> list[Decision]:
+        late = self._late.pop(probe_id, None)
+        if late is not None and late > self.size:  # slow, but the path carried it (a busy peer answers late)
+            return self._adopt(late, now, "late probe acknowledged")
         size = self._probes.pop(probe_id, None)
         if size is None:
-            return []  # a probe of an earlier round, or unknown: nothing to learn
+            return []  # a probe of an older round, or unknown: nothing to learn
         self._acked.append(size)
         if all(size > pending for pending in self._probes.values()):
             return self._finish_round(now)  # nothing larger is still pending: the largest wins now
@@ -198,17 +204,23 @@ class PacketSizeSearch:
 
     def _finish_round(self, now: float) -> list[Decision]:
         self._round_deadline = None
-        self._probes = {}
         best = max(self._acked, default=self.size)
-        self._acked = []
-        out: list[Decision] = []
+        self._late = {i: size for i, size in self._probes.items() if size > best}
+        self._probes, self._acked = {}, []
         if best > self.size:
-            self.size = best
-            self._last_progress = now  # the stall clock of the new size starts now
-            out.append(UsePacketSize(best, "probe acknowledged"))
+            return self._adopt(best, now, "probe acknowledged")
         if self.size < self.settings.candidates[0]:
             self._reprobe_at = now + self.settings.reprobe_interval
-        return out
+        return []
+
+    def _adopt(self, size: int, now: float, reason: str) -> list[Decision]:
+        self.size = size
+        self._last_progress = now  # the stall clock of the new size starts now
+        self._late = {i: late for i, late in self._late.items() if late > size}
+        self._reprobe_at = (
+            now + self.settings.reprobe_interval if size < self.settings.candidates[0] else None
+        )
+        return [UsePacketSize(size, reason)]
 
     def _timer(self, now: float) -> list[Decision]:
         out: list[Decision] = []

@@ -160,3 +160,26 @@ def test_total_and_safe_for_any_event_sequence(steps: list[tuple[object, float]]
         deadline = core.next_deadline()
         if isinstance(event, TimerFired):  # a fired timer never leaves an overdue deadline behind
             assert deadline is None or deadline > now
+
+
+def test_a_late_ack_of_the_last_round_still_raises_the_size() -> None:
+    """A busy peer answers after the timeout: the path did carry the probe, so the size is used then."""
+    core = PacketSizeSearch()
+    ids = _probes(core.handle(Begin(), 0.0))
+    core.handle(ProbeAcked(ids[1400]), 0.1)
+    assert core.handle(TimerFired(), S.probe_timeout) == [UsePacketSize(1400, "probe acknowledged")]
+    assert core.handle(ProbeAcked(ids[8192]), 0.6) == [UsePacketSize(8192, "late probe acknowledged")]
+    assert core.handle(ProbeAcked(ids[4096]), 0.7) == []  # smaller than what is in use: nothing
+    assert core.handle(ProbeAcked(ids[16384]), 0.8) == [UsePacketSize(16384, "late probe acknowledged")]
+    assert core.next_deadline() is None
+
+
+def test_late_acks_from_before_a_black_hole_do_not_count() -> None:
+    core = PacketSizeSearch()
+    ids = _probes(core.handle(Begin(), 0.0))
+    core.handle(ProbeAcked(ids[4096]), 0.1)
+    core.handle(TimerFired(), S.probe_timeout)
+    core.handle(DataInFlight(), 1.0)
+    out = core.handle(TimerFired(), 1.0 + S.stall_timeout)
+    assert Retransmit() in out and core.size == S.base
+    assert core.handle(ProbeAcked(ids[16384]), 1.3) == []  # evidence from before the path changed

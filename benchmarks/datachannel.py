@@ -124,6 +124,8 @@ class Receiver:
 
     async def do_offer(self, arg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         variant, job_dir, results = arg["variant"], self.root / arg["job"], [Path(p) for p in arg["results"]]
+        for old in self.root.glob("job*"):  # keep the disk small (earlier jobs' stores have finished by now)
+            await asyncio.to_thread(shutil.rmtree, old, True)
         pc = peer(variant)
         self.pcs.append(pc)
         store = ContentStore(job_dir / "store")  # per job: every upload sends its bytes (no dedupe)
@@ -152,8 +154,6 @@ class Receiver:
         for pc in self.pcs:
             await pc.close()
         self.pcs.clear()
-        for job_dir in self.root.glob("job*"):  # keep the disk small: each job's upload is gone
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     async def do_tcp(self, arg: dict[str, str]) -> int:
         """One TCP connection: receive a file to disk + sha256 (upload) or send one from disk (download)."""

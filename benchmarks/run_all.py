@@ -160,7 +160,9 @@ def run_one(bench: Bench, quick: bool) -> tuple[str, float, int]:
         *(bench.quick_args if quick else ()),
     ]
     print(f"\n===== {bench.name}: {' '.join(cmd[2:])}", flush=True)
-    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": str(HERE.parent)}
+    # the repository (fsm_worker) and tests/ (the shared `support` helpers, e.g. the bare relay's signaling)
+    path = os.pathsep.join((str(HERE.parent), str(HERE.parent / "tests")))
+    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": path}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None

@@ -1,7 +1,7 @@
 """End to end: job_request → open data channel, and the protocol overhead of a tiny job, ours vs a bare pipeline.
 
-Ours: a signaling server process, a ``WorkerHost`` process and a ``JobClient`` here (loopback ICE, the
-negotiated loopback fast path, as in ``fsm-worker demo``). Each job is a tiny ``train-demo`` (200-row CSV,
+Ours: a signaling server process, a ``WorkerHost`` process and a ``JobClient`` here (loopback ICE, default
+settings: the path-aware packet size, as in ``fsm-worker demo``). Bare and ours run in ABBA blocks. Each job is a tiny ``train-demo`` (200-row CSV,
 2 epochs). Figures per job:
 
 - to channel: ``submit()`` start → data channel open (discover + job_request/response + assignment + rtc
@@ -94,8 +94,7 @@ async def stop_child(proc: asyncio.subprocess.Process) -> None:
 
 async def serve_worker(url: str, token: str, workdir: str) -> None:
     """A real WorkerHost until stdin closes."""
-    config = WorkerConfig(url, token, "bench-worker", workdir=Path(workdir), loopback_only=True,
-                          rtc_fast_path="loopback")  # fmt: skip
+    config = WorkerConfig(url, token, "bench-worker", workdir=Path(workdir), loopback_only=True)
     host = WorkerHost(config)
     await host.start()
     print("READY", flush=True)
@@ -236,7 +235,7 @@ async def our_jobs(
 ) -> list[tuple[float, float, float]]:
     """(to-channel ms, wall s, run s) per job through JobClient → server → WorkerHost."""
     samples = []
-    async with JobClient(url, token, "bench-client", loopback_only=True, rtc_fast_path="loopback") as client:
+    async with JobClient(url, token, "bench-client", loopback_only=True) as client:
         for n in range(jobs):
             async with asyncio.timeout(TIMEOUT):
                 start = time.perf_counter()
@@ -255,29 +254,44 @@ def stats(values: list[float]) -> tuple[float, float]:
 
 
 async def run(jobs: int, warmup: int) -> None:
+    """Bare and ours in ABBA blocks (bare, ours, ours, bare) of jobs / 2 each, fresh servers per block."""
     token = secrets.token_hex(16)  # hex: a token starting with "-" breaks argparse
+    half = max(1, jobs // 2)
+    bare: list[tuple[float, float, float]] = []
+    ours: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="fsm-e2e-") as tmp:
         root = Path(tmp)
         csv = generate_sample_csv(root / "tiny.csv", rows=200, features=4, seed=1)
-        # bare first: JobClient switches this process to loopback-only candidates and the fast path
-        relay = await start_bare_relay()
-        url = relay.url
-        bare_worker = await start_child("--serve-bare-worker", url, str(root / "bare-worker"))
-        await first_line(bare_worker)
-        try:
-            bare = (await bare_jobs(url, csv, root / "bare-out", jobs + warmup))[warmup:]
-        finally:
-            await stop_child(bare_worker)
-            await relay.stop()
-        server: ServerProcess = await start_server_process([token], log_level="WARNING")
-        worker = await start_child("--serve-worker", server.url, token, str(root / "worker"))
-        try:
-            await first_line(worker)
-            ours = (await our_jobs(server.url, token, csv, root / "ours-out", jobs + warmup))[warmup:]
-        finally:
-            await stop_child(worker)
-            await server.stop()
-    report(jobs, bare, ours)
+        for block, kind in enumerate(("bare", "ours", "ours", "bare")):
+            if kind == "bare":
+                bare += await bare_block(csv, root / f"bare{block}", half, warmup)
+            else:
+                ours += await ours_block(token, csv, root / f"ours{block}", half, warmup)
+    report(len(ours), bare, ours)
+
+
+async def bare_block(csv: Path, root: Path, jobs: int, warmup: int) -> list[tuple[float, float, float]]:
+    relay = await start_bare_relay()
+    bare_worker = await start_child("--serve-bare-worker", relay.url, str(root / "bare-worker"))
+    await first_line(bare_worker)
+    try:
+        return (await bare_jobs(relay.url, csv, root / "bare-out", jobs + warmup))[warmup:]
+    finally:
+        await stop_child(bare_worker)
+        await relay.stop()
+
+
+async def ours_block(
+    token: str, csv: Path, root: Path, jobs: int, warmup: int
+) -> list[tuple[float, float, float]]:
+    server: ServerProcess = await start_server_process([token], log_level="WARNING")
+    worker = await start_child("--serve-worker", server.url, token, str(root / "worker"))
+    try:
+        await first_line(worker)
+        return (await our_jobs(server.url, token, csv, root / "ours-out", jobs + warmup))[warmup:]
+    finally:
+        await stop_child(worker)
+        await server.stop()
 
 
 def report(jobs: int, bare: list[tuple[float, float, float]], ours: list[tuple[float, float, float]]) -> None:

@@ -128,16 +128,21 @@ async def run(quick: bool) -> None:
     token = secrets.token_urlsafe(16)
     redis = await start_redis() if redis_server_binary() else None
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    spreads: list[tuple[str, dict[str, list[dict[str, float]]]]] = []
     try:
         setups: list[tuple[str, int, str | None]] = [("1 node", 1, None)]
         if redis is not None:
             setups.append(("2 nodes + redis", 2, redis.url))
         for label, nodes, redis_url in setups:
-            result: dict[str, dict[str, float]] = {}
-            for kind in ("bare", "ours"):
+            runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
+            for kind in ("bare", "ours", "ours", "bare"):  # ABBA: a slow spell of the machine hits both alike
                 async with servers(kind, token, nodes, redis_url) as urls:
-                    result[kind] = await measure(urls[0], urls[-1], token, rtts, burst)
+                    runs[kind].append(await measure(urls[0], urls[-1], token, rtts, burst))
+            result = {
+                kind: {key: statistics.mean(r[key] for r in rs) for key in rs[0]} for kind, rs in runs.items()
+            }
             rows.append((label, result["bare"], result["ours"]))
+            spreads.append((label, runs))
         disc = {"memory": await discovery_ms(MemoryRegistry(grace=30))}
         if redis is not None:
             disc["redis"] = await discovery_ms(RedisRegistry(url=redis.url, node_id="bench", grace=30))
@@ -161,6 +166,12 @@ async def run(quick: bool) -> None:
                 f"{label:<17}{name + ' ' + unit:<14}{fmt.format(bare[key]):>12}{fmt.format(ours[key]):>12}"
                 f"{ours[key] / bare[key]:>10.2f}x"
             )
+    print("\neach figure: the mean of 2 runs in ABBA order (bare, ours, ours, bare); the runs:")
+    for label, runs in spreads:
+        for key in ("p50", "rate"):
+            bare_runs = ", ".join(f"{r[key]:.2f}" for r in runs["bare"])
+            ours_runs = ", ".join(f"{r[key]:.2f}" for r in runs["ours"])
+            print(f"  {label:<17}{key:<6} bare {bare_runs:<20} ours {ours_runs}")
     print(
         "\ndiscovery over 5000 workers (registry read + filter, median): "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in disc.items())

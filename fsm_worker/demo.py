@@ -54,7 +54,6 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
         "demo-worker",
         workdir=workdir / "worker",
         loopback_only=True,
-        rtc_fast_path="loopback",
     )
     worker = WorkerHost(config)
     try:
@@ -75,9 +74,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
             f"{dataset.stat().st_size / 1e6:.1f} MB)"
         )
 
-        async with JobClient(
-            server.url, token, "demo-client", loopback_only=True, rtc_fast_path="loopback", trace=trace
-        ) as client:
+        async with JobClient(server.url, token, "demo-client", loopback_only=True, trace=trace) as client:
             workers = await client.discover_workers({"properties": {"status": "available"}})
             console.print(
                 f"discovery         {len(workers)} available worker(s): {', '.join(w.peer_id for w in workers)}"

@@ -45,9 +45,9 @@ from fsm_worker.protocol.messages import (
     parse_message,
     to_wire,
 )
-from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.config import IceServerConfig
-from fsm_worker.shells.rtc.loopback import use_loopback_candidates
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SendResult, SignalingClient
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,10 @@ class JobClient:
         )
         self._jobs: dict[str, Job] = {}
         self._trace = trace
-        self._link = JobLink(self._send, self.timeouts, self.ice_servers, self._forget)
-        use_loopback_candidates(loopback_only)
-        if rtc_fast_path:
-            tuning.enable_fast_path(rtc_fast_path)
+        self.rtc_options = RtcOptions.from_settings(
+            self.ice_servers, loopback_only=loopback_only, fast_path=rtc_fast_path
+        )
+        self._link = JobLink(self._send, self.timeouts, self.rtc_options, self._forget)
 
     async def __aenter__(self) -> JobClient:
         await self.connect()
@@ -131,6 +131,7 @@ class JobClient:
         await self.close()
 
     async def connect(self) -> None:
+        install_rtc_patches()  # idempotent; the per-connection options live in `rtc_options`
         try:
             await self.signaling.connect(timeout=self.timeouts.connect)
         except TimeoutError:

@@ -61,7 +61,8 @@ from fsm_worker.protocol.messages import (
     RtcAnswer,
 )
 from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import create_peer_connection
 from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
 from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile
 from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
@@ -94,7 +95,7 @@ class JobLink:
 
     send: SendFn
     timeouts: ClientTimeouts
-    ice_servers: tuple[IceServerConfig, ...]
+    rtc_options: RtcOptions
     forget: Callable[[str], None]
 
 
@@ -229,9 +230,9 @@ class Job:
     async def _open_channel(self) -> None:
         await self.close_channel()
         timeout = self._link.timeouts.rtc_setup
-        self._pc = pc = RTCPeerConnection(make_configuration(self._link.ice_servers))
+        self._pc = pc = create_peer_connection(self._link.rtc_options)
         channel, offer = await create_offer(pc, timeout=timeout)
-        self._feed(OfferReady(offer, tuning.capability_options()))
+        self._feed(OfferReady(offer, tuning.capability_options(self._link.rtc_options)))
         reply = await self._next_control((RtcAnswer, AppError, ReservationExpired), timeout)
         if isinstance(reply, ReservationExpired):
             raise ReservationExpiredError(
@@ -240,7 +241,7 @@ class Job:
         if isinstance(reply, AppError):
             raise WorkerRefusedError(reply.code, reply.message)
         assert isinstance(reply, RtcAnswer)
-        profile = tuning.negotiate(reply.options.get(tuning.CAPABILITY_KEY))
+        profile = tuning.negotiate(self._link.rtc_options, reply.options.get(tuning.CAPABILITY_KEY))
         tuning.apply_fast_path(pc, profile)  # before the answer: the worker may send large records at once
         await accept_answer(pc, reply.sdp, timeout=timeout)
         await wait_channel_open(pc, channel, timeout=timeout)

@@ -29,7 +29,8 @@ from fsm_worker.protocol.worker.events import (
     JobFilesRemoved,
 )
 from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import create_peer_connection
 from fsm_worker.shells.rtc.session import IncomingChannel, RtcSetupError, create_answer
 from fsm_worker.shells.transfer.flow import TransferTuning
 from fsm_worker.shells.transfer.store import ContentStore
@@ -46,14 +47,14 @@ class JobChannels:
         workdir: Path,
         feed: Callable[[Event], None],
         *,
-        ice_servers: tuple[IceServerConfig, ...] = (),
+        rtc_options: RtcOptions,
         setup_timeout: float = 15.0,
         max_upload_bytes: int,
     ) -> None:
         self.workdir = workdir
         self.store = ContentStore(workdir / "store")
         self._feed = feed
-        self._ice_servers = ice_servers
+        self._rtc = rtc_options
         self._setup_timeout = setup_timeout
         self._max_upload_bytes = max_upload_bytes
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
@@ -71,10 +72,10 @@ class JobChannels:
             self._published.add(job_id)
         job_dir = self.job_dir(job_id)
         await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
-        pc = RTCPeerConnection(make_configuration(self._ice_servers))
+        pc = create_peer_connection(self._rtc)
         self._peers[job_id] = (pc, None)
         # The fast path applies only when both ends offer it; it must be in place before the answer leaves.
-        profile = tuning.negotiate(offer.options.get(tuning.CAPABILITY_KEY))
+        profile = tuning.negotiate(self._rtc, offer.options.get(tuning.CAPABILITY_KEY))
         window = tuning.transfer_window(profile)
 
         def serve(channel: RTCDataChannel) -> None:
@@ -95,7 +96,7 @@ class JobChannels:
             incoming = IncomingChannel(pc, on_channel=serve)
             answer = await create_answer(pc, offer.sdp, timeout=self._setup_timeout)
             tuning.apply_fast_path(pc, profile)
-            self._feed(ChannelAnswered(job_id, offer.client_id, answer, tuning.capability_options()))
+            self._feed(ChannelAnswered(job_id, offer.client_id, answer, tuning.capability_options(self._rtc)))
             await incoming.wait_open(timeout=self._setup_timeout)
         except RtcSetupError as error:
             return ChannelFailed(job_id, offer.client_id, str(error))

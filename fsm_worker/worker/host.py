@@ -20,8 +20,8 @@ from typing import Any
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
-from fsm_worker.shells.rtc import tuning
-from fsm_worker.shells.rtc.loopback import use_loopback_candidates
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
@@ -57,7 +57,10 @@ class WorkerHost:
         self.runs = JobRuns(
             self.registry, self._feed, timeout=config.job_timeout, kill_grace=config.kill_grace
         )
-        self.channels = JobChannels(config.workdir, self._feed, ice_servers=config.ice_servers,
+        self.rtc_options = RtcOptions.from_settings(
+            config.ice_servers, loopback_only=config.loopback_only, fast_path=config.rtc_fast_path
+        )
+        self.channels = JobChannels(config.workdir, self._feed, rtc_options=self.rtc_options,
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes)  # fmt: skip
         properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
@@ -78,9 +81,6 @@ class WorkerHost:
         self._idle.set()
         self._closed = asyncio.Event()
         self._stopping = False
-        use_loopback_candidates(config.loopback_only)
-        if config.rtc_fast_path:
-            tuning.enable_fast_path(config.rtc_fast_path)
 
     @property
     def peer_id(self) -> str:
@@ -97,6 +97,7 @@ class WorkerHost:
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         """Connect to the signaling server and start taking jobs."""
+        install_rtc_patches()  # idempotent; the per-connection options live in `rtc_options`
         jobs = self.config.workdir / "jobs"
         if jobs.is_dir():  # left by an earlier run of this worker: no client can reach those jobs any more
             await asyncio.to_thread(shutil.rmtree, jobs, True)

@@ -1,4 +1,4 @@
-"""WebRTC peer setup (aiortc): configuration, loopback ICE candidates, offer/answer helpers."""
+"""WebRTC peer setup (aiortc): per-connection options, the peer-connection factory, offer/answer helpers."""
 
 from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.shells.rtc.loopback import (
@@ -6,6 +6,8 @@ from fsm_worker.shells.rtc.loopback import (
     enable_loopback_candidates,
     loopback_candidates_enabled,
 )
+from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import FsmPeerConnection, create_peer_connection, install_rtc_patches
 from fsm_worker.shells.rtc.session import (
     DEFAULT_LABEL,
     DEFAULT_SETUP_TIMEOUT,
@@ -21,15 +23,19 @@ from fsm_worker.shells.rtc.session import (
 __all__ = [
     "DEFAULT_LABEL",
     "DEFAULT_SETUP_TIMEOUT",
+    "FsmPeerConnection",
     "IceServerConfig",
     "IncomingChannel",
+    "RtcOptions",
     "RtcSetupError",
     "RtcSetupTimeout",
     "accept_answer",
     "create_answer",
     "create_offer",
+    "create_peer_connection",
     "disable_loopback_candidates",
     "enable_loopback_candidates",
+    "install_rtc_patches",
     "loopback_candidates_enabled",
     "make_configuration",
     "wait_channel_open",

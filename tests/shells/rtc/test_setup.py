@@ -11,15 +11,19 @@ import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fsm_worker.shells.rtc import (
+    FsmPeerConnection,
     IceServerConfig,
     IncomingChannel,
+    RtcOptions,
     RtcSetupError,
     RtcSetupTimeout,
     accept_answer,
     create_answer,
     create_offer,
+    create_peer_connection,
     disable_loopback_candidates,
     enable_loopback_candidates,
+    install_rtc_patches,
     loopback_candidates_enabled,
     make_configuration,
     wait_channel_open,
@@ -195,3 +199,45 @@ async def test_unexpected_label_is_refused() -> None:
     finally:
         await client.close()
         await worker.close()
+
+
+def _host_candidates(sdp: str) -> set[str]:
+    return {
+        line.split()[4]
+        for line in sdp.splitlines()
+        if line.startswith("a=candidate:") and " typ host" in line
+    }
+
+
+async def test_loopback_mode_is_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two connections in one process, two modes: neither changes the other (no process-wide switch)."""
+    disable_loopback_candidates()
+    monkeypatch.setattr(
+        aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.2"]
+    )  # bindable, stands in for a LAN address
+    install_rtc_patches()
+    only = create_peer_connection(RtcOptions(loopback="only"))
+    added = create_peer_connection(RtcOptions(loopback="add"))
+    off = create_peer_connection(RtcOptions(loopback="off"))
+    plain = RTCPeerConnection(make_configuration())  # not ours: the process default (aioice's own)
+    try:
+        sdps = []
+        for pc in (only, added, off, plain):
+            _, sdp = await create_offer(pc, timeout=T)
+            sdps.append(_host_candidates(sdp))
+        assert sdps == [{"127.0.0.1"}, {"127.0.0.2", "127.0.0.1"}, {"127.0.0.2"}, {"127.0.0.2"}]
+    finally:
+        for pc in (only, added, off, plain):
+            await pc.close()
+        disable_loopback_candidates()
+
+
+def test_factory_refuses_loopback_without_the_hook() -> None:
+    disable_loopback_candidates()
+    with pytest.raises(RuntimeError, match="install_rtc_patches"):
+        create_peer_connection(RtcOptions(loopback="only"))
+    assert isinstance(create_peer_connection(RtcOptions(loopback="off")), FsmPeerConnection)
+    install_rtc_patches()
+    install_rtc_patches()  # idempotent
+    assert loopback_candidates_enabled()
+    disable_loopback_candidates()

@@ -18,8 +18,8 @@ from fsm_worker.worker import WorkerHost
 
 from .conftest import idle
 
-SIZE = 4 * 1024 * 1024
-DROP_AT = 5 * SIZE // 8  # well past the sender's 1 MiB high-water mark: bytes have really arrived
+SIZE = 16 * 1024 * 1024
+DROP_AT = 5 * SIZE // 8  # well past the sender's 4 MiB high-water mark: bytes have really arrived
 
 
 @pytest.fixture

@@ -1,0 +1,310 @@
+"""Per-connection hooks into aiortc's DTLS and SCTP transports and aioice's sockets (no global patches).
+
+Everything here is applied to one connection's transport *instances*; other connections in the process
+keep aiortc's stock behaviour. The decisions (which packet size, when to probe) are not made here: see
+``fsm_worker.protocol.rtc.packet_size`` and its shell ``fsm_worker.shells.rtc.probing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Final
+
+import attrs
+from aiortc import rtcsctptransport as _sctp
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcsctptransport import RTCSctpTransport
+
+from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
+
+# Room for the DTLS record header, explicit nonce and AEAD tag around a full record.
+DTLS_RECORD_SLACK: Final = 256
+SCTP_OVERHEAD: Final = _sctp.SCTP_COMMON_HEADER_LENGTH + _sctp.SCTP_DATA_CHUNK_HEADER_LENGTH
+STOCK_USER_DATA: Final[int] = _sctp.USERDATA_MAX_LENGTH
+_STOCK_DTLS_READ: Final = 1500
+
+
+def user_data_size(max_packet: int) -> int:
+    """User bytes per DATA chunk for an SCTP packet of ``max_packet`` bytes (4-byte aligned)."""
+    return (max_packet - SCTP_OVERHEAD) // 4 * 4
+
+
+@attrs.define(eq=False)
+class ConnectionTuning:
+    """One connection's tuning state, kept on the transports it tunes."""
+
+    options: RtcOptions
+    agreed: int | None = None
+    """Largest packet both ends read (None: the peer did not advertise the capability)."""
+    packet_size: int = STOCK_MAX_PACKET
+    """SCTP packet size for new DATA chunks on this path."""
+    user_data: int = STOCK_USER_DATA
+    bio_read_size: int = _STOCK_DTLS_READ
+    split_above: int | None = None
+    """Sends larger than this are split into pieces the peer reassembles (capable peer only)."""
+    unsacked: int = 0
+    sack_flush_pending: bool = False
+    sockets_done: bool = False
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    largest_datagram: int = 0
+    split_packets: int = 0
+    prober: Any = None
+
+    def use_packet_size(self, size: int) -> None:
+        """New DATA chunks are cut for ``size``-byte packets; anything larger already queued is split."""
+        self.packet_size = size
+        self.user_data = user_data_size(size)
+        self.split_above = size
+
+
+tuned: weakref.WeakKeyDictionary[Any, ConnectionTuning] = weakref.WeakKeyDictionary()
+# Strong references to fire-and-forget tasks (the loop keeps only weak ones).
+background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coro`` in the background, keeping a reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    background.add(task)
+    task.add_done_callback(background.discard)
+
+
+# --- DTLS: aiortc calls self._ssl.recv(1500) / bio_read(1500); serve those calls from larger buffers ------
+
+
+class _SslProxy:
+    """Wraps pyOpenSSL's ``Connection``: larger ``recv`` always, larger ``bio_read`` when agreed."""
+
+    def __init__(self, conn: Any, state: ConnectionTuning) -> None:
+        self._conn = conn
+        self._state = state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def recv(self, bufsiz: int) -> bytes:
+        data: bytes = self._conn.recv(max(bufsiz, DTLS_MAX_PLAINTEXT))
+        return data
+
+    def bio_read(self, bufsiz: int) -> bytes:
+        data: bytes = self._conn.bio_read(max(bufsiz, self._state.bio_read_size))
+        state = self._state  # every outgoing datagram passes here: the evidence of what went on the wire
+        state.datagrams_sent += 1
+        state.bytes_sent += len(data)
+        state.largest_datagram = max(state.largest_datagram, len(data))
+        return data
+
+
+def _get_ssl(self: Any) -> Any:
+    return self.__dict__.get("_fsm_ssl")
+
+
+def _set_ssl(self: Any, conn: Any) -> None:
+    wrap = conn is not None and not isinstance(conn, _SslProxy)
+    self.__dict__["_fsm_ssl"] = _SslProxy(conn, tuned[self]) if wrap else conn
+
+
+#: Splits one SCTP packet into pieces of at most ``limit`` bytes: (packet, limit) -> pieces.
+Splitter = Callable[[bytes, int], list[bytes]]
+
+
+class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
+    """Same transport; ``_ssl`` goes through :class:`_SslProxy`, oversize sends are split for the path."""
+
+    _ssl = property(_get_ssl, _set_ssl)
+    _fsm_splitter: Splitter | None = None
+
+    async def _send_data(self, data: bytes) -> None:
+        state = tuned[self]
+        limit = state.split_above
+        if limit is not None and len(data) > limit and self._fsm_splitter is not None:
+            state.split_packets += 1
+            for piece in self._fsm_splitter(data, limit):
+                await super()._send_data(piece)
+            return
+        await super()._send_data(data)
+
+    async def send_unsplit(self, data: bytes) -> None:
+        """Send ``data`` as one record whatever its size (probe packets)."""
+        await super()._send_data(data)
+
+
+def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
+    """Large DTLS reads (invisible on the wire); the class swap is per instance."""
+    if type(dtls) is not RTCDtlsTransport:
+        return  # already tuned, or a subclass we do not know
+    tuned[dtls] = state
+    current = dtls.__dict__.pop("_ssl", None)
+    dtls.__class__ = _TunedDtlsTransport
+    dtls._ssl = current
+
+
+def enable_large_records(dtls: RTCDtlsTransport, state: ConnectionTuning, splitter: Splitter) -> None:
+    """Capable peer: write records up to ``state.agreed`` bytes, split oversize sends with ``splitter``."""
+    assert state.agreed is not None
+    state.bio_read_size = state.agreed + DTLS_RECORD_SLACK
+    state.split_above = state.packet_size
+    if isinstance(dtls, _TunedDtlsTransport):
+        dtls._fsm_splitter = splitter
+
+
+# --- SCTP: aiortc reads the chunk size from the module constant USERDATA_MAX_LENGTH (fragmenting, burst
+# limit, cwnd steps). Set it to this connection's value around every step of its coroutines, so other
+# connections in the process keep the stock value. -----------------------------------------------------
+
+
+class _ScopedUserData:
+    """Awaitable running ``coro`` with ``USERDATA_MAX_LENGTH`` set to the state's value during each step."""
+
+    __slots__ = ("_coro", "_state")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], state: ConnectionTuning) -> None:
+        self._coro = coro
+        self._state = state
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self._coro.__await__()
+        sent: Any = None
+        error: BaseException | None = None
+        while True:
+            saved = _sctp.USERDATA_MAX_LENGTH
+            _sctp.USERDATA_MAX_LENGTH = self._state.user_data
+            try:
+                yielded = inner.send(sent) if error is None else inner.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _sctp.USERDATA_MAX_LENGTH = saved
+            try:
+                sent, error = (yield yielded), None
+            except BaseException as exc:  # delivered into the wrapped coroutine
+                sent, error = None, exc
+
+
+def _scoped_async(
+    method: Callable[..., Coroutine[Any, Any, Any]], state: ConnectionTuning
+) -> Callable[..., Awaitable[Any]]:
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await _ScopedUserData(method(*args, **kwargs), state)
+
+    return run
+
+
+def _scoped_sync(method: Callable[..., Any], state: ConnectionTuning) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        saved = _sctp.USERDATA_MAX_LENGTH
+        _sctp.USERDATA_MAX_LENGTH = state.user_data
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _sctp.USERDATA_MAX_LENGTH = saved
+
+    return run
+
+
+# Every path into code that reads USERDATA_MAX_LENGTH starts at one of these.
+_SCOPED_ASYNC: Final = ("_handle_data", "_data_channel_flush", "_transmit", "_send")
+_SCOPED_SYNC: Final = ("_t3_expired",)
+
+
+def install_sctp_scope(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
+    for name in _SCOPED_ASYNC:
+        setattr(sctp, name, _scoped_async(getattr(sctp, name), state))
+    for name in _SCOPED_SYNC:
+        setattr(sctp, name, _scoped_sync(getattr(sctp, name), state))
+
+
+# Delayed SACK: skip the SACK while more datagrams wait in the ICE receive queue (they are handled in the
+# same task step), but never more than ``every`` packets in a row.
+
+
+def _pending_datagrams(sctp: RTCSctpTransport) -> int:
+    queue = getattr(getattr(sctp.transport.transport, "_connection", None), "_queue", None)
+    return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
+
+
+def install_delayed_sack(sctp: RTCSctpTransport, state: ConnectionTuning, every: int) -> None:
+    send_sack = sctp._send_sack
+
+    def flush() -> None:
+        state.sack_flush_pending = False
+        if sctp._sack_needed:
+            state.unsacked = 0
+            spawn(send_sack())
+
+    async def delayed_send_sack() -> None:
+        state.unsacked += 1
+        if state.unsacked < every and _pending_datagrams(sctp) > 0:
+            if not state.sack_flush_pending:  # safety net if no further SCTP packet follows
+                state.sack_flush_pending = True
+                asyncio.get_running_loop().call_soon(flush)
+            return
+        state.unsacked = 0
+        await send_sack()
+
+    sctp._send_sack = delayed_send_sack  # type: ignore[method-assign]
+
+
+# --- Sockets: bigger buffers and batched reads, once ICE has its sockets (local, wire-invisible) ----------
+
+
+def when_connected(dtls: RTCDtlsTransport, action: Callable[[], None]) -> None:
+    if dtls.state == "connected":
+        action()
+        return
+
+    def on_state() -> None:
+        if dtls.state == "connected":
+            action()
+
+    dtls.on("statechange", on_state)
+
+
+def tune_sockets(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
+    if state.sockets_done:
+        return
+    state.sockets_done = True
+    options = state.options
+    connection = getattr(dtls.transport, "_connection", None)
+    for protocol in getattr(connection, "_protocols", []):
+        transport = getattr(protocol, "transport", None)
+        if transport is None or transport.is_closing():
+            continue
+        sock = transport.get_extra_info("socket")
+        if options.socket_buffer and sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):  # keep the OS default
+                    sock.setsockopt(socket.SOL_SOCKET, option, options.socket_buffer)
+        if options.read_batch > 1:
+            _batch_reads(transport, protocol, options.read_batch)
+
+
+def _batch_reads(transport: Any, protocol: Any, batch: int) -> None:
+    """Replace asyncio's one-datagram-per-event reader with one that drains up to ``batch``."""
+    loop: Any = getattr(transport, "_loop", None)
+    sock: Any = getattr(transport, "_sock", None)
+    if sock is None or not hasattr(loop, "_add_reader") or not hasattr(loop, "_remove_reader"):
+        return  # not a selector event loop transport: keep the stock reader
+    max_size = getattr(transport, "max_size", 256 * 1024)
+
+    def read_ready() -> None:
+        for _ in range(batch):
+            if transport.is_closing():
+                return
+            try:
+                data, addr = sock.recvfrom(max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            protocol.datagram_received(data, addr)
+
+    fd = sock.fileno()
+    loop._remove_reader(fd)
+    loop._add_reader(fd, read_ready)

@@ -19,6 +19,7 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
+from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.signaling import SendResult, SendStatus
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
@@ -97,7 +98,7 @@ async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> N
 
 
 async def test_results_are_served_only_once_published(tmp_path: Path) -> None:
-    channels = JobChannels(tmp_path, lambda event: None, max_upload_bytes=1024)
+    channels = JobChannels(tmp_path, lambda event: None, rtc_options=RtcOptions(), max_upload_bytes=1024)
     outputs = channels.job_dir("job-1") / "outputs"
     outputs.mkdir(parents=True)
     (outputs / "model.npz").write_bytes(b"x")
@@ -110,7 +111,9 @@ async def test_results_are_served_only_once_published(tmp_path: Path) -> None:
 
 async def test_an_offer_for_finished_results_serves_them_at_once(tmp_path: Path) -> None:
     fed: list[object] = []
-    channels = JobChannels(tmp_path, fed.append, max_upload_bytes=1024, setup_timeout=0.5)
+    channels = JobChannels(
+        tmp_path, fed.append, rtc_options=RtcOptions(), max_upload_bytes=1024, setup_timeout=0.5
+    )
     offer = AcceptOffer("job-1", "client", "not an sdp", {}, inputs_committed=True, results_ready=True)
     failed = await channels.open(offer)
     assert (

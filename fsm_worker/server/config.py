@@ -48,9 +48,9 @@ class ServerConfig:
 
     # -- limits (docs/security.md): each refusal names the field it hit ---------------------------------------
     #: events per second one connection may send (token bucket refill rate); more get ``RATE_LIMITED``
-    rate_limit_events_per_second: float = attrs.field(default=50.0, validator=_positive)
+    rate_limit_events_per_second: float = attrs.field(default=200.0, validator=_positive)
     #: events one connection may send in a burst above the rate (token bucket size)
-    rate_limit_burst: int = attrs.field(default=200, validator=_positive)
+    rate_limit_burst: int = attrs.field(default=400, validator=_positive)
     #: unsent bytes a connection may have queued on the server; a peer that does not read is dropped
     max_send_buffer_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     #: unsent messages a connection may have queued on the server (the count behind the byte limit)

@@ -44,4 +44,16 @@ class ServerConfig:
     ping_interval_seconds: float = attrs.field(default=25.0, validator=_positive)
     ping_timeout_seconds: float = attrs.field(default=20.0, validator=_positive)
     redis_prefix: str = "fsm_worker"
+    #: Browser origins (``scheme://host[:port]``) allowed to connect besides the server's own; ``*`` allows
+    #: any. Empty (the default): same-origin only, as browsers see it (``localhost`` ≠ ``127.0.0.1``).
+    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Serve Prometheus ``GET /metrics`` (aggregate counts only; docs/metrics.md).
+    metrics_enabled: bool = True
+    #: Serve the dashboard at ``/`` (behind a room token).
+    dashboard_enabled: bool = True
+    #: How often an open dashboard reads the room's peers (seconds).
+    dashboard_refresh_seconds: float = attrs.field(default=1.0, validator=_positive)
+    #: Most dashboard logins held at once (each lasts ``dashboard_session_seconds``).
+    dashboard_max_sessions: int = attrs.field(default=256, validator=_positive)
+    dashboard_session_seconds: float = attrs.field(default=12 * 3600.0, validator=_positive)
     node_id: str = attrs.field(factory=_default_node_id)

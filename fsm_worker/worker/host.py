@@ -65,6 +65,7 @@ from fsm_worker.shells.signaling import SendResult, SendStatus, SignalingClient
 from fsm_worker.shells.transfer.flow import TransferTuning
 from fsm_worker.shells.transfer.store import ContentStore
 from fsm_worker.shells.transfer.worker import WorkerTransferEndpoint
+from fsm_worker.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,14 @@ class WorkerConfig:
     shutdown_timeout: float = 300.0
     loopback_only: bool = False  # 127.0.0.1 as the only ICE host candidate (tests, the demo)
     rtc_fast_path: str | None = None  # "loopback" or "lan": larger SCTP packets when the peer offers them too
+    #: Serve Prometheus ``GET /metrics`` on this port (0: a free one; None: off). docs/metrics.md.
+    metrics_port: int | None = None
+    #: The interface the worker's ``/metrics`` listens on.
+    metrics_host: str = "127.0.0.1"
+    #: Publish this machine's hostname in discovery metadata (visible to every peer of the room).
+    publish_hostname: bool = False
+    #: Publish the running job's progress and metrics as ``metadata.job`` (the dashboard reads it).
+    publish_job_summary: bool = True
 
 
 class WorkerHost:
@@ -135,6 +144,12 @@ class WorkerHost:
             resume_secret=self._load_resume_secret(),
         )
         self._outbox: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        self.metrics = WorkerMetrics(
+            slots=self.capabilities.max_concurrent_jobs,
+            gpu_memory_mb=self.capabilities.gpu_memory_mb,
+            live_transfers=lambda: [endpoint.stats for _, endpoint in self._peers.values() if endpoint],
+            publish_summary=config.publish_job_summary,
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
@@ -175,6 +190,8 @@ class WorkerHost:
                 f"could not reach the signaling server at {url} within {connect_timeout:g} s"
             ) from None
         self._save_resume_secret()
+        if self.config.metrics_port is not None:
+            await self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
     async def wait_closed(self) -> None:
@@ -218,6 +235,7 @@ class WorkerHost:
         if self._timer is not None:
             self._timer.cancel()
         await self.signaling.close()
+        await self.metrics.close()
         self._closed.set()
         log.info("worker %s shut down", self.peer_id)
 
@@ -237,6 +255,8 @@ class WorkerHost:
                 self._execute(instruction)
             except Exception:
                 log.exception("carrying out %r failed", instruction)
+        for update in self.metrics.observe(instructions, asyncio.get_running_loop().time()):
+            self._outbox.put_nowait(("meta", update))  # the dashboard's job summary (worker/summary.py)
         self._arm_timer()
         if self.core.status is WorkerStatus.AVAILABLE:
             self._idle.set()
@@ -396,6 +416,7 @@ class WorkerHost:
     async def _close_peer(self, job_id: str) -> None:
         pc, endpoint = self._peers.pop(job_id, (None, None))
         if endpoint is not None:
+            self.metrics.transfer_closed(endpoint.stats)
             with contextlib.suppress(Exception):
                 await endpoint.aclose()
         if pc is not None:
@@ -433,7 +454,10 @@ class WorkerHost:
     # --- capabilities and job types ---------------------------------------------------------------------------
 
     def _properties(self) -> dict[str, Any]:
-        return {**self.capabilities.as_properties(), "status": self.core.status.value}
+        properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
+        if not self.config.publish_hostname:
+            del properties["hostname"]
+        return properties
 
     def _estimate(self, request: JobRequest) -> float:
         return round(self.registry.get(request.job_type).estimate_minutes(request.config), 3)

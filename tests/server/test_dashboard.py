@@ -8,9 +8,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page
 from rooms import TIMEOUT, Room
 from support.browser import chromium, needs_chromium
+from support.signaling import free_port
 
 from fsm_worker.jobs.sample_data import generate_sample_csv
 from fsm_worker.protocol.messages import JobComplete
@@ -127,3 +129,73 @@ async def test_logout_ends_the_session(dashboard_room: Room, browser: Browser) -
     await page.click("#logout")
     await page.wait_for_selector("#login:not([hidden])", timeout=WAIT_MS)
     assert await page.evaluate("fetch('/dashboard/events').then(r => r.status)") == 401
+
+
+# A page of another origin speaks Socket.IO by hand over a browser WebSocket: Engine.IO's open packet `0{...}`,
+# then the Socket.IO connect `40{auth}`; the server answers `40{"sid"}` and the `welcome` event, or refuses.
+OTHER_ORIGIN_PAGE = """<!doctype html><meta charset="utf-8"><title>other origin</title><script>
+window.result = new Promise((resolve) => {
+  const params = new URLSearchParams(location.search);
+  const ws = new WebSocket(`ws://${params.get("server")}/socket.io/?EIO=4&transport=websocket`);
+  const seen = [];
+  ws.onmessage = (event) => {
+    seen.push(event.data);
+    if (event.data.startsWith("0{")) {
+      ws.send("40" + JSON.stringify({token: params.get("token"), peer_id: "browser-page", role: "client"}));
+    } else if (event.data === "2") {
+      ws.send("3");
+    } else if (event.data.startsWith('42["welcome"')) {
+      resolve({connected: true, seen});
+      ws.close();
+    }
+  };
+  ws.onerror = () => resolve({connected: false, seen});
+  ws.onclose = () => resolve({connected: false, seen});
+});
+</script>"""
+
+
+@pytest.fixture
+async def other_origin() -> AsyncIterator[str]:
+    """A plain web server of another origin (another port) serving `OTHER_ORIGIN_PAGE`."""
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text=OTHER_ORIGIN_PAGE, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def connect_from(browser: Browser, origin: str, room: Room) -> dict[str, object]:
+    page = await browser.new_page()
+    await page.goto(f"{origin}/?server=127.0.0.1:{room.port}&token={room.token}")
+    outcome: dict[str, object] = await page.evaluate("window.result")
+    return outcome
+
+
+async def test_another_origin_is_refused_by_default(room: Room, browser: Browser, other_origin: str) -> None:
+    outcome = await connect_from(browser, other_origin, room)
+    assert outcome["connected"] is False and outcome["seen"] == []  # refused before the handshake
+    peer, _ = await room.peer("observer")
+    assert [p["peer_id"] for p in await peer.discover({})] == []
+
+
+async def test_an_allowed_origin_connects(room: Room, browser: Browser, other_origin: str) -> None:
+    await room.stop_server()
+    await room.start_server(cors_origins=["http://localhost:1", other_origin])
+    outcome = await connect_from(browser, other_origin, room)
+    assert outcome["connected"] is True, outcome
+    seen = [str(frame) for frame in outcome["seen"]]  # type: ignore[attr-defined]
+    assert seen[0].startswith("0{") and seen[1].startswith("40{") and '"peer_id":"browser-page"' in seen[2]
+    await room.stop_server()
+    await room.start_server(cors_origins=["http://localhost:1"])  # allowed: only another origin
+    outcome = await connect_from(browser, other_origin, room)
+    assert outcome["connected"] is False

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--redis", help="redis://HOST:PORT/DB: share state with other server processes")
     server.add_argument("--resume-grace", type=float, help="seconds a dropped peer keeps its id (default 30)")
+    server.add_argument(
+        "--cors-origin",
+        action="append",
+        help="browser origin allowed to connect; repeat (default: same origin)",
+    )
 
     def connection(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--server", help="signaling server URL, e.g. http://127.0.0.1:8765")
@@ -111,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-upload-mb", type=int, help="largest upload per job in MB (10240)")
     worker.add_argument("--shutdown-policy", choices=("finish", "cancel"), help="on SIGINT/SIGTERM (finish)")
     worker.add_argument("--ice-server", action="append", help="STUN/TURN URL; repeat for several")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)"
+    )
+    worker.add_argument(
+        "--publish-hostname", action="store_const", const=True, help="show this host's name to the room"
+    )
     worker.add_argument("--ice-username", help="TURN username")
     worker.add_argument("--ice-credential", help="TURN password (better: FSM_WORKER_ICE_CREDENTIAL)")
 
@@ -194,6 +205,7 @@ def cmd_server(settings: Settings) -> int:
         port=settings.get("port", 8765, int),
         redis_url=settings.get("redis", None, optional(str)),
         resume_grace_seconds=settings.get("resume_grace", 30.0, float),
+        cors_origins=tuple(settings.get_list("cors_origin")),
     )
 
     def ready(running: RunningServer) -> None:
@@ -221,6 +233,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         "max_upload_bytes": settings.get("max_upload_mb", 10240, int) * 1024 * 1024,
         "shutdown_policy": settings.get("shutdown_policy", "finish"),
         "ice_servers": _ice(settings),
+        "metrics_port": settings.get("metrics_port", None, optional(int)),
+        "publish_hostname": settings.get("publish_hostname", False, as_bool),
     }
     peer_id = settings.get("peer_id", None, optional(str))
     workdir = settings.get("workdir", None, optional(str))

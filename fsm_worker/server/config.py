@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -17,6 +19,19 @@ def _tokens(value: object) -> list[str]:
     if not tokens or not all(isinstance(t, str) and t for t in tokens):
         raise ValueError("tokens must be a non-empty list of non-empty strings")
     return tokens
+
+
+_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origins(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("cors_origins must be a list of origins, not one string")
+    origins = tuple(value)
+    for origin in origins:
+        if origin != "*" and not (isinstance(origin, str) and _ORIGIN_RE.fullmatch(origin)):
+            raise ValueError(f"cors_origins: {origin!r} is not '*' or an origin like https://host:port")
+    return origins
 
 
 def _default_node_id() -> str:
@@ -46,7 +61,7 @@ class ServerConfig:
     redis_prefix: str = "fsm_worker"
     #: Browser origins (``scheme://host[:port]``) allowed to connect besides the server's own; ``*`` allows
     #: any. Empty (the default): same-origin only, as browsers see it (``localhost`` ≠ ``127.0.0.1``).
-    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     #: Serve Prometheus ``GET /metrics`` (aggregate counts only; docs/metrics.md).
     metrics_enabled: bool = True
     #: Serve the dashboard at ``/`` (behind a room token).

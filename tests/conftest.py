@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ def wire_contract(monkeypatch: pytest.MonkeyPatch) -> Iterator[WireCheck]:
     wire = WireCheck()
     wire.install(monkeypatch)
     yield wire
+    if os.environ.get("FSM_WIRE_REPORT"):
+        print("wire checked:", wire.checked)
     assert not wire.violations, "the wire broke docs/asyncapi.yaml:\n" + "\n".join(wire.violations[:10])
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import aiohttp
 import attrs
+from rooms import Room
 
 from fsm_worker.server.board import BoardLimits, RoomBoard
 
@@ -75,3 +78,28 @@ def test_malformed_metadata_is_shown_as_far_as_it_goes() -> None:
     board.observe(odd, now=0.0)
     assert [w["peer_id"] for w in board.view()["workers"]] == ["w-2", "w-3"]
     assert board.view()["series"] == {} and board.view()["recent_jobs"] == []
+
+
+async def test_logins_are_bounded_and_the_feed_streams_the_board(room: Room) -> None:
+    await room.stop_server()
+    await room.start_server(dashboard_max_sessions=1, dashboard_refresh_seconds=0.1)
+    await room.worker()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # unsafe: an IP host
+        async with http.post(f"{room.url}/dashboard/login", json={"token": room.token}) as response:
+            assert response.status == 200
+            assert (
+                "HttpOnly" in response.headers["Set-Cookie"]
+                and room.token not in response.headers["Set-Cookie"]
+            )
+        async with http.get(f"{room.url}/dashboard/events") as feed:
+            assert feed.headers["Content-Type"] == "text/event-stream"
+            line = await feed.content.readline()
+            board = json.loads(line.decode().removeprefix("data: "))
+        assert [w["peer_id"] for w in board["workers"]] == ["worker-1"]
+        assert board["workers"][0]["status"] == "available"
+    async with (
+        aiohttp.ClientSession() as other,
+        other.post(f"{room.url}/dashboard/login", json={"token": room.token}) as refused,
+    ):
+        assert refused.status == 503
+        assert "dashboard_max_sessions (1)" in (await refused.json())["message"]

@@ -57,6 +57,7 @@ class Dashboard:
         self.config = server.config
         self.sessions: dict[str, _Session] = {}
         self.boards: dict[str, RoomBoard] = {}
+        self._closing = asyncio.Event()
 
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
@@ -64,6 +65,10 @@ class Dashboard:
         app.router.add_post("/dashboard/login", self._login)
         app.router.add_post("/dashboard/logout", self._logout)
         app.router.add_get("/dashboard/events", self._events)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        self._closing.set()  # end the open feeds (browsers reconnect to the next server)
 
     # --- the page ---------------------------------------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Dashboard:
         board = self.boards.setdefault(room, RoomBoard())
         sent = -1
         with contextlib.suppress(ConnectionResetError):
-            while self._room_of(request) == room:
+            while self._room_of(request) == room and not self._closing.is_set():
                 try:
                     board.observe(await self.server.registry.peers(room), time.time())
                 except Exception as exc:  # the registry is down: say so and keep trying
@@ -159,7 +164,8 @@ class Dashboard:
                     await response.write(f"data: {data}\n\n".encode())
                 else:
                     await response.write(b": keep-alive\n\n")
-                await asyncio.sleep(self.config.dashboard_refresh_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self.config.dashboard_refresh_seconds)
         return response
 
 

@@ -121,6 +121,7 @@ class Dashboard:
             httponly=True,
             samesite="Strict",
             path="/",
+            secure=request.secure,  # over https (or a proxy that says so to aiohttp), never sent in clear
         )
         return response
 

@@ -54,7 +54,7 @@ def type_schema(kind: Any) -> Schema:
     if kind is bool:
         return {"type": "boolean"}
     if kind is int:
-        return {"type": "integer"}
+        return {"type": "integer", "description": "written without a fraction: 1, not 1.0"}
     if kind is float:
         return {"type": "number"}
     if kind is Any:
@@ -120,8 +120,8 @@ def message_schema(cls: type[messages.Message]) -> Schema:
     fixed = {key: {"const": value} for key, value in cls.CONSTANTS.items()}
     body["properties"] = {"app_message_type": {"const": cls.TYPE}, **fixed, **body["properties"]}
     body["required"] = ["app_message_type", *body.get("required", [])]
-    for name in cls.KEEP_NULL:  # sent as null rather than left out
-        body["required"].append(name)
+    for name in cls.KEEP_NULL:
+        body["properties"][name]["description"] = "always sent (null when none); optional to receivers"
     return body
 
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.contract import WireCheck, problems
 
 from fsm_worker.protocol import asyncapi, messages
-from fsm_worker.protocol.messages import JobRequest, JobStatus, Metrics, to_wire
+from fsm_worker.protocol.messages import JobRequest, JobResult, JobStatus, Metrics, to_wire
 from fsm_worker.protocol.transfer import frames
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
@@ -69,7 +71,7 @@ def test_required_and_optional_fields_follow_the_types() -> None:
     schemas = asyncapi.build()["components"]["schemas"]
     assert schemas["JobRequest"]["required"] == ["app_message_type", "job_id", "job_type"]
     assert schemas["RtcOffer"]["required"] == ["app_message_type", "job_id", "sdp"]  # options is optional
-    assert "job_id" in schemas["AppError"]["required"]  # sent as null rather than left out
+    assert "null" in schemas["AppError"]["properties"]["job_id"]["description"]  # always sent, maybe null
     assert schemas["JobComplete"]["properties"]["status"] == {"const": "completed"}
     assert schemas["Auth"]["required"] == ["token", "peer_id", "role"]  # metadata optional, others refused
     assert schemas["Auth"]["additionalProperties"] is False
@@ -145,3 +147,121 @@ def test_the_wire_check_is_installed_and_catches_a_mismatch(wire_contract: WireC
     bad = {"app_message_type": "job_cancel", "job_id": "j", "job_key": 5}
     wire.check_envelope("PeerMessageDeliver", {"from_peer_id": "a b", "to_peer_id": "b", "payload": bad}, "t")
     assert len(wire.violations) == 1 and "from_peer_id" in wire.violations[0]
+
+
+# --- the schema agrees with the parser, field by field -------------------------------------------------------
+
+EXAMPLES: list[dict[str, Any]] = [
+    to_wire(m)
+    for m in (
+        JobRequest(
+            "j",
+            "train-demo",
+            {"epochs": 3},
+            messages.Requirements(100),
+            {"rows": 5},
+            SHA,
+            (messages.InputFile("a.csv", 10),),
+        ),
+        messages.JobAssignment("j", "k" * 16),
+        messages.JobCancel("j", "k" * 16),
+        messages.JobStop("j", "k" * 16),
+        messages.JobSync("j", 2, "k" * 16),
+        messages.RtcOffer("j", "v=0", {"rtc_fast_path": {"version": 1}}, "k" * 16),
+        messages.JobResponse("j", False, None, "busy", ("one",)),
+        messages.JobResponse("j", True, 1.5),
+        messages.JobCancelled("j", 3),
+        messages.ReservationExpired("j"),
+        JobStatus("j", "running", 0.5, "half", 2, Metrics(1, 2, 0.5, 0.6, 0.01, 30.0, {"acc": 0.9})),
+        messages.JobComplete("j", JobResult(1.0, 0.5), 4, Metrics(loss=0.1), True),
+        messages.JobFailed("j", messages.JobError("EXIT_NONZERO", "boom", False), 5),
+        messages.AppError("INVALID_MESSAGE", "job_id: missing"),
+        messages.RtcAnswer("j", "v=0", {}),
+    )
+]
+FRAME_EXAMPLES: list[dict[str, Any]] = [
+    json.loads(frames.encode_frame(f))
+    for f in (
+        frames.Put("a.csv", 10, SHA, True),
+        frames.End("a.csv"),
+        frames.Commit(),
+        frames.FetchResults(),
+        frames.Ready("a.csv", 5, SHA),
+        frames.Have("a.csv", 10, SHA),
+        frames.Ack("a.csv", 10, SHA),
+        frames.Committed(["a.csv"]),
+        frames.FileHeader("m.npz", 3, SHA),
+        frames.Results(1, 3),
+        frames.ResultsDone(1),
+        frames.Error("BAD_NAME", "no", "x", "put"),
+    )
+]
+# Printable ASCII only: the parsers also refuse non-printable identifiers, which the schema does not express.
+ATOMS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 2**33)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20)
+    | st.sampled_from(["", "ab" * 32, SHA.upper(), "k" * 16, "x" * 200, 0.5, 1.0, -1, 2])
+)
+VALUES = st.recursive(
+    ATOMS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "loss", ""]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def integral_float(value: object) -> bool:
+    """JSON Schema's `integer` takes 1.0 (one JSON number); the parsers want 1: the one known gap."""
+    if isinstance(value, dict):
+        return any(integral_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(integral_float(item) for item in value)
+    return isinstance(value, float) and value.is_integer()
+
+
+def agree(valid: bool, parsed: bool, value: object) -> bool:
+    """Accepted by the parser ⇒ valid, always; valid ⇒ accepted, except for the integer gap."""
+    return valid == parsed or (valid and not parsed and integral_float(value))
+
+
+def parses(parse: Any, value: object) -> bool:
+    try:
+        parse(value)
+    except (messages.ProtocolError, ValueError):
+        return False
+    return True
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_a_message_is_valid_exactly_when_the_parser_accepts_it(data: st.DataObject) -> None:
+    example = data.draw(st.sampled_from(EXAMPLES))
+    payload = dict(example)
+    field = data.draw(st.sampled_from([*sorted(set(payload) - {"app_message_type"}), "extra"]))
+    if data.draw(st.booleans()) and field in payload:
+        del payload[field]
+    else:
+        payload[field] = data.draw(VALUES)
+    cls = messages.MESSAGE_TYPES[payload["app_message_type"]]
+    judged = {**payload, **cls.CONSTANTS}  # the parser ignores the fixed fields: written, never read
+    valid, parsed = problems(cls.__name__, judged) == [], parses(messages.parse_message, payload)
+    assert agree(valid, parsed, payload), (valid, parsed, payload)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_a_frame_is_valid_exactly_when_the_parser_accepts_it(data: st.DataObject) -> None:
+    example = data.draw(st.sampled_from(FRAME_EXAMPLES))
+    frame = dict(example)
+    field = data.draw(st.sampled_from([*sorted(set(frame) - {"type"}), "extra"]))
+    if data.draw(st.booleans()) and field in frame:
+        del frame[field]
+    else:
+        frame[field] = data.draw(VALUES)
+    name = f"Frame{frames.FRAME_TYPES[frame['type']].__name__}"
+    valid, parsed = problems(name, frame) == [], parses(frames.parse_frame, json.dumps(frame))
+    assert agree(valid, parsed, frame), (valid, parsed, frame)

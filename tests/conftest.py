@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from rooms import Room
+from support.contract import WireCheck
 from support.signaling import free_port
+
+
+@pytest.fixture(autouse=True)
+def wire_contract(monkeypatch: pytest.MonkeyPatch) -> Iterator[WireCheck]:
+    """Every test: what crosses the wire in this process must fit docs/asyncapi.yaml (tests/support/contract.py)."""
+    wire = WireCheck()
+    wire.install(monkeypatch)
+    yield wire
+    if os.environ.get("FSM_WIRE_REPORT"):
+        print("wire checked:", wire.checked)
+    assert not wire.violations, "the wire broke docs/asyncapi.yaml:\n" + "\n".join(wire.violations[:10])
 
 
 @pytest.fixture

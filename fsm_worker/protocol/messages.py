@@ -345,6 +345,17 @@ def _is_tuple(kind: Any) -> bool:
 
 
 _converter.register_unstructure_hook_func(_is_tuple, list)
+
+
+def _tuple_from_array(value: object, kind: Any) -> tuple[Any, ...]:
+    """Only a JSON array is a tuple (cattrs alone would take a string's characters or a dict's keys)."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    items: Any = list[typing.get_args(kind)[0]]  # type: ignore[misc]
+    return tuple(_converter.structure(value, items))
+
+
+_converter.register_structure_hook_func(_is_tuple, _tuple_from_array)
 _metrics_fields = cattrs.gen.make_dict_unstructure_fn(Metrics, _converter)
 _converter.register_unstructure_hook(
     Metrics, lambda metrics: {k: v for k, v in _metrics_fields(metrics).items() if v is not None and v != {}}

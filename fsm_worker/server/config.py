@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -17,6 +19,19 @@ def _tokens(value: object) -> list[str]:
     if not tokens or not all(isinstance(t, str) and t for t in tokens):
         raise ValueError("tokens must be a non-empty list of non-empty strings")
     return tokens
+
+
+_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origins(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("cors_origins must be a list of origins, not one string")
+    origins = tuple(value)
+    for origin in origins:
+        if origin != "*" and not (isinstance(origin, str) and _ORIGIN_RE.fullmatch(origin)):
+            raise ValueError(f"cors_origins: {origin!r} is not '*' or an origin like https://host:port")
+    return origins
 
 
 def _default_node_id() -> str:
@@ -87,14 +102,14 @@ class ServerConfig:
 
     # -- limits (docs/security.md): each refusal names the field it hit ---------------------------------------
     rate_limit_events_per_second: float = attrs.field(
-        default=50.0,
+        default=200.0,
         validator=_positive,
         metadata={
             "help": "events per second one connection may send (token bucket refill rate); more get `RATE_LIMITED`"
         },
     )
     rate_limit_burst: int = attrs.field(
-        default=200,
+        default=400,
         validator=_positive,
         metadata={"help": "events one connection may send in a burst above the rate (token bucket size)"},
     )
@@ -169,4 +184,31 @@ class ServerConfig:
         metadata={
             "help": "seconds one Redis command may take before it counts as failed (and is retried or refused)"
         },
+    )
+    cors_origins: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_origins,
+        metadata={
+            "name": "cors_origin",
+            "help": "a browser origin (scheme://host[:port]) allowed to connect besides the server's own; "
+            "repeatable; `*` allows any; none: same-origin only (`localhost` is not `127.0.0.1`)",
+        },
+    )
+    metrics_enabled: bool = attrs.field(
+        default=True,
+        metadata={"help": "serve Prometheus `GET /metrics` (aggregate counts only; docs/metrics.md)"},
+    )
+    dashboard_enabled: bool = attrs.field(
+        default=True, metadata={"help": "serve the dashboard at `/` (behind a room token)"}
+    )
+    dashboard_refresh_seconds: float = attrs.field(
+        default=1.0,
+        validator=_positive,
+        metadata={"help": "how often an open dashboard reads the room's peers"},
+    )
+    dashboard_max_sessions: int = attrs.field(
+        default=256, validator=_positive, metadata={"help": "most dashboard logins held at once"}
+    )
+    dashboard_session_seconds: float = attrs.field(
+        default=12 * 3600.0, validator=_positive, metadata={"help": "seconds a dashboard login lasts"}
     )

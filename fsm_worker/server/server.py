@@ -36,8 +36,10 @@ from fsm_worker.protocol.signaling import (
     room_for_token,
 )
 from fsm_worker.server.config import ServerConfig
+from fsm_worker.server.dashboard import Dashboard
 from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.guard import EIO_SID_KEY, ConnectionGuard
+from fsm_worker.server.metrics import ServerMetrics
 from fsm_worker.server.redis_registry import RedisRegistry
 from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key
@@ -104,13 +106,17 @@ class SignalingServer:
             max_http_buffer_size=2 * config.max_event_bytes + 64 * 1024,
             ping_interval=config.ping_interval_seconds,
             ping_timeout=config.ping_timeout_seconds,
+            cors_allowed_origins=list(config.cors_origins) or None,  # None: same origin only
             logger=False,
             engineio_logger=False,
         )
         self.guard = ConnectionGuard(self.sio, config)
         self.peers: dict[str, LocalPeer] = {}
         self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
-        self.sio.on("connect", self._on_connect)
+        self.metrics = ServerMetrics(
+            lambda: [p.role for p in self.peers.values()], lambda: len(self.sio.eio.sockets)
+        )
+        self.sio.on("connect", self.metrics.metered_connect(self._on_connect))
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("*", self._on_unknown)
         events: dict[str, Handler] = {
@@ -119,12 +125,16 @@ class SignalingServer:
             "update_metadata": self._update_metadata,
         }
         for name, handler in events.items():
-            self.sio.on(name, self._guarded(name, handler))
+            self.sio.on(name, self.metrics.metered_event(name, self._guarded(name, handler)))
 
     def attach(self, app: web.Application) -> None:
         """Mount Socket.IO and ``/healthz`` on ``app`` and tie the registry to its lifecycle."""
         self.sio.attach(app)
         app.router.add_get("/healthz", self._healthz)
+        if self.config.metrics_enabled:
+            app.router.add_get("/metrics", self.metrics.handle)
+        if self.config.dashboard_enabled:
+            Dashboard(self).attach(app)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
         app.on_response_prepare.append(self._track_websocket)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
+from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     ChannelAnswered,
@@ -59,6 +60,12 @@ class JobChannels:
         self._max_upload_bytes = max_upload_bytes
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
         self._published: set[str] = set()
+        #: Told the statistics of each transfer endpoint that closes (the worker's metrics).
+        self.on_transfer_closed: Callable[[TransferStats | None], None] = lambda stats: None
+
+    def live_stats(self) -> list[TransferStats]:
+        """The statistics of the transfer endpoints open now."""
+        return [endpoint.stats for _, endpoint in self._peers.values() if endpoint is not None]
 
     def job_dir(self, job_id: str) -> Path:
         """The job's work directory (named by a hash: a job id is never used as a path)."""
@@ -113,6 +120,7 @@ class JobChannels:
     async def close(self, job_id: str) -> Event:
         pc, endpoint = self._peers.pop(job_id, (None, None))
         if endpoint is not None:
+            self.on_transfer_closed(endpoint.stats)
             with contextlib.suppress(Exception):
                 await endpoint.aclose()
         if pc is not None:

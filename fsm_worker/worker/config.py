@@ -93,3 +93,25 @@ class WorkerConfig:
         default=None,
         metadata={"help": "larger SCTP packets on the data channel when the peer offers them too"},
     )
+    metrics_port: int | None = attrs.field(
+        default=None,
+        metadata={
+            "help": "serve Prometheus `GET /metrics` on this port (0: a free one); docs/metrics.md",
+            "default_text": "off",
+        },
+    )
+    metrics_host: str = attrs.field(
+        default="127.0.0.1", metadata={"help": "the interface the worker's `/metrics` listens on"}
+    )
+    publish_hostname: bool = attrs.field(
+        default=False,
+        metadata={
+            "help": "publish this machine's hostname in discovery metadata (every peer of the room sees it)"
+        },
+    )
+    publish_job_summary: bool = attrs.field(
+        default=True,
+        metadata={
+            "help": "publish the running job's progress and metrics as `metadata.job` (the dashboard reads it)"
+        },
+    )

@@ -28,6 +28,7 @@ from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.gpus import detect_capabilities
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
+from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.outbox import Outbox
 from fsm_worker.worker.runs import JobRuns
 
@@ -64,6 +65,15 @@ class WorkerHost:
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes)  # fmt: skip
         properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
+        if not config.publish_hostname:  # the room sees discovery metadata: the host name only on request
+            properties.pop("hostname", None)
+        self.metrics = WorkerMetrics(
+            slots=self.capabilities.max_concurrent_jobs,
+            gpu_memory_mb=self.capabilities.gpu_memory_mb,
+            live_transfers=self.channels.live_stats,
+            publish_summary=config.publish_job_summary,
+        )
+        self.channels.on_transfer_closed = self.metrics.transfer_closed
         self.identity = ResumeSecret(config.workdir, config.peer_id)
         self.signaling = SignalingClient(
             config.server_url,
@@ -103,6 +113,8 @@ class WorkerHost:
             await asyncio.to_thread(shutil.rmtree, jobs, True)
         jobs.mkdir(parents=True, exist_ok=True)
         self.outbox.start()
+        if self.config.metrics_port is not None:
+            await self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
         try:
             await self.signaling.connect(timeout=connect_timeout)
         except TimeoutError:
@@ -140,6 +152,7 @@ class WorkerHost:
         await self.runs.shutdown()
         await self.outbox.close()
         await self.channels.close_all()
+        await self.metrics.close()
         for task in list(self._tasks):
             task.cancel()
         if self._timer is not None:
@@ -157,6 +170,8 @@ class WorkerHost:
         except Exception:
             log.exception("the core failed on %r; state kept", event)
             return
+        for update in self.metrics.observe(instructions, asyncio.get_running_loop().time()):
+            self.outbox.update_metadata(update)  # the dashboard's job summary (worker/summary.py)
         for instruction in instructions:
             try:
                 self._execute(instruction)

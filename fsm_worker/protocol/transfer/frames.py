@@ -220,6 +220,16 @@ for _kind in (str, int, bool):
     _converter.register_structure_hook(_kind, _strict(_kind))
 
 
+def _strings(value: Any, _type: Any) -> list[str]:
+    """Only a JSON array of strings is a list (cattrs alone would take a string's characters or a dict's keys)."""
+    if type(value) is not list or not all(type(item) is str for item in value):
+        raise TypeError(f"expected an array of strings, got {type(value).__name__}")
+    return list(value)
+
+
+_converter.register_structure_hook_func(lambda kind: kind == list[str], _strings)
+
+
 def _format_exception(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, ValueError) and str(exc):
         return f"invalid value ({exc})"

@@ -36,10 +36,10 @@ from fsm_worker.protocol.client.errors import (
     WorkerRefusedError,
 )
 from fsm_worker.protocol.client.events import ClientTimeouts
+from fsm_worker.protocol.errors import MessageError
 from fsm_worker.protocol.messages import (
     JobRequest,
     Message,
-    ProtocolError,
     Requirements,
     UnknownMessage,
     parse_message,
@@ -223,7 +223,7 @@ class JobClient:
     def _on_message(self, sender: str, payload: dict[str, Any]) -> None:
         try:
             message = parse_message(payload)
-        except ProtocolError as error:
+        except MessageError as error:
             log.warning("invalid message from %s: %s", sender, error)
             return
         if isinstance(message, UnknownMessage):

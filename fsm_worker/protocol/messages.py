@@ -1,7 +1,7 @@
 """Typed application messages and their one wire format.
 
 Every payload that travels inside a peer message is one of the frozen attrs classes below. `parse_message`
-turns a dict from the wire into a typed message (or raises `ProtocolError` naming the offending field);
+turns a dict from the wire into a typed message (or raises `MessageError` naming the offending field);
 `to_wire` turns a typed message back into exactly the documented JSON shape (see docs/protocol.md).
 """
 
@@ -16,37 +16,30 @@ import attrs
 import cattrs
 import cattrs.gen
 
+from fsm_worker.protocol.errors import MessageError
+
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 64 * 1024
 
 
-class ProtocolError(ValueError):
-    """A payload that does not follow the wire contract; `field` names the offending part."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
 def _identifier(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise ProtocolError(attribute.name, f"must be 1-{MAX_ID_LENGTH} printable characters")
+        raise MessageError(attribute.name, f"must be 1-{MAX_ID_LENGTH} printable characters")
 
 
 def _bounded_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if len(value) > MAX_TEXT_LENGTH:
-        raise ProtocolError(attribute.name, f"longer than {MAX_TEXT_LENGTH} characters")
+        raise MessageError(attribute.name, f"longer than {MAX_TEXT_LENGTH} characters")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
-        raise ProtocolError(attribute.name, "must not be negative")
+        raise MessageError(attribute.name, "must not be negative")
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ProtocolError(attribute.name, "must be between 0 and 1")
+        raise MessageError(attribute.name, "must be between 0 and 1")
 
 
 # --- the messages -------------------------------------------------------------------------------------------
@@ -72,12 +65,12 @@ class Requirements:
 
 def _sha256_hex(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
-        raise ProtocolError(attribute.name, "must be 64 lowercase hex digits (a sha256)")
+        raise MessageError(attribute.name, "must be 64 lowercase hex digits (a sha256)")
 
 
 def _job_key(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not 16 <= len(value) <= MAX_ID_LENGTH:
-        raise ProtocolError(attribute.name, f"must be 16-{MAX_ID_LENGTH} characters")
+        raise MessageError(attribute.name, f"must be 16-{MAX_ID_LENGTH} characters")
 
 
 MAX_METRIC_FIELDS = 32
@@ -87,10 +80,10 @@ def _metric_extra(
     instance: object, attribute: attrs.Attribute[dict[str, float]], value: dict[str, float]
 ) -> None:
     if len(value) > MAX_METRIC_FIELDS:
-        raise ProtocolError(attribute.name, f"more than {MAX_METRIC_FIELDS} entries")
+        raise MessageError(attribute.name, f"more than {MAX_METRIC_FIELDS} entries")
     for key, number in value.items():
         if not key or len(key) > 64 or not isinstance(number, int | float) or isinstance(number, bool):
-            raise ProtocolError(attribute.name, "names must be 1-64 characters and values numbers")
+            raise MessageError(attribute.name, "names must be 1-64 characters and values numbers")
 
 
 @attrs.frozen
@@ -364,38 +357,38 @@ _converter.register_unstructure_hook(
 M = TypeVar("M", bound=Message)
 
 
-def _locate(error: BaseException, path: tuple[str, ...] = ()) -> ProtocolError:
-    """Turn a (nested) structuring error into a `ProtocolError` whose field is the dotted path to the culprit."""
-    if isinstance(error, ProtocolError):
-        return ProtocolError(".".join((*path, error.field)), error.message)
+def _locate(error: BaseException, path: tuple[str, ...] = ()) -> MessageError:
+    """Turn a (nested) structuring error into a `MessageError` whose field is the dotted path to the culprit."""
+    if isinstance(error, MessageError):
+        return MessageError(".".join((*path, error.field)), error.message)
     if isinstance(error, cattrs.ClassValidationError):
         noted, _ = error.group_exceptions()
         if noted:
             inner, note = noted[0]
             return _locate(inner, (*path, str(note.name)))
     if isinstance(error, KeyError):
-        return ProtocolError(".".join(path) or "payload", "required field missing")
+        return MessageError(".".join(path) or "payload", "required field missing")
     if isinstance(error, cattrs.BaseValidationError) and error.exceptions:
         return _locate(error.exceptions[0], path)
     reason = str(error) if isinstance(error, TypeError | ValueError) else "invalid value"
-    return ProtocolError(".".join(path) or "payload", reason)
+    return MessageError(".".join(path) or "payload", reason)
 
 
 def structure(payload: dict[str, Any], cls: type[M]) -> M:
-    """Build `cls` from a wire dict, or raise `ProtocolError` naming the field."""
+    """Build `cls` from a wire dict, or raise `MessageError` naming the field."""
     try:
         return _converter.structure(payload, cls)
-    except (cattrs.BaseValidationError, ProtocolError) as error:
+    except (cattrs.BaseValidationError, MessageError) as error:
         raise _locate(error) from None
 
 
 def parse_message(payload: object) -> Message | UnknownMessage:
-    """One entry point from the wire: a dict → a typed message, `UnknownMessage`, or `ProtocolError`."""
+    """One entry point from the wire: a dict → a typed message, `UnknownMessage`, or `MessageError`."""
     if not isinstance(payload, dict):
-        raise ProtocolError("payload", f"expected an object, got {type(payload).__name__}")
+        raise MessageError("payload", f"expected an object, got {type(payload).__name__}")
     kind = payload.get("app_message_type")
     if not isinstance(kind, str) or not kind:
-        raise ProtocolError("app_message_type", "missing or not a string")
+        raise MessageError("app_message_type", "missing or not a string")
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         return UnknownMessage(kind[:MAX_ID_LENGTH], payload)

@@ -231,7 +231,7 @@ def agree(valid: bool, parsed: bool, value: object) -> bool:
 def parses(parse: Any, value: object) -> bool:
     try:
         parse(value)
-    except (messages.ProtocolError, ValueError):
+    except (messages.MessageError, ValueError):
         return False
     return True
 

@@ -23,8 +23,8 @@ from fsm_worker.protocol.messages import (
     JobResult,
     JobStatus,
     JobStop,
+    MessageError,
     Metrics,
-    ProtocolError,
     Requirements,
     ReservationExpired,
     RtcAnswer,
@@ -187,7 +187,7 @@ def test_unknown_type_is_its_own_outcome() -> None:
     ],
 )
 def test_protocol_errors_name_the_field(payload: object, field: str, reason: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(MessageError) as caught:
         parse_message(payload)
     assert (caught.value.field, caught.value.message) == (field, reason)
 
@@ -208,7 +208,7 @@ json_values = st.recursive(
 def test_parse_never_raises_anything_but_protocol_error(kind: str, body: dict[str, Any]) -> None:
     try:
         message = parse_message({**body, "app_message_type": kind})
-    except ProtocolError as error:
+    except MessageError as error:
         assert error.field
     else:
         assert to_wire(message)["app_message_type"] == kind

@@ -71,7 +71,7 @@ class WireCheck:
         self.check(schema, {**data, "payload": {"app_message_type": "job_cancel", "job_id": "x"}}, where)
         try:
             parsed = messages.parse_message(payload)
-        except messages.ProtocolError:
+        except messages.MessageError:
             return
         if isinstance(parsed, messages.Message):
             self.check(type(parsed).__name__, payload, f"{where}: payload")

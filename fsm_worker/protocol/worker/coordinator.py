@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from transitions import Machine
 
+from fsm_worker.protocol.errors import MessageError
 from fsm_worker.protocol.messages import (
     AppError,
     JobAssignment,
@@ -22,7 +23,6 @@ from fsm_worker.protocol.messages import (
     JobRequest,
     JobStop,
     JobSync,
-    ProtocolError,
     RtcOffer,
     UnknownMessage,
     parse_message,
@@ -172,7 +172,7 @@ class JobCoordinator(CoordinatorActions):
         sender, payload = event.sender, event.payload
         try:
             message = parse_message(payload)
-        except ProtocolError as error:
+        except MessageError as error:
             job_id = payload.get("job_id") if isinstance(payload, dict) else None
             log.warning("invalid message from %s: %s", sender, error)
             self._send(

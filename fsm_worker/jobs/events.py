@@ -6,7 +6,9 @@ from typing import Any
 
 import attrs
 
+from fsm_worker.jobs.metrics import to_metrics
 from fsm_worker.jobs.spec import ErrorCode
+from fsm_worker.protocol.messages import Metrics
 
 
 @attrs.frozen
@@ -24,6 +26,11 @@ class RunProgress:
     message: str = ""
     metrics: dict[str, Any] = attrs.field(factory=dict)
 
+    @property
+    def wire_metrics(self) -> Metrics | None:
+        """The metrics as the wire's typed ``Metrics`` (``job_status.metrics``)."""
+        return to_metrics(self.metrics)
+
 
 @attrs.frozen
 class RunSucceeded:
@@ -32,12 +39,20 @@ class RunSucceeded:
     model_size_mb: float | None
     output_files: tuple[str, ...] = ()
     metrics: dict[str, Any] = attrs.field(factory=dict)
+    stopped_early: bool = False  # a graceful stop ended the run; its outputs are kept
+
+    @property
+    def wire_metrics(self) -> Metrics | None:
+        """The metrics as the wire's typed ``Metrics`` (``job_complete.metrics``)."""
+        return to_metrics(self.metrics)
 
 
 @attrs.frozen
 class RunFailed:
+    """``code`` is an ``ErrorCode`` or a job type's own code (``[A-Z][A-Z0-9_]*``)."""
+
     job_id: str
-    code: ErrorCode
+    code: ErrorCode | str
     message: str
     recoverable: bool
 

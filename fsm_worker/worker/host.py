@@ -60,6 +60,7 @@ from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.config import IceServerConfig, make_configuration
 from fsm_worker.shells.rtc.loopback import use_loopback_candidates
 from fsm_worker.shells.rtc.session import IncomingChannel, RtcSetupError, create_answer
+from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
 from fsm_worker.shells.runner.runner import JobRunner
 from fsm_worker.shells.signaling import SendResult, SendStatus, SignalingClient
 from fsm_worker.shells.transfer.flow import TransferTuning
@@ -96,6 +97,7 @@ class WorkerConfig:
     shutdown_timeout: float = 300.0
     loopback_only: bool = False  # 127.0.0.1 as the only ICE host candidate (tests, the demo)
     rtc_fast_path: str | None = None  # "loopback" or "lan": larger SCTP packets when the peer offers them too
+    job_env_allow: tuple[str, ...] = ()  # more worker variables (names or PREFIX*) a job may see
 
 
 class WorkerHost:
@@ -123,7 +125,12 @@ class WorkerHost:
             estimator=self._estimate,
             check_config=self._check_config,
         )
-        self.runner = JobRunner(self.registry, timeout=config.job_timeout, kill_grace=config.kill_grace)
+        self.runner = JobRunner(
+            self.registry,
+            timeout=config.job_timeout,
+            kill_grace=config.kill_grace,
+            env_allow=(*DEFAULT_ALLOW, *config.job_env_allow),
+        )
         self.store = ContentStore(config.workdir / "store")
         self.signaling = SignalingClient(
             config.server_url,
@@ -440,7 +447,7 @@ class WorkerHost:
 
     def _check_config(self, request: JobRequest) -> list[str]:
         try:
-            self.registry.validate(request.job_type, request.config)
+            self.registry.validate(request.job_type, request.config, request.inputs)
         except JobInputInvalid as error:
             return [str(error)]
         return []

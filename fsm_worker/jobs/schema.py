@@ -84,14 +84,14 @@ def _field(default: Any, spec: FieldSpec) -> Any:
     return attrs.field(default=default, metadata={SCHEMA_KEY: spec})
 
 
-def integer(default: int | None, minimum: int, maximum: int, help: str = "", optional: bool = False) -> Any:
-    return _field(default, FieldSpec("integer", help, minimum, maximum, optional=optional))
+def integer(default: int | None, minimum: int, maximum: int, help: str = "") -> Any:
+    """An integer in [minimum, maximum]; with ``default=None`` the field may be left out (or null)."""
+    return _field(default, FieldSpec("integer", help, minimum, maximum, optional=default is None))
 
 
-def number(
-    default: float | None, minimum: float, maximum: float, help: str = "", optional: bool = False
-) -> Any:
-    return _field(default, FieldSpec("number", help, minimum, maximum, optional=optional))
+def number(default: float | None, minimum: float, maximum: float, help: str = "") -> Any:
+    """A finite number in [minimum, maximum]; with ``default=None`` the field may be left out (or null)."""
+    return _field(default, FieldSpec("number", help, minimum, maximum, optional=default is None))
 
 
 def boolean(default: bool, help: str = "") -> Any:

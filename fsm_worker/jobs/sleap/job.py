@@ -99,6 +99,8 @@ def final_metrics(log_csv: Path) -> dict[str, float]:
             out[key] = float(value)
         except (TypeError, ValueError):
             continue
+    if "epoch" in out:
+        out["epoch"] += 1  # sleap-nn's log counts epochs from 0
     return dict(list(out.items())[:30])
 
 

@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rows", type=int, help="rows in the generated dataset (20000)")
     demo.add_argument("--epochs", type=int, help="training epochs (30)")
+    demo.add_argument(
+        "--sleap", action="store_true", help="train a tiny real SLEAP model (needs the sleap extra)"
+    )
 
     diagram = command("diagram", "Regenerate the state diagrams from the transition table.")
     diagram.add_argument("--out", help="directory (default: the repository's diagrams/)")
@@ -348,6 +351,11 @@ def cmd_demo(settings: Settings) -> int:
 
     workdir_setting = settings.get("workdir", None, optional(str))
     workdir = Path(workdir_setting) if workdir_setting else Path(tempfile.mkdtemp(prefix="fsm-demo-"))
+    if settings.get("sleap", False, bool):
+        from fsm_worker.demo import run_sleap_demo
+
+        asyncio.run(run_sleap_demo(workdir, epochs=settings.get("epochs", 3, int)))
+        return 0
     asyncio.run(
         run_demo(workdir, rows=settings.get("rows", 20_000, int), epochs=settings.get("epochs", 30, int))
     )

@@ -192,3 +192,11 @@ async def test_bad_config_and_non_slp_input_refused_at_request_time(room: Room, 
     assert "movie.h5" in reply["details"][0] and ".slp" in reply["details"][0]
     assert worker.status is WorkerStatus.AVAILABLE
     assert not any((worker.config.workdir / "jobs").iterdir())  # nothing was uploaded or created
+
+
+async def test_demo_trains_a_tiny_sleap_model(tmp_path: Path) -> None:
+    assert sleap_available()
+    from fsm_worker.demo import run_sleap_demo
+
+    outcome = await run_sleap_demo(tmp_path / "demo", epochs=1)
+    assert "best.ckpt" in {path.name for path in outcome.files} and outcome.model_size_mb

@@ -227,7 +227,7 @@ async def test_job_type_error_code_passes_through(kit_runner: JobRunner, tmp_pat
         await kit_runner.start(spec, rec)
         end = await rec.terminal()
         assert isinstance(end, RunFailed) and end.code == "GPU_LOST" and end.recoverable is recoverable
-        assert "the GPU fell off" in end.message
+        assert end.message.startswith("the GPU fell off") and "output tail:\nabout to fail" in end.message
 
 
 async def test_soft_stop_keeps_outputs_and_succeeds(kit_runner: JobRunner, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ elif mode == "env":
     print(json.dumps({"event": "result", "metrics": {}}))
     Path("outputs", "env.json").write_text(json.dumps(dict(os.environ)))
 elif mode == "error":
+    print("\x1b[31mabout to fail\x1b[0m", flush=True)
     line = {"event": "error", "code": sys.argv[2], "message": "the GPU fell off"}
     if len(sys.argv) > 3:
         line["recoverable"] = True

@@ -132,7 +132,7 @@ async def test_soft_stop_keeps_a_loadable_checkpoint(labels: Path, tmp_path: Pat
     end = events[-1]
     assert isinstance(end, RunSucceeded) and end.stopped_early, end
     assert "model/best.ckpt" in end.output_files
-    epochs = [e.metrics.get("epoch") for e in events if isinstance(e, RunProgress)]
+    epochs = [e.metrics["epoch"] for e in events if isinstance(e, RunProgress) and "epoch" in e.metrics]
     assert max(epochs) < LONG["max_epochs"]
     load = "import sys, torch; c = torch.load(sys.argv[1], weights_only=False); print(len(c['state_dict']))"
     checked = subprocess.run([sys.executable, "-c", load, str(spec.outputs_dir / "model" / "best.ckpt")],

@@ -151,6 +151,7 @@ class JobRunner:
             run.proc = asyncio.subprocess.Process(run.transport, run.protocol, loop)
             run.scope = RunScope(run.proc.pid, run.token)
         except OSError as exc:
+            await self._close_channel(run)
             message = f"cannot start {argv[0]!r}: {exc}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.HANDLER_ERROR, message, False))
             return

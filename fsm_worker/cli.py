@@ -217,8 +217,13 @@ def cmd_demo(settings: Settings) -> int:
     from fsm_worker.demo import run_demo
 
     options = settings.build(DemoOptions, command_settings("demo", DemoOptions))
-    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="fsm-demo-"))
-    asyncio.run(run_demo(workdir.absolute(), rows=options.rows, epochs=options.epochs))
+    workdir = (options.workdir or Path(tempfile.mkdtemp(prefix="fsm-demo-"))).absolute()
+    if options.sleap:
+        from fsm_worker.demo import run_sleap_demo
+
+        asyncio.run(run_sleap_demo(workdir, epochs=3 if options.epochs == 30 else options.epochs))
+        return 0
+    asyncio.run(run_demo(workdir, rows=options.rows, epochs=options.epochs))
     return 0
 
 

@@ -128,6 +128,10 @@ class DemoOptions:
     )
     rows: int = attrs.field(default=20_000, metadata={"help": "rows in the generated dataset"})
     epochs: int = attrs.field(default=30, metadata={"help": "training epochs"})
+    sleap: bool = attrs.field(
+        default=False,
+        metadata={"help": "train a tiny real SLEAP model instead (needs `pip install 'fsm-worker[sleap]'`)"},
+    )
 
 
 @attrs.frozen

@@ -6,7 +6,9 @@ import json
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
+import attrs
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +32,43 @@ def _describe(message: Message) -> str:
 
 async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs: int = 30) -> JobOutcome:
     """Run the whole protocol once on loopback, narrating it; return the job's outcome."""
+    return await _run(
+        workdir, DemoJob("train-demo", {"epochs": epochs, "learning_rate": 0.01}, rows, features)
+    )
+
+
+async def run_sleap_demo(workdir: Path, epochs: int = 3) -> JobOutcome:
+    """The same with ``sleap-train``: a tiny real SLEAP model trained on a synthetic ``.pkg.slp``."""
+    from fsm_worker.jobs.sleap import sleap_available
+
+    if not sleap_available():
+        raise SystemExit("fsm-worker demo --sleap needs the sleap extra: pip install 'fsm-worker[sleap]'")
+    return await _run(workdir, DemoJob("sleap-train", {**TINY_SLEAP, "max_epochs": epochs}))
+
+
+#: A single-instance UNet small enough to train in seconds on a CPU.
+TINY_SLEAP = {"batch_size": 2, "steps_per_epoch": 5, "filters": 8, "filters_rate": 2.0, "max_stride": 8,
+              "output_stride": 4, "learning_rate": 1e-3}  # fmt: skip
+
+
+@attrs.frozen
+class DemoJob:
+    job_type: str
+    config: dict[str, Any]
+    rows: int = 0
+    features: int = 0
+
+    def dataset(self, workdir: Path) -> tuple[Path, str]:
+        if self.job_type == "sleap-train":
+            from fsm_worker.jobs.sleap.synthetic import make_labels
+
+            path = make_labels(workdir / "tiny.pkg.slp")
+            return path, f"20 synthetic labelled frames, {path.stat().st_size / 1e3:.0f} kB"
+        path = generate_sample_csv(workdir / "dataset.csv", rows=self.rows, features=self.features, seed=7)
+        return path, f"{self.rows:,} rows x {self.features} features, {path.stat().st_size / 1e6:.1f} MB"
+
+
+async def _run(workdir: Path, demo: DemoJob) -> JobOutcome:
     console = Console(highlight=False)
     timings: dict[str, float] = {}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -67,12 +106,9 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
         )
 
         mark = time.perf_counter()
-        dataset = generate_sample_csv(workdir / "dataset.csv", rows=rows, features=features, seed=7)
+        dataset, described = demo.dataset(workdir)
         timings["generate dataset"] = time.perf_counter() - mark
-        console.print(
-            f"dataset           {dataset} ({rows:,} rows x {features} features, "
-            f"{dataset.stat().st_size / 1e6:.1f} MB)"
-        )
+        console.print(f"dataset           {dataset} ({described})")
 
         async with JobClient(server.url, token, "demo-client", loopback_only=True, trace=trace) as client:
             workers = await client.discover_workers({"properties": {"status": "available"}})
@@ -80,8 +116,7 @@ async def run_demo(workdir: Path, rows: int = 20_000, features: int = 8, epochs:
                 f"discovery         {len(workers)} available worker(s): {', '.join(w.peer_id for w in workers)}"
             )
             console.print("\n[bold]protocol[/bold] (peer messages through the signaling server)")
-            job_config = {"epochs": epochs, "learning_rate": 0.01}
-            job = await client.submit("train-demo", job_config, [dataset])
+            job = await client.submit(demo.job_type, demo.config, [dataset])
             console.print(
                 f"  data channel open, {len(job.uploaded)} input file(s) uploaded and verified (sha256)\n"
             )
@@ -111,7 +146,7 @@ def _summary(console: Console, outcome: JobOutcome, timings: dict[str, float]) -
     for name, seconds in phases.items():
         table.add_row(name, f"{seconds:.3f}")
     console.print(table)
-    model = next((path for path in outcome.files if path.suffix == ".npz"), None)
+    model = next((path for path in outcome.files if path.suffix in (".npz", ".ckpt")), None)
     metrics_file = next((path for path in outcome.files if path.name == "metrics.json"), None)
     if metrics_file is not None:
         final = json.loads(metrics_file.read_text()).get("final", {})

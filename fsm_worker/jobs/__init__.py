@@ -1,5 +1,8 @@
-"""Job execution: worker-configured job types, a supervised subprocess runner and the demo job."""
+"""Job execution: worker-configured job types, the kit to write them, a supervised subprocess runner."""
 
+from fsm_worker.jobs.metrics import to_metrics
+from fsm_worker.jobs.parsers import AnyOf, JsonLines, OutputParser, TqdmBar
+from fsm_worker.jobs.plugins import ENTRY_POINT_GROUP, add_entry_point_job_types, add_job_types_from
 from fsm_worker.jobs.progress import RateLimiter
 from fsm_worker.jobs.registry import (
     Command,
@@ -7,8 +10,19 @@ from fsm_worker.jobs.registry import (
     JobTypeRegistry,
     Launch,
     PythonCall,
+    SideChannel,
     StaticCommandHandler,
     default_registry,
+)
+from fsm_worker.jobs.schema import (
+    boolean,
+    choice,
+    describe_schema,
+    integer,
+    name,
+    number,
+    parse_config,
+    string,
 )
 from fsm_worker.jobs.spec import (
     ErrorCode,
@@ -16,6 +30,7 @@ from fsm_worker.jobs.spec import (
     JobInputError,
     JobInputInvalid,
     JobSpec,
+    JobTypeError,
     UnknownJobType,
 )
 from fsm_worker.protocol.worker.events import (
@@ -28,10 +43,13 @@ from fsm_worker.protocol.worker.events import (
     RunSucceeded,
     TerminalEvent,
 )
-from fsm_worker.shells.runner.runner import EventSink, JobAlreadyRunning, JobRunner
+from fsm_worker.shells.runner.run import EventSink
+from fsm_worker.shells.runner.runner import JobAlreadyRunning, JobRunner
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "TERMINAL_EVENTS",
+    "AnyOf",
     "Command",
     "ErrorCode",
     "EventSink",
@@ -42,8 +60,11 @@ __all__ = [
     "JobInputInvalid",
     "JobRunner",
     "JobSpec",
+    "JobTypeError",
     "JobTypeRegistry",
+    "JsonLines",
     "Launch",
+    "OutputParser",
     "PythonCall",
     "RateLimiter",
     "RunEvent",
@@ -52,8 +73,21 @@ __all__ = [
     "RunStarted",
     "RunStopped",
     "RunSucceeded",
+    "SideChannel",
     "StaticCommandHandler",
     "TerminalEvent",
+    "TqdmBar",
     "UnknownJobType",
+    "add_entry_point_job_types",
+    "add_job_types_from",
+    "boolean",
+    "choice",
     "default_registry",
+    "describe_schema",
+    "integer",
+    "name",
+    "number",
+    "parse_config",
+    "string",
+    "to_metrics",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -14,6 +15,7 @@ import attrs
 MAX_MESSAGE_CHARS = 500
 MAX_METRICS = 32
 MAX_KEY_CHARS = 64
+ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 T = TypeVar("T")
 
@@ -33,8 +35,11 @@ class ResultLine:
 
 @attrs.frozen
 class ErrorLine:
+    """A job-type error code (``[A-Z][A-Z0-9_]*``, at most 64 characters) passed through with ``recoverable``."""
+
     code: str
     message: str = ""
+    recoverable: bool | None = None
 
 
 ParsedLine = ProgressLine | ResultLine | ErrorLine
@@ -98,8 +103,12 @@ def parse_line(raw: bytes | str) -> ParsedLine | None:
             return None
         return ResultLine(model_file, metrics)
     if event == "error":
-        code = obj.get("code")
-        return ErrorLine(code, message) if isinstance(code, str) else None
+        code, recoverable = obj.get("code"), obj.get("recoverable")
+        if not isinstance(code, str) or not ERROR_CODE.fullmatch(code):
+            return None
+        if recoverable is not None and not isinstance(recoverable, bool):
+            return None
+        return ErrorLine(code, message, recoverable)
     return None
 
 

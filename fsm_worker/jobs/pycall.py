@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fsm_worker.jobs.registry import resolve_target
+from fsm_worker.jobs.launch import resolve_target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,74 +6,48 @@ from its own configuration plus the validated config values and the uploaded inp
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from fsm_worker.jobs.config import check_config_keys
+from fsm_worker.jobs.launch import (
+    Command,
+    Launch,
+    PythonCall,
+    SideChannel,
+    argv_tuple,
+    resolve_object,
+    resolve_target,
+)
 from fsm_worker.jobs.spec import JobSpec, UnknownJobType
+from fsm_worker.protocol.messages import InputFile
 
+log = logging.getLogger(__name__)
 
-def _argv(value: Any) -> tuple[str, ...]:
-    argv = tuple(str(part) for part in value)
-    if not argv:
-        raise ValueError("argv must not be empty")
-    return argv
-
-
-@attrs.frozen
-class Command:
-    """A process to run: ``argv`` with ``env`` added to the worker's environment (or replacing it)."""
-
-    argv: tuple[str, ...] = attrs.field(converter=_argv)
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    inherit_env: bool = True
-
-
-def _callable_target(value: str | Callable[..., Any]) -> str:
-    if isinstance(value, str):
-        target = value
-    else:
-        module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
-        if not module or module == "__main__" or "<" in qualname:
-            raise ValueError(f"{value!r} is not importable by module path")
-        target = f"{module}:{qualname}"
-    if target.count(":") != 1 or not all(target.split(":")):
-        raise ValueError(f"target must look like 'package.module:function', got {target!r}")
-    return target
-
-
-@attrs.frozen
-class PythonCall:
-    """An importable callable run as ``python -u -m fsm_worker.jobs.pycall`` with JSON keyword args.
-
-    The callable reports through ``fsm_worker.jobs.report``; returning normally means success.
-    """
-
-    target: str = attrs.field(converter=_callable_target)
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    env: Mapping[str, str] = attrs.field(factory=dict)
-
-
-Launch = Command | PythonCall
-
-
-def resolve_target(target: str) -> Callable[..., Any]:
-    """Import ``package.module:qualname`` and return the object it names."""
-    module_name, qualname = target.split(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{target} is not callable")
-    return obj  # type: ignore[no-any-return]
+__all__ = [
+    "Command",
+    "JobHandler",
+    "JobTypeRegistry",
+    "Launch",
+    "PythonCall",
+    "SideChannel",
+    "StaticCommandHandler",
+    "default_registry",
+    "resolve_object",
+    "resolve_target",
+]
 
 
 @runtime_checkable
 class JobHandler(Protocol):
-    """One job type. ``validate_config`` and ``build`` raise ``JobConfigError`` / ``JobInputError``."""
+    """One job type. ``validate_config`` and ``build`` raise ``JobConfigError`` / ``JobInputError``.
+
+    Optional methods the registry uses when present: ``validate_inputs(manifest, config)`` (the request's
+    input manifest, checked before any byte moves) and ``describe()`` (a JSON-able schema for discovery).
+    """
 
     def validate_config(self, config: Mapping[str, Any]) -> None:
         """Check the client's config without touching files (usable at request time)."""
@@ -89,7 +63,7 @@ class JobHandler(Protocol):
 class StaticCommandHandler:
     """A job type whose command is fixed by the worker's configuration; it accepts no config fields."""
 
-    argv: tuple[str, ...] = attrs.field(converter=_argv)
+    argv: tuple[str, ...] = attrs.field(converter=argv_tuple)
     env: Mapping[str, str] = attrs.field(factory=dict)
     minutes: float = 1.0
 
@@ -122,11 +96,31 @@ class JobTypeRegistry:
         except KeyError:
             raise UnknownJobType(job_type) from None
 
-    def validate(self, job_type: str, config: Mapping[str, Any]) -> float:
-        """Validate a request's type and config; return the estimated minutes."""
+    def validate(
+        self, job_type: str, config: Mapping[str, Any], inputs: Sequence[InputFile] | None = None
+    ) -> float:
+        """Validate a request's type, config and (when the client sent one) input manifest.
+
+        Returns the estimated minutes; raises ``JobInputInvalid`` (naming the field or file) otherwise.
+        """
         handler = self.get(job_type)
         handler.validate_config(config)
+        check_inputs = getattr(handler, "validate_inputs", None)
+        if inputs is not None and callable(check_inputs):
+            check_inputs(tuple(inputs), config)
         return handler.estimate_minutes(config)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Per job type a small JSON-able description (its config fields, accepted inputs), for discovery."""
+        out: dict[str, dict[str, Any]] = {}
+        for job_type, handler in sorted(self._handlers.items()):
+            describe = getattr(handler, "describe", None)
+            try:
+                out[job_type] = dict(describe()) if callable(describe) else {}
+            except Exception:
+                log.exception("job type %r: describe() failed", job_type)
+                out[job_type] = {}
+        return out
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
@@ -138,10 +132,13 @@ class JobTypeRegistry:
         return iter(self.names())
 
 
-def default_registry() -> JobTypeRegistry:
-    """A registry holding the built-in job types (currently ``train-demo``)."""
-    from fsm_worker.jobs.train_demo import TRAIN_DEMO, TrainDemoHandler
+def default_registry(*, plugins: bool = True) -> JobTypeRegistry:
+    """The built-in job types (``train-demo``; ``sleap-train``/``sleap-track`` where sleap-nn is installed)
+    plus every job type installed under the ``fsm_worker.job_types`` entry-point group."""
+    from fsm_worker.jobs.plugins import add_builtin_job_types, add_entry_point_job_types
 
     registry = JobTypeRegistry()
-    registry.register(TRAIN_DEMO, TrainDemoHandler())
+    add_builtin_job_types(registry)
+    if plugins:
+        add_entry_point_job_types(registry)
     return registry

@@ -22,6 +22,10 @@ def report_result(model_file: str | None = None, metrics: dict[str, Any] | None 
     _write({"event": "result", "model_file": model_file, "metrics": metrics or {}})
 
 
-def report_error(code: str, message: str) -> None:
-    """Classify a failure before exiting non-zero; ``INPUT_INVALID`` is the code the runner honours."""
-    _write({"event": "error", "code": code, "message": message})
+def report_error(code: str, message: str, recoverable: bool | None = None) -> None:
+    """Classify a failure before exiting non-zero: ``code`` (``[A-Z][A-Z0-9_]*``) and ``recoverable`` pass
+    through to ``job_failed`` (``INPUT_INVALID`` is never recoverable)."""
+    line: dict[str, Any] = {"event": "error", "code": code, "message": message}
+    if recoverable is not None:
+        line["recoverable"] = recoverable
+    _write(line)

@@ -25,6 +25,11 @@ def _copy_config(value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
+def _absolute(value: str | Path) -> Path:
+    """Absolute: the job runs with its cwd in ``workdir``, so a relative path would point elsewhere."""
+    return Path(value).absolute()
+
+
 @attrs.frozen
 class JobSpec:
     """One job to run: ``workdir/inputs`` holds the uploads, the job writes ``workdir/outputs``."""
@@ -32,7 +37,7 @@ class JobSpec:
     job_id: str
     job_type: str
     config: Mapping[str, Any] = attrs.field(converter=_copy_config)
-    workdir: Path = attrs.field(converter=Path)
+    workdir: Path = attrs.field(converter=_absolute)
 
     @property
     def inputs_dir(self) -> Path:
@@ -41,6 +46,15 @@ class JobSpec:
     @property
     def outputs_dir(self) -> Path:
         return self.workdir / "outputs"
+
+
+class JobTypeError(Exception):
+    """A job type's own failure (from ``build``): ``code`` and ``recoverable`` pass through to ``job_failed``."""
+
+    def __init__(self, code: str, message: str, *, recoverable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.recoverable = recoverable
 
 
 class JobInputInvalid(Exception):

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsm_worker.jobs.config import check_config_keys, get_float, get_int, get_name
-from fsm_worker.jobs.registry import Command
+from fsm_worker.jobs.launch import Command
 from fsm_worker.jobs.report import report_error, report_progress, report_result
 from fsm_worker.jobs.spec import ErrorCode, JobConfigError, JobInputError, JobSpec
 

@@ -115,3 +115,11 @@ class WorkerConfig:
             "help": "publish the running job's progress and metrics as `metadata.job` (the dashboard reads it)"
         },
     )
+    job_env_allow: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=tuple,
+        metadata={
+            "help": "more worker environment variables (names or PREFIX*) a job may see, beyond the "
+            "allow-list (PATH, HOME, locale, CUDA/GPU); FSM_WORKER_* never reach a job"
+        },
+    )

@@ -56,7 +56,11 @@ class WorkerHost:
             check_config=job_types.check_config,
         )
         self.runs = JobRuns(
-            self.registry, self._feed, timeout=config.job_timeout, kill_grace=config.kill_grace
+            self.registry,
+            self._feed,
+            timeout=config.job_timeout,
+            kill_grace=config.kill_grace,
+            env_allow=config.job_env_allow,
         )
         self.rtc_options = RtcOptions.from_settings(
             config.ice_servers, loopback_only=config.loopback_only, fast_path=config.rtc_fast_path

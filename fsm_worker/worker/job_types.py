@@ -27,7 +27,7 @@ class ConfiguredJobTypes:
     def check_config(self, request: JobRequest) -> list[str]:
         """What is wrong with the job's config (empty: nothing)."""
         try:
-            self.registry.validate(request.job_type, request.config)
+            self.registry.validate(request.job_type, request.config, request.inputs)
         except JobInputInvalid as error:
             return [str(error)]
         return []

@@ -9,16 +9,26 @@ from fsm_worker import logs
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobSpec
 from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunStopped
-from fsm_worker.shells.runner.runner import EventSink, JobRunner
+from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
+from fsm_worker.shells.runner.run import EventSink
+from fsm_worker.shells.runner.runner import JobRunner
 
 
 class JobRuns:
     """One `JobRunner`; the run events it reports go straight to `sink` (the host's feed into the core)."""
 
     def __init__(
-        self, registry: JobTypeRegistry, sink: EventSink, *, timeout: float | None, kill_grace: float
+        self,
+        registry: JobTypeRegistry,
+        sink: EventSink,
+        *,
+        timeout: float | None,
+        kill_grace: float,
+        env_allow: tuple[str, ...] = (),
     ):
-        self.runner = JobRunner(registry, timeout=timeout, kill_grace=kill_grace)
+        self.runner = JobRunner(
+            registry, timeout=timeout, kill_grace=kill_grace, env_allow=(*DEFAULT_ALLOW, *env_allow)
+        )
         self.kill_grace = kill_grace
         self._sink = sink
 

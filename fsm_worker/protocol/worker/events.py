@@ -130,6 +130,7 @@ class RunSucceeded:
     model_size_mb: float | None
     output_files: tuple[str, ...] = ()
     metrics: dict[str, Any] = attrs.field(factory=dict)
+    stopped_early: bool = False  # a graceful stop (`job_stop`) ended the run; its outputs are kept
 
     @property
     def result(self) -> JobResult:
@@ -138,7 +139,7 @@ class RunSucceeded:
 
 @attrs.frozen
 class RunFailed:
-    """``code`` is one of the runner's stable failure codes (`jobs.spec.ErrorCode`, a `str` enum)."""
+    """``code`` is one of the runner's stable failure codes (`jobs.spec.ErrorCode`) or a job type's own."""
 
     job_id: str
     code: str

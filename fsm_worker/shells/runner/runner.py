@@ -1,13 +1,16 @@
 """Run jobs as supervised subprocesses and report ``RunEvent``s.
 
-Each run gets its own process group (``start_new_session``) with unbuffered output. Stdout carries the
-JSON-lines progress channel (``docs/job-progress.md``); stderr is kept as a bounded tail for failure
+Each run gets its own process group (``start_new_session``) with unbuffered output and an allow-listed
+environment (``environment.py``). Stdout is read through the launch's parser (default: the JSON-lines
+progress channel, ``docs/job-progress.md``); a launch's side channel (sleap-nn's ZMQ sockets) may report
+progress too and handle a graceful stop. Plain output and stderr are kept as bounded tails for failure
 messages. A run ends with exactly one terminal event, sent only after every process of its group is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -16,79 +19,37 @@ import shutil
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Iterable
 
-import attrs
-
-from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine, parse_line
-from fsm_worker.jobs.registry import Command, JobTypeRegistry, Launch, PythonCall
-from fsm_worker.jobs.spec import ErrorCode, JobInputInvalid, JobSpec
+from fsm_worker.jobs.launch import Command, Launch, PythonCall, SideChannel
+from fsm_worker.jobs.parsers import JsonLines, ParsedLine
+from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine
+from fsm_worker.jobs.registry import JobTypeRegistry
+from fsm_worker.jobs.spec import ErrorCode, JobInputInvalid, JobSpec, JobTypeError
 from fsm_worker.protocol.worker.events import (
     RunEvent,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
-    RunSucceeded,
     TerminalEvent,
 )
+from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
+from fsm_worker.shells.runner.outcome import outcome, succeeded
+from fsm_worker.shells.runner.output import LINE_LIMIT, OutputState
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
+from fsm_worker.shells.runner.run import EventSink, ExitProtocol, Prepared, Run
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[RunEvent], Awaitable[None] | None]
 
 PROGRESS_EPSILON = 1e-3
-LINE_LIMIT = 256 * 1024
 DRAIN_TIMEOUT = 2.0
+READ_CHUNK = 65536
 
 
 class JobAlreadyRunning(RuntimeError):
     """``start`` was called for a job id that is still running."""
-
-
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Stream protocol that also signals the main process's exit.
-
-    ``Process.wait()`` also waits for the pipes to close, which a descendant may hold open.
-    """
-
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=limit, loop=loop)
-        self.exited: asyncio.Future[None] = loop.create_future()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-
-@attrs.define(eq=False)
-class _Run:
-    spec: JobSpec
-    sink: EventSink
-    timeout: float | None
-    limiter: RateLimiter[RunProgress]
-    proc: asyncio.subprocess.Process | None = None
-    transport: asyncio.SubprocessTransport | None = None
-    protocol: _Protocol | None = None
-    scope: RunScope | None = None
-    token: str = attrs.field(factory=lambda: uuid.uuid4().hex)
-    started_at: float = 0.0
-    started: asyncio.Event = attrs.field(factory=asyncio.Event)
-    done: asyncio.Event = attrs.field(factory=asyncio.Event)
-    stop_requested: bool = False
-    stop_grace: float = 0.0
-    timed_out: bool = False
-    termination: asyncio.Task[None] | None = None
-    supervisor: asyncio.Task[None] | None = None
-    last_progress: float = 0.0
-    result: ResultLine | None = None
-    error: ErrorLine | None = None
-    stderr_tail: bytearray = attrs.field(factory=bytearray)
-    terminal: TerminalEvent | None = None
 
 
 class JobRunner:
@@ -96,7 +57,9 @@ class JobRunner:
 
     ``timeout`` is the default per-run limit in seconds (``None``: unlimited); ``kill_grace`` is the
     SIGTERM→SIGKILL grace used on timeout and by ``shutdown``; ``progress_interval`` bounds the rate of
-    ``RunProgress`` events per run; ``python`` runs ``PythonCall`` launches.
+    ``RunProgress`` events per run; ``python`` runs ``PythonCall`` launches; ``env_allow`` lists the worker
+    variables (names or ``PREFIX*``) a job may see; ``soft_stop_timeout`` bounds a graceful stop before
+    it becomes a plain stop.
     """
 
     def __init__(
@@ -108,6 +71,8 @@ class JobRunner:
         progress_interval: float = 0.25,
         stderr_tail_chars: int = 2000,
         python: str = sys.executable,
+        env_allow: Iterable[str] = DEFAULT_ALLOW,
+        soft_stop_timeout: float = 120.0,
     ) -> None:
         self.registry = registry
         self.timeout = timeout
@@ -115,7 +80,9 @@ class JobRunner:
         self.progress_interval = progress_interval
         self.stderr_tail_chars = stderr_tail_chars
         self.python = python
-        self._runs: dict[str, _Run] = {}
+        self.env_allow = tuple(env_allow)
+        self.soft_stop_timeout = soft_stop_timeout
+        self._runs: dict[str, Run] = {}
         self._closed = False
 
     @property
@@ -134,7 +101,7 @@ class JobRunner:
             raise RuntimeError("job runner is shut down")
         if spec.job_id in self._runs:
             raise JobAlreadyRunning(spec.job_id)
-        run = _Run(spec, on_event, timeout if timeout is not None else self.timeout,
+        run = Run(spec, on_event, timeout if timeout is not None else self.timeout,
                    RateLimiter(self.progress_interval))  # fmt: skip
         self._runs[spec.job_id] = run
         try:
@@ -146,26 +113,33 @@ class JobRunner:
             raise
         await run.started.wait()
 
-    async def _launch(self, run: _Run) -> None:
+    async def _launch(self, run: Run) -> None:
         spec = run.spec
         try:
-            argv, env = await asyncio.to_thread(self._prepare, spec)
-            env[ENV_TAG] = run.token
+            prepared = await asyncio.to_thread(self._prepare, spec)
         except JobInputInvalid as exc:
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.INPUT_INVALID, str(exc), False))
+            return
+        except JobTypeError as exc:
+            await self._finish(run, RunFailed(spec.job_id, exc.code, str(exc), exc.recoverable))
             return
         except Exception as exc:
             log.exception("job %s: handler for %r failed", spec.job_id, spec.job_type)
             message = f"handler error: {type(exc).__name__}: {exc}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.HANDLER_ERROR, message, False))
             return
+        argv, env = prepared.argv, prepared.env
+        env[ENV_TAG] = run.token
+        run.output = OutputState(spec.job_id, prepared.parser, self.stderr_tail_chars)
+        run.soft_stop_signal = prepared.soft_stop_signal
         if run.stop_requested:
             await self._finish(run, RunStopped(spec.job_id))
             return
+        run.channel = await self._open_channel(spec.job_id, prepared.channel)
         loop = asyncio.get_running_loop()
         try:
             run.transport, run.protocol = await loop.subprocess_exec(
-                lambda: _Protocol(LINE_LIMIT, loop),
+                lambda: ExitProtocol(LINE_LIMIT, loop),
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -177,24 +151,44 @@ class JobRunner:
             run.proc = asyncio.subprocess.Process(run.transport, run.protocol, loop)
             run.scope = RunScope(run.proc.pid, run.token)
         except OSError as exc:
+            await self._close_channel(run)
             message = f"cannot start {argv[0]!r}: {exc}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.HANDLER_ERROR, message, False))
             return
         run.started_at = time.monotonic()
         if run.stop_requested:
             self._begin_termination(run, run.stop_grace)
+        elif run.stop_early_requested:
+            await self._ask_to_stop_early(run)
         run.supervisor = asyncio.create_task(self._supervise(run), name=f"job-{spec.job_id}")
 
     async def stop(self, job_id: str, grace_seconds: float | None = None, *, graceful: bool = False) -> bool:
         """SIGTERM the run's process group, SIGKILL it after the grace period, wait until all are gone.
 
-        Returns True if the run ended with ``RunStopped``; False if it was unknown or already ending.
-        ``graceful`` (a client's soft stop) asks the job to wrap up and keep its outputs; until the jobs side
-        defines how a job hears that, it stops the run as above.
+        ``graceful=True`` asks the job to stop early and keep its outputs instead (the launch's side channel,
+        else ``soft_stop_signal`` to the group); the run then ends as it would on its own and a success is
+        marked ``stopped_early``. A job still running ``soft_stop_timeout`` seconds later gets a plain stop.
+
+        Returns True if the run ended with ``RunStopped`` (or, graceful, with any terminal event); False if
+        it was unknown or already ending.
         """
         run = self._runs.get(job_id)
         if run is None:
             return False
+        if graceful:
+            if run.terminal is None and not run.stop_requested and not run.stop_early_requested:
+                run.stop_early_requested = True
+                if run.proc is not None:
+                    await self._ask_to_stop_early(run)
+            try:
+                async with asyncio.timeout(self.soft_stop_timeout):
+                    await run.done.wait()
+            except TimeoutError:
+                log.warning(
+                    "job %s: still running %g s after a graceful stop", job_id, self.soft_stop_timeout
+                )
+                return await self.stop(job_id, grace_seconds)
+            return run.terminal is not None
         if run.terminal is None and not run.stop_requested:
             run.stop_requested = True
             run.stop_grace = self.kill_grace if grace_seconds is None else grace_seconds
@@ -218,7 +212,7 @@ class JobRunner:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _prepare(self, spec: JobSpec) -> tuple[list[str], dict[str, str]]:
+    def _prepare(self, spec: JobSpec) -> Prepared:
         """Runs in a thread: validate, let the handler check inputs and build, create ``outputs/``."""
         handler = self.registry.get(spec.job_type)
         handler.validate_config(spec.config)
@@ -228,14 +222,14 @@ class JobRunner:
         spec.outputs_dir.mkdir(parents=True, exist_ok=True)
         return self._command(launch)
 
-    def _command(self, launch: Launch) -> tuple[list[str], dict[str, str]]:
+    def _command(self, launch: Launch) -> Prepared:
         if isinstance(launch, PythonCall):
             kwargs = json.dumps(dict(launch.kwargs))
             launch = Command((self.python, "-u", "-m", "fsm_worker.jobs.pycall", launch.target, kwargs),
-                             launch.env)  # fmt: skip
-        env = dict(os.environ) if launch.inherit_env else {}
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(launch.env)
+                             launch.env, env_passthrough=launch.env_passthrough)  # fmt: skip
+        env = job_environment(os.environ, allow=self.env_allow, passthrough=launch.env_passthrough,
+                              extra={"PYTHONUNBUFFERED": "1", **launch.env},
+                              inherit=launch.inherit_env)  # fmt: skip
         executable = launch.argv[0]
         if shutil.which(executable, path=env.get("PATH")) is None:
             raise FileNotFoundError(f"cannot start {executable!r}: no such executable")
@@ -246,13 +240,36 @@ class JobRunner:
             str(os.getpid()),
             "--",
         ]  # dies with the worker
-        return [*guard, *launch.argv], env
+        parser = launch.progress if launch.progress is not None else JsonLines()
+        return Prepared([*guard, *launch.argv], env, parser, launch.soft_stop_signal, launch.side_channel)
 
-    def _begin_termination(self, run: _Run, grace: float) -> None:
+    async def _open_channel(self, job_id: str, channel: SideChannel | None) -> SideChannel | None:
+        if channel is None:
+            return None
+        try:
+            await channel.open()
+        except Exception:
+            log.warning(
+                "job %s: side channel could not open; progress from output only", job_id, exc_info=True
+            )
+            return None
+        return channel
+
+    async def _ask_to_stop_early(self, run: Run) -> None:
+        handled = False
+        if run.channel is not None:
+            try:
+                handled = await run.channel.stop_early()
+            except Exception:
+                log.warning("job %s: side channel stop failed", run.spec.job_id, exc_info=True)
+        if not handled and run.scope is not None:
+            run.scope.signal(signal.Signals(run.soft_stop_signal))
+
+    def _begin_termination(self, run: Run, grace: float) -> None:
         if run.termination is None and run.scope is not None:
             run.termination = asyncio.create_task(run.scope.terminate(grace))
 
-    async def _supervise(self, run: _Run) -> None:
+    async def _supervise(self, run: Run) -> None:
         proc, transport, protocol, scope = run.proc, run.transport, run.protocol, run.scope
         assert proc is not None and transport is not None and protocol is not None and scope is not None
         job_id = run.spec.job_id
@@ -266,6 +283,8 @@ class JobRunner:
                 asyncio.create_task(self._read_stdout(run, stdout)),
                 asyncio.create_task(self._read_stderr(run, stderr)),
             ]
+            if run.channel is not None:
+                readers.append(asyncio.create_task(self._read_channel(run, run.channel)))
             try:
                 async with asyncio.timeout(run.timeout):
                     await asyncio.shield(protocol.exited)
@@ -278,6 +297,7 @@ class JobRunner:
                 await run.termination
             else:
                 await scope.kill()  # whatever the finished main process left behind
+            await self._close_channel(run)  # lets its reader finish with what already arrived
             await self._drain(readers)
             transport.close()
             terminal = await self._outcome(run, transport.get_returncode())
@@ -286,6 +306,7 @@ class JobRunner:
             for task in readers:
                 task.cancel()
             transport.close()
+            await self._close_channel(run)
             self._runs.pop(job_id, None)
             run.done.set()
             raise
@@ -294,6 +315,7 @@ class JobRunner:
             await scope.kill()
             await self._drain(readers)
             transport.close()
+            await self._close_channel(run)
             terminal = RunFailed(job_id, ErrorCode.HANDLER_ERROR, f"runner error: {exc!r}", False)
         finally:
             run.started.set()
@@ -302,6 +324,12 @@ class JobRunner:
             await self._emit(run, pending)
         await self._finish(run, terminal)
 
+    async def _close_channel(self, run: Run) -> None:
+        channel, run.channel = run.channel, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def _drain(self, readers: list[asyncio.Task[None]]) -> None:
         """Let the readers hit EOF; a descendant that escaped the group could hold a pipe open."""
         _, pending = await asyncio.wait(readers, timeout=DRAIN_TIMEOUT)
@@ -309,88 +337,60 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _outcome(self, run: _Run, returncode: int | None) -> TerminalEvent:
-        job_id = run.spec.job_id
-        if run.stop_requested:
-            return RunStopped(job_id)
-        if run.timed_out:
-            message = f"timed out after {run.timeout:g} s" + self._tail(run)
-            return RunFailed(job_id, ErrorCode.TIMEOUT, message, True)
-        if returncode == 0:
-            return await asyncio.to_thread(self._success, run)
-        if returncode is not None and returncode < 0:
-            message = f"killed by {_signal_name(-returncode)}" + self._tail(run)
-            return RunFailed(job_id, ErrorCode.KILLED, message, True)
-        if run.error is not None and run.error.code == ErrorCode.INPUT_INVALID:
-            return RunFailed(job_id, ErrorCode.INPUT_INVALID, run.error.message + self._tail(run), False)
-        reported = f": {run.error.message}" if run.error is not None and run.error.message else ""
-        message = f"exit code {returncode}{reported}" + self._tail(run)
-        return RunFailed(job_id, ErrorCode.EXIT_NONZERO, message, False)
+    async def _outcome(self, run: Run, returncode: int | None) -> TerminalEvent:
+        ended_well = returncode == 0 or (run.stop_early_requested and run.error is None)
+        if ended_well and not run.stop_requested and not run.timed_out:
+            return await asyncio.to_thread(succeeded, run, time.monotonic())
+        return outcome(run, returncode)
 
-    def _success(self, run: _Run) -> RunSucceeded:
-        outputs = run.spec.outputs_dir
-        files = tuple(sorted(str(p.relative_to(outputs)) for p in outputs.rglob("*") if _regular(p)))
-        size_mb = None
-        if run.result is not None and run.result.model_file:
-            model = outputs / run.result.model_file
-            if model.resolve().is_relative_to(outputs.resolve()) and _regular(model):
-                size_mb = model.stat().st_size / 1_000_000
-            else:
-                log.warning("job %s: model file %r is not in outputs", run.spec.job_id, run.result.model_file)
-        minutes = (time.monotonic() - run.started_at) / 60
-        metrics = run.result.metrics if run.result is not None else {}
-        return RunSucceeded(run.spec.job_id, minutes, size_mb, files, metrics)
-
-    def _tail(self, run: _Run) -> str:
-        if not run.stderr_tail:
-            return ""
-        text = run.stderr_tail.decode("utf-8", "replace").strip()[-self.stderr_tail_chars :]
-        return f"\nstderr tail:\n{text}"
-
-    async def _read_stdout(self, run: _Run, stream: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
+    async def _read_stdout(self, run: Run, stream: asyncio.StreamReader) -> None:
+        assert run.output is not None
         while True:
             try:
                 async with asyncio.timeout_at(run.limiter.deadline):
-                    line = await stream.readline()
+                    data = await stream.read(READ_CHUNK)
             except TimeoutError:
-                due = run.limiter.due(loop.time())
-                if due is not None and not run.stop_requested:
-                    await self._emit(run, due)
+                await self._deliver_due(run)
                 continue
-            except ValueError:
-                log.warning("job %s: stdout line longer than %d bytes skipped", run.spec.job_id, LINE_LIMIT)
-                continue
-            if not line:
+            for item in run.output.stdout(data):
+                if isinstance(item, ProgressLine) and run.channel_live:
+                    continue  # the side channel reports progress; the bar on stdout is only its fallback
+                await self._on_parsed(run, item)
+            if not data:
                 return
-            progress = self._on_line(run, line)
-            if progress is not None and not run.stop_requested:
-                item = run.limiter.offer(progress, loop.time())
-                if item is not None:
-                    await self._emit(run, item)
 
-    def _on_line(self, run: _Run, line: bytes) -> RunProgress | None:
-        parsed = parse_line(line)
-        if isinstance(parsed, ProgressLine):
-            value = min(max(parsed.progress, PROGRESS_EPSILON), 1 - PROGRESS_EPSILON)
-            run.last_progress = max(run.last_progress, value)
-            return RunProgress(run.spec.job_id, run.last_progress, parsed.message, parsed.metrics)
+    async def _read_channel(self, run: Run, channel: SideChannel) -> None:
+        async for item in channel.events():
+            if isinstance(item, ProgressLine):
+                run.channel_live = True
+            await self._on_parsed(run, item)
+
+    async def _deliver_due(self, run: Run) -> None:
+        due = run.limiter.due(asyncio.get_running_loop().time())
+        if due is not None and not run.stop_requested:
+            await self._emit(run, due)
+
+    async def _on_parsed(self, run: Run, parsed: ParsedLine) -> None:
         if isinstance(parsed, ResultLine):
             run.result = parsed
-        elif isinstance(parsed, ErrorLine):
+            return
+        if isinstance(parsed, ErrorLine):
             run.error = parsed
-        else:
-            log.info("job %s: %s", run.spec.job_id, line.decode("utf-8", "replace").rstrip())
-        return None
+            return
+        value = min(max(parsed.progress, PROGRESS_EPSILON), 1 - PROGRESS_EPSILON)
+        run.last_progress = max(run.last_progress, value)
+        progress = RunProgress(run.spec.job_id, run.last_progress, parsed.message, parsed.metrics)
+        if not run.stop_requested:
+            item = run.limiter.offer(progress, asyncio.get_running_loop().time())
+            if item is not None:
+                await self._emit(run, item)
 
-    async def _read_stderr(self, run: _Run, stream: asyncio.StreamReader) -> None:
-        limit = self.stderr_tail_chars * 4  # utf-8 worst case
-        while chunk := await stream.read(65536):
-            log.debug("job %s stderr: %s", run.spec.job_id, chunk.decode("utf-8", "replace").rstrip())
-            run.stderr_tail += chunk
-            del run.stderr_tail[:-limit]
+    async def _read_stderr(self, run: Run, stream: asyncio.StreamReader) -> None:
+        assert run.output is not None
+        while chunk := await stream.read(READ_CHUNK):
+            run.output.stderr(chunk)
 
-    async def _emit(self, run: _Run, event: RunEvent) -> None:
+    async def _emit(self, run: Run, event: RunEvent) -> None:
         try:
             result = run.sink(event)
             if inspect.isawaitable(result):
@@ -398,7 +398,7 @@ class JobRunner:
         except Exception:
             log.exception("job %s: event sink failed on %s", run.spec.job_id, type(event).__name__)
 
-    async def _finish(self, run: _Run, terminal: TerminalEvent) -> None:
+    async def _finish(self, run: Run, terminal: TerminalEvent) -> None:
         run.terminal = terminal
         try:
             await self._emit(run, terminal)
@@ -406,14 +406,3 @@ class JobRunner:
             self._runs.pop(run.spec.job_id, None)
             run.started.set()
             run.done.set()
-
-
-def _regular(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

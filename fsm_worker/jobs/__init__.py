@@ -1,6 +1,5 @@
 """Job execution: worker-configured job types, the kit to write them, a supervised subprocess runner."""
 
-from fsm_worker.jobs.metrics import to_metrics
 from fsm_worker.jobs.parsers import AnyOf, JsonLines, OutputParser, TqdmBar
 from fsm_worker.jobs.plugins import ENTRY_POINT_GROUP, add_entry_point_job_types, add_job_types_from
 from fsm_worker.jobs.progress import RateLimiter
@@ -43,6 +42,7 @@ from fsm_worker.protocol.worker.events import (
     RunSucceeded,
     TerminalEvent,
 )
+from fsm_worker.protocol.worker.metrics import wire_metrics
 from fsm_worker.shells.runner.run import EventSink
 from fsm_worker.shells.runner.runner import JobAlreadyRunning, JobRunner
 
@@ -89,5 +89,5 @@ __all__ = [
     "number",
     "parse_config",
     "string",
-    "to_metrics",
+    "wire_metrics",
 ]

@@ -33,7 +33,7 @@ from fsm_worker.jobs import (
     integer,
     parse_config,
     string,
-    to_metrics,
+    wire_metrics,
 )
 from fsm_worker.jobs.parsers import AnyOf, JsonLines, LineSplitter, clean_line
 from fsm_worker.jobs.plugins import add_entry_point_job_types
@@ -106,7 +106,7 @@ def test_tqdm_bar_gives_progress_and_metrics() -> None:
     )
     assert parsed.metrics["epoch"] == 2
     assert parsed.metrics["eta_seconds"] == pytest.approx(3 + 2 * 5)  # this epoch's 3 s + 2 epochs of 5 s
-    typed = to_metrics(parsed.metrics)
+    typed = wire_metrics(parsed.metrics)
     assert typed == Metrics(epoch=2, loss=pytest.approx(0.0733), val_loss=pytest.approx(1.23e-5),
                             eta_seconds=13.0)  # fmt: skip
 
@@ -128,11 +128,11 @@ def test_line_splitter_cuts_at_cr_and_newline_and_drops_long_lines() -> None:
 
 
 def test_to_metrics_maps_aliases_and_keeps_extra_numbers() -> None:
-    metrics = to_metrics(
+    metrics = wire_metrics(
         {"train/lr": 1e-4, "global_step": 7.0, "val/loss": 0.2, "pck": 0.9, "name": "x", "nan": float("nan")}
     )
     assert metrics == Metrics(step=7, val_loss=0.2, learning_rate=1e-4, extra={"pck": 0.9})
-    assert to_metrics({"note": "text only"}) is None
+    assert wire_metrics({"note": "text only"}) is None
 
 
 def test_error_lines_carry_code_and_recoverable() -> None:
@@ -216,7 +216,9 @@ async def test_tqdm_progress_from_a_real_process(kit_runner: JobRunner, tmp_path
     assert len(progress) == 10
     assert [p.metrics["epoch"] for p in progress] == [1] * 5 + [2] * 5
     assert progress[-1].progress == pytest.approx(0.999) and progress[0].progress == pytest.approx(0.1)
-    assert progress[-1].wire_metrics is not None and progress[-1].wire_metrics.loss == pytest.approx(0.05)
+    assert wire_metrics(progress[-1].metrics) is not None and wire_metrics(
+        progress[-1].metrics
+    ).loss == pytest.approx(0.05)
 
 
 async def test_job_type_error_code_passes_through(kit_runner: JobRunner, tmp_path: Path) -> None:

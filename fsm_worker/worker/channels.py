@@ -51,6 +51,7 @@ class JobChannels:
         rtc_options: RtcOptions,
         setup_timeout: float = 15.0,
         max_upload_bytes: int,
+        max_input_files: int = 1000,
     ) -> None:
         self.workdir = workdir
         self.store = ContentStore(workdir / "store")
@@ -58,6 +59,7 @@ class JobChannels:
         self._rtc = rtc_options
         self._setup_timeout = setup_timeout
         self._max_upload_bytes = max_upload_bytes
+        self._max_input_files = max_input_files
         self._peers: dict[str, tuple[RTCPeerConnection, WorkerTransferEndpoint | None]] = {}
         self._published: set[str] = set()
         #: Told the statistics of each transfer endpoint that closes (the worker's metrics).
@@ -92,6 +94,7 @@ class JobChannels:
                 job_dir,
                 self.store,
                 self._max_upload_bytes,
+                max_input_files=self._max_input_files,
                 on_commit=lambda paths: self._feed(InputsReady(job_id)),
                 results=lambda: self._results(job_id),
                 committed=offer.inputs_committed,
@@ -131,11 +134,16 @@ class JobChannels:
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(job_id) for job_id in list(self._peers)))
 
-    async def remove(self, job_id: str) -> Event:
-        """Close the job's channel and delete its work directory."""
+    async def remove(self, job_id: str, *, reclaim: bool = False) -> Event:
+        """Close the job's channel and delete its work directory (with `reclaim`, also what its uploads added to
+        the content store); then collect the store (retention, quota)."""
         await self.close(job_id)
         self._published.discard(job_id)
-        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+        job_dir = self.job_dir(job_id)
+        if reclaim:
+            await asyncio.to_thread(self.store.reclaim_job, job_dir)
+        await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        await asyncio.to_thread(self.store.collect)
         return JobFilesRemoved(job_id)
 
     def _results(self, job_id: str) -> list[Path] | None:

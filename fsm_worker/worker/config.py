@@ -123,3 +123,7 @@ class WorkerConfig:
             "allow-list (PATH, HOME, locale, CUDA/GPU); FSM_WORKER_* never reach a job"
         },
     )
+    max_input_files: int = attrs.field(
+        default=1000,
+        metadata={"help": "most input files one job may upload (the refusal names this setting)"},
+    )

@@ -67,7 +67,8 @@ class WorkerHost:
         )
         self.channels = JobChannels(config.workdir, self._feed, rtc_options=self.rtc_options,
                                     setup_timeout=config.rtc_setup_timeout,
-                                    max_upload_bytes=config.max_upload_bytes)  # fmt: skip
+                                    max_upload_bytes=config.max_upload_bytes,
+                                    max_input_files=config.max_input_files)  # fmt: skip
         properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
         if not config.publish_hostname:  # the room sees discovery metadata: the host name only on request
             properties.pop("hostname", None)
@@ -203,8 +204,8 @@ class WorkerHost:
                 self.channels.publish(job_id)
             case core.CloseChannel(job_id=job_id):
                 self._spawn(self.channels.close(job_id), f"close-{job_id}")
-            case core.CleanupJob(job_id=job_id):
-                self._spawn(self.channels.remove(job_id), f"cleanup-{job_id}")
+            case core.CleanupJob(job_id=job_id, reclaim=reclaim):
+                self._spawn(self.channels.remove(job_id, reclaim=reclaim), f"cleanup-{job_id}")
 
     def _spawn(self, task: Task, name: str) -> None:
         spawned = asyncio.create_task(task, name=name)

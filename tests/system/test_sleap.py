@@ -18,7 +18,7 @@ from rooms import Room
 from fsm_worker.client import AllRejectedError, Job
 from fsm_worker.jobs import JobRunner, JobSpec, RunProgress, RunSucceeded, default_registry
 from fsm_worker.jobs.sleap import sleap_available
-from fsm_worker.protocol.messages import JobComplete, JobStatus, JobStop
+from fsm_worker.protocol.messages import JobComplete, JobStatus
 from fsm_worker.protocol.worker.events import WorkerStatus
 
 pytestmark = pytest.mark.sleap
@@ -94,9 +94,6 @@ async def test_train_then_track_with_the_downloaded_model(room: Room, labels: Pa
     assert all(frame.predicted_instances for frame in result.labeled_frames)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs H1 (metrics on job_status) and H3 (results keep relative paths)"
-)
 async def test_metrics_and_the_model_directory_arrive(room: Room, labels: Path, tmp_path: Path) -> None:
     await room.worker()
     client = await room.client()
@@ -141,14 +138,13 @@ async def test_soft_stop_keeps_a_loadable_checkpoint(labels: Path, tmp_path: Pat
     assert sleap_job_processes() == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs H1's job_stop row (the worker's soft stop over the wire)")
 async def test_job_stop_over_the_wire_keeps_the_model(room: Room, labels: Path, tmp_path: Path) -> None:
     await room.worker()
     client = await room.client()
     job = await client.submit("sleap-train", LONG, [labels])
     await first_epoch_status(job)
     assert job.worker_id is not None
-    await client._send(job.worker_id, JobStop(job.job_id, getattr(job, "job_key", None)))
+    await job.stop()
     async with asyncio.timeout(120):
         terminal = await job.wait()
     assert isinstance(terminal, JobComplete) and terminal.stopped_early is True

@@ -20,6 +20,7 @@ from fsm_worker.protocol.worker.events import (
     WorkerStatus,
 )
 from fsm_worker.shells.rtc.options import RtcOptions
+from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SendResult, SendStatus
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
@@ -110,6 +111,7 @@ async def test_results_are_served_only_once_published(tmp_path: Path) -> None:
 
 
 async def test_an_offer_for_finished_results_serves_them_at_once(tmp_path: Path) -> None:
+    install_rtc_patches()  # what the host's start() does
     fed: list[object] = []
     channels = JobChannels(
         tmp_path, fed.append, rtc_options=RtcOptions(), max_upload_bytes=1024, setup_timeout=0.5

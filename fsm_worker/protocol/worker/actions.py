@@ -390,12 +390,12 @@ class CoordinatorActions:
         if keep_files:
             self._out.append(PublishResults(job.job_id))
         else:
-            self._forget_files(job.job_id)
+            self._forget_files(job.job_id, reclaim=True)
         self.current_job, self._history = None, []
 
-    def _forget_files(self, job_id: str) -> None:
+    def _forget_files(self, job_id: str, *, reclaim: bool = False) -> None:
         self._offers.pop(job_id, None)
-        self._out.append(CleanupJob(job_id))
+        self._out.append(CleanupJob(job_id, reclaim))
 
     def _send(self, to: str, message: Message) -> None:
         self._out.append(Send(to, message))

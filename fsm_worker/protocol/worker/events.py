@@ -293,9 +293,13 @@ class CloseChannel:
 
 @attrs.frozen
 class CleanupJob:
-    """Delete the job's work directory and forget its files (cancelled, or its retention ended)."""
+    """Delete the job's work directory and forget its files (cancelled, or its retention ended).
+
+    ``reclaim``: the job ended without results to keep (cancelled, failed): what its uploads added to the
+    content store goes too."""
 
     job_id: str
+    reclaim: bool = False
 
 
 @attrs.frozen

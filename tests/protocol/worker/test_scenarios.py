@@ -163,7 +163,7 @@ def test_cancel_active_job(driver: Driver) -> None:
         "seq": 1,
     }
     assert sent(out) == [("client", ack)]
-    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1", reclaim=True)]
     assert driver.core.current_job is None and driver.core.status is AVAILABLE
 
 
@@ -174,7 +174,7 @@ def test_cancel_running_job_stops_the_run_first(driver: Driver) -> None:
     assert driver.core.status is BUSY
     out = driver.feed(RunStopped("job-1"))
     assert [payload["app_message_type"] for _, payload in sent(out)] == ["job_cancelled"]
-    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1", reclaim=True)]
 
 
 def test_cancel_races_with_completion_acknowledges_the_cancel(driver: Driver) -> None:
@@ -461,7 +461,7 @@ def test_inputs_that_never_arrive_fail_the_job(driver: Driver) -> None:
     out = driver.feed(TimerFired(), at=600.0)
     ((_, failed),) = sent(out)
     assert failed["error"]["code"] == "INPUT_TIMEOUT" and failed["error"]["recoverable"] is True
-    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1", reclaim=True)]
 
 
 def test_reused_job_id_is_refused(driver: Driver) -> None:
@@ -586,7 +586,7 @@ def test_cancel_after_job_stop_stops_now_and_cancels(driver: Driver) -> None:
     assert driver.cancel() == [StopRun("job-1", graceful=False)]
     out = driver.feed(RunSucceeded("job-1", 1.0, None))
     assert [p["app_message_type"] for _, p in sent(out)] == ["job_cancelled"]
-    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1")]
+    assert others(out) == [Advertise(AVAILABLE, None), CleanupJob("job-1", reclaim=True)]
 
 
 @pytest.mark.parametrize("who", ["stranger", "not running", "reserved", "other job"])

@@ -89,6 +89,11 @@ WORKER_METADATA = _object(
         "properties": {"$ref": "#/components/schemas/WorkerProperties"},
         "job": {"anyOf": [{"$ref": "#/components/schemas/JobSummary"}, {"type": "null"}]},
         "last_job": {"$ref": "#/components/schemas/LastJob"},
+        "job_schemas": {
+            "type": "object",
+            "additionalProperties": {"type": "object"},
+            "description": "per offered job type: its config fields and accepted inputs (docs/job-types.md)",
+        },
     },
     [],
     description="The metadata a fsm_worker worker publishes (what discovery and the dashboard show).",

@@ -85,7 +85,15 @@ class WorkerHost:
             config.token,
             config.peer_id,
             role="worker",
-            metadata={"tags": list(config.tags), "properties": properties},
+            metadata={
+                "tags": list(config.tags),
+                "properties": properties,
+                "job_schemas": {
+                    name: schema
+                    for name, schema in self.registry.describe().items()
+                    if name in self.capabilities.supported_job_types
+                },
+            },
             on_peer_message=self._on_peer_message,
             resume_secret=self.identity.load(),
         )

@@ -6,6 +6,8 @@ routing, guards and invariants are in `coordinator.py`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 
@@ -76,6 +78,8 @@ class Retained:
     expires_at: float
     history: list[JobEvent]
     files_kept: bool
+    #: sha256 of the job's key (`job_request.job_key_sha256`); None: the job was requested without one.
+    key_sha256: str | None = None
 
 
 @attrs.frozen
@@ -93,6 +97,18 @@ class CoordinatorConfig:
     )
     stimulus_log_size: int = attrs.field(
         default=256, metadata={"help": "events kept in the core's stimulus log (for debugging)"}
+    )
+
+
+def presents_key(expected_sha256: str | None, s: Stimulus) -> bool:
+    """A client message about a keyed job must carry the job's key (issue 10: events and files are bound to a
+    credential the client holds, not to its peer id). Jobs requested without `job_key_sha256` and the core's
+    own events (no message) are not checked."""
+    if expected_sha256 is None or s.message is None:
+        return True
+    key = getattr(s.message, "job_key", None)
+    return isinstance(key, str) and hmac.compare_digest(
+        hashlib.sha256(key.encode()).hexdigest(), expected_sha256
     )
 
 
@@ -120,7 +136,11 @@ class CoordinatorActions:
 
     def for_current_job(self, s: Stimulus) -> bool:
         job = self.current_job
-        return job is not None and (job.job_id, job.client_id) == (s.job_id, s.sender)
+        return (
+            job is not None
+            and (job.job_id, job.client_id) == (s.job_id, s.sender)
+            and presents_key(job.request.job_key_sha256, s)
+        )
 
     # --- actions: requests and reservations -------------------------------------------------------------------
 
@@ -386,7 +406,9 @@ class CoordinatorActions:
         job = self.current_job
         assert job is not None
         expires = s.now + self.config.retention
-        self._retained[job.job_id] = Retained(job.client_id, expires, self._history, keep_files)
+        self._retained[job.job_id] = Retained(
+            job.client_id, expires, self._history, keep_files, job.request.job_key_sha256
+        )
         if keep_files:
             self._out.append(PublishResults(job.job_id))
         else:

@@ -27,7 +27,13 @@ from fsm_worker.protocol.messages import (
     UnknownMessage,
     parse_message,
 )
-from fsm_worker.protocol.worker.actions import CoordinatorActions, CoordinatorConfig, Retained, Stimulus
+from fsm_worker.protocol.worker.actions import (
+    CoordinatorActions,
+    CoordinatorConfig,
+    Retained,
+    Stimulus,
+    presents_key,
+)
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.events import (
     ChannelAnswered,
@@ -227,15 +233,26 @@ class JobCoordinator(CoordinatorActions):
 
     def for_reservation(self, s: Stimulus) -> bool:
         held = self.reservation
-        return held is not None and (held.job_id, held.client_id) == (s.job_id, s.sender)
+        return (
+            held is not None
+            and (held.job_id, held.client_id) == (s.job_id, s.sender)
+            and presents_key(held.request.job_key_sha256, s)
+        )
 
     def for_retained_job(self, s: Stimulus) -> bool:
         retained = self._retained.get(s.job_id or "")
-        return retained is not None and retained.files_kept and retained.client_id == s.sender
+        return (
+            retained is not None
+            and retained.files_kept
+            and retained.client_id == s.sender
+            and presents_key(retained.key_sha256, s)
+        )
 
     def for_known_job(self, s: Stimulus) -> bool:
         retained = self._retained.get(s.job_id or "")
-        return self.for_current_job(s) or (retained is not None and retained.client_id == s.sender)
+        return self.for_current_job(s) or (
+            retained is not None and retained.client_id == s.sender and presents_key(retained.key_sha256, s)
+        )
 
     def for_channel_job(self, s: Stimulus) -> bool:
         assert isinstance(s.event, ChannelAnswered)

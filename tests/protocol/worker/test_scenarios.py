@@ -5,6 +5,7 @@ Each test asserts the exact messages sent, the other instructions, and the resul
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import pytest
@@ -691,3 +692,41 @@ def test_an_offer_after_inputs_say_they_are_committed(driver: Driver) -> None:
 def test_a_status_change_is_advertised_before_the_messages_it_causes(driver: Driver) -> None:
     out = driver.request()
     assert isinstance(out[0], Advertise) and isinstance(out[1], Send)
+
+
+# --- the per-job key (issue 10: a job's events and files are bound to a credential, not to a peer id) ---------
+
+KEY = "k" * 43
+KEY_SHA256 = hashlib.sha256(KEY.encode()).hexdigest()
+
+
+def test_a_keyed_job_answers_only_messages_that_present_its_key(driver: Driver) -> None:
+    driver.request(job_key_sha256=KEY_SHA256)
+    # Assigning without the key (or with a wrong one) is refused like a stranger's assignment.
+    for wrong in ({}, {"job_key": "x" * 43}):
+        out = driver.message("client", {"app_message_type": "job_assignment", "job_id": "job-1", **wrong})
+        assert driver.core.status is RESERVED and not any(isinstance(i, Advertise) for i in out)
+    driver.message("client", {"app_message_type": "job_assignment", "job_id": "job-1", "job_key": KEY})
+    assert driver.core.status is BUSY
+    # The same peer id without the key: no replay, no data channel, no cancel.
+    out = driver.message("client", {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0})
+    assert [p["code"] for _, p in sent(out)] == ["UNKNOWN_JOB"]
+    out = driver.message("client", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0\r\n"})
+    assert [p["code"] for _, p in sent(out)] == ["NOT_ASSIGNED"]
+    driver.cancel()
+    assert driver.core.status is BUSY
+    # With the key, all of it works.
+    out = driver.message(
+        "client", {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0, "job_key": KEY}
+    )
+    assert all(p["app_message_type"] != "app_error" for _, p in sent(out))
+    out = driver.message("client", {"app_message_type": "job_cancel", "job_id": "job-1", "job_key": KEY})
+    assert [p["app_message_type"] for _, p in sent(out)] == ["job_cancelled"]
+    assert driver.core.status is AVAILABLE
+    # The finished job's events are kept for the key's holder only.
+    out = driver.message("client", {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0})
+    assert [p["code"] for _, p in sent(out)] == ["UNKNOWN_JOB"]
+    out = driver.message(
+        "client", {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0, "job_key": KEY}
+    )
+    assert [p["app_message_type"] for _, p in sent(out)] == ["job_cancelled"]

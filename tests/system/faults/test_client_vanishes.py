@@ -114,3 +114,37 @@ async def test_reattach_public_api(room: Room, tmp_path: Path) -> None:
     await revived.result(tmp_path / "out")
     digest = hashlib.sha256((tmp_path / "out" / "ticks.txt").read_bytes()).hexdigest()
     assert digest == hashlib.sha256(b"12 ticks\n").hexdigest()
+
+
+async def test_after_the_grace_whoever_takes_the_id_cannot_read_the_job_without_its_key(
+    room: Room, tmp_path: Path
+) -> None:
+    """Issue 10, item 1: the job's events and files are bound to its key, not to the client's peer id."""
+    await room.worker(retention=60.0)
+    alice = await room.client("alice")
+    job = await alice.submit("ticker")
+    outcome = await job.result(tmp_path / "alice")
+    assert outcome.files and job.job_key
+    key = job.job_key
+    await alice.close()
+
+    # Mallory takes the id once its resume grace is over (no secret needed then).
+    async def taken() -> bool:
+        try:
+            mallory, inbox = await room.peer("alice")
+        except Exception:
+            return False
+        taken.peer = (mallory, inbox)  # type: ignore[attr-defined]
+        return True
+
+    await eventually(taken, timeout=room.grace + TIMEOUT)
+    mallory, inbox = taken.peer  # type: ignore[attr-defined]
+    await mallory.send("worker-1", to_wire(JobSync(job.job_id, 0)))
+    assert (await inbox.next_of("app_error"))["code"] == "UNKNOWN_JOB"
+    offer = {"app_message_type": "rtc_offer", "job_id": job.job_id, "sdp": "v=0\r\n"}
+    await mallory.send("worker-1", offer)
+    assert (await inbox.next_of("app_error"))["code"] == "NOT_ASSIGNED"
+    # The key's holder still gets every event, under the same id.
+    await mallory.send("worker-1", to_wire(JobSync(job.job_id, 0, job_key=key)))
+    replayed = [await inbox.next_of("job_status"), await inbox.next_of("job_complete")]
+    assert replayed[0]["seq"] == 1 and replayed[-1]["app_message_type"] == "job_complete"

@@ -10,7 +10,7 @@ from pathlib import Path
 from rooms import TIMEOUT, Inbox, Room, advertised, eventually, holds
 
 from fsm_worker.client import Job, JobClient
-from fsm_worker.protocol.messages import JobComplete, JobRequest, JobStatus, JobSync, to_wire
+from fsm_worker.protocol.messages import JobComplete, JobStatus, JobSync, to_wire
 from fsm_worker.shells.signaling import SignalingClient
 
 from .conftest import idle, probe, record_sends
@@ -69,10 +69,8 @@ async def test_vanished_while_running_results_wait_for_the_same_peer_id(room: Ro
     again = await room.client("returning-client", connect=False)
     again.signaling.resume_secret = secret
     await again.connect()
-    # No public API re-attaches a job (see test_reattach_public_api); these are JobClient's own steps.
-    revived = Job(again, JobRequest(job.job_id, "ticker"), {})
-    revived.worker_id = "worker-1"
-    again._jobs[job.job_id] = revived
+    # Re-attach with the job's key (the job core sends job_sync from 0; the explicit one below is a duplicate).
+    revived = await again.attach(job.job_id, "worker-1", job_key=job.job_key)
     assert (await again.signaling.send("worker-1", to_wire(JobSync(job.job_id, 0)))).delivered
     outcome = await revived.result(tmp_path / "out")
     assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"

@@ -1,0 +1,261 @@
+"""The client core, one scenario at a time, with the exact instructions it answers."""
+
+from __future__ import annotations
+
+import hashlib
+
+from support.client_core import (
+    JOB,
+    KEY,
+    TIMEOUTS,
+    accept,
+    cancelled,
+    complete,
+    failed,
+    new_core,
+    reject,
+    status,
+)
+
+from fsm_worker.protocol.client import ClientJobState, Outcome
+from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
+from fsm_worker.protocol.client.events import (
+    Abandoned,
+    Attached,
+    BiddingOpened,
+    CancelRequested,
+    ControlReply,
+    Deliver,
+    Fail,
+    MessageReceived,
+    OfferReady,
+    Reconnected,
+    Refused,
+    Send,
+    SendReported,
+    StopRequested,
+    TimerFired,
+    WorkerChosen,
+)
+from fsm_worker.protocol.messages import (
+    AppError,
+    JobAssignment,
+    JobCancel,
+    JobStop,
+    JobSync,
+    Metrics,
+    RtcAnswer,
+    RtcOffer,
+)
+
+
+def assigned_core(worker: str = "w1"):  # type: ignore[no-untyped-def]
+    core = new_core()
+    core.handle(BiddingOpened((worker,)), 0.0)
+    core.handle(MessageReceived(worker, accept()), 0.0)
+    assert core.state is ClientJobState.ASSIGNED
+    return core
+
+
+def test_the_request_carries_only_the_hash_of_the_job_key() -> None:
+    core = new_core()
+    out = core.handle(BiddingOpened(("w1", "w2")), 0.0)
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    assert core.request.job_key_sha256 == digest
+    assert out == [Send("w1", core.request), Send("w2", core.request)]
+    assert KEY not in repr(core.request)
+
+
+def test_first_acceptance_wins_and_every_other_candidate_is_released() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2", "w3")), 0.0)
+    assert core.handle(MessageReceived("w2", reject()), 1.0) == []
+    out = core.handle(MessageReceived("w3", accept(7.0)), 2.0)
+    assert out == [
+        Send("w1", JobCancel(JOB)),
+        Send("w3", JobAssignment(JOB, job_key=KEY)),
+        WorkerChosen("w3"),
+    ]
+    assert core.worker == "w3" and core.state is ClientJobState.ASSIGNED
+
+
+def test_with_a_bid_window_the_lowest_estimate_wins_when_the_window_ends() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2", "w3"), bid_window=2.0), 0.0)
+    assert core.handle(MessageReceived("w1", accept(9.0)), 1.0) == []
+    assert core.next_deadline() == 3.0
+    assert core.handle(MessageReceived("w2", accept(3.0)), 2.0) == []
+    out = core.handle(TimerFired(), 3.0)
+    assert out == [
+        Send("w1", JobCancel(JOB)),
+        Send("w3", JobCancel(JOB)),
+        Send("w2", JobAssignment(JOB, job_key=KEY)),
+        WorkerChosen("w2"),
+    ]
+
+
+def test_when_every_candidate_answers_the_window_closes_early() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2"), bid_window=5.0), 0.0)
+    core.handle(MessageReceived("w1", accept(4.0)), 0.5)
+    out = core.handle(MessageReceived("w2", accept(2.0)), 0.6)
+    assert out == [
+        Send("w1", JobCancel(JOB)),
+        Send("w2", JobAssignment(JOB, job_key=KEY)),
+        WorkerChosen("w2"),
+    ]
+
+
+def test_all_rejected_names_each_reason_and_releases_the_silent_ones() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2")), 0.0)
+    core.handle(MessageReceived("w1", reject("no GPU")), 1.0)
+    assert core.next_deadline() == TIMEOUTS.response
+    out = core.handle(TimerFired(), TIMEOUTS.response)
+    assert out[0] == Send("w2", JobCancel(JOB))
+    assert isinstance(out[1], Fail) and isinstance(out[1].error, AllRejectedError)
+    assert out[1].error.reasons == {
+        "w1": ("no GPU", ("x",)),
+        "w2": ("no answer", ["no job_response within 10 s"]),
+    }
+    assert core.state is ClientJobState.FAILED and core.outcome is Outcome.LOST
+    assert core.next_deadline() is None
+
+
+def test_bids_from_strangers_and_repeated_bids_are_ignored() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2")), 0.0)
+    assert core.handle(MessageReceived("mallory", accept(0.0)), 0.1) == []
+    assert core.handle(MessageReceived("w1", reject()), 0.2) == []
+    assert core.handle(MessageReceived("w1", accept(0.0)), 0.3) == []
+    assert core.state is ClientJobState.BIDDING
+
+
+def test_events_are_delivered_in_seq_order_exactly_once() -> None:
+    core = assigned_core()
+    assert core.handle(MessageReceived("w1", status(1)), 1.0) == [Deliver(status(1))]
+    assert core.handle(MessageReceived("w1", status(1)), 1.1) == []  # duplicate dropped
+    assert core.handle(MessageReceived("w1", status(3)), 1.2) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
+    assert core.handle(MessageReceived("w1", status(4)), 1.3) == []  # the same gap is asked for once
+    assert core.handle(MessageReceived("w1", status(2)), 1.4) == [Deliver(status(2))]
+    assert core.handle(MessageReceived("w1", status(3)), 1.5) == [Deliver(status(3))]
+    assert core.handle(MessageReceived("w1", complete(4)), 1.6) == [Deliver(complete(4))]
+    assert [event.seq for event in core.history] == [1, 2, 3, 4]
+    assert core.state is ClientJobState.FINISHED and core.outcome is Outcome.COMPLETED
+    assert core.next_deadline() is None
+
+
+def test_events_from_another_peer_are_ignored() -> None:
+    core = assigned_core()
+    assert core.handle(MessageReceived("mallory", status(1)), 1.0) == []
+    assert core.handle(MessageReceived("mallory", AppError("UNKNOWN_JOB", "no", JOB)), 1.0) == []
+    assert core.last_seq == 0
+
+
+def test_metrics_and_stopped_early_are_exposed() -> None:
+    core = assigned_core()
+    with_metrics = status(1).__class__(JOB, "running", 0.1, "e1", seq=1, metrics=Metrics(epoch=1, loss=0.5))
+    core.handle(MessageReceived("w1", with_metrics), 1.0)
+    assert core.metrics == Metrics(epoch=1, loss=0.5)
+    core.handle(MessageReceived("w1", complete(2, stopped_early=True)), 2.0)
+    assert core.outcome is Outcome.STOPPED_EARLY
+
+
+def test_failed_and_cancelled_outcomes_are_typed() -> None:
+    core = assigned_core()
+    core.handle(MessageReceived("w1", failed(1)), 1.0)
+    assert core.outcome is Outcome.FAILED
+    core = assigned_core()
+    core.handle(MessageReceived("w1", cancelled(1)), 1.0)
+    assert core.outcome is Outcome.CANCELLED
+
+
+def test_a_silent_worker_is_probed_and_a_gone_one_fails_the_job() -> None:
+    core = assigned_core()
+    assert core.next_deadline() == TIMEOUTS.liveness
+    probe = JobSync(JOB, 0, job_key=KEY)
+    assert core.handle(TimerFired(), 5.0) == [Send("w1", probe)]
+    assert core.handle(SendReported("w1", probe, refused=True, code="PEER_NOT_FOUND"), 5.0) == []
+    assert core.handle(TimerFired(), 10.0) == [Send("w1", probe)]
+    assert core.handle(SendReported("w1", probe, refused=True, code="PEER_NOT_FOUND"), 10.0) == []
+    core.handle(TimerFired(), 20.0)
+    out = core.handle(SendReported("w1", probe, refused=True, code="PEER_NOT_FOUND"), 20.0)
+    assert len(out) == 1 and isinstance(out[0], Fail) and isinstance(out[0].error, WorkerGoneError)
+    assert "PEER_NOT_FOUND" in str(out[0].error)
+    assert core.outcome is Outcome.LOST and core.next_deadline() is None
+
+
+def test_a_reachable_probe_or_an_event_resets_the_unreachable_clock() -> None:
+    core = assigned_core()
+    probe = JobSync(JOB, 0, job_key=KEY)
+    assert core.handle(SendReported("w1", probe, refused=True), 1.0) == []
+    assert core.handle(SendReported("w1", probe, refused=False), 4.0) == []
+    assert core.handle(TimerFired(), 5.0) == [Send("w1", probe)]
+    assert core.handle(SendReported("w1", probe, refused=True), 5.0) == []
+    core.handle(MessageReceived("w1", status(1)), 8.0)  # heard from: reachable again
+    assert core.next_deadline() == 13.0
+    assert core.handle(SendReported("w1", probe, refused=True), 12.0) == []
+    assert core.handle(SendReported("w1", probe, refused=True), 12.0 + TIMEOUTS.worker_gone - 1) == [
+        Send("w1", JobSync(JOB, 1, job_key=KEY))  # the due probe; not yet gone
+    ]
+    assert core.state is ClientJobState.ASSIGNED
+
+
+def test_a_worker_that_forgot_the_job_fails_it() -> None:
+    core = assigned_core()
+    out = core.handle(MessageReceived("w1", AppError("UNKNOWN_JOB", "gone", JOB)), 1.0)
+    assert len(out) == 1 and isinstance(out[0], Fail) and isinstance(out[0].error, WorkerGoneError)
+
+
+def test_control_replies_go_to_the_shell() -> None:
+    core = assigned_core()
+    answer = RtcAnswer(JOB, "v=0")
+    assert core.handle(OfferReady("v=0 offer", {"x": 1}), 0.5) == [
+        Send("w1", RtcOffer(JOB, "v=0 offer", {"x": 1}, job_key=KEY))
+    ]
+    assert core.handle(MessageReceived("w1", answer), 1.0) == [ControlReply(answer)]
+
+
+def test_reconnect_cancel_and_stop_carry_the_job_key() -> None:
+    core = assigned_core()
+    core.handle(MessageReceived("w1", status(1)), 1.0)
+    assert core.handle(Reconnected(), 2.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
+    assert core.handle(StopRequested(), 2.0) == [Send("w1", JobStop(JOB, job_key=KEY))]
+    assert core.handle(CancelRequested(), 2.0) == [Send("w1", JobCancel(JOB, job_key=KEY))]
+
+
+def test_attach_replays_from_the_start() -> None:
+    core = new_core()
+    assert core.handle(Attached("w9"), 0.0) == [Send("w9", JobSync(JOB, 0, job_key=KEY))]
+    assert core.worker == "w9" and core.state is ClientJobState.ASSIGNED
+
+
+def test_attach_without_a_key_sends_none() -> None:
+    core = new_core(job_key=None)
+    assert core.request.job_key_sha256 is None
+    assert core.handle(Attached("w9"), 0.0) == [Send("w9", JobSync(JOB, 0))]
+
+
+def test_abandoning_a_bid_releases_every_candidate_that_did_not_refuse() -> None:
+    core = new_core()
+    core.handle(BiddingOpened(("w1", "w2", "w3"), bid_window=5.0), 0.0)
+    core.handle(MessageReceived("w2", reject()), 0.1)
+    core.handle(MessageReceived("w3", accept()), 0.2)
+    assert core.handle(Abandoned(), 0.3) == [Send("w1", JobCancel(JOB)), Send("w3", JobCancel(JOB))]
+    assert core.outcome is Outcome.ABANDONED and core.next_deadline() is None
+
+
+def test_abandoning_an_assigned_job_cancels_it_with_the_key() -> None:
+    core = assigned_core()
+    assert core.handle(Abandoned(), 1.0) == [Send("w1", JobCancel(JOB, job_key=KEY))]
+
+
+def test_events_that_do_not_apply_are_refused_without_change() -> None:
+    core = assigned_core()
+    before = (core.state, core.worker, core.last_seq)
+    out = core.handle(BiddingOpened(("w2",)), 1.0)
+    assert len(out) == 1 and isinstance(out[0], Refused)
+    assert (core.state, core.worker, core.last_seq) == before
+    fresh = new_core()
+    out = fresh.handle(BiddingOpened(()), 0.0)
+    assert isinstance(out[0], Refused) and fresh.state is ClientJobState.NEW

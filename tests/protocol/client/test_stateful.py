@@ -1,0 +1,226 @@
+"""The client core against an independently written reference model, step by random step.
+
+The model is a plain record of what a client must have done: who was asked, who answered, who must have won,
+which events must have reached the user. After every step the core's state, its output and its own
+`validate_state()` are checked against it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from support.client_core import JOB, KEY, TIMEOUTS, complete, new_core, status
+
+from fsm_worker.protocol.client import ClientJobState, Outcome
+from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
+from fsm_worker.protocol.client.events import (
+    Abandoned,
+    BiddingOpened,
+    Deliver,
+    Event,
+    Fail,
+    Instruction,
+    MessageReceived,
+    Reconnected,
+    Send,
+    SendReported,
+    TimerFired,
+    WorkerChosen,
+)
+from fsm_worker.protocol.messages import JobAssignment, JobCancel, JobEvent, JobResponse, JobSync
+
+WORKERS = ("w0", "w1", "w2", "w3")
+
+
+class ClientModel(RuleBasedStateMachine):
+    """Random bids, losers, expiries, duplicates, replays, reconnects and clock advances."""
+
+    @initialize(count=st.integers(1, 4), window=st.sampled_from([0.0, 2.0]))
+    def open_bidding(self, count: int, window: float) -> None:
+        self.core = new_core()
+        self.now = 0.0
+        self.candidates = WORKERS[:count]
+        self.window = window
+        self.answered: set[str] = set()
+        self.accepted: dict[str, float] = {}  # in order of acceptance
+        self.window_ends: float | None = None
+        self.phase = "bidding"
+        self.winner: str | None = None
+        self.sent: list[Send] = []
+        self.delivered: list[JobEvent] = []
+        self.worker_events: list[JobEvent] = []  # what the winner has produced, seq = index + 1
+        self.refused_since: float | None = None
+        self.heard_at = 0.0
+        out = self.step(BiddingOpened(self.candidates, window))
+        assert out == [Send(worker, self.core.request) for worker in self.candidates]
+
+    # --- the reference --------------------------------------------------------------------------------------
+
+    def step(self, event: Event) -> list[Instruction]:
+        out = self.core.handle(event, self.now)
+        self.sent += [i for i in out if isinstance(i, Send)]
+        self.delivered += [i.event for i in out if isinstance(i, Deliver)]
+        for instruction in out:
+            if isinstance(instruction, WorkerChosen):
+                assert self.phase == "bidding" and instruction.worker == self.expected_winner()
+                self.phase, self.winner, self.heard_at = "assigned", instruction.worker, self.now
+            if isinstance(instruction, Fail):
+                self.check_failure(instruction)
+                self.phase = "failed"
+        return out
+
+    def expected_winner(self) -> str | None:
+        if not self.accepted:
+            return None
+        best = min(self.accepted.values())
+        return next(worker for worker, estimate in self.accepted.items() if estimate == best)
+
+    def check_failure(self, fail: Fail) -> None:
+        if self.phase == "bidding":
+            assert isinstance(fail.error, AllRejectedError) and not self.accepted
+            assert set(fail.error.reasons) == set(self.candidates)
+        else:
+            assert isinstance(fail.error, WorkerGoneError)
+            assert self.refused_since is not None and self.now - self.refused_since >= TIMEOUTS.worker_gone
+
+    # --- rules ---------------------------------------------------------------------------------------------
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.5, 5.0, 9.0]))
+    def advance_clock(self, dt: float) -> None:
+        self.now += dt
+        must_close = self.phase == "bidding" and self.bidding_due()
+        out = self.step(TimerFired())
+        assert not must_close or self.phase != "bidding", (
+            "the bid window or response timeout closes the bidding"
+        )
+        if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
+            probes = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
+            due = self.now >= self.heard_at + TIMEOUTS.liveness
+            assert len(probes) == int(due), "a silent worker is probed, a live one is not"
+            if due:
+                assert probes[0].message == JobSync(JOB, len(self.delivered), job_key=KEY)
+                self.heard_at = self.now  # the next probe is one liveness period later
+
+    @rule(index=st.integers(0, 5), accepted=st.booleans(), estimate=st.sampled_from([1.0, 2.0, 3.0]))
+    def bid(self, index: int, accepted: bool, estimate: float) -> None:
+        sender = (*WORKERS, "stranger", "stranger2")[index]
+        bidding = self.phase == "bidding"
+        closing_by_clock = bidding and self.bidding_due()
+        if bidding and not closing_by_clock and sender in self.candidates and sender not in self.answered:
+            self.answered.add(sender)
+            if accepted:
+                self.accepted[sender] = estimate
+                if self.window_ends is None:
+                    self.window_ends = self.now + self.window
+        response = JobResponse(JOB, accepted, estimated_duration_minutes=estimate, reason="no")
+        self.step(MessageReceived(sender, response))
+        if (
+            bidding and self.phase == "bidding"
+        ):  # the core must still be waiting: nothing forces a decision yet
+            assert not closing_by_clock
+            assert self.answered != set(self.candidates)
+            assert not (self.accepted and self.window == 0.0)
+
+    def bidding_due(self) -> bool:
+        ends = [TIMEOUTS.response, *([self.window_ends] if self.window_ends is not None else [])]
+        return self.now >= min(ends)
+
+    @rule(pick=st.integers(0, 8), terminal=st.booleans())
+    def worker_sends_an_event(self, pick: int, terminal: bool) -> None:
+        """A new event, a duplicate, a replay or one that jumps ahead (a gap)."""
+        if self.phase != "assigned":  # nobody holds the job: any event is ignored
+            before = len(self.delivered)
+            self.step(MessageReceived(self.candidates[0], status(1)))
+            assert len(self.delivered) == before
+            return
+        produced = len(self.worker_events)
+        ended = bool(self.worker_events) and not isinstance(self.worker_events[-1], type(status(1)))
+        if pick >= produced and not ended:
+            seq = produced + 1
+            self.worker_events.append(complete(seq) if terminal and pick % 3 == 0 else status(seq))
+        if not self.worker_events:
+            return
+        event = self.worker_events[min(pick, len(self.worker_events) - 1)]
+        assert self.winner is not None
+        self.heard_at = self.now
+        self.refused_since = None
+        self.step(MessageReceived(self.winner, event))
+
+    @rule(refused=st.booleans())
+    def a_send_is_reported(self, refused: bool) -> None:
+        if self.winner is None:
+            self.step(SendReported(self.candidates[0], JobSync(JOB, 0), refused=refused))
+            return
+        if refused and self.refused_since is None:
+            self.refused_since = self.now
+        elif not refused:
+            self.refused_since = None
+        following = self.core.state is ClientJobState.ASSIGNED
+        self.step(SendReported(self.winner, JobSync(JOB, 0, job_key=KEY), refused=refused))
+        since = self.refused_since
+        if following and refused and since is not None and self.now - since >= TIMEOUTS.worker_gone:
+            assert self.phase == "failed", "a worker unreachable for worker_gone is declared gone"
+
+    @rule()
+    def reconnect(self) -> None:
+        out = self.step(Reconnected())
+        syncs = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
+        if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
+            assert syncs and syncs[-1].message.after_seq == len(self.delivered)  # type: ignore[union-attr]
+
+    @rule()
+    def abandon(self) -> None:
+        applies = self.phase in ("bidding", "assigned") and not self.core.finished
+        self.step(Abandoned())
+        if applies and self.phase in ("bidding", "assigned"):
+            self.phase = "abandoned"
+
+    # --- invariants ----------------------------------------------------------------------------------------
+
+    @invariant()
+    def core_is_consistent(self) -> None:
+        self.core.validate_state()
+
+    @invariant()
+    def events_reach_the_user_in_order_exactly_once(self) -> None:
+        assert [event.seq for event in self.delivered] == list(range(1, len(self.delivered) + 1))
+        assert self.delivered == self.worker_events[: len(self.delivered)]
+        assert self.core.history == self.delivered
+
+    @invariant()
+    def no_loser_stays_reserved(self) -> None:
+        if self.phase in ("bidding",):
+            return
+        cancelled = {
+            s.to for s in self.sent if isinstance(s.message, JobCancel) and s.message.job_key is None
+        }
+        for worker in self.accepted:
+            if worker != self.winner:
+                assert worker in cancelled, f"{worker} accepted and was not released"
+
+    @invariant()
+    def only_the_winner_learns_the_key(self) -> None:
+        for send in self.sent:
+            if getattr(send.message, "job_key", None) is not None:
+                assert send.to == self.winner
+        assignments = [s for s in self.sent if isinstance(s.message, JobAssignment)]
+        assert len(assignments) == (0 if self.winner is None else 1)
+
+    @invariant()
+    def state_matches_the_model(self) -> None:
+        expected = {
+            "bidding": {ClientJobState.BIDDING},
+            "assigned": {ClientJobState.ASSIGNED, ClientJobState.FINISHED},
+            "failed": {ClientJobState.FAILED},
+            "abandoned": {ClientJobState.ABANDONED, ClientJobState.FINISHED},
+        }[self.phase]
+        assert self.core.state in expected
+        finished = bool(self.delivered) and not isinstance(self.delivered[-1], type(status(1)))
+        assert (self.core.state is ClientJobState.FINISHED) == finished
+        if finished:
+            assert self.core.outcome is Outcome.COMPLETED
+
+
+ClientModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestClientModel = ClientModel.TestCase

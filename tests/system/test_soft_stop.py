@@ -25,7 +25,7 @@ async def test_job_stop_ends_the_run_as_completed_and_keeps_its_results(room: Ro
     client = await room.client()
     job = await client.submit("long-ticker")
     await first_running(job)
-    stop = {"app_message_type": "job_stop", "job_id": job.job_id}
+    stop = {"app_message_type": "job_stop", "job_id": job.job_id, "job_key": job.job_key}
     assert (await client.signaling.send(job.worker_id, stop)).delivered
     outcome = await job.result(tmp_path / "out")
     final = job.history[-1]

@@ -236,7 +236,9 @@ class JobCoordinator(CoordinatorActions):
         return (
             held is not None
             and (held.job_id, held.client_id) == (s.job_id, s.sender)
-            and presents_key(held.request.job_key_sha256, s)
+            # Releasing a reservation needs no key: a client cancels its losing bids without telling the losers
+            # the key (only assigning, which hands the job over, must present it).
+            and (isinstance(s.message, JobCancel) or presents_key(held.request.job_key_sha256, s))
         )
 
     def for_retained_job(self, s: Stimulus) -> bool:

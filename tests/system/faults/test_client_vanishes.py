@@ -71,7 +71,9 @@ async def test_vanished_while_running_results_wait_for_the_same_peer_id(room: Ro
     await again.connect()
     # Re-attach with the job's key (the job core sends job_sync from 0; the explicit one below is a duplicate).
     revived = await again.attach(job.job_id, "worker-1", job_key=job.job_key)
-    assert (await again.signaling.send("worker-1", to_wire(JobSync(job.job_id, 0)))).delivered
+    assert (
+        await again.signaling.send("worker-1", to_wire(JobSync(job.job_id, 0, job_key=job.job_key)))
+    ).delivered
     outcome = await revived.result(tmp_path / "out")
     assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
     assert [event.seq for event in revived.history] == list(range(1, len(revived.history) + 1))
@@ -110,7 +112,7 @@ async def test_reattach_public_api(room: Room, tmp_path: Path) -> None:
     again = JobClient(room.url, room.token, "comes-back", loopback_only=True, resume_secret=secret)  # type: ignore[call-arg]
     await again.connect()
     room.closers.append(again.close)
-    revived = await again.attach(job.job_id, "worker-1")  # type: ignore[attr-defined]
+    revived = await again.attach(job.job_id, "worker-1", job_key=job.job_key)  # type: ignore[attr-defined]
     await revived.result(tmp_path / "out")
     digest = hashlib.sha256((tmp_path / "out" / "ticks.txt").read_bytes()).hexdigest()
     assert digest == hashlib.sha256(b"12 ticks\n").hexdigest()

@@ -1,4 +1,5 @@
-"""Real aiortc peers on loopback, SDP passed directly (no signaling server), and file helpers."""
+"""Real aiortc peers on loopback, SDP passed directly (no signaling server), file helpers, and the fixtures
+that hand them to tests (conftests import the fixtures: importlib mode cannot import a conftest)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fsm_worker.shells.rtc import (
@@ -106,3 +108,28 @@ class Tools:
     make_file: Callable[[Path, int, int], str] = make_file
     sha256_file: Callable[[Path], str] = sha256_file
     raw_peer: type[RawPeer] = RawPeer
+
+
+@pytest.fixture
+async def link_factory() -> AsyncIterator[Callable[[], Awaitable[Link]]]:
+    """Opens links on demand and closes all of them at the end of the test."""
+    links: list[Link] = []
+
+    async def make() -> Link:
+        link = await open_link()
+        links.append(link)
+        return link
+
+    yield make
+    for link in links:
+        await link.close()
+
+
+@pytest.fixture
+async def link(link_factory: Callable[[], Awaitable[Link]]) -> Link:
+    return await link_factory()
+
+
+@pytest.fixture
+def tools() -> Tools:
+    return Tools()

@@ -16,8 +16,6 @@ import attrs
 
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 
-__all__ = ["SignalingCode", "SignalingRefusal"]  # re-exported for the server's modules
-
 JSON: TypeAlias = Any
 Role: TypeAlias = Literal["worker", "client"]
 ROLES: tuple[Role, ...] = ("worker", "client")

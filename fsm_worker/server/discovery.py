@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-from fsm_worker.protocol.signaling import MAX_PEER_ID_CHARS, SignalingCode, SignalingRefusal, single_arg
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+from fsm_worker.protocol.signaling import MAX_PEER_ID_CHARS, single_arg
 from fsm_worker.server.filters import Filters, parse_filters
 from fsm_worker.server.registry import PeerView
 

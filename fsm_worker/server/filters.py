@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 
-from fsm_worker.protocol.signaling import ROLES, SignalingCode, SignalingRefusal, check_json, single_arg
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+from fsm_worker.protocol.signaling import ROLES, check_json, single_arg
 
 OPERATORS = frozenset({"$gte", "$lte", "$eq"})
 

@@ -33,7 +33,8 @@ import orjson
 import socketio
 
 from fsm_worker.logfmt import log_event
-from fsm_worker.protocol.signaling import SignalingCode, error_ack
+from fsm_worker.protocol.errors import SignalingCode
+from fsm_worker.protocol.signaling import error_ack
 from fsm_worker.server.config import ServerConfig
 from fsm_worker.server.limits import Admission, NoticeLog, TokenBucket
 

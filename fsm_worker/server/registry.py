@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from fsm_worker.protocol.signaling import SignalingCode
+from fsm_worker.protocol.errors import SignalingCode
 from fsm_worker.server.resume import Lineage, secret_wins
 
 

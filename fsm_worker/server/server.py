@@ -22,9 +22,8 @@ from aiohttp import WSCloseCode, web
 
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import (
-    SignalingCode,
-    SignalingRefusal,
     check_json,
     error_ack,
     hash_secret,

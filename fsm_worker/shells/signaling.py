@@ -22,8 +22,8 @@ import socketio
 
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
-from fsm_worker.protocol.errors import SignalingCode
-from fsm_worker.protocol.signaling import SignalingRefusal, merge_metadata, parse_metadata
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+from fsm_worker.protocol.signaling import merge_metadata, parse_metadata
 from fsm_worker.shells.send_queue import Outgoing, SendQueues, SendResult, SendStatus
 
 log = logging.getLogger("fsm_worker.shells.signaling")

@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsm_worker.protocol.signaling import (
-    SignalingCode,
-    SignalingRefusal,
-    check_json,
-    merge_metadata,
-    parse_auth,
-    room_for_token,
-)
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+from fsm_worker.protocol.signaling import check_json, merge_metadata, parse_auth, room_for_token
 from fsm_worker.server.filters import Filters, parse_filters
 from fsm_worker.server.registry import ClaimKind, SessionRecord, decide_claim
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsm_worker.protocol.signaling import SignalingCode, SignalingRefusal, parse_auth
+from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
+from fsm_worker.protocol.signaling import parse_auth
 from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.limits import Admission, NoticeLog, TokenBucket
 from fsm_worker.server.registry import ClaimKind, PeerView, SessionRecord, decide_claim

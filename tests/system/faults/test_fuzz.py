@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from rooms import TIMEOUT, Inbox, Room, advertised
 from support.signaling import auth_for
 
+from fsm_worker.protocol.errors import SignalingCode
 from fsm_worker.protocol.messages import AppError, JobResponse, UnknownMessage, parse_message
-from fsm_worker.protocol.signaling import SignalingCode
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker import WorkerHost
 

@@ -36,7 +36,7 @@ WORKERS = ("w0", "w1", "w2", "w3")
 class ClientModel(RuleBasedStateMachine):
     """Random bids, losers, expiries, duplicates, replays, reconnects and clock advances."""
 
-    @initialize(count=st.integers(1, 4), window=st.sampled_from([0.0, 2.0]))
+    @initialize(count=st.sampled_from([1, 2, 3, 4, 4, 3]), window=st.sampled_from([0.0, 2.0, 8.0]))
     def open_bidding(self, count: int, window: float) -> None:
         self.core = new_core()
         self.now = 0.0
@@ -121,6 +121,27 @@ class ClientModel(RuleBasedStateMachine):
             assert not closing_by_clock
             assert self.answered != set(self.candidates)
             assert not (self.accepted and self.window == 0.0)
+
+    @rule(data=st.data())
+    def several_accept_in_one_window(self, data: st.DataObject) -> None:
+        """Every unanswered candidate accepts at once, in a random order, with distinct or tied estimates."""
+        waiting = [worker for worker in self.candidates if worker not in self.answered]
+        order = data.draw(st.permutations(waiting))
+        for worker in order:
+            estimate = data.draw(st.sampled_from([1.0, 2.0, 3.0]))
+            index = WORKERS.index(worker)
+            self.bid(index, True, estimate)
+
+    @rule(gap=st.sampled_from([0.0, 0.5]))
+    def refused_until_exactly_worker_gone(self, gap: float) -> None:
+        """The winner stays unreachable up to the worker_gone boundary, and a step past it."""
+        if self.phase != "assigned" or self.core.state is not ClientJobState.ASSIGNED:
+            return
+        self.a_send_is_reported(refused=True)
+        assert self.refused_since is not None
+        self.now = max(self.now, self.refused_since + TIMEOUTS.worker_gone + gap)
+        self.a_send_is_reported(refused=True)
+        assert self.phase == "failed", "a worker refused for worker_gone is declared gone"
 
     def bidding_due(self) -> bool:
         ends = [TIMEOUTS.response, *([self.window_ends] if self.window_ends is not None else [])]

@@ -127,7 +127,7 @@ class CoordinatorActions:
     _started_at: float
     _history: list[JobEvent]
     #: Whether the current job's first input bytes arrived (`InputsStarted`): ends the first-input deadline.
-    inputs_started: bool
+    first_input_seen: bool
     _retained: dict[str, Retained]
     _offers: dict[str, str]
     _out: list[Instruction]
@@ -192,7 +192,7 @@ class CoordinatorActions:
         self.current_job = Job(
             held.job_id, held.client_id, held.request, s.now, held.estimated_duration_minutes
         )
-        self._history, self.inputs_started = [], False
+        self._history, self.first_input_seen = [], False
         log.info(
             "Job assigned and ready for WebRTC connection (job %s, client %s)", held.job_id, held.client_id
         )
@@ -340,7 +340,7 @@ class CoordinatorActions:
         log.debug("run event for %s ignored: not the current run, or not now", s.job_id)
 
     def note_inputs_started(self, s: Stimulus) -> None:
-        self.inputs_started = True
+        self.first_input_seen = True
 
     def fail_first_input_overdue(self, s: Stimulus) -> None:
         error = JobError(

@@ -118,7 +118,7 @@ class JobCoordinator(CoordinatorActions):
         self.intake = Intake.OPEN
         self._started_at = 0.0
         self._history: list[JobEvent] = []
-        self.inputs_started = False
+        self.first_input_seen = False
         self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
@@ -169,7 +169,7 @@ class JobCoordinator(CoordinatorActions):
             deadlines.append(self.reservation.deadline)
         if self.current_job is not None and self.state is WorkerState.AWAITING_INPUTS:
             deadlines.append(self.current_job.assigned_at + self.config.input_timeout)
-            if not self.inputs_started:
+            if not self.first_input_seen:
                 deadlines.append(self.current_job.assigned_at + self.config.first_input_timeout)
         return min(deadlines, default=None)
 
@@ -213,7 +213,11 @@ class JobCoordinator(CoordinatorActions):
             self._trigger("lease_expired", Stimulus(now, job_id=self.reservation.job_id))
         job = self.current_job
         awaiting = job is not None and self.state is WorkerState.AWAITING_INPUTS
-        first_due = job is not None and not self.inputs_started and now >= job.assigned_at + self.config.first_input_timeout
+        first_due = (
+            job is not None
+            and not self.first_input_seen
+            and now >= job.assigned_at + self.config.first_input_timeout
+        )
         if job is not None and awaiting and first_due:
             self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id))
         elif job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:

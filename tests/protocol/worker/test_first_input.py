@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from fsm_worker.protocol.messages import WorkerStatus
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.protocol.worker.events import Advertise, CleanupJob, InputsStarted, TimerFired
+from fsm_worker.protocol.worker.events import Advertise, CleanupJob, InputsStarted, TimerFired, WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, others, sent
 

@@ -226,6 +226,7 @@ class Drain:
 
 Event = (
     PeerMessage
+    | InputsStarted
     | InputsReady
     | RunEvent
     | ChannelAnswered

@@ -27,6 +27,7 @@ class AppErrorCode(StrEnum):
     RTC_SETUP_FAILED = "RTC_SETUP_FAILED"  # the worker could not answer the offer or open the data channel
     # job_failed: why a job ended without results
     INPUT_TIMEOUT = "INPUT_TIMEOUT"
+    FIRST_INPUT_TIMEOUT = "FIRST_INPUT_TIMEOUT"  # no input bytes within first_input_timeout of the assignment
     WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
     EXIT_NONZERO = "EXIT_NONZERO"
     KILLED = "KILLED"

@@ -27,6 +27,7 @@ from fsm_worker.protocol.worker.events import (
     ChannelOpened,
     Event,
     InputsReady,
+    InputsStarted,
     JobFilesRemoved,
 )
 from fsm_worker.shells.rtc import tuning
@@ -96,6 +97,7 @@ class JobChannels:
                 self._max_upload_bytes,
                 max_input_files=self._max_input_files,
                 on_commit=lambda paths: self._feed(InputsReady(job_id)),
+                on_first_input=lambda: self._feed(InputsStarted(job_id)),
                 results=lambda: self._results(job_id),
                 committed=offer.inputs_committed,
                 tuning=TransferTuning(**window),

@@ -63,6 +63,7 @@ class WorkerConfig:
     )
     reservation_timeout: float = _core_default("reservation_timeout")
     input_timeout: float = _core_default("input_timeout")
+    first_input_timeout: float = _core_default("first_input_timeout")
     retention: float = _core_default("retention")
     job_timeout: float | None = attrs.field(
         default=None, metadata={"help": "seconds a run may take", "default_text": "unlimited"}

@@ -51,7 +51,12 @@ class WorkerHost:
         self.capabilities = detect_capabilities(job_types.names, overrides)
         self.core = JobCoordinator(
             self.capabilities,
-            CoordinatorConfig(config.reservation_timeout, config.input_timeout, config.retention),
+            CoordinatorConfig(
+                config.reservation_timeout,
+                config.input_timeout,
+                config.retention,
+                first_input_timeout=config.first_input_timeout,
+            ),
             estimator=job_types.estimate,
             check_config=job_types.check_config,
         )

@@ -95,6 +95,9 @@ class CoordinatorConfig:
     retention: float = attrs.field(
         default=3600.0, metadata={"help": "seconds a finished job's events and results stay fetchable"}
     )
+    first_input_timeout: float = attrs.field(
+        default=60.0, metadata={"help": "seconds an assigned job waits for its first input bytes"}
+    )
     stimulus_log_size: int = attrs.field(
         default=256, metadata={"help": "events kept in the core's stimulus log (for debugging)"}
     )
@@ -123,6 +126,8 @@ class CoordinatorActions:
     config: CoordinatorConfig
     _started_at: float
     _history: list[JobEvent]
+    #: Whether the current job's first input bytes arrived (`InputsStarted`): ends the first-input deadline.
+    first_input_seen: bool
     _retained: dict[str, Retained]
     _offers: dict[str, str]
     _out: list[Instruction]
@@ -187,7 +192,7 @@ class CoordinatorActions:
         self.current_job = Job(
             held.job_id, held.client_id, held.request, s.now, held.estimated_duration_minutes
         )
-        self._history = []
+        self._history, self.first_input_seen = [], False
         log.info(
             "Job assigned and ready for WebRTC connection (job %s, client %s)", held.job_id, held.client_id
         )
@@ -333,6 +338,17 @@ class CoordinatorActions:
 
     def ignore_stale_run_event(self, s: Stimulus) -> None:
         log.debug("run event for %s ignored: not the current run, or not now", s.job_id)
+
+    def note_inputs_started(self, s: Stimulus) -> None:
+        self.first_input_seen = True
+
+    def fail_first_input_overdue(self, s: Stimulus) -> None:
+        error = JobError(
+            "FIRST_INPUT_TIMEOUT",
+            f"no input bytes arrived within first_input_timeout ({self.config.first_input_timeout:g} s)",
+            recoverable=True,
+        )
+        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=False)
 
     def fail_awaiting_inputs(self, s: Stimulus) -> None:
         error = JobError("INPUT_TIMEOUT", "the job's inputs did not arrive in time", recoverable=True)

@@ -43,6 +43,7 @@ from fsm_worker.protocol.worker.events import (
     Drain,
     Event,
     InputsReady,
+    InputsStarted,
     Instruction,
     Intake,
     Job,
@@ -75,6 +76,7 @@ __all__ = [
 
 #: The triggers of the events that are not peer messages.
 _TRIGGERS: dict[type, str] = {
+    InputsStarted: "inputs_started",
     InputsReady: "inputs_ready",
     RunStarted: "run_started",
     RunProgress: "run_progress",
@@ -116,6 +118,7 @@ class JobCoordinator(CoordinatorActions):
         self.intake = Intake.OPEN
         self._started_at = 0.0
         self._history: list[JobEvent] = []
+        self.first_input_seen = False
         self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
@@ -166,6 +169,8 @@ class JobCoordinator(CoordinatorActions):
             deadlines.append(self.reservation.deadline)
         if self.current_job is not None and self.state is WorkerState.AWAITING_INPUTS:
             deadlines.append(self.current_job.assigned_at + self.config.input_timeout)
+            if not self.first_input_seen:
+                deadlines.append(self.current_job.assigned_at + self.config.first_input_timeout)
         return min(deadlines, default=None)
 
     def retained_job_ids(self) -> list[str]:
@@ -208,7 +213,14 @@ class JobCoordinator(CoordinatorActions):
             self._trigger("lease_expired", Stimulus(now, job_id=self.reservation.job_id))
         job = self.current_job
         awaiting = job is not None and self.state is WorkerState.AWAITING_INPUTS
-        if job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:
+        first_due = (
+            job is not None
+            and not self.first_input_seen
+            and now >= job.assigned_at + self.config.first_input_timeout
+        )
+        if job is not None and awaiting and first_due:
+            self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id))
+        elif job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:
             self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id))
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on
             job_id, retained = next(iter(self._retained.items()))

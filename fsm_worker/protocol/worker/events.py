@@ -96,6 +96,13 @@ class PeerMessage:
 
 
 @attrs.frozen
+class InputsStarted:
+    """The job's first input bytes arrived on the data channel: the first-input deadline no longer applies."""
+
+    job_id: str
+
+
+@attrs.frozen
 class InputsReady:
     """The job's client committed its inputs on the data channel: the run may start."""
 
@@ -219,6 +226,7 @@ class Drain:
 
 Event = (
     PeerMessage
+    | InputsStarted
     | InputsReady
     | RunEvent
     | ChannelAnswered

@@ -98,6 +98,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
     _row("job_sync",        ANY,                    STAY,                  "refuse_sync"),
     # -- the run, as the job runner reports it
+    _row("inputs_started",  AWAITING_INPUTS,        STAY,                  "note_inputs_started",    when=["about_current_job"]),
+    _row("inputs_started",  ANY,                    STAY,                  "ignore_stale_run_event"),
     _row("inputs_ready",    AWAITING_INPUTS,        STARTING,              "start_run",              when=["about_current_job"]),
     _row("run_started",     STARTING,               RUNNING,               "report_starting",        when=["about_current_job"]),
     _row("run_progress",    RUNNING,                STAY,                  "report_progress",        when=["about_current_job"]),
@@ -109,6 +111,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     *[_row(name,            ANY,                    STAY,                  "ignore_stale_run_event") for name in ("inputs_ready", *RUN_EVENTS)],
     # -- deadlines
     _row("lease_expired",   RESERVED,               AVAILABLE,             "expire_reservation"),
+    _row("first_input_overdue", AWAITING_INPUTS,    AVAILABLE,             "fail_first_input_overdue"),
     _row("inputs_overdue",  AWAITING_INPUTS,        AVAILABLE,             "fail_awaiting_inputs"),
     # -- graceful shutdown (`INTAKE` below first stops new jobs): a job that has not started fails; a running one
     #    finishes unless told to stop
@@ -129,4 +132,4 @@ INTAKE: list[dict[str, Any]] = [
 # fmt: on
 
 #: Triggers fired by deadlines rather than events (no catch-all row: the core only fires them when due).
-TIMED_TRIGGERS = ("lease_expired", "inputs_overdue")
+TIMED_TRIGGERS = ("lease_expired", "first_input_overdue", "inputs_overdue")

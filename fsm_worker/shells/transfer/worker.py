@@ -66,6 +66,7 @@ class WorkerTransferEndpoint:
         committed: bool = False,
         max_input_files: int = DEFAULT_MAX_INPUT_FILES,
         results_root: Path | None = None,
+        on_first_input: Callable[[], None] | None = None,
     ) -> None:
         self.channel = channel
         self.job_dir = job_dir
@@ -76,6 +77,7 @@ class WorkerTransferEndpoint:
         self.on_commit = on_commit
         self.results = results
         self.on_progress = on_progress
+        self.on_first_input = on_first_input
         self.core = WorkerTransferCore(UploadLimits(max_upload_bytes, max_input_files), committed=committed)
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
         self._sink: FileSink | None = None
@@ -119,6 +121,9 @@ class WorkerTransferEndpoint:
         try:
             await self._feed(rx.Restored(*await asyncio.to_thread(self._scan_job_dir)))
             while (message := await self._queue.get()) is not _CLOSED:
+                if isinstance(message, bytes) and self.on_first_input is not None:
+                    self.on_first_input()  # the first input bytes: the worker core's first-input deadline ends
+                    self.on_first_input = None
                 await self._feed(self._event_for(message))
         finally:
             self._release()

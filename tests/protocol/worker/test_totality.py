@@ -19,6 +19,7 @@ from fsm_worker.protocol.worker.events import (
     Drain,
     Event,
     InputsReady,
+    InputsStarted,
     Intake,
     JobFilesRemoved,
     PeerMessage,
@@ -115,6 +116,7 @@ def message_events(sender: str, job_id: str) -> dict[str, Event]:
 def run_events(job_id: str) -> dict[str, Event]:
     """The triggers the host's own shells raise."""
     return {
+        "inputs_started": InputsStarted(job_id),
         "inputs_ready": InputsReady(job_id),
         "run_started": RunStarted(job_id),
         "run_progress": RunProgress(job_id, 0.5, "x"),

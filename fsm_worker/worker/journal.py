@@ -70,7 +70,9 @@ class EventCodec:
     def encode(self, event: object) -> bytes:
         name = type(event).__name__
         if self._classes.get(name) is not type(event):
-            raise JournalError(f"event class {type(event).__qualname__} is not an attrs class of the events module")
+            raise JournalError(
+                f"event class {type(event).__qualname__} is not an attrs class of the events module"
+            )
         fields = self._converter.unstructure(event)
         return orjson.dumps({"t": name, "f": fields}, option=orjson.OPT_NON_STR_KEYS)
 
@@ -113,7 +115,9 @@ class Journal:
         wanted = {"format": str(FORMAT_VERSION), "fingerprint": orjson.dumps(self.fingerprint).decode()}
         if meta == wanted:
             return
-        if not self.has_events():  # nothing to replay: a new journal, or one at rest written by another version
+        if (
+            not self.has_events()
+        ):  # nothing to replay: a new journal, or one at rest written by another version
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM meta")
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
@@ -149,6 +153,10 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
+    def reset(self) -> None:
+        """Forget every event (after a graceful shutdown: the drained core is not one to restore)."""
+        self._db.execute("DELETE FROM events")
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
 
@@ -160,8 +168,10 @@ def _at_rest(core: Core) -> bool:
     """Nothing in the core depends on what it handled before: no deadline means no reservation, no job waiting
     for inputs, no retained result; the status must also be the starting one."""
     status = getattr(core, "status", None)
-    return core.next_deadline() is None and getattr(status, "value", "available") == "available" and not (
-        getattr(core, "current_job", None) or getattr(core, "draining", False)
+    return (
+        core.next_deadline() is None
+        and getattr(status, "value", "available") == "available"
+        and not (getattr(core, "current_job", None) or getattr(core, "draining", False))
     )
 
 
@@ -242,7 +252,9 @@ def check_journal(path: Path) -> list[str]:
                 problems.append(f"journal {path}: integrity_check says {result}")
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if meta.get("format") != str(FORMAT_VERSION):
-                problems.append(f"journal {path}: format {meta.get('format')!r}, this worker reads {FORMAT_VERSION}")
+                problems.append(
+                    f"journal {path}: format {meta.get('format')!r}, this worker reads {FORMAT_VERSION}"
+                )
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:

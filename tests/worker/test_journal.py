@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.worker.journal import EventCodec, Journal, JournalError, JournaledCore, check_journal
+from fsm_worker.worker.journal import EventCodec, Journal, JournaledCore, JournalError, check_journal
 
 from ..protocol.worker.conftest import CAPS, CONFIG
 
@@ -40,7 +40,9 @@ def open_core(path: Path, clock: Clock, host_now: float = 0.0) -> JournaledCore:
 
 
 def request(job: str, client: str = "client") -> ev.PeerMessage:
-    return ev.PeerMessage(client, {"app_message_type": "job_request", "job_id": job, "job_type": "train-demo"})
+    return ev.PeerMessage(
+        client, {"app_message_type": "job_request", "job_id": job, "job_type": "train-demo"}
+    )
 
 
 def assign(job: str, client: str = "client") -> ev.PeerMessage:
@@ -233,7 +235,7 @@ def test_replay_after_any_kill_point_equals_the_core_that_kept_running(
     now = 0.0
     kill = data.draw(st.integers(0, len(steps)), label="kill after step")
     committed = 0
-    for index, (event, dt, commit_now) in enumerate(steps[:kill]):  # noqa: B007
+    for index, (event, dt, commit_now) in enumerate(steps[:kill]):
         now += dt
         clock.wall += dt
         live.handle(event, now)

@@ -36,7 +36,8 @@ async def test_a_held_reservation_survives_a_sigkill(room: Room, tmp_path: Path)
         assert (await peer.send("phoenix", assignment)).delivered
         assert await probe(peer, inbox, "phoenix") == []  # taken without a word, as before the restart
         cancel = {"app_message_type": "job_cancel", "job_id": "j1"}
-        assert (await peer.send("phoenix", cancel)).delivered  # the job is this client's: the cancel is its end
+        # The job is this client's: its cancel ends it, numbered as the job's first event.
+        assert (await peer.send("phoenix", cancel)).delivered
         cancelled = await inbox.next_of("job_cancelled")
         assert cancelled["job_id"] == "j1" and cancelled["seq"] == 1
     finally:

@@ -29,6 +29,7 @@ from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
+from fsm_worker.worker.doctor import JOURNAL_FILE
 from fsm_worker.worker.gpus import detect_capabilities
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
@@ -42,7 +43,6 @@ __all__ = ["WorkerConfig", "WorkerHost"]
 log = logging.getLogger(__name__)
 
 Task = Coroutine[Any, Any, core.Event | None]
-JOURNAL_FILE = "journal.sqlite"
 #: Run states whose process a restarted worker must find again (or report gone).
 _RUN_STATES = {core.WorkerState.STARTING, core.WorkerState.RUNNING}
 _STOPPING_STATES = {core.WorkerState.STOPPING_FOR_CANCEL, core.WorkerState.STOPPING_FOR_SHUTDOWN,

@@ -34,6 +34,7 @@ from fsm_worker.worker.gpus import detect_capabilities
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
 from fsm_worker.worker.journal import Journal, JournaledCore
+from fsm_worker.worker.kill_points import KillPoint
 from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.outbox import Outbox
 from fsm_worker.worker.runs import JobRuns
@@ -73,6 +74,7 @@ class WorkerHost:
             journal = Journal(config.workdir / JOURNAL_FILE, fingerprint, durable=config.journal_durable)
             self.journaled = self.core = JournaledCore(coordinator, journal)
             self.restored_events = self.journaled.restore(time.monotonic())  # the loop's clock
+        self._kill_point = KillPoint()  # tests only: FSM_WORKER_TEST_KILL_AT
         self._pending: list[core.Event] = []  # with the journal: the events of this loop turn (group commit)
         self.runs = JobRuns(
             self.registry,
@@ -117,6 +119,8 @@ class WorkerHost:
             resume_secret=self.identity.load(),
         )
         self.outbox = Outbox(self.signaling)
+        if self._kill_point.point:
+            self.outbox.on_delivered = lambda kind: self._kill_point.reached("after_send", kind)
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[core.Event | None]] = set()
         self._idle = asyncio.Event()  # the core last advertised `available`
@@ -243,6 +247,10 @@ class WorkerHost:
             self.journaled.commit()
         except Exception:  # the journal is broken (disk full, …): keep serving, but say so loudly
             log.exception("writing the journal failed; the events of this turn will not survive a restart")
+        if self._kill_point.point:
+            for instructions in handled:
+                for send in (i for i in instructions if isinstance(i, core.Send)):
+                    self._kill_point.reached("after_journal", send.message.TYPE)
         for instructions in handled:
             self._carry_out(instructions)
 

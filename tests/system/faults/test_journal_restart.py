@@ -63,3 +63,38 @@ async def test_a_running_job_lost_with_the_worker_is_reported_once(room: Room, t
         assert "restarted" in failed.value.message
     finally:
         await worker.kill()
+
+
+@pytest.mark.parametrize("point", ["after_journal", "after_send"])
+async def test_killed_around_the_send_loses_and_repeats_nothing(
+    room: Room, tmp_path: Path, point: str
+) -> None:
+    """SIGKILL right after the journal commit of a `job_response` (never sent), or right after it was sent."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(
+        room.url, room.token, "phoenix", workdir, journal=True, kill_at=f"{point}:job_response"
+    )
+    try:
+        peer, inbox = await room.peer("holder")
+        request = {"app_message_type": "job_request", "job_id": "j1", "job_type": "train-demo"}
+        assert (await peer.send("phoenix", request)).delivered
+        async with asyncio.timeout(TIMEOUT):
+            assert await worker.process.wait() == -9  # the kill point was reached
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        before = [m["app_message_type"] for m in await probe(peer, inbox, "phoenix")]
+        if point == "after_journal":  # never sent: the client repeats its request, the held one answers it
+            assert before == []
+            assert (await peer.send("phoenix", request)).delivered
+            assert (await inbox.next_of("job_response"))["accepted"] is True
+        else:  # sent once before the kill, not again after the restart
+            assert before == ["job_response"]
+        assert [m["app_message_type"] for m in await probe(peer, inbox, "phoenix")] == []
+        rival, rival_inbox = await room.peer("rival")
+        assert (await rival.send("phoenix", {**request, "job_id": "j2"})).delivered
+        assert (await rival_inbox.next_of("job_response"))["accepted"] is False  # j1 is still held, once
+        assert (await peer.send("phoenix", {"app_message_type": "job_assignment", "job_id": "j1"})).delivered
+        assert (await peer.send("phoenix", {"app_message_type": "job_cancel", "job_id": "j1"})).delivered
+        cancelled = await inbox.next_of("job_cancelled")
+        assert cancelled["seq"] == 1
+    finally:
+        await worker.kill()

@@ -4,6 +4,11 @@ Run: `python benchmarks/core.py [--cycles N]`. Both sides process the same strea
 request, a competing request (rejected busy), an assignment, inputs ready, run start, 5 progress reports and
 success — 11 events. Prints events/s for each and the ratio (same run, same machine).
 
+The journaled rows run the same coordinator behind `worker/journal.py` (SQLite in WAL mode, in a temporary
+directory): every event written before its instructions would be carried out, one transaction per event
+(the worst case: each event alone in its event-loop turn) and per group of `--group` events (group commit).
+They interleave with the plain coordinator (ABBA) and print the ratio to it.
+
 `--against DIR` also measures the coordinator of another checkout (e.g. a `git worktree` of an older commit):
 rounds of this tree and that one alternate in ABBA order, each in a fresh subprocess, and the ratio of the
 medians is printed.
@@ -16,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +42,8 @@ from fsm_worker.protocol.worker.events import (
 
 CAPS = WorkerCapabilities(8192, "bench", "12", ("train-demo",), "bench")
 TARGET_EVENTS_PER_SECOND = 50_000
+TARGET_JOURNALED_EVENTS_PER_SECOND = 25_000
+TARGET_JOURNAL_COST = 2.0  # plain / journaled
 
 
 def workload(cycles: int) -> list[Event]:
@@ -109,6 +117,24 @@ def rate(handle: Callable[[Event, float], list[Any]], events: list[Event]) -> fl
     return len(events) / (time.perf_counter() - start)
 
 
+def journaled_rate(events: list[Event], group: int) -> float:
+    """Events/s of the coordinator behind the journal, committing every `group` events."""
+    from fsm_worker.worker.journal import Journal, JournaledCore  # not in older trees (--against)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal(Path(tmp) / "journal.sqlite", {"bench": 1})
+        core = JournaledCore(JobCoordinator(CAPS), journal)
+        start = time.perf_counter()
+        for n, event in enumerate(events, 1):
+            core.handle(event, float(n) * 1e-3)
+            if n % group == 0:
+                core.commit()
+        core.commit()
+        elapsed = time.perf_counter() - start
+        journal.close()
+    return len(events) / elapsed
+
+
 def _round(tree: str, cycles: int) -> float:
     """One measurement of the coordinator in checkout `tree`, in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": tree}
@@ -142,30 +168,50 @@ def main() -> None:
     )
     parser.add_argument("--against", metavar="DIR", help="another checkout to compare the coordinator with")
     parser.add_argument("--rounds", type=int, default=8, help="with --against: rounds per tree")
+    parser.add_argument("--group", type=int, default=11, help="events per commit in the group-commit row")
+    parser.add_argument("--quick", action="store_true", help="fewer cycles and rounds")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # one round, for --against
     args = parser.parse_args()
     if args.against:
         against(str(Path(args.against).resolve()), args.cycles, args.rounds)
         return
+    if args.quick:
+        args.cycles, args.repeat = min(args.cycles, 1000), min(args.repeat, 2)
     events = workload(args.cycles)
     if args.single:
         print(max(rate(JobCoordinator(CAPS).handle, events) for _ in range(2)))
         return
     ours_runs: list[float] = []
     bare_runs: list[float] = []
+    each_runs: list[float] = []
+    group_runs: list[float] = []
     for _ in range(args.repeat):  # ABBA: ours, bare, bare, ours, so a slow spell hits both alike
         ours_runs.append(rate(JobCoordinator(CAPS).handle, events))
         bare_runs += [rate(BareMachine().handle, events) for _ in range(2)]
         ours_runs.append(rate(JobCoordinator(CAPS).handle, events))
+        each_runs.append(journaled_rate(events, 1))  # then ABBA of journaled vs plain: J J P P J J
+        group_runs.append(journaled_rate(events, args.group))
+        ours_runs += [rate(JobCoordinator(CAPS).handle, events) for _ in range(2)]
+        group_runs.append(journaled_rate(events, args.group))
+        each_runs.append(journaled_rate(events, 1))
     ours, bare = max(ours_runs), max(bare_runs)
+    each, grouped = max(each_runs), max(group_runs)
     print(f"{'machine':<34}{'events/s':>12}{'vs bare':>10}")
     print(f"{'bare dict dispatch (baseline)':<34}{bare:>12,.0f}{1.0:>10.2f}")
     print(f"{'JobCoordinator (transitions)':<34}{ours:>12,.0f}{ours / bare:>10.3f}")
     print(f"spread over {len(ours_runs)} runs each: ours {min(ours_runs):,.0f}-{max(ours_runs):,.0f}, "
           f"bare {min(bare_runs):,.0f}-{max(bare_runs):,.0f}")  # fmt: skip
+    print(f"{'journaled, commit per event':<34}{each:>12,.0f}{each / bare:>10.3f}")
+    print(f"{f'journaled, group commit ({args.group})':<34}{grouped:>12,.0f}{grouped / bare:>10.3f}")
     print(
         f"target >= {TARGET_EVENTS_PER_SECOND:,} events/s: {'met' if ours >= TARGET_EVENTS_PER_SECOND else 'MISSED'}"
     )
+    for name, value in (("commit per event", each), ("group commit", grouped)):
+        cost = ours / value
+        met = value >= TARGET_JOURNALED_EVENTS_PER_SECOND and cost < TARGET_JOURNAL_COST
+        print(f"journal ({name}): {value:,.0f} events/s, cost {cost:.2f}x the plain coordinator "
+              f"(target >= {TARGET_JOURNALED_EVENTS_PER_SECOND:,} and < {TARGET_JOURNAL_COST:g}x): "
+              f"{'met' if met else 'MISSED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

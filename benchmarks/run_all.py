@@ -66,8 +66,15 @@ def parse_core(output: str) -> list[Row]:
     if not (bare and ours):
         return []
     value = _number(ours.group(1))
-    return [Row("core: events/s through the coordinator", value, _number(bare.group(1)), "ev/s", ">= 50000",
+    rows = [Row("core: events/s through the coordinator", value, _number(bare.group(1)), "ev/s", ">= 50000",
                 value >= 50_000, "bare dict dispatch")]  # fmt: skip
+    grouped = re.search(r"journaled, group commit \(\d+\)\s+([\d,]+)", output)
+    if grouped:  # the journal's cost: same run, interleaved with the plain coordinator
+        journaled = _number(grouped.group(1))
+        rows.append(Row("core: events/s with the journal (group commit)", journaled, value, "ev/s",
+                        ">= 25000 and < 2x cost", journaled >= 25_000 and value / journaled < 2,
+                        "the coordinator without it"))  # fmt: skip
+    return rows
 
 
 _SIGNALING_ROW = re.compile(

@@ -28,6 +28,7 @@ from fsm_worker.cli_options import (
     ConnectionOptions,
     DemoOptions,
     DiagramOptions,
+    DoctorOptions,
     IceOptions,
     LogOptions,
     WorkerOptions,
@@ -56,6 +57,7 @@ EXAMPLES = {
     "status": "fsm-worker status --server http://127.0.0.1:8765 --token s3cret",
     "demo": "fsm-worker demo",
     "diagram": "fsm-worker diagram --out diagrams/",
+    "doctor": "fsm-worker doctor --workdir ~/.cache/fsm-worker",
 }
 
 HELP = {
@@ -67,6 +69,7 @@ HELP = {
     "status": "Show the workers in a room.",
     "demo": "Run server, worker and client on loopback with a real training job.",
     "diagram": "Regenerate the state diagrams from the transition table.",
+    "doctor": "Check the worker's journal (opens, integrity, format) and work directory (writable, free space).",
 }
 
 
@@ -232,6 +235,18 @@ def cmd_diagram(settings: Settings) -> int:
     return diagrams.main(["--out", str(out)] if out else [])
 
 
+def cmd_doctor(settings: Settings) -> int:
+    from fsm_worker.worker.doctor import diagnose
+
+    options = settings.build(DoctorOptions, command_settings("doctor", DoctorOptions))
+    fine, problems = diagnose(options.workdir.expanduser().absolute(), options.min_free_mb)
+    for line in fine:
+        print(f"ok: {line}")
+    for line in problems:
+        print(f"PROBLEM: {line}")
+    return 1 if problems else 0
+
+
 COMMANDS: dict[str, Callable[[Settings], int]] = {
     "server": cmd_server,
     "worker": cmd_worker,
@@ -241,6 +256,7 @@ COMMANDS: dict[str, Callable[[Settings], int]] = {
     "status": cmd_status,
     "demo": cmd_demo,
     "diagram": cmd_diagram,
+    "doctor": cmd_doctor,
 }
 
 

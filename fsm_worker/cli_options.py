@@ -141,6 +141,18 @@ class DiagramOptions:
     )
 
 
+@attrs.frozen
+class DoctorOptions:
+    workdir: Path = attrs.field(
+        factory=lambda: Path.home() / ".cache" / "fsm-worker",
+        metadata={
+            "help": "the worker's work directory (holds the journal)",
+            "default_text": "~/.cache/fsm-worker",
+        },
+    )
+    min_free_mb: int = attrs.field(default=1024, metadata={"help": "free space the workdir needs, in MiB"})
+
+
 #: The groups of settings of each command, in the order `--help` and the docs show them.
 COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
     "server": (ServerConfig, LogOptions),
@@ -167,6 +179,7 @@ COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
     "status": (ConnectionOptions, ClientTimeouts, LogOptions),
     "demo": (DemoOptions, LogOptions),
     "diagram": (DiagramOptions, LogOptions),
+    "doctor": (DoctorOptions, LogOptions),
 }
 
 #: Fields a command fills itself (not settings there): `fsm-worker server` generates a token when none is set.

@@ -94,6 +94,19 @@ class WorkerConfig:
         default=None,
         metadata={"help": "larger SCTP packets on the data channel when the peer offers them too"},
     )
+    journal: bool = attrs.field(
+        default=False,
+        metadata={
+            "help": "journal the core's events in workdir/journal.sqlite and restore them on start "
+            "(docs/durability.md)"
+        },
+    )
+    journal_durable: bool = attrs.field(
+        default=False,
+        metadata={
+            "help": "fsync every journal commit (survives a power loss, not only a crash of the worker)"
+        },
+    )
     metrics_port: int | None = attrs.field(
         default=None,
         metadata={

@@ -13,11 +13,15 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
+from fsm_worker.jobs.spec import ErrorCode
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.shells.rtc.options import RtcOptions
@@ -25,9 +29,12 @@ from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
+from fsm_worker.worker.doctor import JOURNAL_FILE
 from fsm_worker.worker.gpus import detect_capabilities
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
+from fsm_worker.worker.journal import Journal, JournaledCore
+from fsm_worker.worker.kill_points import KillPoint
 from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.outbox import Outbox
 from fsm_worker.worker.runs import JobRuns
@@ -37,6 +44,10 @@ __all__ = ["WorkerConfig", "WorkerHost"]
 log = logging.getLogger(__name__)
 
 Task = Coroutine[Any, Any, core.Event | None]
+#: Run states whose process a restarted worker must find again (or report gone).
+_RUN_STATES = {core.WorkerState.STARTING, core.WorkerState.RUNNING}
+_STOPPING_STATES = {core.WorkerState.STOPPING_FOR_CANCEL, core.WorkerState.STOPPING_FOR_SHUTDOWN,
+                    core.WorkerState.STOPPING_EARLY}  # fmt: skip
 
 
 class WorkerHost:
@@ -49,17 +60,27 @@ class WorkerHost:
         overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
                      "cuda_version": config.cuda_version}  # fmt: skip
         self.capabilities = detect_capabilities(job_types.names, overrides)
-        self.core = JobCoordinator(
-            self.capabilities,
-            CoordinatorConfig(
-                config.reservation_timeout,
-                config.input_timeout,
-                config.retention,
-                first_input_timeout=config.first_input_timeout,
-            ),
-            estimator=job_types.estimate,
-            check_config=job_types.check_config,
+        core_config = CoordinatorConfig(
+            config.reservation_timeout,
+            config.input_timeout,
+            config.retention,
+            first_input_timeout=config.first_input_timeout,
         )
+        coordinator = JobCoordinator(
+            self.capabilities, core_config, estimator=job_types.estimate, check_config=job_types.check_config
+        )
+        self.core: JobCoordinator | JournaledCore = coordinator
+        self.journaled: JournaledCore | None = None
+        self.restored_events = 0
+        if (
+            config.journal
+        ):  # restore before anything is advertised: the metadata below shows the restored status
+            fingerprint = {"core": attrs.asdict(core_config), "capabilities": attrs.asdict(self.capabilities)}
+            journal = Journal(config.workdir / JOURNAL_FILE, fingerprint, durable=config.journal_durable)
+            self.journaled = self.core = JournaledCore(coordinator, journal)
+            self.restored_events = self.journaled.restore(time.monotonic())  # the loop's clock
+        self._kill_point = KillPoint()  # tests only: FSM_WORKER_TEST_KILL_AT
+        self._pending: list[core.Event] = []  # with the journal: the events of this loop turn (group commit)
         self.runs = JobRuns(
             self.registry,
             self._feed,
@@ -103,6 +124,8 @@ class WorkerHost:
             resume_secret=self.identity.load(),
         )
         self.outbox = Outbox(self.signaling)
+        if self._kill_point.point:
+            self.outbox.on_delivered = lambda kind: self._kill_point.reached("after_send", kind)
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[core.Event | None]] = set()
         self._idle = asyncio.Event()  # the core last advertised `available`
@@ -127,8 +150,11 @@ class WorkerHost:
         """Connect to the signaling server and start taking jobs."""
         install_rtc_patches()  # idempotent; the per-connection options live in `rtc_options`
         jobs = self.config.workdir / "jobs"
-        if jobs.is_dir():  # left by an earlier run of this worker: no client can reach those jobs any more
-            await asyncio.to_thread(shutil.rmtree, jobs, True)
+        held = set(self._held_job_ids())
+        if jobs.is_dir():  # left by an earlier run: only the jobs the restored core holds are reachable
+            for old in jobs.iterdir():
+                if old.name not in held:
+                    await asyncio.to_thread(shutil.rmtree, old, True)
         jobs.mkdir(parents=True, exist_ok=True)
         self.outbox.start()
         if self.config.metrics_port is not None:
@@ -141,7 +167,28 @@ class WorkerHost:
                 f"could not reach the signaling server at {url} within {connect_timeout:g} s"
             ) from None
         self.identity.save(self.signaling.resume_secret)
+        if self.restored_events:
+            self._recover()
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
+
+    def _held_job_ids(self) -> list[str]:
+        current = [self.core.current_job.job_id] if self.core.current_job is not None else []
+        return [*current, *self.core.retained_job_ids()]
+
+    def _recover(self) -> None:
+        """After a restore: report what expired while the worker was down, and the end of a run it lost.
+
+        The run's process does not outlive this worker yet (no re-adoption): a run that was going is reported
+        as failed (`KILLED`, recoverable), a run that was being stopped as stopped, each once.
+        """
+        log.info("restored %d journaled events: %s", self.restored_events, self.core.state.value)
+        self._feed(core.TimerFired())
+        job = self.core.current_job
+        if job is not None and self.core.state in _RUN_STATES:
+            message = "the worker restarted and the job's process did not survive it"
+            self._feed(core.RunFailed(job.job_id, ErrorCode.KILLED, message, recoverable=True))
+        elif job is not None and self.core.state in _STOPPING_STATES:
+            self._feed(core.RunStopped(job.job_id))
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -176,18 +223,50 @@ class WorkerHost:
         if self._timer is not None:
             self._timer.cancel()
         await self.signaling.close()
+        if self.journaled is not None:  # a drained core is not one to restore (docs/durability.md)
+            self.journaled.journal.reset()
+            self.journaled.journal.close()
         self._closed.set()
         log.info("worker %s shut down", self.peer_id)
 
     # --- events into the core, instructions out of it ---------------------------------------------------------
 
     def _feed(self, event: core.Event) -> None:
-        """Hand one event to the core and carry out what it says, in its order. Never raises."""
+        """Hand one event to the core and carry out what it says, in its order. Never raises.
+
+        With the journal, the events of one loop turn are handled together, committed in one transaction, and
+        only then are their instructions carried out (write-ahead with group commit).
+        """
+        if self.journaled is None:
+            self._carry_out(self._handle(event))
+            return
+        self._pending.append(event)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        handled = [self._handle(event) for event in batch]
+        assert self.journaled is not None
         try:
-            instructions = self.core.handle(event, asyncio.get_running_loop().time())
+            self.journaled.commit()
+        except Exception:  # the journal is broken (disk full, …): keep serving, but say so loudly
+            log.exception("writing the journal failed; the events of this turn will not survive a restart")
+        if self._kill_point.point:
+            for instructions in handled:
+                for send in (i for i in instructions if isinstance(i, core.Send)):
+                    self._kill_point.reached("after_journal", send.message.TYPE)
+        for instructions in handled:
+            self._carry_out(instructions)
+
+    def _handle(self, event: core.Event) -> list[core.Instruction]:
+        try:
+            return self.core.handle(event, asyncio.get_running_loop().time())
         except Exception:
             log.exception("the core failed on %r; state kept", event)
-            return
+            return []
+
+    def _carry_out(self, instructions: list[core.Instruction]) -> None:
         for update in self.metrics.observe(instructions, asyncio.get_running_loop().time()):
             self.outbox.update_metadata(update)  # the dashboard's job summary (worker/summary.py)
         for instruction in instructions:

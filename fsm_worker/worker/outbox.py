@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fsm_worker.protocol.messages import Message, to_wire
@@ -22,6 +23,8 @@ class Outbox:
         self._queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._unreachable: set[str] = set()
+        #: Called with the message type of each send the server acknowledged (the tests' kill points).
+        self.on_delivered: Callable[[str], None] | None = None
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._run(), name="worker-outbox")
@@ -67,6 +70,8 @@ class Outbox:
         """Warn once when a peer becomes unreachable (its client replays job events with `job_sync` later)."""
         if result.delivered or result.status is SendStatus.QUEUED:
             self._unreachable.discard(to)
+            if self.on_delivered is not None:
+                self.on_delivered(kind)
         elif to not in self._unreachable:
             self._unreachable.add(to)
             log.warning(

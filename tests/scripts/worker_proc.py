@@ -1,9 +1,11 @@
 """A worker host in its own process, with the tests' job types: prints READY once connected.
 
-usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`)
+usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
+`FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md).
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +15,10 @@ from fsm_worker.worker import WorkerConfig, WorkerHost
 
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
-    config = WorkerConfig(url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True)
+    journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
+    config = WorkerConfig(
+        url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True, journal=journal
+    )
     host = WorkerHost(config, job_types(Path(pid_file)))
     await host.start()
     print("READY", flush=True)

@@ -227,3 +227,30 @@ async def test_client_api_upload_over_the_limit_is_refused_and_released(room: Ro
     await eventually(holds(lambda: idle(worker)))  # the failed submission released the worker
     jobs = worker.config.workdir / "jobs"
     await eventually(holds(lambda: not any(jobs.iterdir())))  # and its files are gone
+
+
+async def test_an_assignment_without_input_bytes_frees_the_worker_for_an_honest_client(
+    room: Room, tmp_path: Path
+) -> None:
+    """Item 8: a member that reserves and assigns but never uploads holds the worker only for
+    `first_input_timeout`, then the worker is free and an honest submission runs."""
+    worker = await room.worker(first_input_timeout=1.0)
+    mallory, inbox = await room.peer("mallory")
+    await reserve_and_assign(mallory, inbox, "worker-1", "held-job", "copy")
+    await eventually(holds(lambda: worker.status is WorkerStatus.BUSY))
+    failed = await inbox.next_of("job_failed")
+    error = failed["error"]
+    assert (failed["job_id"], error["code"], error["recoverable"]) == (
+        "held-job",
+        "FIRST_INPUT_TIMEOUT",
+        True,
+    )
+    assert "first_input_timeout" in error["message"]
+    await eventually(holds(lambda: idle(worker)))
+
+    client: JobClient = await room.client()
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"honest" * 1000)
+    job = await client.submit("copy", inputs=[data])
+    outcome = await job.result(tmp_path / "out")
+    assert [path.read_bytes() for path in outcome.files] == [data.read_bytes()]

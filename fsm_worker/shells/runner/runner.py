@@ -161,13 +161,14 @@ class JobRunner:
             raise JobAlreadyRunning(spec.job_id)
         files = RunFiles.of_workdir(spec.workdir)
         record = RunRecord.read(files)
-        alive = record is not None and record.wrapper_alive()
+        ended = read_exit(files) is not None
+        alive = not ended and record is not None and record.wrapper_alive()
         limit = timeout if timeout is not None else self.timeout
         run = Run(spec, on_event, limit, RateLimiter(self.progress_interval))
         run.adopted, run.files, run.record = True, files, record
         run.skip_until = run.resume_offset = run.offered_offset = max(0, offset)
         self._runs[spec.job_id] = run
-        if not alive and read_exit(files) is None:
+        if not alive and not ended:
             what = "no record" if record is None else f"wrapper pid {record.wrapper_pid} is gone"
             message = f"job lost: {what} and no exit status in {files.directory}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.LOST, message, True))

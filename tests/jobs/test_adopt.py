@@ -119,7 +119,7 @@ async def test_job_that_ended_while_no_runner_watched_reports_its_real_outcome(
     else:
         assert isinstance(end, RunFailed) and end.code is ErrorCode.EXIT_NONZERO
         assert "exit code 3" in end.message and "counted" in end.message  # stderr tail from the file
-    assert host.progress + [e.progress for e in rec.of(RunProgress)] == expected_progress(4)  # type: ignore[attr-defined]
+    assert host.progress + progress_of(rec) == expected_progress(4)
     assert runner.running == []
 
 

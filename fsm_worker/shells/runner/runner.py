@@ -488,6 +488,10 @@ class JobRunner:
         """
         assert run.output is not None
         pending = bytearray()
+        if not files.stdout.exists():  # removed while no runner watched: nothing to parse
+            log.warning("job %s: %s is missing", run.spec.job_id, files.stdout)
+            await exited
+            return
         with open(files.stdout, "rb") as handle:
             while True:
                 finished = exited.done()

@@ -15,6 +15,7 @@ class ErrorCode(enum.StrEnum):
 
     EXIT_NONZERO = "EXIT_NONZERO"
     KILLED = "KILLED"
+    LOST = "LOST"  # a detached job the worker could not find again (no live process, no exit status)
     TIMEOUT = "TIMEOUT"
     HANDLER_ERROR = "HANDLER_ERROR"
     INPUT_INVALID = "INPUT_INVALID"

@@ -34,6 +34,7 @@ class AppErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     HANDLER_ERROR = "HANDLER_ERROR"
     INPUT_INVALID = "INPUT_INVALID"
+    LOST = "LOST"  # a detached job not found again after a worker restart (docs/durability.md)
 
 
 class MessageError(ValueError):

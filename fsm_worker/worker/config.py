@@ -71,6 +71,12 @@ class WorkerConfig:
     kill_grace: float = attrs.field(
         default=5.0, metadata={"help": "seconds a stopped job gets between SIGTERM and SIGKILL"}
     )
+    job_lifetime: Literal["detached", "with_worker"] = attrs.field(
+        default="detached",
+        validator=attrs.validators.in_(("detached", "with_worker")),
+        metadata={"help": "detached: a job outlives the worker process and is adopted again after a restart; "
+                  "with_worker: it dies with the worker (PR_SET_PDEATHSIG)"},
+    )  # fmt: skip
     max_upload_bytes: int = attrs.field(
         default=10 * GiB,
         metadata={"name": "max_upload_mb", "scale": 1024 * 1024, "help": "largest upload per job, in MiB"},

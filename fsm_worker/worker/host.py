@@ -87,6 +87,7 @@ class WorkerHost:
             timeout=config.job_timeout,
             kill_grace=config.kill_grace,
             env_allow=config.job_env_allow,
+            job_lifetime=config.job_lifetime,
         )
         self.rtc_options = RtcOptions.from_settings(
             config.ice_servers, loopback_only=config.loopback_only, fast_path=config.rtc_fast_path

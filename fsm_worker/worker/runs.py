@@ -11,7 +11,7 @@ from fsm_worker.jobs.spec import ErrorCode, JobSpec
 from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunStopped
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
 from fsm_worker.shells.runner.run import EventSink
-from fsm_worker.shells.runner.runner import JobRunner
+from fsm_worker.shells.runner.runner import JobLifetime, JobRunner
 
 
 class JobRuns:
@@ -25,10 +25,10 @@ class JobRuns:
         timeout: float | None,
         kill_grace: float,
         env_allow: tuple[str, ...] = (),
+        job_lifetime: JobLifetime = "detached",
     ):
-        self.runner = JobRunner(
-            registry, timeout=timeout, kill_grace=kill_grace, env_allow=(*DEFAULT_ALLOW, *env_allow)
-        )
+        self.runner = JobRunner(registry, timeout=timeout, kill_grace=kill_grace,
+                                env_allow=(*DEFAULT_ALLOW, *env_allow), job_lifetime=job_lifetime)  # fmt: skip
         self.kill_grace = kill_grace
         self._sink = sink
 

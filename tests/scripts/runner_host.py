@@ -1,4 +1,5 @@
-"""A stand-in worker process: runs one long job through JobRunner, prints its pid, then waits to be killed."""
+"""A stand-in worker process: runs one long job that dies with it (``job_lifetime="with_worker"``), prints its
+pid, then waits to be killed."""
 
 import asyncio
 import sys
@@ -18,7 +19,9 @@ async def main(workdir: Path) -> None:
         if isinstance(event, RunStarted):
             print(event.pid, flush=True)
 
-    await JobRunner(registry).start(JobSpec("job", "sleep", {}, workdir), on_event)
+    await JobRunner(registry, job_lifetime="with_worker").start(
+        JobSpec("job", "sleep", {}, workdir), on_event
+    )
     await asyncio.sleep(600)
 
 

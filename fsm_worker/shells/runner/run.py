@@ -14,6 +14,7 @@ from fsm_worker.jobs.parsers import OutputParser
 from fsm_worker.jobs.progress import ErrorLine, RateLimiter, ResultLine
 from fsm_worker.jobs.spec import JobSpec
 from fsm_worker.protocol.worker.events import RunEvent, RunProgress, TerminalEvent
+from fsm_worker.shells.runner.detached import RunFiles, RunRecord
 from fsm_worker.shells.runner.output import OutputState
 from fsm_worker.shells.runner.procgroup import RunScope
 
@@ -64,6 +65,14 @@ class Run:
     result: ResultLine | None = None
     error: ErrorLine | None = None
     terminal: TerminalEvent | None = None
+    files: RunFiles | None = None  # detached runs: where output, record and exit status live
+    record: RunRecord | None = None  # adopted runs: the processes found again
+    exited: asyncio.Future[None] | None = None  # detached runs: the wrapper has ended
+    adopted: bool = False
+    skip_until: int = 0  # adopted runs: progress from stdout lines ending at or before this offset was sent
+    line_end: int = 0  # stdout offset after the line being handled
+    offered_offset: int = 0  # stdout offset after the line of the last progress offered to the limiter
+    resume_offset: int = 0  # stdout offset after the line of the last progress emitted
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import json
 import logging
@@ -20,9 +21,10 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
+from typing import BinaryIO, Literal
 
 from fsm_worker.jobs.launch import Command, Launch, PythonCall, SideChannel
-from fsm_worker.jobs.parsers import JsonLines, ParsedLine
+from fsm_worker.jobs.parsers import JsonLines, OutputParser, ParsedLine
 from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobInputInvalid, JobSpec, JobTypeError
@@ -34,8 +36,16 @@ from fsm_worker.protocol.worker.events import (
     RunStopped,
     TerminalEvent,
 )
+from fsm_worker.shells.runner.detached import (
+    TAIL_POLL,
+    RunFiles,
+    RunRecord,
+    read_exit,
+    read_tail,
+    wait_exit,
+)
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
-from fsm_worker.shells.runner.outcome import outcome, succeeded
+from fsm_worker.shells.runner.outcome import outcome, succeeded, tail
 from fsm_worker.shells.runner.output import LINE_LIMIT, OutputState
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
 from fsm_worker.shells.runner.run import EventSink, ExitProtocol, Prepared, Run
@@ -48,8 +58,19 @@ DRAIN_TIMEOUT = 2.0
 READ_CHUNK = 65536
 
 
+JobLifetime = Literal["detached", "with_worker"]
+
+
 class JobAlreadyRunning(RuntimeError):
     """``start`` was called for a job id that is still running."""
+
+
+class Adoption(enum.Enum):
+    """What ``JobRunner.adopt`` found for a recorded job."""
+
+    RUNNING = "running"  # still running: supervised again, events follow as for a started run
+    ENDED = "ended"  # it ended while no runner watched it: its real terminal event was delivered
+    LOST = "lost"  # neither a live process nor an exit status: ``RunFailed(LOST)`` was delivered
 
 
 class JobRunner:
@@ -59,7 +80,10 @@ class JobRunner:
     SIGTERM→SIGKILL grace used on timeout and by ``shutdown``; ``progress_interval`` bounds the rate of
     ``RunProgress`` events per run; ``python`` runs ``PythonCall`` launches; ``env_allow`` lists the worker
     variables (names or ``PREFIX*``) a job may see; ``soft_stop_timeout`` bounds a graceful stop before
-    it becomes a plain stop.
+    it becomes a plain stop. ``job_lifetime``: ``"detached"`` (default) runs every job in its own session
+    through a wrapper that records it in ``<workdir>/.run/`` so that it outlives the worker and ``adopt``
+    finds it again; ``"with_worker"`` runs it under a ``PR_SET_PDEATHSIG`` guard with piped output, so it
+    dies with the worker.
     """
 
     def __init__(
@@ -73,7 +97,11 @@ class JobRunner:
         python: str = sys.executable,
         env_allow: Iterable[str] = DEFAULT_ALLOW,
         soft_stop_timeout: float = 120.0,
+        job_lifetime: JobLifetime = "detached",
     ) -> None:
+        if job_lifetime not in ("detached", "with_worker"):
+            raise ValueError(f"job_lifetime must be 'detached' or 'with_worker', not {job_lifetime!r}")
+        self.job_lifetime = job_lifetime
         self.registry = registry
         self.timeout = timeout
         self.kill_grace = kill_grace
@@ -113,6 +141,86 @@ class JobRunner:
             raise
         await run.started.wait()
 
+    async def adopt(
+        self, spec: JobSpec, on_event: EventSink, *, offset: int = 0, timeout: float | None = None
+    ) -> Adoption:
+        """Take back a detached job recorded in ``spec.workdir/.run/`` (e.g. after a worker restart).
+
+        ``offset`` is the ``resume_offset`` journaled with the last progress event sent: progress from
+        stdout lines up to it is not sent again, everything after it is. A job whose wrapper still runs
+        (pid and start time match the record) is supervised as if ``start`` had launched it, without a
+        second ``RunStarted``: progress, ``stop`` (graceful or not) and ``wait`` work by job id, and it ends
+        with the same terminal events; returns ``RUNNING``. A job that ended meanwhile gets its real
+        terminal event from its exit status (outputs listed as usual) before this returns ``ENDED``. With
+        neither, ``RunFailed(LOST)`` is delivered and this returns ``LOST``. ``timeout`` (default: the
+        runner's) counts from the job's original start. Raises only for a duplicate job id or a closed runner.
+        """
+        if self._closed:
+            raise RuntimeError("job runner is shut down")
+        if spec.job_id in self._runs:
+            raise JobAlreadyRunning(spec.job_id)
+        files = RunFiles.of_workdir(spec.workdir)
+        record = RunRecord.read(files)
+        ended = read_exit(files) is not None
+        alive = not ended and record is not None and record.wrapper_alive()
+        limit = timeout if timeout is not None else self.timeout
+        run = Run(spec, on_event, limit, RateLimiter(self.progress_interval))
+        run.adopted, run.files, run.record = True, files, record
+        run.skip_until = run.resume_offset = run.offered_offset = max(0, offset)
+        self._runs[spec.job_id] = run
+        if not alive and not ended:
+            what = "no record" if record is None else f"wrapper pid {record.wrapper_pid} is gone"
+            message = f"job lost: {what} and no exit status in {files.directory}"
+            await self._finish(run, RunFailed(spec.job_id, ErrorCode.LOST, message, True))
+            return Adoption.LOST
+        parser, run.soft_stop_signal = await asyncio.to_thread(self._parser_of, spec)
+        run.output = OutputState(spec.job_id, parser, self.stderr_tail_chars)
+        loop = asyncio.get_running_loop()
+        if record is not None:
+            if alive:  # an ended job's group id may belong to someone else by now
+                run.scope = RunScope(record.pgid, record.token)
+            run.started_at = time.monotonic() - max(0.0, time.time() - record.started_wall)
+            if limit is not None:
+                run.timeout = max(0.0, limit - (time.monotonic() - run.started_at))
+        else:
+            run.started_at = time.monotonic()
+        if alive and record is not None:
+            run.exited = asyncio.ensure_future(wait_exit(record))
+        else:
+            run.exited = loop.create_future()
+            run.exited.set_result(None)
+        run.started.set()
+        run.supervisor = asyncio.create_task(self._supervise(run), name=f"job-{spec.job_id}")
+        if not alive:
+            await run.done.wait()
+            return Adoption.ENDED
+        return Adoption.RUNNING
+
+    def resume_offset(self, job_id: str) -> int | None:
+        """Stdout offset after the line of the last progress event sent (None: unknown or not detached).
+
+        Read it in the event sink when a ``RunProgress`` arrives and journal it with that event; give it
+        to ``adopt`` after a restart so that no progress event is lost or repeated.
+        """
+        run = self._runs.get(job_id)
+        if run is None or run.files is None:
+            return None
+        return run.resume_offset
+
+    def _parser_of(self, spec: JobSpec) -> tuple[OutputParser, int]:
+        """Runs in a thread: the progress parser and soft-stop signal of an adopted job (JSON lines if its
+        handler cannot build it any more). Its side channel is not reopened (see docs/durability.md)."""
+        try:
+            launch = self.registry.get(spec.job_type).build(spec)
+        except Exception:
+            log.warning("job %s: cannot rebuild its launch; reading JSON-lines progress", spec.job_id,
+                        exc_info=True)  # fmt: skip
+            return JsonLines(), signal.SIGINT
+        if not isinstance(launch, Command):  # a PythonCall reports JSON lines
+            return JsonLines(), signal.SIGINT
+        parser = launch.progress if launch.progress is not None else JsonLines()
+        return parser, launch.soft_stop_signal
+
     async def _launch(self, run: Run) -> None:
         spec = run.spec
         try:
@@ -137,19 +245,35 @@ class JobRunner:
             return
         run.channel = await self._open_channel(spec.job_id, prepared.channel)
         loop = asyncio.get_running_loop()
+        stdout: BinaryIO | int
+        stderr: BinaryIO | int
         try:
-            run.transport, run.protocol = await loop.subprocess_exec(
-                lambda: ExitProtocol(LINE_LIMIT, loop),
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=spec.workdir,
-                env=env,
-                start_new_session=True,
-            )
+            if self.job_lifetime == "detached":
+                run.files = RunFiles.of_workdir(spec.workdir)
+                argv = [self.python, "-m", "fsm_worker.shells.runner.wrapper", str(run.files.directory),
+                        "--", *argv]  # fmt: skip
+                stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files)
+            else:
+                stdout = stderr = asyncio.subprocess.PIPE
+            try:
+                run.transport, run.protocol = await loop.subprocess_exec(
+                    lambda: ExitProtocol(LINE_LIMIT, loop),
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=spec.workdir,
+                    env=env,
+                    start_new_session=True,
+                )
+            finally:
+                for handle in (stdout, stderr):
+                    if not isinstance(handle, int):
+                        handle.close()
             run.proc = asyncio.subprocess.Process(run.transport, run.protocol, loop)
             run.scope = RunScope(run.proc.pid, run.token)
+            if run.files is not None:
+                run.exited = run.protocol.exited
         except OSError as exc:
             await self._close_channel(run)
             message = f"cannot start {argv[0]!r}: {exc}"
@@ -178,7 +302,7 @@ class JobRunner:
         if graceful:
             if run.terminal is None and not run.stop_requested and not run.stop_early_requested:
                 run.stop_early_requested = True
-                if run.proc is not None:
+                if run.scope is not None:
                     await self._ask_to_stop_early(run)
             try:
                 async with asyncio.timeout(self.soft_stop_timeout):
@@ -192,7 +316,7 @@ class JobRunner:
         if run.terminal is None and not run.stop_requested:
             run.stop_requested = True
             run.stop_grace = self.kill_grace if grace_seconds is None else grace_seconds
-            if run.proc is not None:
+            if run.scope is not None:
                 self._begin_termination(run, run.stop_grace)
         await run.done.wait()
         return isinstance(run.terminal, RunStopped)
@@ -233,13 +357,17 @@ class JobRunner:
         executable = launch.argv[0]
         if shutil.which(executable, path=env.get("PATH")) is None:
             raise FileNotFoundError(f"cannot start {executable!r}: no such executable")
-        guard = [
-            self.python,
-            "-m",
-            "fsm_worker.shells.runner.guard",
-            str(os.getpid()),
-            "--",
-        ]  # dies with the worker
+        guard = (
+            []
+            if self.job_lifetime == "detached"
+            else [
+                self.python,
+                "-m",
+                "fsm_worker.shells.runner.guard",
+                str(os.getpid()),
+                "--",
+            ]
+        )  # dies with the worker; a detached job gets the wrapper in _launch
         parser = launch.progress if launch.progress is not None else JsonLines()
         return Prepared([*guard, *launch.argv], env, parser, launch.soft_stop_signal, launch.side_channel)
 
@@ -270,59 +398,132 @@ class JobRunner:
             run.termination = asyncio.create_task(run.scope.terminate(grace))
 
     async def _supervise(self, run: Run) -> None:
-        proc, transport, protocol, scope = run.proc, run.transport, run.protocol, run.scope
-        assert proc is not None and transport is not None and protocol is not None and scope is not None
+        scope, exited = run.scope, run.exited
+        transport, protocol = run.transport, run.protocol
+        if exited is None:
+            assert protocol is not None
+            exited = protocol.exited
         job_id = run.spec.job_id
-        stdout, stderr = proc.stdout, proc.stderr
-        assert stdout is not None and stderr is not None
         readers: list[asyncio.Task[None]] = []
         try:
-            await self._emit(run, RunStarted(job_id, proc.pid))
+            if not run.adopted:
+                assert run.proc is not None
+                await self._emit(run, RunStarted(job_id, run.proc.pid))
             run.started.set()
-            readers += [
-                asyncio.create_task(self._read_stdout(run, stdout)),
-                asyncio.create_task(self._read_stderr(run, stderr)),
-            ]
+            if run.files is not None:
+                readers.append(asyncio.create_task(self._tail_stdout(run, run.files, exited)))
+            else:
+                assert run.proc is not None and run.proc.stdout is not None and run.proc.stderr is not None
+                readers += [
+                    asyncio.create_task(self._read_stdout(run, run.proc.stdout)),
+                    asyncio.create_task(self._read_stderr(run, run.proc.stderr)),
+                ]
             if run.channel is not None:
                 readers.append(asyncio.create_task(self._read_channel(run, run.channel)))
             try:
                 async with asyncio.timeout(run.timeout):
-                    await asyncio.shield(protocol.exited)
+                    await asyncio.shield(exited)
             except TimeoutError:
                 if not run.stop_requested:
                     run.timed_out = True
                     self._begin_termination(run, self.kill_grace)
-                await protocol.exited
+                await exited
             if run.termination is not None:
                 await run.termination
-            else:
+            elif scope is not None:
                 await scope.kill()  # whatever the finished main process left behind
             await self._close_channel(run)  # lets its reader finish with what already arrived
             await self._drain(readers)
-            transport.close()
-            terminal = await self._outcome(run, transport.get_returncode())
+            if transport is not None:
+                transport.close()
+            terminal = await self._ended(run)
         except asyncio.CancelledError:
-            scope.signal(signal.SIGKILL)
+            if scope is not None:
+                scope.signal(signal.SIGKILL)
             for task in readers:
                 task.cancel()
-            transport.close()
+            if transport is not None:
+                transport.close()
             await self._close_channel(run)
             self._runs.pop(job_id, None)
             run.done.set()
             raise
         except Exception as exc:
             log.exception("job %s: supervisor failed", job_id)
-            await scope.kill()
+            if scope is not None:
+                await scope.kill()
             await self._drain(readers)
-            transport.close()
+            if transport is not None:
+                transport.close()
             await self._close_channel(run)
             terminal = RunFailed(job_id, ErrorCode.HANDLER_ERROR, f"runner error: {exc!r}", False)
         finally:
             run.started.set()
         pending = run.limiter.flush()
         if pending is not None and not run.stop_requested:
+            run.resume_offset = run.offered_offset
             await self._emit(run, pending)
         await self._finish(run, terminal)
+
+    async def _ended(self, run: Run) -> TerminalEvent:
+        """The terminal event once every process is gone (a detached run's code comes from ``exit.json``)."""
+        if run.files is None:
+            assert run.transport is not None
+            return await self._outcome(run, run.transport.get_returncode())
+        assert run.output is not None
+        run.output.stderr(await asyncio.to_thread(read_tail, run.files.stderr, self.stderr_tail_chars * 4))
+        returncode = read_exit(run.files)
+        if returncode is None and run.transport is not None:
+            returncode = run.transport.get_returncode()  # the wrapper itself was killed
+        if returncode is None and not run.stop_requested and not run.timed_out:
+            message = f"job lost: its wrapper ended without an exit status in {run.files.directory}"
+            return RunFailed(run.spec.job_id, ErrorCode.LOST, message + tail(run), True)
+        return await self._outcome(run, returncode)
+
+    async def _tail_stdout(self, run: Run, files: RunFiles, exited: asyncio.Future[None]) -> None:
+        """Follow ``stdout.log`` from its start until the run has exited and the file is read to its end.
+
+        Lines are handled one by one so that ``run.line_end`` is exact; progress from lines that end at or
+        before ``run.skip_until`` was already sent before an adoption and only updates the run's state.
+        """
+        assert run.output is not None
+        pending = bytearray()
+        if not files.stdout.exists():  # removed while no runner watched: nothing to parse
+            log.warning("job %s: %s is missing", run.spec.job_id, files.stdout)
+            await exited
+            return
+        with open(files.stdout, "rb") as handle:
+            while True:
+                finished = exited.done()
+                data = await asyncio.to_thread(handle.read, READ_CHUNK)
+                if data:
+                    pending += data
+                    await self._stdout_lines(run, pending, final=False)
+                    continue
+                if finished:
+                    await self._stdout_lines(run, pending, final=True)
+                    return
+                await self._deliver_due(run)
+                await asyncio.wait([exited], timeout=TAIL_POLL)
+
+    async def _stdout_lines(self, run: Run, pending: bytearray, *, final: bool) -> None:
+        assert run.output is not None
+        while pending:
+            cut = _line_end(pending)
+            if cut is None:
+                if not final and len(pending) <= LINE_LIMIT:
+                    return
+                cut = len(pending)
+            line, run.line_end = bytes(pending[:cut]), run.line_end + cut
+            del pending[:cut]
+            items = run.output.stdout(line) + run.output.stdout(b"")
+            for item in items:
+                if isinstance(item, ProgressLine) and run.channel_live:
+                    continue
+                if isinstance(item, ProgressLine) and run.line_end <= run.skip_until:
+                    run.last_progress = max(run.last_progress, item.progress)
+                    continue
+                await self._on_parsed(run, item)
 
     async def _close_channel(self, run: Run) -> None:
         channel, run.channel = run.channel, None
@@ -368,6 +569,7 @@ class JobRunner:
     async def _deliver_due(self, run: Run) -> None:
         due = run.limiter.due(asyncio.get_running_loop().time())
         if due is not None and not run.stop_requested:
+            run.resume_offset = run.offered_offset
             await self._emit(run, due)
 
     async def _on_parsed(self, run: Run, parsed: ParsedLine) -> None:
@@ -381,8 +583,10 @@ class JobRunner:
         run.last_progress = max(run.last_progress, value)
         progress = RunProgress(run.spec.job_id, run.last_progress, parsed.message, parsed.metrics)
         if not run.stop_requested:
+            run.offered_offset = run.line_end
             item = run.limiter.offer(progress, asyncio.get_running_loop().time())
             if item is not None:
+                run.resume_offset = run.offered_offset
                 await self._emit(run, item)
 
     async def _read_stderr(self, run: Run, stream: asyncio.StreamReader) -> None:
@@ -406,3 +610,22 @@ class JobRunner:
             self._runs.pop(run.spec.job_id, None)
             run.started.set()
             run.done.set()
+
+
+def _line_end(data: bytearray) -> int | None:
+    """Offset just after the first line separator (``\\r\\n`` counts as one) in ``data``; None if none."""
+    positions = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    if not positions:
+        return None
+    end = min(positions) + 1
+    if data[end - 1 : end] == b"\r" and end < len(data) and data[end : end + 1] == b"\n":
+        end += 1
+    return end
+
+
+def _fresh_run_files(files: RunFiles) -> tuple[BinaryIO, BinaryIO]:
+    """Runs in a thread: an empty run directory; its stdout and stderr files opened for the wrapper."""
+    files.directory.mkdir(parents=True, exist_ok=True)
+    for path in (files.record, files.exit):
+        path.unlink(missing_ok=True)
+    return open(files.stdout, "wb"), open(files.stderr, "wb")

@@ -3,6 +3,8 @@
 It trusts nothing the worker says: every name must be a safe relative path that collides with no
 other, and the count and total size are capped (:class:`DownloadLimits`) whatever the worker
 announced. The shell (``shells/transfer/client.py``) writes into a fresh folder of its own.
+A ``same`` frame (a file the client listed in ``fetch_results.have``, equal on the worker) counts as
+done without bytes; it is kept in place (:attr:`DownloadReceiver.kept`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fsm_worker.protocol.transfer.frames import (
     Frame,
     Results,
     ResultsDone,
+    Same,
 )
 from fsm_worker.protocol.transfer.paths import check_relative_path, path_conflict
 from fsm_worker.protocol.transfer.stats import TransferStats
@@ -114,8 +117,15 @@ class _File:
 class DownloadReceiver:
     """One ``fetch_results`` as seen by the client; ends with exactly one done or failed instruction."""
 
-    def __init__(self, limits: DownloadLimits | None = None, stats: TransferStats | None = None) -> None:
+    def __init__(
+        self,
+        limits: DownloadLimits | None = None,
+        stats: TransferStats | None = None,
+        held: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.limits = limits or DownloadLimits()
+        self.held = dict(held or {})  # what ``fetch_results.have`` listed: name -> (size, sha256)
+        self.kept: list[str] = []  # results the client already held: counted as done, not written
         self.stats = stats if stats is not None else TransferStats()
         self.announced: Results | None = None
         self.file: _File | None = None
@@ -174,6 +184,8 @@ class DownloadReceiver:
             return []
         if isinstance(frame, FileHeader) and self.announced is not None and self.file is None:
             return self._on_header(frame)
+        if isinstance(frame, Same) and self.announced is not None and self.file is None:
+            return self._on_same(frame)
         if isinstance(frame, End) and self.file is not None and frame.name == self.file.header.name:
             if self._waiting is not None:
                 raise FrameError("end frame while the file is being finished", FrameCode.UNEXPECTED)
@@ -201,16 +213,32 @@ class DownloadReceiver:
             raise FrameError(message, FrameCode.TOO_LARGE)
 
     def _on_header(self, header: FileHeader) -> list[DownloadInstruction]:
-        check_relative_path(header.name)
-        clash = path_conflict(header.name, self.taken)
-        if clash is not None:
-            message = f"result {header.name!r} collides with {clash!r}; nothing is merged or overwritten"
-            raise FrameError(message, FrameCode.BAD_NAME, header.name)
-        self._check_totals(len(self.names) + 1, self.bytes_announced + header.size, "sends")
-        self.taken.add(header.name)
-        self.bytes_announced += header.size
+        self._take(header.name, header.size)
         self.file = _File(header)
         return [OpenFile(header.name, header.size)]
+
+    def _on_same(self, same: Same) -> list[DownloadInstruction]:
+        if self.held.get(same.name) != (same.size, same.sha256):
+            message = f"{same.name!r}: the worker says it is unchanged, but the client holds no such file"
+            raise FrameError(message, FrameCode.UNEXPECTED, same.name)
+        self._take(same.name, same.size)
+        self.names.append(same.name)
+        self.kept.append(same.name)
+        self.bytes_done += same.size
+        self.stats.files_deduped += 1
+        self.stats.bytes_skipped += same.size
+        total = max(self.announced.total_size if self.announced else 0, self.bytes_done)
+        return [DownloadProgress(self.bytes_done, total)]
+
+    def _take(self, name: str, size: int) -> None:
+        check_relative_path(name)
+        clash = path_conflict(name, self.taken)
+        if clash is not None:
+            message = f"result {name!r} collides with {clash!r}; nothing is merged or overwritten"
+            raise FrameError(message, FrameCode.BAD_NAME, name)
+        self._check_totals(len(self.names) + 1, self.bytes_announced + size, "sends")
+        self.taken.add(name)
+        self.bytes_announced += size
 
     def _on_chunk(self, data: bytes) -> list[DownloadInstruction]:
         file = self.file

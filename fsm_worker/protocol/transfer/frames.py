@@ -77,10 +77,20 @@ class Commit:
 
 
 @attrs.frozen
+class Held:
+    """A file the client already holds in the download destination: its relative name, size and sha256."""
+
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
 class FetchResults:
-    """Client: send me the job's result files."""
+    """Client: send me the job's result files; ``have`` lists files it already holds (not resent if equal)."""
 
     TYPE: ClassVar[str] = "fetch_results"
+    have: list[Held] = attrs.field(factory=list)
 
 
 # worker -> client
@@ -142,6 +152,16 @@ class FileHeader:
 
 
 @attrs.frozen
+class Same:
+    """Download: the client holds this result with this size and sha256 (its ``have``); no bytes follow."""
+
+    TYPE: ClassVar[str] = "same"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
 class Results:
     """Download announcement: ``count`` files totalling ``total_size`` bytes follow."""
 
@@ -181,6 +201,7 @@ Frame: TypeAlias = (
     | Ack
     | Committed
     | FileHeader
+    | Same
     | Results
     | ResultsDone
     | Error
@@ -199,6 +220,7 @@ FRAME_TYPES: dict[str, type[Frame]] = {
         Ack,
         Committed,
         FileHeader,
+        Same,
         Results,
         ResultsDone,
         Error,
@@ -228,6 +250,16 @@ def _strings(value: Any, _type: Any) -> list[str]:
 
 
 _converter.register_structure_hook_func(lambda kind: kind == list[str], _strings)
+
+
+def _held(value: Any, _type: Any) -> list[Held]:
+    """Only a JSON array of objects is a ``have`` list."""
+    if type(value) is not list or not all(type(item) is dict for item in value):
+        raise TypeError(f"expected an array of objects, got {type(value).__name__}")
+    return [_converter.structure(item, Held) for item in value]
+
+
+_converter.register_structure_hook_func(lambda kind: kind == list[Held], _held)
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:
@@ -264,4 +296,6 @@ def encode_frame(frame: Frame) -> str:
     """Serialize a control frame to its JSON text."""
     data: dict[str, Any] = {"type": frame.TYPE}
     data.update(_converter.unstructure(frame))
+    if isinstance(frame, FetchResults) and not frame.have:
+        del data["have"]  # a plain ``{"type": "fetch_results"}`` when the client holds nothing
     return json.dumps(data, separators=(",", ":"))

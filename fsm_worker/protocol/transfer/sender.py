@@ -2,7 +2,8 @@
 
 Results keep their relative paths (``a/x.txt``): the shell lists them, this core refuses unsafe
 names, links and device files, then walks the files one at a time (hash → ``file`` header →
-chunks → ``end``) and closes with ``results_done``.
+chunks → ``end``) and closes with ``results_done``. A file the client says it already holds with the
+same size and sha256 (``fetch_results.have``) is answered with ``same`` instead of its bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Results,
     ResultsDone,
+    Same,
 )
 from fsm_worker.protocol.transfer.paths import check_relative_path
 from fsm_worker.protocol.transfer.receiver import Send
@@ -115,17 +117,19 @@ class ResultsSender:
         self.files: tuple[ResultEntry, ...] = ()
         self.index = -1  # the file in flight; -1 when idle
         self.listing = False
+        self.held: dict[str, tuple[int, str]] = {}
 
     @property
     def busy(self) -> bool:
         """Whether a download is being listed or sent."""
         return self.listing or self.index >= 0
 
-    def fetch(self, _frame: FetchResults) -> list[SenderInstruction]:
+    def fetch(self, frame: FetchResults) -> list[SenderInstruction]:
         """A ``fetch_results`` frame arrived."""
         if self.busy:
             return [self._error(FrameCode.BUSY, "results are already being sent")]
         self.listing = True
+        self.held = {held.name: (held.size, held.sha256) for held in frame.have}
         return [ListResults()]
 
     def handle(self, event: SenderEvent) -> list[SenderInstruction]:
@@ -134,24 +138,32 @@ class ResultsSender:
             self.listing = False
             return self._start(event)
         if isinstance(event, SendingFailed) and self.busy:
-            self.listing, self.index, self.files = False, -1, ()
+            self.listing, self.index, self.files, self.held = False, -1, (), {}
             return [] if event.channel_closed else [self._error(event.code, event.message)]
         if isinstance(event, ResultHashed) and event.index == self.index >= 0:
             entry = self.files[event.index]
+            if self.held.get(entry.name) == (entry.size, event.sha256):
+                self.stats.files_deduped += 1
+                self.stats.bytes_skipped += entry.size
+                return self._next(Send(Same(name=entry.name, size=entry.size, sha256=event.sha256)))
             header = FileHeader(name=entry.name, size=entry.size, sha256=event.sha256)
             return [Send(header), StreamResult(event.index, entry.name, entry.size)]
         if isinstance(event, ResultStreamed) and event.index == self.index >= 0:
             self.stats.chunk_bytes_sent += event.chunk_bytes
             self.stats.chunks_sent += event.chunks
             self.stats.files_sent += 1
-            out: list[SenderInstruction] = [Send(End(name=self.files[event.index].name))]
-            self.index += 1
-            if self.index < len(self.files):
-                return [*out, HashResult(self.index, self.files[self.index].name)]
-            out.append(Send(ResultsDone(count=len(self.files))))
-            self.index, self.files = -1, ()
-            return out
+            return self._next(Send(End(name=self.files[event.index].name)))
         return []  # an answer nobody waits for (late, after a failure): nothing to do
+
+    def _next(self, closing: Send) -> list[SenderInstruction]:
+        """The current file is done (``closing`` says so): hash the next one or close the download."""
+        out: list[SenderInstruction] = [closing]
+        self.index += 1
+        if self.index < len(self.files):
+            return [*out, HashResult(self.index, self.files[self.index].name)]
+        out.append(Send(ResultsDone(count=len(self.files))))
+        self.index, self.files, self.held = -1, (), {}
+        return out
 
     def _start(self, listed: ResultsListed) -> list[SenderInstruction]:
         if listed.entries is None:

@@ -17,6 +17,7 @@ from fsm_worker.protocol.transfer.download import (
 )
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
+    MAX_CONTROL_FRAME,
     Ack,
     Commit,
     Committed,
@@ -26,12 +27,15 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Frame,
     Have,
+    Held,
     Proof,
     Prove,
     Put,
     Ready,
     Results,
     ResultsDone,
+    Same,
+    encode_frame,
     parse_frame,
 )
 from fsm_worker.protocol.transfer.stats import TransferStats
@@ -130,7 +134,7 @@ class ClientTransferEndpoint:
             else:
                 self._replies.put_nowait(exc)
             return
-        download_frames = (Results, FileHeader, End, ResultsDone, Error)
+        download_frames = (Results, FileHeader, Same, End, ResultsDone, Error)
         if self._download is not None and isinstance(frame, download_frames):
             self._download.on_frame(frame)
         else:
@@ -258,24 +262,33 @@ class ClientTransferEndpoint:
     ) -> list[Path]:
         """Fetch the job's result files, verified by size and sha256, keeping their relative paths.
 
-        With ``job_id`` the files land in a fresh folder ``dest_dir/<job_id>`` (refused with ``EXISTS`` if
-        it holds anything); without, directly in ``dest_dir``. Either way nothing existing is replaced,
-        unsafe names are refused and the download is capped by ``download_limits``; on failure nothing
-        is left behind.
+        With ``job_id`` the files land in the folder ``dest_dir/<job_id>``; without, directly in
+        ``dest_dir``. Either way nothing existing is replaced: a file already there with the same size
+        and sha256 counts as done (with ``job_id`` it is not even resent), different content is refused
+        with ``EXISTS``. Unsafe names are refused and the download is capped by ``download_limits``; on
+        failure nothing is left behind.
         """
         async with self._lock:
             final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
-            download = self._download = DownloadShell(staging, self.download_limits, on_progress, self.stats)
+            held: dict[str, tuple[int, str]] = {}
+            if job_id is not None:
+                found = await asyncio.to_thread(destination.held, final, self.download_limits.max_files)
+                held = _fitting(found)
+            download = self._download = DownloadShell(
+                staging, self.download_limits, on_progress, self.stats, held
+            )
             loop = asyncio.get_running_loop()
             published = False
             try:
-                self._writer.send_frame(FetchResults())
+                have = [Held(name, size, sha256) for name, (size, sha256) in held.items()]
+                self._writer.send_frame(FetchResults(have=have))
                 async with asyncio.timeout(self.reply_timeout) as idle:
                     # an idle timeout: every frame or chunk from the worker re-arms it
                     download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
                     names = await download.future
+                kept = tuple(download.core.kept)
                 paths = await asyncio.to_thread(
-                    destination.publish, staging, final, names, per_job=job_id is not None
+                    destination.publish, staging, final, names, per_job=job_id is not None, kept=kept
                 )
                 published = True
                 return paths
@@ -288,6 +301,18 @@ class ClientTransferEndpoint:
                 self._download = None
                 if not published:
                     await asyncio.to_thread(destination.discard, staging)
+
+
+def _fitting(found: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    """As many held files as fit one ``fetch_results`` frame; the rest are simply sent again."""
+    fitting: dict[str, tuple[int, str]] = {}
+    budget = MAX_CONTROL_FRAME - 256
+    for name, (size, sha256) in found.items():
+        budget -= len(encode_frame(FetchResults(have=[Held(name, size, sha256)])))
+        if budget < 0:
+            break
+        fitting[name] = (size, sha256)
+    return fitting
 
 
 def _describe(path: Path) -> tuple[int, str]:

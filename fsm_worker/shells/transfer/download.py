@@ -39,10 +39,15 @@ class DownloadShell:
     """
 
     def __init__(
-        self, staging: Path, limits: DownloadLimits, on_progress: ProgressFn | None, stats: TransferStats
+        self,
+        staging: Path,
+        limits: DownloadLimits,
+        on_progress: ProgressFn | None,
+        stats: TransferStats,
+        held: dict[str, tuple[int, str]] | None = None,
     ) -> None:
         self.staging = staging
-        self.core = DownloadReceiver(limits, stats)
+        self.core = DownloadReceiver(limits, stats, held)
         self.on_progress = on_progress
         self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         self.sink: FileSink | None = None

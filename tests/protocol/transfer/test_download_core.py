@@ -6,7 +6,7 @@ from support.transfer_sim import sha
 
 from fsm_worker.protocol.transfer import download as dl
 from fsm_worker.protocol.transfer.errors import FrameCode
-from fsm_worker.protocol.transfer.frames import CHUNK_REF, End, Error, FileHeader, Results, ResultsDone
+from fsm_worker.protocol.transfer.frames import CHUNK_REF, End, Error, FileHeader, Results, ResultsDone, Same
 from fsm_worker.protocol.transfer.upload_steps import ChunkIn, Failed, FrameIn, WriteChunk
 
 
@@ -30,6 +30,31 @@ def test_a_nested_download_step_by_step() -> None:
     assert core.handle(FrameIn(ResultsDone(count=2))) == [dl.DownloadDone(("a/x.txt", "b/x.txt"))]
     core.validate_state()
     assert core.handle(FrameIn(ResultsDone(count=2))) == []  # nothing after the end
+
+
+def test_a_held_result_counts_as_done_without_bytes() -> None:
+    core = dl.DownloadReceiver(held={"a/x.txt": (1, sha(b"A"))})
+    core.handle(FrameIn(Results(count=2, total_size=3)))
+    assert core.handle(FrameIn(Same(name="a/x.txt", size=1, sha256=sha(b"A")))) == [dl.DownloadProgress(1, 3)]
+    core.handle(header("b", b"BB"))
+    core.handle(ChunkIn(b"BB"))
+    core.handle(FrameIn(End(name="b")))
+    core.handle(dl.FileFinished(sha(b"BB")))
+    core.handle(dl.FilePlaced())
+    assert core.handle(FrameIn(ResultsDone(count=2))) == [dl.DownloadDone(("a/x.txt", "b"))]
+    assert core.kept == ["a/x.txt"]
+    core.validate_state()
+
+
+def test_a_same_frame_for_a_file_the_client_does_not_hold_fails() -> None:
+    for held in ({}, {"a": (1, sha(b"B"))}, {"a": (2, sha(b"A"))}):
+        core = dl.DownloadReceiver(held=held)
+        core.handle(FrameIn(Results(count=1, total_size=1)))
+        [out] = core.handle(FrameIn(Same(name="a", size=1, sha256=sha(b"A"))))
+        assert isinstance(out, dl.DownloadFailed)
+        assert (out.code, out.name) == (FrameCode.UNEXPECTED, "a")
+        assert "holds no such file" in out.message
+        assert core.kept == []
 
 
 def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.DownloadFailed:

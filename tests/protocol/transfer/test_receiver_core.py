@@ -16,12 +16,14 @@ from fsm_worker.protocol.transfer.frames import (
     FetchResults,
     FileHeader,
     Have,
+    Held,
     Proof,
     Prove,
     Put,
     Ready,
     Results,
     ResultsDone,
+    Same,
 )
 from fsm_worker.protocol.transfer.worker import WorkerTransferCore
 
@@ -228,6 +230,26 @@ def test_results_are_sent_one_file_at_a_time_in_name_order() -> None:
     ]
     assert not c.sender.busy
     assert (c.stats.files_sent, c.stats.chunk_bytes_sent) == (2, 3)
+
+
+def test_results_the_client_holds_unchanged_are_not_sent() -> None:
+    c = core()
+    have = [Held("a", 4, H), Held("b", 4, H)]  # "b" differs on the worker: it is sent
+    assert c.handle(rx.FrameIn(FetchResults(have))) == [tx.ListResults()]
+    entries = (tx.ResultEntry("a", tx.EntryKind.FILE, 4), tx.ResultEntry("b", tx.EntryKind.FILE, 4))
+    c.handle(tx.ResultsListed(entries))
+    assert c.handle(tx.ResultHashed(0, H)) == [
+        rx.Send(Same(name="a", size=4, sha256=H)),
+        tx.HashResult(1, "b"),
+    ]
+    other = sha(b"wxyz")
+    assert c.handle(tx.ResultHashed(1, other)) == [
+        rx.Send(FileHeader(name="b", size=4, sha256=other)),
+        tx.StreamResult(1, "b", 4),
+    ]
+    c.handle(tx.ResultStreamed(1, 4, 1))
+    assert (c.stats.files_deduped, c.stats.bytes_skipped, c.stats.chunk_bytes_sent) == (1, 4, 4)
+    assert c.sender.held == {}  # forgotten: the next fetch says again what the client holds
 
 
 def test_unsafe_results_are_refused() -> None:

@@ -152,6 +152,14 @@ class FileHeader:
 
 
 @attrs.frozen
+class Manifest:
+    """Download: the next entries of the results manifest, in sending order (before any result's bytes)."""
+
+    TYPE: ClassVar[str] = "manifest"
+    files: list[Held]
+
+
+@attrs.frozen
 class Same:
     """Download: the client holds this result with this size and sha256 (its ``have``); no bytes follow."""
 
@@ -201,6 +209,7 @@ Frame: TypeAlias = (
     | Ack
     | Committed
     | FileHeader
+    | Manifest
     | Same
     | Results
     | ResultsDone
@@ -220,6 +229,7 @@ FRAME_TYPES: dict[str, type[Frame]] = {
         Ack,
         Committed,
         FileHeader,
+        Manifest,
         Same,
         Results,
         ResultsDone,

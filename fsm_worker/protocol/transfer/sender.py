@@ -1,8 +1,9 @@
 """The worker's results sender as a pure core: ``fetch_results`` in, frames and file-sending steps out.
 
 Results keep their relative paths (``a/x.txt``): the shell lists them, this core refuses unsafe
-names, links and device files, then walks the files one at a time (hash → ``file`` header →
-chunks → ``end``) and closes with ``results_done``. A file the client says it already holds with the
+names, links and device files, hashes every file, sends the manifest (name, size, sha256 of each,
+in ``manifest`` frames), then walks the files one at a time (``file`` header → chunks → ``end``)
+and closes with ``results_done``. A file the client says it already holds with the
 same size and sha256 (``fetch_results.have``) is answered with ``same`` instead of its bytes.
 """
 
@@ -15,10 +16,13 @@ import attrs
 
 from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
+    MAX_CONTROL_FRAME,
     End,
     Error,
     FetchResults,
     FileHeader,
+    Held,
+    Manifest,
     Results,
     ResultsDone,
     Same,
@@ -118,6 +122,7 @@ class ResultsSender:
         self.index = -1  # the file in flight; -1 when idle
         self.listing = False
         self.held: dict[str, tuple[int, str]] = {}
+        self.digests: list[str] = []  # sha256 of files[0:len(digests)]; all hashed before any is sent
 
     @property
     def busy(self) -> bool:
@@ -138,31 +143,54 @@ class ResultsSender:
             self.listing = False
             return self._start(event)
         if isinstance(event, SendingFailed) and self.busy:
-            self.listing, self.index, self.files, self.held = False, -1, (), {}
+            self.listing, self.index, self.files, self.held, self.digests = False, -1, (), {}, []
             return [] if event.channel_closed else [self._error(event.code, event.message)]
-        if isinstance(event, ResultHashed) and event.index == self.index >= 0:
-            entry = self.files[event.index]
-            if self.held.get(entry.name) == (entry.size, event.sha256):
-                self.stats.files_deduped += 1
-                self.stats.bytes_skipped += entry.size
-                return self._next(Send(Same(name=entry.name, size=entry.size, sha256=event.sha256)))
-            header = FileHeader(name=entry.name, size=entry.size, sha256=event.sha256)
-            return [Send(header), StreamResult(event.index, entry.name, entry.size)]
-        if isinstance(event, ResultStreamed) and event.index == self.index >= 0:
+        hashing = len(self.digests) < len(self.files)
+        if isinstance(event, ResultHashed) and hashing and event.index == self.index >= 0:
+            self.digests.append(event.sha256)
+            self.index += 1
+            if self.index < len(self.files):
+                return [HashResult(self.index, self.files[self.index].name)]
+            self.index = 0
+            return [*self._manifest(), *self._send_from(0)]
+        if isinstance(event, ResultStreamed) and not hashing and event.index == self.index >= 0:
             self.stats.chunk_bytes_sent += event.chunk_bytes
             self.stats.chunks_sent += event.chunks
             self.stats.files_sent += 1
-            return self._next(Send(End(name=self.files[event.index].name)))
+            return [Send(End(name=self.files[event.index].name)), *self._send_from(event.index + 1)]
         return []  # an answer nobody waits for (late, after a failure): nothing to do
 
-    def _next(self, closing: Send) -> list[SenderInstruction]:
-        """The current file is done (``closing`` says so): hash the next one or close the download."""
-        out: list[SenderInstruction] = [closing]
-        self.index += 1
-        if self.index < len(self.files):
-            return [*out, HashResult(self.index, self.files[self.index].name)]
+    def _manifest(self) -> list[SenderInstruction]:
+        """The manifest in as many frames as its size needs (each well under the control-frame cap)."""
+        out: list[SenderInstruction] = []
+        batch: list[Held] = []
+        budget = 0
+        for entry, digest in zip(self.files, self.digests, strict=True):
+            cost = 6 * len(entry.name.encode()) + 128  # worst case: every byte JSON-escaped
+            if batch and budget + cost > MAX_CONTROL_FRAME // 2:
+                out.append(Send(Manifest(files=batch)))
+                batch, budget = [], 0
+            batch.append(Held(name=entry.name, size=entry.size, sha256=digest))
+            budget += cost
+        if batch:
+            out.append(Send(Manifest(files=batch)))
+        return out
+
+    def _send_from(self, index: int) -> list[SenderInstruction]:
+        """Send result ``index`` (``same`` for those the client holds unchanged) or close the download."""
+        out: list[SenderInstruction] = []
+        while index < len(self.files):
+            entry, digest = self.files[index], self.digests[index]
+            if self.held.get(entry.name) != (entry.size, digest):
+                self.index = index
+                header = FileHeader(name=entry.name, size=entry.size, sha256=digest)
+                return [*out, Send(header), StreamResult(index, entry.name, entry.size)]
+            self.stats.files_deduped += 1
+            self.stats.bytes_skipped += entry.size
+            out.append(Send(Same(name=entry.name, size=entry.size, sha256=digest)))
+            index += 1
         out.append(Send(ResultsDone(count=len(self.files))))
-        self.index, self.files, self.held = -1, (), {}
+        self.index, self.files, self.held, self.digests = -1, (), {}, []
         return out
 
     def _start(self, listed: ResultsListed) -> list[SenderInstruction]:

@@ -28,6 +28,7 @@ from fsm_worker.protocol.transfer.frames import (
     Frame,
     Have,
     Held,
+    Manifest,
     Proof,
     Prove,
     Put,
@@ -134,7 +135,7 @@ class ClientTransferEndpoint:
             else:
                 self._replies.put_nowait(exc)
             return
-        download_frames = (Results, FileHeader, Same, End, ResultsDone, Error)
+        download_frames = (Results, Manifest, FileHeader, Same, End, ResultsDone, Error)
         if self._download is not None and isinstance(frame, download_frames):
             self._download.on_frame(frame)
         else:

@@ -182,7 +182,11 @@ class RogueWorker:
         self.peer = peer
 
     async def serve(
-        self, files: list[tuple[str, bytes]], count: int | None = None, total: int | None = None
+        self,
+        files: list[tuple[str, bytes]],
+        count: int | None = None,
+        total: int | None = None,
+        manifest: list[tuple[str, bytes]] | None = None,
     ) -> None:
         request = await self.peer.reply()
         assert request == {"type": "fetch_results"}
@@ -194,6 +198,9 @@ class RogueWorker:
                 "total_size": announced_total,
             }
         )
+        listed = files if manifest is None else manifest
+        entries = [{"name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in listed]
+        self.peer.send({"type": "manifest", "files": entries})
         for name, data in files:
             self.peer.send(
                 {"type": "file", "name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -202,6 +209,31 @@ class RogueWorker:
                 self.peer.send(data)
             self.peer.send({"type": "end", "name": name})
         self.peer.send({"type": "results_done", "count": len(files)})
+
+
+@pytest.mark.parametrize(
+    ("manifest", "fragment"),
+    [
+        ([("a.txt", b"other"), ("b.txt", b"two")], "does not match the manifest entry 'a.txt'"),
+        ([("b.txt", b"one"), ("a.txt", b"two")], "does not match the manifest entry 'b.txt'"),
+    ],
+)
+async def test_results_must_match_the_manifest(
+    link: Any, tmp_path: Path, tools: Any, manifest: list[tuple[str, bytes]], fragment: str
+) -> None:
+    out = tmp_path / "out"
+    client = ClientTransferEndpoint(link.client)
+    rogue = RogueWorker(tools.raw_peer(link.worker))
+    async with asyncio.timeout(T):
+        serving = asyncio.ensure_future(
+            rogue.serve([("a.txt", b"one"), ("b.txt", b"two")], manifest=manifest)
+        )
+        with pytest.raises(TransferError) as err:
+            await client.download(out, job_id="j")
+        await serving
+    assert err.value.code == FrameCode.UNEXPECTED
+    assert fragment in err.value.message
+    assert list(out.iterdir()) == []  # no staging, no partial file
 
 
 @pytest.mark.parametrize(
@@ -265,7 +297,13 @@ async def test_rogue_worker_never_replaces_files_in_a_shared_destination(
     ("limits", "count", "total", "code", "setting"),
     [
         (DownloadLimits(max_files=2), None, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),
-        (DownloadLimits(max_files=2), 1, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),  # lies
+        (
+            DownloadLimits(max_files=2),
+            1,
+            None,
+            FrameCode.UNEXPECTED,
+            "more files than the 1 announced",
+        ),  # lies
         (DownloadLimits(max_bytes=100), None, None, FrameCode.TOO_LARGE, "max_download_bytes = 100"),
         (DownloadLimits(max_bytes=100), None, 10, FrameCode.TOO_LARGE, "max_download_bytes = 100"),  # lies
     ],

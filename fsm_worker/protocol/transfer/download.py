@@ -68,6 +68,7 @@ class OpenFile:
 
     name: str
     size: int
+    offset: int = 0  # resume: keep the first ``offset`` bytes of the kept partial file
 
 
 @attrs.frozen
@@ -126,9 +127,11 @@ class DownloadReceiver:
         limits: DownloadLimits | None = None,
         stats: TransferStats | None = None,
         held: dict[str, tuple[int, str]] | None = None,
+        resume: tuple[str, int] | None = None,
     ) -> None:
         self.limits = limits or DownloadLimits()
         self.held = dict(held or {})  # what ``fetch_results.have`` listed: name -> (size, sha256)
+        self.resume = resume  # (name, offset) the client asked to resume (``fetch_results.resume``)
         self.kept: list[str] = []  # results the client already held: counted as done, not written
         self.stats = stats if stats is not None else TransferStats()
         self.announced: Results | None = None
@@ -191,8 +194,11 @@ class DownloadReceiver:
             return self._on_manifest(frame)
         if isinstance(frame, FileHeader) and self._listed and self.file is None:
             self._expect(frame.name, frame.size, frame.sha256)
-            self.file = _File(frame)
-            return [OpenFile(frame.name, frame.size)]
+            if frame.offset and (self.resume != (frame.name, frame.offset) or frame.offset > frame.size):
+                message = f"{frame.name!r}: offset {frame.offset} was not asked for"
+                raise FrameError(message, FrameCode.UNEXPECTED, frame.name)
+            self.file = _File(frame, frame.offset)
+            return [OpenFile(frame.name, frame.size, frame.offset)]
         if isinstance(frame, Same) and self._listed and self.file is None:
             return self._on_same(frame)
         if isinstance(frame, End) and self.file is not None and frame.name == self.file.header.name:

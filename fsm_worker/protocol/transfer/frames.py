@@ -86,11 +86,24 @@ class Held:
 
 
 @attrs.frozen
+class Partial:
+    """A result the client holds the first ``offset`` bytes of (a dropped download); ``prefix_sha256`` hashes them."""
+
+    name: str
+    offset: int = attrs.field(validator=_non_negative)
+    prefix_sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
 class FetchResults:
-    """Client: send me the job's result files; ``have`` lists files it already holds (not resent if equal)."""
+    """Client: send me the job's result files; ``have`` lists files it already holds (not resent if equal).
+
+    ``resume``: the file a dropped download was in; the worker sends it from ``offset`` if the prefix matches.
+    """
 
     TYPE: ClassVar[str] = "fetch_results"
     have: list[Held] = attrs.field(factory=list)
+    resume: Partial | None = None
 
 
 # worker -> client
@@ -149,6 +162,7 @@ class FileHeader:
     name: str
     size: int = attrs.field(validator=_non_negative)
     sha256: str = attrs.field(validator=_sha256)
+    offset: int = attrs.field(default=0, validator=_non_negative)  # bytes [offset, size) follow (resume)
 
 
 @attrs.frozen
@@ -306,6 +320,11 @@ def encode_frame(frame: Frame) -> str:
     """Serialize a control frame to its JSON text."""
     data: dict[str, Any] = {"type": frame.TYPE}
     data.update(_converter.unstructure(frame))
-    if isinstance(frame, FetchResults) and not frame.have:
-        del data["have"]  # a plain ``{"type": "fetch_results"}`` when the client holds nothing
+    if isinstance(frame, FetchResults):  # a plain ``{"type": "fetch_results"}`` when the client holds nothing
+        if not frame.have:
+            del data["have"]
+        if frame.resume is None:
+            del data["resume"]
+    if isinstance(frame, FileHeader) and not frame.offset:
+        del data["offset"]
     return json.dumps(data, separators=(",", ":"))

@@ -23,6 +23,7 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Held,
     Manifest,
+    Partial,
     Results,
     ResultsDone,
     Same,
@@ -60,10 +61,11 @@ class ResultsListed:
 
 @attrs.frozen
 class ResultHashed:
-    """Answer to :class:`HashResult`."""
+    """Answer to :class:`HashResult`; ``prefix_sha256`` when it asked for a prefix too."""
 
     index: int
     sha256: str
+    prefix_sha256: str | None = None
 
 
 @attrs.frozen
@@ -95,19 +97,21 @@ class ListResults:
 
 @attrs.frozen
 class HashResult:
-    """sha256 of result ``index`` (in a thread)."""
+    """sha256 of result ``index`` (in a thread), and of its first ``prefix`` bytes when set."""
 
     index: int
     name: str
+    prefix: int | None = None
 
 
 @attrs.frozen
 class StreamResult:
-    """Send bytes ``[0, size)`` of result ``index`` as flow-controlled chunks."""
+    """Send bytes ``[offset, size)`` of result ``index`` as flow-controlled chunks."""
 
     index: int
     name: str
     size: int
+    offset: int = 0
 
 
 SenderInstruction: TypeAlias = Send | ListResults | HashResult | StreamResult
@@ -123,6 +127,8 @@ class ResultsSender:
         self.listing = False
         self.held: dict[str, tuple[int, str]] = {}
         self.digests: list[str] = []  # sha256 of files[0:len(digests)]; all hashed before any is sent
+        self.resume: Partial | None = None
+        self.resume_at = 0  # the verified offset of ``resume`` (0: send it whole)
 
     @property
     def busy(self) -> bool:
@@ -135,6 +141,7 @@ class ResultsSender:
             return [self._error(FrameCode.BUSY, "results are already being sent")]
         self.listing = True
         self.held = {held.name: (held.size, held.sha256) for held in frame.have}
+        self.resume, self.resume_at = frame.resume, 0
         return [ListResults()]
 
     def handle(self, event: SenderEvent) -> list[SenderInstruction]:
@@ -148,9 +155,12 @@ class ResultsSender:
         hashing = len(self.digests) < len(self.files)
         if isinstance(event, ResultHashed) and hashing and event.index == self.index >= 0:
             self.digests.append(event.sha256)
+            resume = self.resume
+            if resume is not None and self.files[event.index].name == resume.name:
+                self.resume_at = resume.offset if event.prefix_sha256 == resume.prefix_sha256 else 0
             self.index += 1
             if self.index < len(self.files):
-                return [HashResult(self.index, self.files[self.index].name)]
+                return [self._hash(self.index)]
             self.index = 0
             return [*self._manifest(), *self._send_from(0)]
         if isinstance(event, ResultStreamed) and not hashing and event.index == self.index >= 0:
@@ -183,14 +193,18 @@ class ResultsSender:
             entry, digest = self.files[index], self.digests[index]
             if self.held.get(entry.name) != (entry.size, digest):
                 self.index = index
-                header = FileHeader(name=entry.name, size=entry.size, sha256=digest)
-                return [*out, Send(header), StreamResult(index, entry.name, entry.size)]
+                offset = self.resume_at if self.resume is not None and self.resume.name == entry.name else 0
+                if offset:
+                    self.stats.files_resumed += 1
+                    self.stats.bytes_skipped += offset
+                header = FileHeader(name=entry.name, size=entry.size, sha256=digest, offset=offset)
+                return [*out, Send(header), StreamResult(index, entry.name, entry.size, offset)]
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += entry.size
             out.append(Send(Same(name=entry.name, size=entry.size, sha256=digest)))
             index += 1
         out.append(Send(ResultsDone(count=len(self.files))))
-        self.index, self.files, self.held, self.digests = -1, (), {}, []
+        self.index, self.files, self.held, self.digests, self.resume = -1, (), {}, [], None
         return out
 
     def _start(self, listed: ResultsListed) -> list[SenderInstruction]:
@@ -214,7 +228,13 @@ class ResultsSender:
         if not files:
             return [*out, Send(ResultsDone(count=0))]
         self.files, self.index = files, 0
-        return [*out, HashResult(0, files[0].name)]
+        return [*out, self._hash(0)]
+
+    def _hash(self, index: int) -> HashResult:
+        entry, resume = self.files[index], self.resume
+        if resume is not None and resume.name == entry.name and 0 < resume.offset < entry.size:
+            return HashResult(index, entry.name, prefix=resume.offset)
+        return HashResult(index, entry.name)
 
     def validate_state(self) -> None:
         """Invariants (tests call this after every step)."""

@@ -82,6 +82,19 @@ def test_a_same_frame_for_a_file_the_client_does_not_hold_fails() -> None:
         assert core.kept == []
 
 
+def test_a_resumed_file_opens_at_the_offset_it_asked_for() -> None:
+    core = dl.DownloadReceiver(resume=("f", 2))
+    feed(core, *announce(("f", b"abcd")))
+    resumed = FrameIn(FileHeader(name="f", size=4, sha256=sha(b"abcd"), offset=2))
+    assert core.handle(resumed) == [dl.OpenFile("f", 4, 2)]
+    assert core.handle(ChunkIn(b"cd")) == [WriteChunk(b"cd"), dl.DownloadProgress(4, 4)]
+    core.validate_state()
+    for asked in (None, ("f", 1), ("g", 2)):
+        other = dl.DownloadReceiver(resume=asked)
+        out = failure(other, *announce(("f", b"abcd")), resumed)
+        assert (out.code, out.message) == (FrameCode.UNEXPECTED, "'f': offset 2 was not asked for")
+
+
 def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.DownloadFailed:
     out: list[dl.DownloadInstruction] = []
     for event in events:

@@ -64,7 +64,13 @@ from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import create_peer_connection
 from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
-from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile
+from fsm_worker.shells.transfer import destination
+from fsm_worker.shells.transfer.client import (
+    ClientTransferEndpoint,
+    DownloadInterrupted,
+    PartialDownload,
+    UploadedFile,
+)
 from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
 from fsm_worker.shells.transfer.errors import FrameCode as TransferCode
 from fsm_worker.shells.transfer.flow import TransferTuning
@@ -351,9 +357,24 @@ class Job:
         )
 
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch the job's result files; reopens the data channel when it has dropped (before or during)."""
+        """Fetch the job's result files; reopens the data channel when it has dropped (before or during,
+        at most ``channel_retries`` times), resuming from the verified offset of the file in flight."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        return await self._over_channel("download", lambda transfer: transfer.download(out_dir, on_progress))
+        kept: list[PartialDownload] = []
+
+        async def fetch(transfer: ClientTransferEndpoint) -> list[Path]:
+            resume = kept.pop() if kept else None
+            try:
+                return await transfer.download(out_dir, on_progress, keep_partial=True, resume=resume)
+            except DownloadInterrupted as interrupted:
+                kept.append(interrupted.partial)
+                raise
+
+        try:
+            return await self._over_channel("download", fetch)
+        finally:
+            for partial in kept:  # the last attempt dropped too: nothing is left behind
+                await asyncio.to_thread(destination.discard, partial.staging)
 
     async def cancel(self) -> None:
         """Ask the worker to cancel the job and wait for its acknowledgement."""

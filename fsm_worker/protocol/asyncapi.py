@@ -47,6 +47,8 @@ def _schemas() -> dict[str, Schema]:
     }
     for cls in frames.FRAME_TYPES.values():
         schemas[f"Frame{cls.__name__}"] = frame_schema(cls)
+    for nested in nested_types(list(frames.FRAME_TYPES.values())):
+        schemas[nested.__name__] = object_schema(nested, closed=True)
     schemas.update(signaling_schema.SCHEMAS)
     return schemas
 

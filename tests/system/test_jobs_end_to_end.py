@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -89,6 +90,36 @@ async def test_channel_drop_mid_run_then_results_fetched_on_a_new_channel(room: 
     outcome = await job.result(tmp_path / "out")  # the job went on; a new channel fetches the results
     assert [path.name for path in outcome.files] == ["ticks.txt"]
     assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
+
+
+async def test_a_download_dropped_at_half_resumes_on_a_new_channel(
+    room: Room, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await room.worker()
+    client = await room.client()
+    big = tmp_path / "big.bin"
+    data = np.random.default_rng(5).bytes(8 * 1024 * 1024)
+    big.write_bytes(data)
+    job = await client.submit("copy", inputs=[big])
+    seen: list[int] = []
+    dropped: list[asyncio.Task[None]] = []
+
+    def drop_at_half(done: int, total: int) -> None:
+        seen.append(done)
+        if done >= total // 2 and not dropped:
+            dropped.append(asyncio.ensure_future(job.close_channel()))  # the channel drops mid-download
+
+    outcome = await job.result(tmp_path / "out", drop_at_half)
+    assert dropped
+    assert "data channel dropped during the download" in caplog.text  # it did drop, and was resumed
+    assert [path.name for path in outcome.files] == ["big.bin"]
+    assert (
+        hashlib.sha256((tmp_path / "out" / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    )
+    at_drop = seen.index(next(d for d in seen if d >= len(data) // 2))
+    restarted = [d for d in seen[at_drop + 1 :] if d < seen[at_drop] // 2]
+    assert not restarted, "the resumed download started the file again"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["big.bin"]  # no staging left
 
 
 async def test_server_restart_mid_job_loses_no_event(room: Room, tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
 """The client's download receiver as a pure core: the worker's result frames in, file steps out.
 
-It trusts nothing the worker says: every name must be a safe relative path that collides with no
-other, and the count and total size are capped (:class:`DownloadLimits`) whatever the worker
+The worker announces ``results``, then the manifest (``manifest`` frames: name, size and sha256 of
+every file, in sending order) before any byte; each ``file`` header (or ``same``) must match its
+manifest entry exactly. It trusts nothing the worker says: every name must be a safe relative path
+that collides with no other, and the count and total size are capped (:class:`DownloadLimits`) whatever the worker
 announced. The shell (``shells/transfer/client.py``) writes into a fresh folder of its own.
+A ``same`` frame (a file the client listed in ``fetch_results.have``, equal on the worker) counts as
+done without bytes; it is kept in place (:attr:`DownloadReceiver.kept`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from fsm_worker.protocol.transfer.frames import (
     Error,
     FileHeader,
     Frame,
+    Held,
+    Manifest,
     Results,
     ResultsDone,
+    Same,
 )
 from fsm_worker.protocol.transfer.paths import check_relative_path, path_conflict
 from fsm_worker.protocol.transfer.stats import TransferStats
@@ -61,6 +68,7 @@ class OpenFile:
 
     name: str
     size: int
+    offset: int = 0  # resume: keep the first ``offset`` bytes of the kept partial file
 
 
 @attrs.frozen
@@ -114,10 +122,20 @@ class _File:
 class DownloadReceiver:
     """One ``fetch_results`` as seen by the client; ends with exactly one done or failed instruction."""
 
-    def __init__(self, limits: DownloadLimits | None = None, stats: TransferStats | None = None) -> None:
+    def __init__(
+        self,
+        limits: DownloadLimits | None = None,
+        stats: TransferStats | None = None,
+        held: dict[str, tuple[int, str]] | None = None,
+        resume: tuple[str, int] | None = None,
+    ) -> None:
         self.limits = limits or DownloadLimits()
+        self.held = dict(held or {})  # what ``fetch_results.have`` listed: name -> (size, sha256)
+        self.resume = resume  # (name, offset) the client asked to resume (``fetch_results.resume``)
+        self.kept: list[str] = []  # results the client already held: counted as done, not written
         self.stats = stats if stats is not None else TransferStats()
         self.announced: Results | None = None
+        self.manifest: list[Held] = []
         self.file: _File | None = None
         self.names: list[str] = []
         self.taken: set[str] = set()
@@ -172,8 +190,17 @@ class DownloadReceiver:
             self._check_totals(frame.count, frame.total_size, "announces")
             self.announced = frame
             return []
-        if isinstance(frame, FileHeader) and self.announced is not None and self.file is None:
-            return self._on_header(frame)
+        if isinstance(frame, Manifest) and self.announced is not None and not self._listed:
+            return self._on_manifest(frame)
+        if isinstance(frame, FileHeader) and self._listed and self.file is None:
+            self._expect(frame.name, frame.size, frame.sha256)
+            if frame.offset and (self.resume != (frame.name, frame.offset) or frame.offset > frame.size):
+                message = f"{frame.name!r}: offset {frame.offset} was not asked for"
+                raise FrameError(message, FrameCode.UNEXPECTED, frame.name)
+            self.file = _File(frame, frame.offset)
+            return [OpenFile(frame.name, frame.size, frame.offset)]
+        if isinstance(frame, Same) and self._listed and self.file is None:
+            return self._on_same(frame)
         if isinstance(frame, End) and self.file is not None and frame.name == self.file.header.name:
             if self._waiting is not None:
                 raise FrameError("end frame while the file is being finished", FrameCode.UNEXPECTED)
@@ -182,8 +209,8 @@ class DownloadReceiver:
                 raise FrameError(message, FrameCode.SIZE_MISMATCH, frame.name)
             self._waiting = "finish"
             return [FinishFile()]
-        if isinstance(frame, ResultsDone) and self.announced is not None and self.file is None:
-            if frame.count != len(self.names):
+        if isinstance(frame, ResultsDone) and self._listed and self.file is None:
+            if frame.count != len(self.names) or frame.count != len(self.manifest):
                 message = f"results_done says {frame.count} files, {len(self.names)} arrived"
                 raise FrameError(message, FrameCode.UNEXPECTED)
             self.finished = True
@@ -200,17 +227,57 @@ class DownloadReceiver:
             )
             raise FrameError(message, FrameCode.TOO_LARGE)
 
-    def _on_header(self, header: FileHeader) -> list[DownloadInstruction]:
-        check_relative_path(header.name)
-        clash = path_conflict(header.name, self.taken)
+    @property
+    def _listed(self) -> bool:
+        """Whether the whole manifest arrived."""
+        return self.announced is not None and len(self.manifest) == self.announced.count
+
+    def _on_manifest(self, frame: Manifest) -> list[DownloadInstruction]:
+        assert self.announced is not None
+        for entry in frame.files:
+            self._take(entry.name, entry.size)
+            if len(self.manifest) >= self.announced.count:
+                message = f"the manifest lists more files than the {self.announced.count} announced"
+                raise FrameError(message, FrameCode.UNEXPECTED, entry.name)
+            self.manifest.append(entry)
+        return []
+
+    def _expect(self, name: str, size: int, sha256: str) -> None:
+        """The next result must be the next manifest entry, exactly."""
+        if len(self.names) >= len(self.manifest):
+            raise FrameError(
+                f"{name!r}: more result files than the manifest lists", FrameCode.UNEXPECTED, name
+            )
+        entry = self.manifest[len(self.names)]
+        if (entry.name, entry.size, entry.sha256) != (name, size, sha256):
+            message = (
+                f"{name!r} ({size} bytes, sha256 {sha256}) does not match the manifest entry "
+                f"{entry.name!r} ({entry.size} bytes, sha256 {entry.sha256})"
+            )
+            raise FrameError(message, FrameCode.UNEXPECTED, name)
+
+    def _on_same(self, same: Same) -> list[DownloadInstruction]:
+        self._expect(same.name, same.size, same.sha256)
+        if self.held.get(same.name) != (same.size, same.sha256):
+            message = f"{same.name!r}: the worker says it is unchanged, but the client holds no such file"
+            raise FrameError(message, FrameCode.UNEXPECTED, same.name)
+        self.names.append(same.name)
+        self.kept.append(same.name)
+        self.bytes_done += same.size
+        self.stats.files_deduped += 1
+        self.stats.bytes_skipped += same.size
+        total = max(self.announced.total_size if self.announced else 0, self.bytes_done)
+        return [DownloadProgress(self.bytes_done, total)]
+
+    def _take(self, name: str, size: int) -> None:
+        check_relative_path(name)
+        clash = path_conflict(name, self.taken)
         if clash is not None:
-            message = f"result {header.name!r} collides with {clash!r}; nothing is merged or overwritten"
-            raise FrameError(message, FrameCode.BAD_NAME, header.name)
-        self._check_totals(len(self.names) + 1, self.bytes_announced + header.size, "sends")
-        self.taken.add(header.name)
-        self.bytes_announced += header.size
-        self.file = _File(header)
-        return [OpenFile(header.name, header.size)]
+            message = f"result {name!r} collides with {clash!r}; nothing is merged or overwritten"
+            raise FrameError(message, FrameCode.BAD_NAME, name)
+        self._check_totals(len(self.taken) + 1, self.bytes_announced + size, "sends")
+        self.taken.add(name)
+        self.bytes_announced += size
 
     def _on_chunk(self, data: bytes) -> list[DownloadInstruction]:
         file = self.file

@@ -77,10 +77,33 @@ class Commit:
 
 
 @attrs.frozen
+class Held:
+    """A file the client already holds in the download destination: its relative name, size and sha256."""
+
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
+class Partial:
+    """A result the client holds the first ``offset`` bytes of (a dropped download); ``prefix_sha256`` hashes them."""
+
+    name: str
+    offset: int = attrs.field(validator=_non_negative)
+    prefix_sha256: str = attrs.field(validator=_sha256)
+
+
+@attrs.frozen
 class FetchResults:
-    """Client: send me the job's result files."""
+    """Client: send me the job's result files; ``have`` lists files it already holds (not resent if equal).
+
+    ``resume``: the file a dropped download was in; the worker sends it from ``offset`` if the prefix matches.
+    """
 
     TYPE: ClassVar[str] = "fetch_results"
+    have: list[Held] = attrs.field(factory=list)
+    resume: Partial | None = None
 
 
 # worker -> client
@@ -139,6 +162,25 @@ class FileHeader:
     name: str
     size: int = attrs.field(validator=_non_negative)
     sha256: str = attrs.field(validator=_sha256)
+    offset: int = attrs.field(default=0, validator=_non_negative)  # bytes [offset, size) follow (resume)
+
+
+@attrs.frozen
+class Manifest:
+    """Download: the next entries of the results manifest, in sending order (before any result's bytes)."""
+
+    TYPE: ClassVar[str] = "manifest"
+    files: list[Held]
+
+
+@attrs.frozen
+class Same:
+    """Download: the client holds this result with this size and sha256 (its ``have``); no bytes follow."""
+
+    TYPE: ClassVar[str] = "same"
+    name: str
+    size: int = attrs.field(validator=_non_negative)
+    sha256: str = attrs.field(validator=_sha256)
 
 
 @attrs.frozen
@@ -181,6 +223,8 @@ Frame: TypeAlias = (
     | Ack
     | Committed
     | FileHeader
+    | Manifest
+    | Same
     | Results
     | ResultsDone
     | Error
@@ -199,6 +243,8 @@ FRAME_TYPES: dict[str, type[Frame]] = {
         Ack,
         Committed,
         FileHeader,
+        Manifest,
+        Same,
         Results,
         ResultsDone,
         Error,
@@ -228,6 +274,16 @@ def _strings(value: Any, _type: Any) -> list[str]:
 
 
 _converter.register_structure_hook_func(lambda kind: kind == list[str], _strings)
+
+
+def _held(value: Any, _type: Any) -> list[Held]:
+    """Only a JSON array of objects is a ``have`` list."""
+    if type(value) is not list or not all(type(item) is dict for item in value):
+        raise TypeError(f"expected an array of objects, got {type(value).__name__}")
+    return [_converter.structure(item, Held) for item in value]
+
+
+_converter.register_structure_hook_func(lambda kind: kind == list[Held], _held)
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:
@@ -264,4 +320,11 @@ def encode_frame(frame: Frame) -> str:
     """Serialize a control frame to its JSON text."""
     data: dict[str, Any] = {"type": frame.TYPE}
     data.update(_converter.unstructure(frame))
+    if isinstance(frame, FetchResults):  # a plain ``{"type": "fetch_results"}`` when the client holds nothing
+        if not frame.have:
+            del data["have"]
+        if frame.resume is None:
+            del data["resume"]
+    if isinstance(frame, FileHeader) and not frame.offset:
+        del data["offset"]
     return json.dumps(data, separators=(",", ":"))

@@ -1,6 +1,12 @@
 """File transfer over one ordered, reliable WebRTC data channel (protocol: docs/transfer.md)."""
 
-from fsm_worker.shells.transfer.client import ClientTransferEndpoint, UploadedFile, UploadStatus
+from fsm_worker.shells.transfer.client import (
+    ClientTransferEndpoint,
+    DownloadInterrupted,
+    PartialDownload,
+    UploadedFile,
+    UploadStatus,
+)
 from fsm_worker.shells.transfer.download import ProgressFn
 from fsm_worker.shells.transfer.errors import (
     ChannelClosedError,
@@ -22,8 +28,10 @@ __all__ = [
     "ClientTransferEndpoint",
     "ContentStore",
     "DataChannel",
+    "DownloadInterrupted",
     "FrameCode",
     "FrameError",
+    "PartialDownload",
     "ProgressFn",
     "RemoteTransferError",
     "TransferError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from fsm_worker.protocol.transfer.download import (
 )
 from fsm_worker.protocol.transfer.frames import (
     CHUNK_REF,
+    MAX_CONTROL_FRAME,
     Ack,
     Commit,
     Committed,
@@ -26,12 +28,17 @@ from fsm_worker.protocol.transfer.frames import (
     FileHeader,
     Frame,
     Have,
+    Held,
+    Manifest,
+    Partial,
     Proof,
     Prove,
     Put,
     Ready,
     Results,
     ResultsDone,
+    Same,
+    encode_frame,
     parse_frame,
 )
 from fsm_worker.protocol.transfer.stats import TransferStats
@@ -130,7 +137,7 @@ class ClientTransferEndpoint:
             else:
                 self._replies.put_nowait(exc)
             return
-        download_frames = (Results, FileHeader, End, ResultsDone, Error)
+        download_frames = (Results, Manifest, FileHeader, Same, End, ResultsDone, Error)
         if self._download is not None and isinstance(frame, download_frames):
             self._download.on_frame(frame)
         else:
@@ -254,28 +261,58 @@ class ClientTransferEndpoint:
             return committed.files
 
     async def download(
-        self, dest_dir: Path, on_progress: ProgressFn | None = None, *, job_id: str | None = None
+        self,
+        dest_dir: Path,
+        on_progress: ProgressFn | None = None,
+        *,
+        job_id: str | None = None,
+        keep_partial: bool = False,
+        resume: PartialDownload | None = None,
     ) -> list[Path]:
         """Fetch the job's result files, verified by size and sha256, keeping their relative paths.
 
-        With ``job_id`` the files land in a fresh folder ``dest_dir/<job_id>`` (refused with ``EXISTS`` if
-        it holds anything); without, directly in ``dest_dir``. Either way nothing existing is replaced,
-        unsafe names are refused and the download is capped by ``download_limits``; on failure nothing
-        is left behind.
+        With ``job_id`` the files land in the folder ``dest_dir/<job_id>``; without, directly in
+        ``dest_dir``. Either way nothing existing is replaced: a file already there with the same size
+        and sha256 counts as done (with ``job_id`` it is not even resent), different content is refused
+        with ``EXISTS``. Unsafe names are refused and the download is capped by ``download_limits``; on
+        failure nothing is left behind, except with ``keep_partial``: a channel drop then raises
+        :class:`DownloadInterrupted` whose ``partial`` resumes it (``resume=``) on a new channel, from
+        the verified offset of the file in flight, without resending the files already received.
         """
         async with self._lock:
-            final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
-            download = self._download = DownloadShell(staging, self.download_limits, on_progress, self.stats)
+            partial: Partial | None = None
+            part: tuple[str, Path, int, hashlib._Hash | None] | None = None
+            if resume is None:
+                final, staging = await asyncio.to_thread(destination.prepare, dest_dir, job_id)
+            else:
+                final, staging = resume.final, resume.staging
+                hasher = None
+                if resume.offset > 0:  # re-hash the kept prefix: the worker checks it before skipping it
+                    hasher = await asyncio.to_thread(sha256_of, resume.part, resume.offset)
+                    partial = Partial(resume.name, resume.offset, hasher.hexdigest())
+                part = (resume.name, resume.part, resume.offset, hasher)
+            held: dict[str, tuple[int, str]] = {}
+            if job_id is not None:
+                found = await asyncio.to_thread(destination.held, final, self.download_limits.max_files)
+                held = _fitting(found)
+            staged = dict(resume.received) if resume is not None else {}
+            held.update(staged)
+            download = self._download = DownloadShell(
+                staging, self.download_limits, on_progress, self.stats, held, part
+            )
             loop = asyncio.get_running_loop()
             published = False
+            interrupted: PartialDownload | None = None
             try:
-                self._writer.send_frame(FetchResults())
+                have = [Held(name, size, sha256) for name, (size, sha256) in held.items()]
+                self._writer.send_frame(FetchResults(have=have, resume=partial))
                 async with asyncio.timeout(self.reply_timeout) as idle:
                     # an idle timeout: every frame or chunk from the worker re-arms it
                     download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
                     names = await download.future
+                kept = tuple(name for name in download.core.kept if name not in staged)
                 paths = await asyncio.to_thread(
-                    destination.publish, staging, final, names, per_job=job_id is not None
+                    destination.publish, staging, final, names, per_job=job_id is not None, kept=kept
                 )
                 published = True
                 return paths
@@ -283,11 +320,57 @@ class ClientTransferEndpoint:
                 raise TransferError(
                     FrameCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
                 ) from exc
+            except ChannelClosedError as exc:
+                if not keep_partial or download.partial is None:
+                    raise
+                name, part_path, offset = download.partial
+                core = download.core
+                received = {
+                    **staged,
+                    **{n: (e.size, e.sha256) for n, e in zip(core.names, core.manifest, strict=False)},
+                }
+                for kept_name in core.kept:
+                    if kept_name not in staged:
+                        received.pop(kept_name, None)
+                interrupted = PartialDownload(final, staging, name, part_path, offset, received)
+                raise DownloadInterrupted(exc.message, interrupted) from exc
             finally:
                 download.fail(ChannelClosedError("download abandoned"))
                 self._download = None
-                if not published:
+                if not published and interrupted is None:
                     await asyncio.to_thread(destination.discard, staging)
+
+
+@attrs.frozen
+class PartialDownload:
+    """What a dropped download left in its staging folder: pass it as ``download(resume=...)``."""
+
+    final: Path
+    staging: Path
+    name: str  # the result in flight
+    part: Path  # its partial file
+    offset: int  # bytes of it received
+    received: dict[str, tuple[int, str]]  # results complete in staging: name -> (size, sha256)
+
+
+class DownloadInterrupted(ChannelClosedError):
+    """The channel closed during a ``keep_partial`` download; ``partial`` resumes it."""
+
+    def __init__(self, message: str, partial: PartialDownload) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def _fitting(found: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    """As many held files as fit one ``fetch_results`` frame; the rest are simply sent again."""
+    fitting: dict[str, tuple[int, str]] = {}
+    budget = MAX_CONTROL_FRAME - 256
+    for name, (size, sha256) in found.items():
+        budget -= len(encode_frame(FetchResults(have=[Held(name, size, sha256)])))
+        if budget < 0:
+            break
+        fitting[name] = (size, sha256)
+    return fitting
 
 
 def _describe(path: Path) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, RemoteTra
 from fsm_worker.protocol.transfer.frames import Frame
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.shells.transfer.errors import ChannelClosedError
 from fsm_worker.shells.transfer.files import FileSink
 
 ProgressFn = Callable[[int, int], None]
@@ -39,10 +41,18 @@ class DownloadShell:
     """
 
     def __init__(
-        self, staging: Path, limits: DownloadLimits, on_progress: ProgressFn | None, stats: TransferStats
+        self,
+        staging: Path,
+        limits: DownloadLimits,
+        on_progress: ProgressFn | None,
+        stats: TransferStats,
+        held: dict[str, tuple[int, str]] | None = None,
+        resume: tuple[str, Path, int, hashlib._Hash | None] | None = None,
     ) -> None:
         self.staging = staging
-        self.core = DownloadReceiver(limits, stats)
+        self.resume = resume  # (name, kept partial file, offset, hash of that prefix) of a dropped download
+        self.core = DownloadReceiver(limits, stats, held, (resume[0], resume[2]) if resume else None)
+        self.partial: tuple[str, Path, int] | None = None  # what a channel drop left, resumable
         self.on_progress = on_progress
         self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         self.sink: FileSink | None = None
@@ -50,7 +60,14 @@ class DownloadShell:
         self._count = 0
 
     def fail(self, exc: BaseException) -> None:
-        """End the download locally (channel closed, abandoned); a finished one is unaffected."""
+        """End the download locally (channel closed, abandoned); a finished one is unaffected.
+
+        A channel drop keeps the file in flight (:attr:`partial`) for a resume on a new channel.
+        """
+        if isinstance(exc, ChannelClosedError) and self.sink is not None and not self.future.done():
+            self.sink.close()
+            self.partial = (self.sink.name, self.sink.part_path, self.sink.done)
+            self.sink = None
         self._close_sink()
         if not self.future.done():
             self.future.set_exception(exc)
@@ -88,7 +105,19 @@ class DownloadShell:
         elif isinstance(instruction, OpenFile):
             self._count += 1
             part = self.staging / f".incoming-{self._count}"
-            self.sink = FileSink(part, instruction.name, instruction.size, "0" * 64, mode=_FILE_MODE)
+            hasher = None
+            if self.resume is not None and self.resume[0] == instruction.name:
+                part = self.resume[1]
+                hasher = self.resume[3].copy() if instruction.offset and self.resume[3] else None
+            self.sink = FileSink(
+                part,
+                instruction.name,
+                instruction.size,
+                "0" * 64,
+                instruction.offset,
+                hasher,
+                mode=_FILE_MODE,
+            )
         elif isinstance(instruction, FinishFile):
             assert self.sink is not None
             return FileFinished(self.sink.digest())

@@ -310,13 +310,15 @@ class WorkerTransferEndpoint:
             try:
                 if isinstance(instruction, tx.HashResult):
                     path = self._result_paths[instruction.name]
-                    answer = tx.ResultHashed(
-                        instruction.index, (await asyncio.to_thread(sha256_of, path)).hexdigest()
-                    )
+                    digest = (await asyncio.to_thread(sha256_of, path)).hexdigest()
+                    prefix = None
+                    if instruction.prefix is not None:
+                        prefix = (await asyncio.to_thread(sha256_of, path, instruction.prefix)).hexdigest()
+                    answer = tx.ResultHashed(instruction.index, digest, prefix)
                 elif isinstance(instruction, tx.StreamResult):
                     path = self._result_paths[instruction.name]
                     bytes_before, chunks_before = self._writer.chunk_bytes_sent, self._writer.chunks_sent
-                    await self._writer.send_file(path, 0, instruction.size)
+                    await self._writer.send_file(path, instruction.offset, instruction.size)
                     answer = tx.ResultStreamed(
                         instruction.index,
                         self._writer.chunk_bytes_sent - bytes_before,

@@ -6,7 +6,17 @@ from support.transfer_sim import sha
 
 from fsm_worker.protocol.transfer import download as dl
 from fsm_worker.protocol.transfer.errors import FrameCode
-from fsm_worker.protocol.transfer.frames import CHUNK_REF, End, Error, FileHeader, Results, ResultsDone
+from fsm_worker.protocol.transfer.frames import (
+    CHUNK_REF,
+    End,
+    Error,
+    FileHeader,
+    Held,
+    Manifest,
+    Results,
+    ResultsDone,
+    Same,
+)
 from fsm_worker.protocol.transfer.upload_steps import ChunkIn, Failed, FrameIn, WriteChunk
 
 
@@ -14,9 +24,24 @@ def header(name: str, data: bytes) -> FrameIn:
     return FrameIn(FileHeader(name=name, size=len(data), sha256=sha(data)))
 
 
+def announce(*files: tuple[str, bytes]) -> tuple[FrameIn, FrameIn]:
+    """``results`` and the manifest of ``files``."""
+    entries = [Held(name=n, size=len(d), sha256=sha(d)) for n, d in files]
+    return FrameIn(Results(count=len(files), total_size=sum(len(d) for _, d in files))), FrameIn(
+        Manifest(files=entries)
+    )
+
+
+def feed(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> None:
+    for event in events:
+        core.handle(event)
+
+
 def test_a_nested_download_step_by_step() -> None:
     core = dl.DownloadReceiver()
-    assert core.handle(FrameIn(Results(count=2, total_size=3))) == []
+    results, manifest = announce(("a/x.txt", b"A"), ("b/x.txt", b"BB"))
+    assert core.handle(results) == []
+    assert core.handle(manifest) == []
     assert core.handle(header("a/x.txt", b"A")) == [dl.OpenFile("a/x.txt", 1)]
     assert core.handle(ChunkIn(b"A")) == [WriteChunk(b"A"), dl.DownloadProgress(1, 3)]
     assert core.handle(FrameIn(End(name="a/x.txt"))) == [dl.FinishFile()]
@@ -32,6 +57,44 @@ def test_a_nested_download_step_by_step() -> None:
     assert core.handle(FrameIn(ResultsDone(count=2))) == []  # nothing after the end
 
 
+def test_a_held_result_counts_as_done_without_bytes() -> None:
+    core = dl.DownloadReceiver(held={"a/x.txt": (1, sha(b"A"))})
+    feed(core, *announce(("a/x.txt", b"A"), ("b", b"BB")))
+    assert core.handle(FrameIn(Same(name="a/x.txt", size=1, sha256=sha(b"A")))) == [dl.DownloadProgress(1, 3)]
+    core.handle(header("b", b"BB"))
+    core.handle(ChunkIn(b"BB"))
+    core.handle(FrameIn(End(name="b")))
+    core.handle(dl.FileFinished(sha(b"BB")))
+    core.handle(dl.FilePlaced())
+    assert core.handle(FrameIn(ResultsDone(count=2))) == [dl.DownloadDone(("a/x.txt", "b"))]
+    assert core.kept == ["a/x.txt"]
+    core.validate_state()
+
+
+def test_a_same_frame_for_a_file_the_client_does_not_hold_fails() -> None:
+    for held in ({}, {"a": (1, sha(b"B"))}, {"a": (2, sha(b"A"))}):
+        core = dl.DownloadReceiver(held=held)
+        feed(core, *announce(("a", b"A")))
+        [out] = core.handle(FrameIn(Same(name="a", size=1, sha256=sha(b"A"))))
+        assert isinstance(out, dl.DownloadFailed)
+        assert (out.code, out.name) == (FrameCode.UNEXPECTED, "a")
+        assert "holds no such file" in out.message
+        assert core.kept == []
+
+
+def test_a_resumed_file_opens_at_the_offset_it_asked_for() -> None:
+    core = dl.DownloadReceiver(resume=("f", 2))
+    feed(core, *announce(("f", b"abcd")))
+    resumed = FrameIn(FileHeader(name="f", size=4, sha256=sha(b"abcd"), offset=2))
+    assert core.handle(resumed) == [dl.OpenFile("f", 4, 2)]
+    assert core.handle(ChunkIn(b"cd")) == [WriteChunk(b"cd"), dl.DownloadProgress(4, 4)]
+    core.validate_state()
+    for asked in (None, ("f", 1), ("g", 2)):
+        other = dl.DownloadReceiver(resume=asked)
+        out = failure(other, *announce(("f", b"abcd")), resumed)
+        assert (out.code, out.message) == (FrameCode.UNEXPECTED, "'f': offset 2 was not asked for")
+
+
 def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.DownloadFailed:
     out: list[dl.DownloadInstruction] = []
     for event in events:
@@ -44,20 +107,9 @@ def failure(core: dl.DownloadReceiver, *events: dl.DownloadEvent) -> dl.Download
 
 
 def test_unsafe_and_colliding_names_are_refused() -> None:
-    announced = FrameIn(Results(count=3, total_size=3))
     for name in ["../x", "/etc/passwd", "a//b", "a/./b", "nul\x00", "a\\b", ""]:
-        assert failure(dl.DownloadReceiver(), announced, header(name, b"x")).code == FrameCode.BAD_NAME
-    core = dl.DownloadReceiver()
-    core.handle(announced)
-    for event in (
-        header("a", b"x"),
-        ChunkIn(b"x"),
-        FrameIn(End(name="a")),
-        dl.FileFinished(sha(b"x")),
-        dl.FilePlaced(),
-    ):
-        core.handle(event)
-    clash = failure(core, header("a/b", b"x"))
+        assert failure(dl.DownloadReceiver(), *announce((name, b"x"))).code == FrameCode.BAD_NAME
+    clash = failure(dl.DownloadReceiver(), *announce(("a", b"x"), ("a/b", b"x")))
     assert clash == dl.DownloadFailed(
         FrameCode.BAD_NAME, "result 'a/b' collides with 'a'; nothing is merged or overwritten", "a/b"
     )
@@ -70,22 +122,34 @@ def test_caps_hold_even_when_the_worker_lies() -> None:
     )
     core = dl.DownloadReceiver(limits)
     core.handle(FrameIn(Results(count=1, total_size=1)))
-    assert failure(core, header("big", b"x" * 11)).code == FrameCode.TOO_LARGE
+    big = Held(name="big", size=11, sha256=sha(b"x" * 11))
+    assert failure(core, FrameIn(Manifest(files=[big]))).code == FrameCode.TOO_LARGE
     core = dl.DownloadReceiver(limits)
-    core.handle(FrameIn(Results(count=0, total_size=0)))
-    for event in (
-        header("a", b"x"),
-        ChunkIn(b"x"),
-        FrameIn(End(name="a")),
-        dl.FileFinished(sha(b"x")),
-        dl.FilePlaced(),
-    ):
-        core.handle(event)
-    assert failure(core, header("b", b"x")).code == FrameCode.TOO_MANY_FILES
+    core.handle(FrameIn(Results(count=1, total_size=1)))
+    two = [Held(name=n, size=1, sha256=sha(b"x")) for n in ("a", "b")]
+    assert failure(core, FrameIn(Manifest(files=two))).code == FrameCode.TOO_MANY_FILES
+
+
+def test_every_result_must_match_its_manifest_entry() -> None:
+    results, manifest = announce(("a", b"A"), ("b", b"B"))
+    for wrong in (header("b", b"B"), header("a", b"Z"), header("a", b"AA")):
+        out = failure(dl.DownloadReceiver(), results, manifest, wrong)
+        assert out.code == FrameCode.UNEXPECTED
+        assert "does not match the manifest entry 'a'" in out.message
+    early = failure(dl.DownloadReceiver(), results, header("a", b"A"))  # bytes before the manifest
+    assert early.code == FrameCode.UNEXPECTED
+    extra = Manifest(files=[Held(name="c", size=1, sha256=sha(b"C"))])
+    out = failure(dl.DownloadReceiver(), results, manifest, FrameIn(extra))  # the whole manifest arrived
+    assert out.code == FrameCode.UNEXPECTED
+    split = dl.DownloadReceiver()  # a manifest may come in several frames
+    feed(split, results, FrameIn(Manifest(files=[Held(name="a", size=1, sha256=sha(b"A"))])))
+    assert split.handle(header("a", b"A")) == [
+        dl.DownloadFailed(FrameCode.UNEXPECTED, "unexpected 'file' frame during download")
+    ]
 
 
 def test_wrong_bytes_and_frames_fail_the_download() -> None:
-    start = (FrameIn(Results(count=1, total_size=2)), header("f", b"ab"))
+    start = (*announce(("f", b"ab")), header("f", b"ab"))
     assert failure(dl.DownloadReceiver(), *start, ChunkIn(b"abc")).code == FrameCode.SIZE_MISMATCH
     assert (
         failure(dl.DownloadReceiver(), *start, ChunkIn(b"a"), FrameIn(End(name="f"))).code
@@ -97,9 +161,7 @@ def test_wrong_bytes_and_frames_fail_the_download() -> None:
     assert hashed.code == FrameCode.HASH_MISMATCH
     assert failure(dl.DownloadReceiver(), ChunkIn(b"x")).code == FrameCode.UNEXPECTED
     assert failure(dl.DownloadReceiver(), *start, FrameIn(ResultsDone(count=1))).code == FrameCode.UNEXPECTED
-    truncated = failure(
-        dl.DownloadReceiver(), FrameIn(Results(count=1, total_size=0)), FrameIn(ResultsDone(count=1))
-    )
+    truncated = failure(dl.DownloadReceiver(), *announce(("f", b"")), FrameIn(ResultsDone(count=1)))
     assert truncated.code == FrameCode.UNEXPECTED
     remote = failure(dl.DownloadReceiver(), FrameIn(Error(code="NOT_READY", message="results are not ready")))
     assert remote == dl.DownloadFailed("NOT_READY", "results are not ready", None, remote=True)

@@ -8,6 +8,7 @@ from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer import sender as tx
 from fsm_worker.protocol.transfer.errors import FrameCode, FrameError
 from fsm_worker.protocol.transfer.frames import (
+    MAX_CONTROL_FRAME,
     Ack,
     Commit,
     Committed,
@@ -16,12 +17,16 @@ from fsm_worker.protocol.transfer.frames import (
     FetchResults,
     FileHeader,
     Have,
+    Held,
+    Manifest,
     Proof,
     Prove,
     Put,
     Ready,
     Results,
     ResultsDone,
+    Same,
+    encode_frame,
 )
 from fsm_worker.protocol.transfer.worker import WorkerTransferCore
 
@@ -202,7 +207,7 @@ def test_commit_refused_busy_and_unexpected_frames() -> None:
     )
 
 
-def test_results_are_sent_one_file_at_a_time_in_name_order() -> None:
+def test_results_are_hashed_listed_then_sent_one_file_at_a_time_in_name_order() -> None:
     c = core()
     assert c.handle(rx.FrameIn(FetchResults())) == [tx.ListResults()]
     entries = (
@@ -216,18 +221,63 @@ def test_results_are_sent_one_file_at_a_time_in_name_order() -> None:
     assert c.handle(rx.FrameIn(FetchResults()))[0] == rx.Send(
         Error(code=FrameCode.BUSY, message="results are already being sent", ref="fetch_results")
     )
-    assert c.handle(tx.ResultHashed(0, H)) == [
+    b_sha = sha(b"b")
+    assert c.handle(tx.ResultHashed(0, H)) == [tx.HashResult(1, "b/x.txt")]
+    assert c.handle(tx.ResultStreamed(0, 2, 1)) == []  # nothing is streamed before the manifest
+    assert c.handle(tx.ResultHashed(1, b_sha)) == [
+        rx.Send(Manifest(files=[Held("a/x.txt", 2, H), Held("b/x.txt", 1, b_sha)])),
         rx.Send(FileHeader(name="a/x.txt", size=2, sha256=H)),
         tx.StreamResult(0, "a/x.txt", 2),
     ]
-    assert c.handle(tx.ResultStreamed(0, 2, 1)) == [rx.Send(End(name="a/x.txt")), tx.HashResult(1, "b/x.txt")]
-    c.handle(tx.ResultHashed(1, H))
+    assert c.handle(tx.ResultStreamed(0, 2, 1)) == [
+        rx.Send(End(name="a/x.txt")),
+        rx.Send(FileHeader(name="b/x.txt", size=1, sha256=b_sha)),
+        tx.StreamResult(1, "b/x.txt", 1),
+    ]
     assert c.handle(tx.ResultStreamed(1, 1, 1)) == [
         rx.Send(End(name="b/x.txt")),
         rx.Send(ResultsDone(count=2)),
     ]
     assert not c.sender.busy
     assert (c.stats.files_sent, c.stats.chunk_bytes_sent) == (2, 3)
+
+
+def test_a_large_manifest_is_split_into_frames_under_the_cap() -> None:
+    c = core()
+    c.handle(rx.FrameIn(FetchResults()))
+    names = [f"{i:04d}/" + "n" * 200 for i in range(2000)]
+    c.handle(tx.ResultsListed(tuple(tx.ResultEntry(n, tx.EntryKind.FILE, 1) for n in names)))
+    for i in range(1999):
+        c.handle(tx.ResultHashed(i, H))
+    out = c.handle(tx.ResultHashed(1999, H))
+    manifests = [i.frame for i in out if isinstance(i, rx.Send) and isinstance(i.frame, Manifest)]
+    assert len(manifests) > 1
+    assert [f.name for m in manifests for f in m.files] == names
+    assert all(len(encode_frame(m)) < MAX_CONTROL_FRAME for m in manifests)
+
+
+def test_results_the_client_holds_unchanged_are_not_sent() -> None:
+    c = core()
+    have = [Held("a", 4, H), Held("b", 4, H), Held("c", 4, H)]  # "b" differs on the worker: it is sent
+    assert c.handle(rx.FrameIn(FetchResults(have))) == [tx.ListResults()]
+    entries = tuple(tx.ResultEntry(n, tx.EntryKind.FILE, 4) for n in "abc")
+    c.handle(tx.ResultsListed(entries))
+    other = sha(b"wxyz")
+    c.handle(tx.ResultHashed(0, H))
+    c.handle(tx.ResultHashed(1, other))
+    assert c.handle(tx.ResultHashed(2, H)) == [
+        rx.Send(Manifest(files=[Held("a", 4, H), Held("b", 4, other), Held("c", 4, H)])),
+        rx.Send(Same(name="a", size=4, sha256=H)),
+        rx.Send(FileHeader(name="b", size=4, sha256=other)),
+        tx.StreamResult(1, "b", 4),
+    ]
+    assert c.handle(tx.ResultStreamed(1, 4, 1)) == [
+        rx.Send(End(name="b")),
+        rx.Send(Same(name="c", size=4, sha256=H)),
+        rx.Send(ResultsDone(count=3)),
+    ]
+    assert (c.stats.files_deduped, c.stats.bytes_skipped, c.stats.chunk_bytes_sent) == (2, 8, 4)
+    assert c.sender.held == {}  # forgotten: the next fetch says again what the client holds
 
 
 def test_unsafe_results_are_refused() -> None:

@@ -85,11 +85,63 @@ async def test_results_keep_their_relative_paths_in_a_fresh_job_folder(
     assert stat.S_IMODE(base.stat().st_mode) == 0o755
     assert sorted(p.name for p in out.iterdir()) == ["job-1", "x.txt"]  # no staging left behind
 
-    async with asyncio.timeout(T):  # the job folder exists now: a second download is refused, not merged
-        with pytest.raises(TransferError) as again:
+
+async def test_a_repeat_download_of_identical_results_is_free(
+    link: Any, store: ContentStore, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "job"
+    results = {"a/x.txt": b"A" * 70_000, "model/best.ckpt": b"ckpt" * 50_000, "top.txt": b"T"}
+    for rel, data in results.items():
+        (job_dir / "outputs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (job_dir / "outputs" / rel).write_bytes(data)
+    worker = serve(link.worker, job_dir, store)
+    client = ClientTransferEndpoint(link.client)
+    out = tmp_path / "out"
+    async with asyncio.timeout(T):
+        first = await client.download(out, job_id="job-1")
+    sent = worker.stats.chunk_bytes_sent
+    assert sent == sum(len(d) for d in results.values())
+
+    (out / "job-1" / "top.txt").unlink()  # one file gone locally: only it is sent again
+    progress: list[tuple[int, int]] = []
+    async with asyncio.timeout(T):
+        again = await client.download(out, job_id="job-1", on_progress=lambda d, t: progress.append((d, t)))
+    assert again == first
+    assert worker.stats.chunk_bytes_sent - sent == 1
+    assert worker.stats.files_deduped == client.stats.files_deduped == 2
+    assert progress[-1] == (sum(len(d) for d in results.values()),) * 2
+    for rel, data in results.items():
+        assert (out / "job-1" / rel).read_bytes() == data
+    assert sorted(p.name for p in out.iterdir()) == ["job-1"]  # no staging left behind
+
+
+async def test_a_repeat_download_never_replaces_different_content(
+    link: Any, store: ContentStore, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "job"
+    (job_dir / "outputs").mkdir(parents=True)
+    (job_dir / "outputs" / "same.txt").write_text("same")
+    (job_dir / "outputs" / "x.txt").write_text("worker")
+    serve(link.worker, job_dir, store)
+    client = ClientTransferEndpoint(link.client)
+    out = tmp_path / "out"
+    (out / "job-1").mkdir(parents=True)
+    (out / "job-1" / "x.txt").write_text("mine")  # different content under a result's name
+    async with asyncio.timeout(T):
+        with pytest.raises(TransferError) as err:
             await client.download(out, job_id="job-1")
-    assert again.value.code == FrameCode.EXISTS
-    assert (base / "a" / "x.txt").read_text() == "A"
+    assert err.value.code == FrameCode.EXISTS
+    assert "x.txt" in err.value.message
+    assert (out / "job-1" / "x.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "job-1").iterdir()) == ["x.txt"]  # nothing published
+    assert sorted(p.name for p in out.iterdir()) == ["job-1"]
+
+    (out / "job-1" / "x.txt").write_text("worker")  # shared destination: identical content is done
+    (out / "same.txt").write_text("same")
+    async with asyncio.timeout(T):
+        paths = await client.download(out / "job-1")
+    assert sorted(p.name for p in paths) == ["same.txt", "x.txt"]
+    assert (out / "job-1" / "x.txt").read_text() == "worker"
 
 
 @pytest.mark.parametrize("kind", ["file-link", "dir-link", "fifo"])
@@ -130,7 +182,11 @@ class RogueWorker:
         self.peer = peer
 
     async def serve(
-        self, files: list[tuple[str, bytes]], count: int | None = None, total: int | None = None
+        self,
+        files: list[tuple[str, bytes]],
+        count: int | None = None,
+        total: int | None = None,
+        manifest: list[tuple[str, bytes]] | None = None,
     ) -> None:
         request = await self.peer.reply()
         assert request == {"type": "fetch_results"}
@@ -142,6 +198,9 @@ class RogueWorker:
                 "total_size": announced_total,
             }
         )
+        listed = files if manifest is None else manifest
+        entries = [{"name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in listed]
+        self.peer.send({"type": "manifest", "files": entries})
         for name, data in files:
             self.peer.send(
                 {"type": "file", "name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -150,6 +209,31 @@ class RogueWorker:
                 self.peer.send(data)
             self.peer.send({"type": "end", "name": name})
         self.peer.send({"type": "results_done", "count": len(files)})
+
+
+@pytest.mark.parametrize(
+    ("manifest", "fragment"),
+    [
+        ([("a.txt", b"other"), ("b.txt", b"two")], "does not match the manifest entry 'a.txt'"),
+        ([("b.txt", b"one"), ("a.txt", b"two")], "does not match the manifest entry 'b.txt'"),
+    ],
+)
+async def test_results_must_match_the_manifest(
+    link: Any, tmp_path: Path, tools: Any, manifest: list[tuple[str, bytes]], fragment: str
+) -> None:
+    out = tmp_path / "out"
+    client = ClientTransferEndpoint(link.client)
+    rogue = RogueWorker(tools.raw_peer(link.worker))
+    async with asyncio.timeout(T):
+        serving = asyncio.ensure_future(
+            rogue.serve([("a.txt", b"one"), ("b.txt", b"two")], manifest=manifest)
+        )
+        with pytest.raises(TransferError) as err:
+            await client.download(out, job_id="j")
+        await serving
+    assert err.value.code == FrameCode.UNEXPECTED
+    assert fragment in err.value.message
+    assert list(out.iterdir()) == []  # no staging, no partial file
 
 
 @pytest.mark.parametrize(
@@ -213,7 +297,13 @@ async def test_rogue_worker_never_replaces_files_in_a_shared_destination(
     ("limits", "count", "total", "code", "setting"),
     [
         (DownloadLimits(max_files=2), None, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),
-        (DownloadLimits(max_files=2), 1, None, FrameCode.TOO_MANY_FILES, "max_download_files = 2"),  # lies
+        (
+            DownloadLimits(max_files=2),
+            1,
+            None,
+            FrameCode.UNEXPECTED,
+            "more files than the 1 announced",
+        ),  # lies
         (DownloadLimits(max_bytes=100), None, None, FrameCode.TOO_LARGE, "max_download_bytes = 100"),
         (DownloadLimits(max_bytes=100), None, 10, FrameCode.TOO_LARGE, "max_download_bytes = 100"),  # lies
     ],

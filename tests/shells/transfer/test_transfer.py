@@ -16,6 +16,7 @@ from fsm_worker.shells.transfer import (
     ChannelClosedError,
     ClientTransferEndpoint,
     ContentStore,
+    DownloadInterrupted,
     FrameCode,
     RemoteTransferError,
     TransferTuning,
@@ -426,3 +427,83 @@ async def test_download_interrupted_by_close(
     async with asyncio.timeout(T):
         await closing[0]
     assert list((tmp_path / "dl").iterdir()) == []
+
+
+async def test_a_dropped_download_resumes_from_a_verified_offset_on_a_new_channel(
+    link_factory: LinkFactory, job: Job, store: ContentStore, tmp_path: Path, tools: Any
+) -> None:
+    out = job.dir / "outputs"
+    out.mkdir(parents=True)
+    (out / "a.txt").write_bytes(b"small result")
+    big_size = 8 * MiB
+    digest = tools.make_file(out / "big.bin", big_size, 11)
+    job.results = [out / "a.txt", out / "big.bin"]
+    total = big_size + len(b"small result")
+    link1 = await link_factory()
+    job.endpoint(link1.worker, store)
+    client1 = ClientTransferEndpoint(link1.client)
+    dropped: list[asyncio.Task[None]] = []
+
+    def drop_at_half(done: int, _total: int) -> None:
+        if done >= total // 2 and not dropped:
+            dropped.append(asyncio.ensure_future(link1.close()))
+
+    dest = tmp_path / "dl"
+    with pytest.raises(DownloadInterrupted) as stop:
+        async with asyncio.timeout(T):
+            await client1.download(dest, drop_at_half, job_id="j", keep_partial=True)
+    async with asyncio.timeout(T):
+        await dropped[0]
+    partial = stop.value.partial
+    assert partial.name == "big.bin"
+    assert total // 2 - len(b"small result") <= partial.offset < big_size
+    assert list(partial.received) == ["a.txt"]
+    assert not (dest / "j").exists()  # nothing published yet
+
+    link2 = await link_factory()
+    worker2 = job.endpoint(link2.worker, store)
+    client2 = ClientTransferEndpoint(link2.client)
+    async with asyncio.timeout(T):
+        paths = await client2.download(dest, job_id="j", resume=partial)
+    assert sorted(p.name for p in paths) == ["a.txt", "big.bin"]
+    assert tools.sha256_file(dest / "j" / "big.bin") == digest
+    assert (dest / "j" / "a.txt").read_bytes() == b"small result"
+    sent_again = worker2.stats.chunk_bytes_sent
+    assert sent_again == big_size - partial.offset  # from the verified offset; a.txt answered by `same`
+    resent = sent_again - (total - client1.stats.chunk_bytes_received)
+    assert 0 <= resent < TransferTuning().high_water  # below one chunk window
+    assert (worker2.stats.files_resumed, worker2.stats.files_deduped) == (1, 1)
+    assert sorted(p.name for p in dest.iterdir()) == ["j"]  # the staging folder is gone
+
+
+async def test_a_resume_with_a_changed_prefix_starts_the_file_again(
+    link_factory: LinkFactory, job: Job, store: ContentStore, tmp_path: Path, tools: Any
+) -> None:
+    out = job.dir / "outputs"
+    out.mkdir(parents=True)
+    digest = tools.make_file(out / "big.bin", 4 * MiB, 12)
+    job.results = [out / "big.bin"]
+    link1 = await link_factory()
+    job.endpoint(link1.worker, store)
+    client1 = ClientTransferEndpoint(link1.client)
+    dropped: list[asyncio.Task[None]] = []
+
+    def drop_at_half(done: int, total: int) -> None:
+        if done >= total // 2 and not dropped:
+            dropped.append(asyncio.ensure_future(link1.close()))
+
+    with pytest.raises(DownloadInterrupted) as stop:
+        async with asyncio.timeout(T):
+            await client1.download(tmp_path / "dl", drop_at_half, job_id="j", keep_partial=True)
+    async with asyncio.timeout(T):
+        await dropped[0]
+    partial = stop.value.partial
+    with partial.part.open("r+b") as f:  # the kept prefix no longer matches the worker's file
+        f.write(b"X")
+    link2 = await link_factory()
+    worker2 = job.endpoint(link2.worker, store)
+    async with asyncio.timeout(T):
+        await ClientTransferEndpoint(link2.client).download(tmp_path / "dl", job_id="j", resume=partial)
+    assert worker2.stats.chunk_bytes_sent == 4 * MiB
+    assert worker2.stats.files_resumed == 0
+    assert tools.sha256_file(tmp_path / "dl" / "j" / "big.bin") == digest

@@ -76,6 +76,8 @@ class ResumeSigner:
             raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
         except ValueError:
             return None
+        if base64.urlsafe_b64encode(raw).decode().rstrip("=") != secret:
+            return None  # only the canonical spelling: the unused low bits of the last character must be zero
         body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
         if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, self._mac(room, peer_id, body)):
             return None

@@ -67,6 +67,9 @@ def test_secrets_verify_only_for_their_id_and_key() -> None:
     assert ResumeSigner(b"x" * 32).verify("room", "w1", secret) is None
     assert signer.verify("room", "w1", secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
     assert signer.verify("room", "w1", "x" * 43) is None
+    for last in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        if last != secret[-1]:  # every other last character, also those differing only in unused bits
+            assert signer.verify("room", "w1", secret[:-1] + last) is None, last
     parse_auth({"token": "t", "peer_id": "w1", "role": "worker", "resume_secret": secret}, max_bytes=100)
 
 

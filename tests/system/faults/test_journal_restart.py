@@ -97,7 +97,7 @@ async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room,
         assert sorted(set(seqs)) == list(range(1, max(seqs) + 1))  # none missing across the restart
         assert [e.seq for e in job.history] == list(range(1, max(seqs) + 1))  # each handed on exactly once
         assert [type(m) for m in received if isinstance(m, JobComplete)] == [JobComplete]
-        progress = [m.progress for m in received if isinstance(m, JobStatus) and m.status == "running"]
+        progress = [e.progress for e in job.history if isinstance(e, JobStatus) and e.status == "running"]
         assert progress == sorted(set(progress))  # no progress repeated by the adoption
         assert any(isinstance(m, JobStatus) for m in received[seen_before_kill:])  # progress after the kill
     finally:

@@ -101,10 +101,10 @@ class WorkerConfig:
         metadata={"help": "larger SCTP packets on the data channel when the peer offers them too"},
     )
     journal: bool = attrs.field(
-        default=False,
+        default=True,
         metadata={
-            "help": "journal the core's events in workdir/journal.sqlite and restore them on start "
-            "(docs/durability.md)"
+            "help": "journal the core's events in workdir/journal.sqlite and restore them on start, adopting "
+            "a detached job that outlived the worker (docs/durability.md)"
         },
     )
     journal_durable: bool = attrs.field(

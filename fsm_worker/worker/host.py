@@ -151,7 +151,7 @@ class WorkerHost:
         """Connect to the signaling server and start taking jobs."""
         install_rtc_patches()  # idempotent; the per-connection options live in `rtc_options`
         jobs = self.config.workdir / "jobs"
-        held = set(self._held_job_ids())
+        held = {self.job_dir(job_id).name for job_id in self._held_job_ids()}  # directories are named by hash
         if jobs.is_dir():  # left by an earlier run: only the jobs the restored core holds are reachable
             for old in jobs.iterdir():
                 if old.name not in held:
@@ -177,18 +177,29 @@ class WorkerHost:
         return [*current, *self.core.retained_job_ids()]
 
     def _recover(self) -> None:
-        """After a restore: report what expired while the worker was down, and the end of a run it lost.
+        """After a restore: report what expired while the worker was down, and take back a run it held.
 
-        The run's process does not outlive this worker yet (no re-adoption): a run that was going is reported
-        as failed (`KILLED`, recoverable), a run that was being stopped as stopped, each once.
+        A detached run outlives the worker: the runs shell adopts it (it keeps running and its end is reported
+        once, or its real end if it ended meanwhile; `LOST` if it left no trace). A run being stopped is
+        stopped again. A run under `job_lifetime = "with_worker"` died with the worker: reported as failed
+        (`KILLED`, recoverable), or as stopped if it was being stopped, each once.
         """
         log.info("restored %d journaled events: %s", self.restored_events, self.core.state.value)
         self._feed(core.TimerFired())
         job = self.core.current_job
-        if job is not None and self.core.state in _RUN_STATES:
+        state = self.core.state
+        if job is None or state not in _RUN_STATES | _STOPPING_STATES:
+            return
+        if self.config.job_lifetime == "detached":
+            offset = self.journaled.resume_offsets.get(job.job_id, 0) if self.journaled is not None else 0
+            stop = None if state in _RUN_STATES else state is core.WorkerState.STOPPING_EARLY
+            self._spawn(
+                self.runs.adopt(job, self.job_dir(job.job_id), offset, stop=stop), f"adopt-{job.job_id}"
+            )
+        elif state in _RUN_STATES:
             message = "the worker restarted and the job's process did not survive it"
             self._feed(core.RunFailed(job.job_id, ErrorCode.KILLED, message, recoverable=True))
-        elif job is not None and self.core.state in _STOPPING_STATES:
+        else:
             self._feed(core.RunStopped(job.job_id))
 
     async def wait_closed(self) -> None:

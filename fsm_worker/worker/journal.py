@@ -197,6 +197,8 @@ class JournaledCore:
         self._wall = wall
         self._at_rest = at_rest
         self.shift = 0.0
+        #: the last journaled `RunProgress.resume_offset` per job, as `restore` found it (for adopting runs)
+        self.resume_offsets: dict[str, int] = {}
         self._batch: list[tuple[float, float, bytes]] = []
         self._rest_in_batch = -1  # index in `_batch` after which the core was at rest; -1: not in this batch
 
@@ -204,7 +206,10 @@ class JournaledCore:
         """Replay the journal into the (fresh) core, instructions dropped; return how many events it held."""
         count, last_now, last_wall = 0, None, 0.0
         for now, wall, body in self.journal.entries():
-            self.core.handle(self.codec.decode(body), now)
+            event = self.codec.decode(body)
+            if isinstance(event, core_events.RunProgress) and event.resume_offset is not None:
+                self.resume_offsets[event.job_id] = event.resume_offset
+            self.core.handle(event, now)
             count, last_now, last_wall = count + 1, now, wall
         if last_now is not None:
             elapsed = max(0.0, self._wall() - last_wall)  # a wall clock stepped back counts as no time

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from pathlib import Path
 
+import attrs
+
 from fsm_worker import logs
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobSpec
-from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunStopped
+from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunProgress, RunStopped
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
 from fsm_worker.shells.runner.run import EventSink
-from fsm_worker.shells.runner.runner import JobLifetime, JobRunner
+from fsm_worker.shells.runner.runner import Adoption, JobLifetime, JobRunner
 
 
 class JobRuns:
@@ -34,15 +36,37 @@ class JobRuns:
 
     def _report(self, event: RunEvent) -> Awaitable[None] | None:
         logs.job_outcome(event)  # the worker's log line per finished run
+        if isinstance(event, RunProgress):  # journaled with the event: where an adoption resumes
+            event = attrs.evolve(event, resume_offset=self.runner.resume_offset(event.job_id))
         return self._sink(event)
+
+    @staticmethod
+    def _spec(job: Job, job_dir: Path) -> JobSpec:
+        return JobSpec(job.job_id, job.job_type, job.config, job_dir)
 
     async def start(self, job: Job, job_dir: Path) -> Event | None:
         """Start the run (its events follow through the sink), or the failure when it cannot begin."""
         try:
-            await self.runner.start(JobSpec(job.job_id, job.job_type, job.config, job_dir), self._report)
+            await self.runner.start(self._spec(job, job_dir), self._report)
         except Exception as error:  # a closed runner, or this job id already running
             message = f"the run could not start: {error}"
             return RunFailed(job.job_id, ErrorCode.HANDLER_ERROR, message, False)
+        return None
+
+    async def adopt(self, job: Job, job_dir: Path, offset: int, *, stop: bool | None = None) -> Event | None:
+        """Take back the run of `job` that outlived a worker restart (its events follow through the sink).
+
+        A run still going is supervised again (no second `RunStarted`); one that ended meanwhile reports its
+        real end; one that left no trace is reported `LOST`. `stop` (graceful or not) stops a run still
+        going: it was being stopped when the worker went down.
+        """
+        try:
+            adoption = await self.runner.adopt(self._spec(job, job_dir), self._report, offset=offset)
+        except Exception as error:  # a closed runner, or this job id already running
+            message = f"the run could not be adopted after a restart: {error}"
+            return RunFailed(job.job_id, ErrorCode.LOST, message, True)
+        if adoption is Adoption.RUNNING and stop is not None:
+            return await self.stop(job.job_id, stop)
         return None
 
     async def stop(self, job_id: str, graceful: bool) -> Event:

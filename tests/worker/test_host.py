@@ -47,7 +47,8 @@ class RecordingLink:
 def host_with_recorder(tmp_path: Path) -> tuple[WorkerHost, RecordingLink]:
     registry = JobTypeRegistry()
     registry.register("sleep", StaticCommandHandler((sys.executable, "-c", "import time; time.sleep(60)")))
-    host = WorkerHost(WorkerConfig("http://127.0.0.1:9", "t", peer_id="w", workdir=tmp_path), registry)
+    config = WorkerConfig("http://127.0.0.1:9", "t", peer_id="w", workdir=tmp_path, journal=False)
+    host = WorkerHost(config, registry)  # the plain feed: each event carried out as it is handled
     link = RecordingLink()
     host.outbox = Outbox(link)  # type: ignore[arg-type]
     host.outbox.start()

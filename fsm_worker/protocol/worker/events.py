@@ -122,12 +122,15 @@ class RunStarted:
 @attrs.frozen
 class RunProgress:
     """``progress`` is in the open interval (0, 1) and never decreases within a run; ``metrics`` as the job
-    printed them (the core keeps the ones the wire's `Metrics` knows)."""
+    printed them (the core keeps the ones the wire's `Metrics` knows). ``resume_offset`` (the core ignores
+    it): the detached run's stdout offset after this event's line, journaled so a restarted worker adopts
+    the run without repeating or losing progress."""
 
     job_id: str
     progress: float
     message: str = ""
     metrics: dict[str, Any] = attrs.field(factory=dict)
+    resume_offset: int | None = None
 
 
 @attrs.frozen

@@ -12,11 +12,12 @@ from fsm_worker.protocol.messages import (
     JobResponse,
     JobResult,
     JobStatus,
+    Requirements,
 )
 
 JOB = "job-1"
 KEY = "k" * 43
-TIMEOUTS = ClientTimeouts(response=10.0, liveness=5.0, worker_gone=15.0)
+TIMEOUTS = ClientTimeouts(response=10.0, liveness=5.0, worker_gone=15.0, queue_keepalive=8.0)
 
 
 def new_core(job_key: str | None = KEY) -> ClientJobCore:
@@ -45,3 +46,26 @@ def failed(seq: int) -> JobFailed:
 
 def cancelled(seq: int) -> JobCancelled:
     return JobCancelled(JOB, seq=seq)
+
+
+def new_queue_core(job_key: str | None = KEY, gpus: int = 1) -> ClientJobCore:
+    """A core whose request asks to queue when no worker can place it now."""
+    request = JobRequest(JOB, "train-demo", {"epochs": 2}, Requirements(gpus=gpus), queue=True)
+    return ClientJobCore(request, job_key, TIMEOUTS)
+
+
+def queued(position: int, start: float | None) -> JobResponse:
+    """An acceptance into the worker's queue (no slot free now)."""
+    return JobResponse(JOB, True, 1.0, queued=True, queue_position=position, estimated_start_seconds=start)
+
+
+def queued_status(seq: int, position: int, start: float | None = None) -> JobStatus:
+    return JobStatus(
+        JOB,
+        "queued",
+        0.0,
+        f"queued at {position}",
+        seq,
+        queue_position=position,
+        estimated_start_seconds=start,
+    )

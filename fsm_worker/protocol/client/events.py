@@ -57,6 +57,13 @@ class ClientTimeouts:
             "help": "seconds a worker may be unreachable (reconnecting) before the job is declared lost",
         },
     )
+    queue_keepalive: float = attrs.field(
+        default=10.0,
+        metadata={
+            "help": "while the job waits in a worker's queue, send job_sync this often to keep its queue lease "
+            "(the worker's queue_lease, 60 s by default) alive"
+        },
+    )
     channel_retries: int = attrs.field(
         default=3, metadata={"help": "new data channels to try when one drops mid-transfer"}
     )
@@ -188,9 +195,13 @@ class Deliver:
 
 @attrs.frozen
 class WorkerChosen:
-    """Bidding is over: `worker` holds the job (it was sent `job_assignment`)."""
+    """Bidding is over: `worker` holds the job (it was sent `job_assignment`); `queued`: in its queue, no slot
+    yet (`queue_position`, `estimated_start_seconds` as the worker offered them)."""
 
     worker: str
+    queued: bool = False
+    queue_position: int | None = None
+    estimated_start_seconds: float | None = None
 
 
 @attrs.frozen

@@ -2,12 +2,19 @@
 
 `ClientJobCore.handle(event, now)` applies one event and returns the instructions for the shell; it never
 does IO, never sleeps and never raises out of `handle`. `next_deadline()` says when `TimerFired` has work.
+
+Queueing (issue 12): a request with `queue: true` may be answered `accepted, queued` by a worker with no free
+slot. An offer that places the job now always beats a queued one; among queued offers the earliest estimated
+start wins (then the lower position, then the first to answer), and every other offer is released with
+`job_cancel` at once, so a job holds at most one queue entry in the room. While the job waits, the core
+sends `job_sync` every `queue_keepalive` seconds (whatever it hears), which keeps the worker's queue lease.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -96,6 +103,7 @@ class ClientJobCore:
         self._candidates: tuple[str, ...] = ()
         self._pending: set[str] = set()
         self._accepted: dict[str, float] = {}
+        self._queue_offers: dict[str, tuple[float, int]] = {}  # worker → (estimated start, position)
         self._rejected: dict[str, tuple[str, Sequence[str]]] = {}
         self._bid_window = 0.0
         self._response_deadline: float | None = None
@@ -105,6 +113,11 @@ class ClientJobCore:
         self._probe_at: float | None = None
         self._unreachable_since: float | None = None
         self._gap_asked_after: int | None = None
+        # waiting in the winner's queue (no slot yet)
+        self.queued = False
+        self.queue_position: int | None = None
+        self.estimated_start_seconds: float | None = None
+        self._keepalive_at: float | None = None
         self._out: list[Instruction] = []
 
     @property
@@ -149,7 +162,7 @@ class ClientJobCore:
         if self.state is BIDDING:
             return min(t for t in (self._response_deadline, self._window_ends) if t is not None)
         if self.state is ASSIGNED:
-            return self._probe_at
+            return min(t for t in (self._probe_at, self._keepalive_at) if t is not None)
         return None
 
     def _dispatch(self, event: Event, now: float) -> None:
@@ -160,7 +173,7 @@ class ClientJobCore:
                 if self._refuse_unless(event, NEW):
                     return
                 self._assign(worker, now)
-                self._send(JobSync(self.job_id, 0, job_key=self.job_key))
+                self._sync(0, now)
             case MessageReceived(sender=sender, message=message):
                 self._on_message(sender, message, now)
             case SendReported():
@@ -170,7 +183,7 @@ class ClientJobCore:
                     self._send(RtcOffer(self.job_id, sdp, dict(options), job_key=self.job_key))
             case Reconnected():
                 if self.state is ASSIGNED:
-                    self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+                    self._sync(self.last_seq, now)
             case CancelRequested():
                 if not self._refuse_unless(event, ASSIGNED):
                     self._send(JobCancel(self.job_id, job_key=self.job_key))
@@ -191,6 +204,12 @@ class ClientJobCore:
     def _send(self, message: JobRequest | JobCancel | JobAssignment | JobSync | JobStop | RtcOffer) -> None:
         assert self.worker is not None
         self._out.append(Send(self.worker, message))
+
+    def _sync(self, after_seq: int, now: float) -> None:
+        """Ask the worker for the events after `after_seq`; while queued this also renews the queue lease."""
+        if self.queued:
+            self._keepalive_at = now + self.timeouts.queue_keepalive
+        self._send(JobSync(self.job_id, after_seq, job_key=self.job_key))
 
     # --- bidding -----------------------------------------------------------------------------------------------
 
@@ -214,7 +233,15 @@ class ClientJobCore:
         if sender not in self._pending:
             return  # not asked, or already answered: ignored
         self._pending.discard(sender)
-        if response.accepted:
+        if response.accepted and response.queued:
+            start = response.estimated_start_seconds
+            self._queue_offers[sender] = (
+                math.inf if start is None else start,
+                response.queue_position if response.queue_position is not None else 2**31,
+            )
+            if self._bid_window > 0 and self._window_ends is None:
+                self._window_ends = now + self._bid_window
+        elif response.accepted:
             self._accepted[sender] = response.estimated_duration_minutes or 0.0
             if self._bid_window <= 0:
                 self._close_bidding(now)
@@ -227,8 +254,9 @@ class ClientJobCore:
             self._close_bidding(now)
 
     def _close_bidding(self, now: float) -> None:
-        """Pick the winner (lowest estimate, first to accept on ties) and release every other candidate."""
-        if not self._accepted:
+        """Pick the winner and release every other candidate: an offer to run now (lowest estimate, first to
+        accept on ties) beats any queued one; among queued offers the earliest estimated start wins."""
+        if not self._accepted and not self._queue_offers:
             for worker in sorted(self._pending):
                 self._rejected[worker] = (
                     "no answer",
@@ -239,14 +267,34 @@ class ClientJobCore:
             self._released.update(silent)
             self._fail(AllRejectedError(self._rejected))
             return
-        winner = min(self._accepted, key=lambda worker: self._accepted[worker])
-        losers = [worker for worker in [*self._accepted, *sorted(self._pending)] if worker != winner]
+        if self._accepted:
+            winner = min(self._accepted, key=lambda worker: self._accepted[worker])
+        else:
+            winner = min(self._queue_offers, key=lambda worker: self._queue_offers[worker])
+        offered = [*self._accepted, *self._queue_offers, *sorted(self._pending)]
+        losers = [worker for worker in offered if worker != winner]
         self._out.extend(Send(worker, JobCancel(self.job_id)) for worker in losers)
         self._released.update(losers)
-        log.info("job %s: worker %s won (%d other bid(s) released)", self.job_id, winner, len(losers))
+        queued = winner in self._queue_offers and not self._accepted
+        log.info(
+            "job %s: worker %s won%s (%d other bid(s) released)",
+            self.job_id,
+            winner,
+            " a queue entry" if queued else "",
+            len(losers),
+        )
         self._assign(winner, now)
+        if queued:
+            start, position = self._queue_offers[winner]
+            self.queued, self._keepalive_at = True, now + self.timeouts.queue_keepalive
+            self.queue_position = position if position < 2**31 else None
+            self.estimated_start_seconds = start if math.isfinite(start) else None
         self._send(JobAssignment(self.job_id, job_key=self.job_key))
-        self._out.append(WorkerChosen(winner))
+        self._out.append(
+            WorkerChosen(winner, queued, self.queue_position, self.estimated_start_seconds)
+            if queued
+            else WorkerChosen(winner)
+        )
 
     def _assign(self, worker: str, now: float) -> None:
         self.state, self.worker = ASSIGNED, worker
@@ -268,12 +316,13 @@ class ClientJobCore:
             and message.seq is not None
         ):
             self._heard(now)
-            self._on_job_event(message)
+            self._on_job_event(message, now)
         elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB":
             if self.state is ASSIGNED:
                 self._fail(
                     WorkerGoneError(
                         f"worker {sender} no longer holds job {self.job_id} (it restarted or let it go)"
+                        + self._queued_note()
                     )
                 )
         elif isinstance(message, JobResponse):
@@ -282,7 +331,7 @@ class ClientJobCore:
             self._heard(now)
             self._out.append(ControlReply(message))  # type: ignore[arg-type]
 
-    def _on_job_event(self, event: JobEvent) -> None:
+    def _on_job_event(self, event: JobEvent, now: float) -> None:
         assert event.seq is not None
         if event.seq <= self.last_seq:
             return  # a duplicate or a replay we already have
@@ -295,12 +344,21 @@ class ClientJobCore:
                     event.seq - 1,
                 )
                 self._gap_asked_after = self.last_seq
-                self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+                self._sync(self.last_seq, now)
             return
         self.last_seq = event.seq
         self.history.append(event)
         if isinstance(event, JobStatus | JobComplete) and event.metrics is not None:
             self.metrics = event.metrics
+        if isinstance(event, JobStatus) and event.status == "queued" and self.state is ASSIGNED:
+            if not self.queued:
+                self._keepalive_at = now + self.timeouts.queue_keepalive
+            self.queued = True
+            self.queue_position = event.queue_position
+            self.estimated_start_seconds = event.estimated_start_seconds
+        else:  # any other status (starting, running, ...) or the end: the job has left the queue
+            self.queued, self._keepalive_at = False, None
+            self.queue_position = self.estimated_start_seconds = None
         self._out.append(Deliver(event))
         if not isinstance(event, JobStatus):
             self.terminal, self.state, self._probe_at = event, FINISHED, None
@@ -320,24 +378,35 @@ class ClientJobCore:
         self._unreachable_since = since
         if now - since >= self.timeouts.worker_gone:
             self._fail(
-                WorkerGoneError(f"worker {self.worker} left while holding job {self.job_id} ({report.code})")
+                WorkerGoneError(
+                    f"worker {self.worker} left while holding job {self.job_id} ({report.code})"
+                    + self._queued_note()
+                )
             )
+
+    def _queued_note(self) -> str:
+        if not self.queued:
+            return ""
+        place = f" at position {self.queue_position}" if self.queue_position is not None else ""
+        return f"; the job was still waiting in its queue{place} and never started: submit it again"
 
     def _fire_due_deadlines(self, now: float) -> None:
         if self.state is BIDDING:
             due = [t for t in (self._response_deadline, self._window_ends) if t is not None and t <= now]
             if due:
                 self._close_bidding(now)
-        elif self.state is ASSIGNED and self._probe_at is not None and self._probe_at <= now:
-            self._probe_at = (
-                now + self.timeouts.liveness
-            )  # a silent worker is asked whether it is still there
-            self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+        elif self.state is ASSIGNED:
+            probe_due = self._probe_at is not None and self._probe_at <= now
+            keepalive_due = self._keepalive_at is not None and self._keepalive_at <= now
+            if probe_due or keepalive_due:
+                # a silent worker is asked whether it is still there; a queued job's lease is renewed
+                self._probe_at = now + self.timeouts.liveness
+                self._sync(self.last_seq, now)
 
     # --- endings ----------------------------------------------------------------------------------------------
 
     def _fail(self, error: Exception) -> None:
-        self.state, self.error, self._probe_at = FAILED, error, None
+        self.state, self.error, self._probe_at, self._keepalive_at = FAILED, error, None, None
         self._response_deadline = self._window_ends = None
         self._out.append(Fail(error))  # type: ignore[arg-type]
 
@@ -351,7 +420,7 @@ class ClientJobCore:
         elif self.state is not NEW:
             self._refuse_unless(event)
             return
-        self.state, self._probe_at = ABANDONED, None
+        self.state, self._probe_at, self._keepalive_at = ABANDONED, None, None
         self._response_deadline = self._window_ends = None
 
     def validate_state(self) -> None:
@@ -366,3 +435,11 @@ class ClientJobCore:
             assert self._probe_at is not None, "a followed job always has a liveness deadline"
         if self.worker is not None:
             assert self.worker not in self._released, "the winner is never released"
+        if self.queued:
+            assert self.state in (ASSIGNED, FAILED, ABANDONED), "only a held job waits in a queue"
+        assert (self._keepalive_at is not None) == (self.queued and self.state is ASSIGNED), (
+            "a job waiting in a queue (and only that) keeps its queue lease alive"
+        )
+        offered = set(self._accepted) | set(self._queue_offers)
+        if self.state is not BIDDING and self.state is not NEW:
+            assert len(offered - self._released - {self.worker}) == 0, "one entry per job in the room"

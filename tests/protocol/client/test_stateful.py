@@ -1,5 +1,8 @@
 """The client core against an independently written reference model, step by random step.
 
+Workers answer at random: accept now, refuse, or accept into their queue (issue 12) with a position and an
+estimated start; a queued winner's lease must be renewed (`job_sync`) every `queue_keepalive` seconds.
+
 The model is a plain record of what a client must have done: who was asked, who answered, who must have won,
 which events must have reached the user. After every step the core's state, its output and its own
 `validate_state()` are checked against it.
@@ -10,7 +13,17 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from support.client_core import JOB, KEY, TIMEOUTS, complete, new_core, status
+from support.client_core import (
+    JOB,
+    KEY,
+    TIMEOUTS,
+    complete,
+    new_core,
+    new_queue_core,
+    queued,
+    queued_status,
+    status,
+)
 
 from fsm_worker.protocol.client import ClientJobState, Outcome
 from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
@@ -28,7 +41,7 @@ from fsm_worker.protocol.client.events import (
     TimerFired,
     WorkerChosen,
 )
-from fsm_worker.protocol.messages import JobAssignment, JobCancel, JobEvent, JobResponse, JobSync
+from fsm_worker.protocol.messages import JobAssignment, JobCancel, JobEvent, JobResponse, JobStatus, JobSync
 
 WORKERS = ("w0", "w1", "w2", "w3")
 
@@ -36,14 +49,21 @@ WORKERS = ("w0", "w1", "w2", "w3")
 class ClientModel(RuleBasedStateMachine):
     """Random bids, losers, expiries, duplicates, replays, reconnects and clock advances."""
 
-    @initialize(count=st.sampled_from([1, 2, 3, 4, 4, 3]), window=st.sampled_from([0.0, 2.0, 8.0]))
-    def open_bidding(self, count: int, window: float) -> None:
-        self.core = new_core()
+    @initialize(
+        count=st.sampled_from([1, 2, 3, 4, 4, 3]),
+        window=st.sampled_from([0.0, 2.0, 8.0]),
+        queue=st.booleans(),
+    )
+    def open_bidding(self, count: int, window: float, queue: bool) -> None:
+        self.core = new_queue_core() if queue else new_core()
         self.now = 0.0
         self.candidates = WORKERS[:count]
         self.window = window
         self.answered: set[str] = set()
         self.accepted: dict[str, float] = {}  # in order of acceptance
+        self.queue_offers: dict[str, tuple[float, int]] = {}  # in order of answer: (start, position)
+        self.queued = False  # the winner holds the job in its queue
+        self.synced_at = 0.0  # when the winner was last sent job_sync (the queue lease renewed)
         self.window_ends: float | None = None
         self.phase = "bidding"
         self.winner: str | None = None
@@ -60,25 +80,45 @@ class ClientModel(RuleBasedStateMachine):
     def step(self, event: Event) -> list[Instruction]:
         out = self.core.handle(event, self.now)
         self.sent += [i for i in out if isinstance(i, Send)]
-        self.delivered += [i.event for i in out if isinstance(i, Deliver)]
         for instruction in out:
             if isinstance(instruction, WorkerChosen):
                 assert self.phase == "bidding" and instruction.worker == self.expected_winner()
                 self.phase, self.winner, self.heard_at = "assigned", instruction.worker, self.now
+                assert instruction.queued == (not self.accepted), (
+                    "a queue entry wins only with no offer to run now"
+                )
+                if instruction.queued:
+                    self.queued, self.synced_at = True, self.now
+            is_sync = isinstance(instruction, Send) and isinstance(instruction.message, JobSync)
+            if is_sync and instruction.to == self.winner:  # type: ignore[union-attr]
+                self.synced_at = self.now
+            if isinstance(instruction, Deliver):
+                self.delivered.append(instruction.event)
+                in_queue = isinstance(instruction.event, JobStatus) and instruction.event.status == "queued"
+                if in_queue and not self.queued:
+                    self.synced_at = self.now
+                self.queued = in_queue
             if isinstance(instruction, Fail):
                 self.check_failure(instruction)
                 self.phase = "failed"
+        if self.queued and self.core.state is ClientJobState.ASSIGNED:
+            assert self.now < self.synced_at + TIMEOUTS.queue_keepalive, (
+                "the queue lease is never left to lapse"
+            )
         return out
 
     def expected_winner(self) -> str | None:
         if not self.accepted:
-            return None
+            if not self.queue_offers:
+                return None
+            first = min(self.queue_offers.values())  # earliest start, then lower position
+            return next(worker for worker, offer in self.queue_offers.items() if offer == first)
         best = min(self.accepted.values())
         return next(worker for worker, estimate in self.accepted.items() if estimate == best)
 
     def check_failure(self, fail: Fail) -> None:
         if self.phase == "bidding":
-            assert isinstance(fail.error, AllRejectedError) and not self.accepted
+            assert isinstance(fail.error, AllRejectedError) and not self.accepted and not self.queue_offers
             assert set(fail.error.reasons) == set(self.candidates)
         else:
             assert isinstance(fail.error, WorkerGoneError)
@@ -97,23 +137,34 @@ class ClientModel(RuleBasedStateMachine):
         if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
             probes = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
             due = self.now >= self.heard_at + TIMEOUTS.liveness
-            assert len(probes) == int(due), "a silent worker is probed, a live one is not"
+            renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
+            assert len(probes) == int(due or renew), "a silent worker is probed, a queue lease renewed"
             if due:
                 assert probes[0].message == JobSync(JOB, len(self.delivered), job_key=KEY)
                 self.heard_at = self.now  # the next probe is one liveness period later
 
-    @rule(index=st.integers(0, 5), accepted=st.booleans(), estimate=st.sampled_from([1.0, 2.0, 3.0]))
-    def bid(self, index: int, accepted: bool, estimate: float) -> None:
+    @rule(
+        index=st.integers(0, 5),
+        kind=st.sampled_from(["accept", "reject", "queued"]),
+        estimate=st.sampled_from([1.0, 2.0, 3.0]),
+        position=st.integers(1, 3),
+    )
+    def bid(self, index: int, kind: str, estimate: float, position: int = 1) -> None:
         sender = (*WORKERS, "stranger", "stranger2")[index]
         bidding = self.phase == "bidding"
         closing_by_clock = bidding and self.bidding_due()
         if bidding and not closing_by_clock and sender in self.candidates and sender not in self.answered:
             self.answered.add(sender)
-            if accepted:
+            if kind == "accept":
                 self.accepted[sender] = estimate
-                if self.window_ends is None:
-                    self.window_ends = self.now + self.window
-        response = JobResponse(JOB, accepted, estimated_duration_minutes=estimate, reason="no")
+            if kind == "queued":
+                self.queue_offers[sender] = (estimate * 10, position)
+            if kind != "reject" and self.window_ends is None and (kind == "accept" or self.window > 0):
+                self.window_ends = self.now + self.window
+        if kind == "queued":
+            response = queued(position, estimate * 10)
+        else:
+            response = JobResponse(JOB, kind == "accept", estimated_duration_minutes=estimate, reason="no")
         self.step(MessageReceived(sender, response))
         if (
             bidding and self.phase == "bidding"
@@ -130,7 +181,8 @@ class ClientModel(RuleBasedStateMachine):
         for worker in order:
             estimate = data.draw(st.sampled_from([1.0, 2.0, 3.0]))
             index = WORKERS.index(worker)
-            self.bid(index, True, estimate)
+            kind = data.draw(st.sampled_from(["accept", "queued"]))
+            self.bid(index, kind, estimate, data.draw(st.integers(1, 3)))
 
     @rule(gap=st.sampled_from([0.0, 0.5]))
     def refused_until_exactly_worker_gone(self, gap: float) -> None:
@@ -159,7 +211,11 @@ class ClientModel(RuleBasedStateMachine):
         ended = bool(self.worker_events) and not isinstance(self.worker_events[-1], type(status(1)))
         if pick >= produced and not ended:
             seq = produced + 1
-            self.worker_events.append(complete(seq) if terminal and pick % 3 == 0 else status(seq))
+            waiting = all(getattr(e, "status", None) == "queued" for e in self.worker_events)
+            if waiting and pick % 2 == 0:  # still in the worker's queue: its position moves
+                self.worker_events.append(queued_status(seq, max(4 - seq, 1), 10.0))
+            else:
+                self.worker_events.append(complete(seq) if terminal and pick % 3 == 0 else status(seq))
         if not self.worker_events:
             return
         event = self.worker_events[min(pick, len(self.worker_events) - 1)]
@@ -216,9 +272,9 @@ class ClientModel(RuleBasedStateMachine):
         cancelled = {
             s.to for s in self.sent if isinstance(s.message, JobCancel) and s.message.job_key is None
         }
-        for worker in self.accepted:
+        for worker in [*self.accepted, *self.queue_offers]:
             if worker != self.winner:
-                assert worker in cancelled, f"{worker} accepted and was not released"
+                assert worker in cancelled, f"{worker} accepted and was not released (one entry per job)"
 
     @invariant()
     def only_the_winner_learns_the_key(self) -> None:
@@ -237,6 +293,8 @@ class ClientModel(RuleBasedStateMachine):
             "abandoned": {ClientJobState.ABANDONED, ClientJobState.FINISHED},
         }[self.phase]
         assert self.core.state in expected
+        if self.core.state is ClientJobState.ASSIGNED:
+            assert self.core.queued == self.queued
         finished = bool(self.delivered) and not isinstance(self.delivered[-1], type(status(1)))
         assert (self.core.state is ClientJobState.FINISHED) == finished
         if finished:

@@ -35,7 +35,7 @@ from fsm_worker.cli_options import (
     add_command_arguments,
     command_settings,
 )
-from fsm_worker.client import ClientTimeouts, JobClient, JobClientError
+from fsm_worker.client import ClientTimeouts, JobClient, JobClientError, WorkerInfo
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.server.config import ServerConfig
 from fsm_worker.server.server import RunningServer, run_server
@@ -197,23 +197,45 @@ def cmd_status(settings: Settings) -> int:
     async def main() -> None:
         async with JobClient(connection.server, connection.token, timeouts=timeouts) as client:
             workers = await client.discover_workers()
-        table = Table(title=f"{len(workers)} worker(s)")
-        for column in ("worker", "status", "GPU", "memory (MB)", "job", "job types"):
-            table.add_column(column)
-        for worker in sorted(workers, key=lambda w: w.peer_id):
-            props = worker.properties
-            table.add_row(
-                worker.peer_id,
-                worker.status,
-                str(props.get("gpu_model", "?")),
-                str(props.get("gpu_memory_mb", "?")),
-                str(props.get("job_id") or "-"),
-                ", ".join(props.get("supported_job_types", [])),
-            )
-        Console().print(table)
+        Console().print(status_table(workers))
 
     asyncio.run(main())
     return 0
+
+
+def status_table(workers: Sequence[WorkerInfo]) -> Table:
+    """One row per worker: status, GPU model and indices, free/total slots, running and queued jobs."""
+    running = sum(worker.running for worker in workers)
+    queued = sum(worker.queue_length for worker in workers)
+    table = Table(title=f"{len(workers)} worker(s), {running} job(s) running, {queued} queued")
+    columns = (
+        "worker",
+        "status",
+        "GPU",
+        "GPUs",
+        "slots free",
+        "running",
+        "queued",
+        "memory (MB)",
+        "job types",
+    )
+    for column in columns:
+        table.add_column(column)
+    for worker in sorted(workers, key=lambda w: w.peer_id):
+        props = worker.properties
+        queue = f"{worker.queue_length}/{worker.queue_size}" if worker.queue_size else "-"
+        table.add_row(
+            worker.peer_id,
+            worker.status,
+            str(props.get("gpu_model", "?")),
+            ",".join(map(str, worker.gpus)) or "-",
+            f"{worker.free_slots}/{worker.slots}",
+            str(worker.running),
+            queue,
+            str(props.get("gpu_memory_mb", "?")),
+            ", ".join(props.get("supported_job_types", [])),
+        )
+    return table
 
 
 def cmd_demo(settings: Settings) -> int:

@@ -136,9 +136,10 @@ def cmd_submit(settings: Settings) -> int:
                     options.job_type,
                     config,
                     inputs,
-                    Requirements(options.min_gpu_memory_mb),
+                    Requirements(options.min_gpu_memory_mb, gpus=options.job_gpus),
                     bid_window=options.bid_window,
                     on_upload=progress.upload,
+                    queue=options.wait,
                 )
                 assert job.worker_id is not None
                 record = JobRecord(
@@ -151,7 +152,12 @@ def cmd_submit(settings: Settings) -> int:
                     options.job_type,
                 )
                 job_state.save(state_dir, record)
-                console.log(f"job {job.job_id} running on {job.worker_id}")
+                if job.queued:
+                    progress.queued(job.queue_position, job.estimated_start_seconds)
+                    place = f" at position {job.queue_position}" if job.queue_position else ""
+                    console.log(f"job {job.job_id} queued{place} on {job.worker_id}")
+                else:
+                    console.log(f"job {job.job_id} running on {job.worker_id}")
                 console.log(f"to follow it from elsewhere: fsm-worker attach --job-id {job.job_id}")
                 try:
                     outcome = await _follow(job, progress, options.out, console)

@@ -109,6 +109,16 @@ class SubmitOptions:
     bid_window: float = attrs.field(
         default=0.0, metadata={"help": "seconds to collect offers and take the fastest (0: the first)"}
     )
+    wait: bool = attrs.field(
+        default=False,
+        metadata={
+            "help": "when no worker has a free slot, wait in a worker's queue (the earliest estimated start)"
+        },
+    )
+    job_gpus: int = attrs.field(
+        default=1,
+        metadata={"aliases": ("--gpus",), "help": "slots (GPUs) the job needs together on one worker"},
+    )
 
 
 @attrs.frozen

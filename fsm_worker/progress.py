@@ -43,9 +43,15 @@ class JobProgress:
     def upload(self, done: int, total: int) -> None:
         self._update("upload", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")
 
+    def queued(self, position: int | None, estimated_start_seconds: float | None) -> None:
+        """The job waits in its worker's queue: the training line shows where and for how long."""
+        self._update("training", 0.0, 1.0, format_queued(position, estimated_start_seconds))
+
     def event(self, event: JobEvent) -> None:
         metrics = format_metrics(getattr(event, "metrics", None))
-        if isinstance(event, JobStatus):
+        if isinstance(event, JobStatus) and event.status == "queued":
+            self.queued(event.queue_position, event.estimated_start_seconds)
+        elif isinstance(event, JobStatus):
             info = " ".join(part for part in (metrics, event.message[: 70 - len(metrics)]) if part)
             self._update("training", event.progress, 1.0, info)
         else:
@@ -53,6 +59,14 @@ class JobProgress:
 
     def download(self, done: int, total: int) -> None:
         self._update("download", done if total else 1, total or 1, f"{decimal(done)} / {decimal(total)}")
+
+
+def format_queued(position: int | None, estimated_start_seconds: float | None) -> str:
+    """`queued: position 2, starts in ~40 s` (the parts the worker reported)."""
+    text = "queued" + (f": position {position}" if position is not None else "")
+    if estimated_start_seconds is not None:
+        text += f", starts in ~{estimated_start_seconds:.0f} s"
+    return text
 
 
 def format_metrics(metrics: Metrics | None) -> str:

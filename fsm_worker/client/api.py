@@ -71,14 +71,70 @@ __all__ = [
 ]
 
 
+#: The statuses of a worker that can take or queue a job (anything else is not offered the job).
+LIVE_STATUSES = frozenset({"available", "reserved", "busy"})
+
+
 @attrs.frozen
 class WorkerInfo:
     peer_id: str
     properties: dict[str, Any]
+    #: The rest of the worker's metadata (issue 12: `slots` per slot, `queue`, `running`).
+    metadata: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def status(self) -> str:
         return str(self.properties.get("status", "unknown"))
+
+    def count(self, name: str, default: int = 0) -> int:
+        """An integer property (`slots`, `free_slots`, `queue_length`, ...), `default` when absent."""
+        value = self.properties.get(name, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    @property
+    def slots(self) -> int:
+        """Slots the worker offers (1 for a worker from before issue 12)."""
+        return self.count("slots", 1)
+
+    @property
+    def free_slots(self) -> int:
+        return self.count("free_slots", 1 if self.status == "available" else 0)
+
+    @property
+    def queue_length(self) -> int:
+        return self.count("queue_length")
+
+    @property
+    def queue_size(self) -> int:
+        """The queue's capacity (0: the worker does not queue)."""
+        queue = self.metadata.get("queue")
+        if isinstance(queue, dict) and isinstance(queue.get("size"), int):
+            return int(queue["size"])
+        return self.queue_length + self.count("queue_free")
+
+    @property
+    def running(self) -> int:
+        """Jobs running now (the worker publishes a count, never other clients' job ids)."""
+        running = self.metadata.get("running")
+        if isinstance(running, int) and not isinstance(running, bool):
+            return running
+        return sum(1 for slot in self.slot_list if slot.get("state") == "busy")
+
+    @property
+    def slot_list(self) -> list[dict[str, Any]]:
+        """`metadata.slots`: one `{index, gpus, memory_mb, state}` per slot (empty from an older worker)."""
+        slots = self.metadata.get("slots")
+        return [slot for slot in slots if isinstance(slot, dict)] if isinstance(slots, list) else []
+
+    @property
+    def gpus(self) -> list[int]:
+        """The GPU indices behind the worker's slots (empty on CPU-only workers)."""
+        found: list[int] = []
+        for slot in self.slot_list:
+            gpus = slot.get("gpus")
+            if isinstance(gpus, list):
+                found += [gpu for gpu in gpus if isinstance(gpu, int) and gpu not in found]
+        return found
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -162,7 +218,12 @@ class JobClient:
         """Workers in this room matching `filters` (`{"properties": {"status": "available"}}` and the like)."""
         query = {"role": "worker", **(filters or {})}
         peers = await self.signaling.discover(query)
-        return [WorkerInfo(p["peer_id"], dict(p.get("metadata", {}).get("properties", {}))) for p in peers]
+        infos = []
+        for peer in peers:
+            metadata = dict(peer.get("metadata") or {})
+            properties = metadata.pop("properties", None)
+            infos.append(WorkerInfo(peer["peer_id"], dict(properties or {}), metadata))
+        return infos
 
     async def submit(
         self,
@@ -174,6 +235,7 @@ class JobClient:
         job_id: str | None = None,
         bid_window: float = 0.0,
         on_upload: ProgressFn | None = None,
+        queue: bool = False,
     ) -> Job:
         """Reserve a worker, assign the job, open the data channel, upload `inputs` and start the run.
 
@@ -181,19 +243,27 @@ class JobClient:
         with `bid_window` > 0, the lowest estimate among those that accept within the window). Every other
         worker that accepted is sent `job_cancel` at once, so none stays reserved by a losing bid. The job gets
         a fresh secret `job_key` (`Job.job_key`); the request carries only its sha256.
+
+        With `queue=True` busy workers are asked too, and one that has no slot free may accept the job into
+        its queue: an offer to run now still wins; otherwise the earliest estimated start does, and only that
+        worker keeps a queue entry. The inputs are uploaded while the job waits (`Job.queued`,
+        `Job.queue_position`); `events()` shows `job_status` "queued" as the position moves, then the run.
+        `requirements.gpus` asks for that many slots (GPUs) together on one worker.
         """
         requirements = requirements or Requirements()
         phases: dict[str, float] = {}
         started = time.perf_counter()
         request = JobRequest(
-            job_id or f"job-{uuid.uuid4().hex[:12]}", job_type, dict(config or {}), requirements
+            job_id or f"job-{uuid.uuid4().hex[:12]}",
+            job_type,
+            dict(config or {}),
+            requirements,
+            queue=queue,
         )
-        properties: dict[str, Any] = {"status": "available"}
-        if requirements.min_gpu_memory_mb:
-            properties["gpu_memory_mb"] = {"$gte": requirements.min_gpu_memory_mb}
-        candidates = await self.discover_workers({"properties": properties})
+        candidates = await self._candidates(requirements, queue)
         if not candidates:
-            raise NoWorkersError(f"no available worker with the requirements {attrs.asdict(requirements)}")
+            what = "live" if queue else "available"
+            raise NoWorkersError(f"no {what} worker with the requirements {attrs.asdict(requirements)}")
         job = Job(self._link, request, phases, secrets.token_urlsafe(32))
         self._jobs[request.job_id] = job
         try:
@@ -209,6 +279,22 @@ class JobClient:
             await job.abandon()
             raise
         return job
+
+    async def _candidates(self, requirements: Requirements, queue: bool) -> list[WorkerInfo]:
+        """The workers to ask: available ones with room now; with `queue`, also busy ones that could ever
+        hold the job (a busy worker's free GPU memory says nothing: it answers `incompatible` itself)."""
+        properties: dict[str, Any] = {}
+        if queue:
+            if requirements.gpus > 1:
+                properties["slots"] = {"$gte": requirements.gpus}
+            workers = await self.discover_workers({"properties": properties} if properties else None)
+            return [worker for worker in workers if worker.status in LIVE_STATUSES]
+        properties["status"] = "available"
+        if requirements.min_gpu_memory_mb:
+            properties["gpu_memory_mb"] = {"$gte": requirements.min_gpu_memory_mb}
+        if requirements.gpus > 1:
+            properties["free_slots"] = {"$gte": requirements.gpus}
+        return await self.discover_workers({"properties": properties})
 
     # --- incoming messages --------------------------------------------------------------------------------
 

@@ -172,6 +172,21 @@ class Job:
     def stopped_early(self) -> bool:
         return self._core.outcome is Outcome.STOPPED_EARLY
 
+    @property
+    def queued(self) -> bool:
+        """True while the job waits in its worker's queue for a slot (issue 12)."""
+        return self._core.queued
+
+    @property
+    def queue_position(self) -> int | None:
+        """The job's 1-based place in its worker's queue while `queued` (as the worker last reported it)."""
+        return self._core.queue_position
+
+    @property
+    def estimated_start_seconds(self) -> float | None:
+        """While `queued`: the worker's estimate of the wait (from when it reported it), or None."""
+        return self._core.estimated_start_seconds
+
     # --- feeding the core ----------------------------------------------------------------------------------
 
     def deliver(self, sender: str, message: Message) -> None:
@@ -377,7 +392,7 @@ class Job:
                 await asyncio.to_thread(destination.discard, partial.staging)
 
     async def cancel(self) -> None:
-        """Ask the worker to cancel the job and wait for its acknowledgement."""
+        """Ask the worker to cancel the job and wait for its acknowledgement (a queued job leaves the queue)."""
         if self._core.state is not ClientJobState.ASSIGNED:
             return
         self._feed(CancelRequested())

@@ -37,6 +37,23 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         raise MessageError(attribute.name, "must not be negative")
 
 
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise MessageError(attribute.name, "must be at least 1")
+
+
+def _opt_positive(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)  # type: ignore[arg-type]
+
+
+def _opt_non_negative(
+    instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None:
+        _non_negative(instance, attribute, value)
+
+
 def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise MessageError(attribute.name, "must be between 0 and 1")
@@ -54,6 +71,8 @@ class Message:
     CONSTANTS: ClassVar[dict[str, Any]] = {}
     #: Optional fields that are sent as ``null`` rather than left out.
     KEEP_NULL: ClassVar[frozenset[str]] = frozenset()
+    #: Fields left out on the wire while they hold their default (so older peers see the bytes they know).
+    OMIT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
 
 
 @attrs.frozen
@@ -61,6 +80,8 @@ class Requirements:
     """What a job needs from a worker."""
 
     min_gpu_memory_mb: int = attrs.field(default=0, validator=_non_negative)
+    #: Slots asked for together on one worker (issue 12; a CPU slot counts as one); left out on the wire when 1.
+    gpus: int = attrs.field(default=1, validator=_positive)
 
 
 def _sha256_hex(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -123,6 +144,9 @@ class JobRequest(Message):
     dataset_info: dict[str, Any] = attrs.field(factory=dict)
     job_key_sha256: str | None = attrs.field(default=None, validator=_sha256_hex)
     inputs: tuple[InputFile, ...] | None = None
+    #: Issue 12: when no slot is free now, wait in the worker's queue instead of being refused `busy`.
+    queue: bool = False
+    OMIT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"queue"})
 
 
 @attrs.frozen
@@ -180,6 +204,10 @@ class JobResponse(Message):
     estimated_duration_minutes: float | None = None
     reason: str | None = None
     details: tuple[str, ...] | None = None
+    #: Issue 12: accepted into the worker's queue (no slot yet), its 1-based place and estimated start.
+    queued: bool | None = None
+    queue_position: int | None = attrs.field(default=None, validator=_opt_positive)
+    estimated_start_seconds: float | None = attrs.field(default=None, validator=_opt_non_negative)
 
 
 @attrs.frozen
@@ -205,6 +233,9 @@ class JobStatus(Message):
     message: str = attrs.field(validator=_bounded_text)
     seq: int | None = None
     metrics: Metrics | None = None
+    #: With ``status="queued"`` (issue 12): the job's 1-based place in the worker's queue and estimated start.
+    queue_position: int | None = attrs.field(default=None, validator=_opt_positive)
+    estimated_start_seconds: float | None = attrs.field(default=None, validator=_opt_non_negative)
 
 
 @attrs.frozen
@@ -354,6 +385,12 @@ _converter.register_unstructure_hook(
     Metrics, lambda metrics: {k: v for k, v in _metrics_fields(metrics).items() if v is not None and v != {}}
 )
 
+_requirements_fields = cattrs.gen.make_dict_unstructure_fn(Requirements, _converter)
+_converter.register_unstructure_hook(
+    Requirements,
+    lambda wanted: {k: v for k, v in _requirements_fields(wanted).items() if not (k == "gpus" and v == 1)},
+)
+
 M = TypeVar("M", bound=Message)
 
 
@@ -398,5 +435,11 @@ def parse_message(payload: object) -> Message | UnknownMessage:
 def to_wire(message: Message) -> dict[str, Any]:
     """The message as the documented JSON object: type, constants, then its fields (nulls left out)."""
     fields: dict[str, Any] = _converter.unstructure(message)
-    body = {key: value for key, value in fields.items() if value is not None or key in message.KEEP_NULL}
+    defaults = {name: getattr(attrs.fields(type(message)), name).default for name in message.OMIT_DEFAULT}
+    body = {
+        key: value
+        for key, value in fields.items()
+        if (value is not None or key in message.KEEP_NULL)
+        and not (key in defaults and value == defaults[key])
+    }
     return {"app_message_type": message.TYPE, **message.CONSTANTS, **body}

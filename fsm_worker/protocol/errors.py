@@ -29,6 +29,7 @@ class AppErrorCode(StrEnum):
     INPUT_TIMEOUT = "INPUT_TIMEOUT"
     FIRST_INPUT_TIMEOUT = "FIRST_INPUT_TIMEOUT"  # no input bytes within first_input_timeout of the assignment
     WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+    QUEUE_LEASE_EXPIRED = "QUEUE_LEASE_EXPIRED"  # queued, no job_sync for queue_lease (issue 12)
     EXIT_NONZERO = "EXIT_NONZERO"
     KILLED = "KILLED"
     TIMEOUT = "TIMEOUT"

@@ -58,6 +58,20 @@ class WorkerConfig:
     cuda_version: str | None = attrs.field(
         default=None, metadata={"help": "CUDA version to advertise", "default_text": "detected"}
     )
+    gpus: tuple[str, ...] = attrs.field(
+        default=("auto",),
+        converter=tuple,
+        metadata={
+            "help": "GPU indices to offer, one slot each (e.g. 0,2,3); auto: every GPU NVML finds",
+        },
+    )
+    slots: int = attrs.field(
+        default=1,
+        metadata={"help": "slots of a host without GPUs (jobs it runs at once); ignored when GPUs are used"},
+    )
+    queue_size: int = _core_default("queue_size")
+    queue_lease: float = _core_default("queue_lease")
+    max_jobs_per_client: int = _core_default("max_jobs_per_client")
     connect_timeout: float = attrs.field(
         default=10.0, metadata={"help": "seconds to reach the signaling server at start"}
     )

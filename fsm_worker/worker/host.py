@@ -65,6 +65,9 @@ class WorkerHost:
             config.input_timeout,
             config.retention,
             first_input_timeout=config.first_input_timeout,
+            queue_size=config.queue_size,
+            queue_lease=config.queue_lease,
+            max_jobs_per_client=config.max_jobs_per_client,
         )
         coordinator = JobCoordinator(
             self.capabilities, core_config, estimator=job_types.estimate, check_config=job_types.check_config

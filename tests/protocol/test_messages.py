@@ -212,3 +212,34 @@ def test_parse_never_raises_anything_but_protocol_error(kind: str, body: dict[st
         assert error.field
     else:
         assert to_wire(message)["app_message_type"] == kind
+
+
+def test_issue_12_fields_are_left_out_at_their_defaults_so_old_peers_see_todays_bytes() -> None:
+    plain = to_wire(JobRequest("j", "train-demo"))
+    assert plain["requirements"] == {"min_gpu_memory_mb": 0} and "queue" not in plain
+    assert "queued" not in to_wire(JobResponse("j", True, 1.0))
+    assert "queue_position" not in to_wire(JobStatus("j", "running", 0.5, "x", 3))
+
+
+def test_issue_12_fields_round_trip() -> None:
+    request = JobRequest("j", "train-demo", requirements=Requirements(0, gpus=2), queue=True)
+    wire = to_wire(request)
+    assert wire["requirements"] == {"min_gpu_memory_mb": 0, "gpus": 2} and wire["queue"] is True
+    assert parse_message(wire) == request
+    queued = JobResponse("j", True, 1.0, queued=True, queue_position=2, estimated_start_seconds=30.0)
+    assert parse_message(to_wire(queued)) == queued
+    status = JobStatus("j", "queued", 0.0, "queued at 1", 1, queue_position=1, estimated_start_seconds=0.0)
+    assert parse_message(to_wire(status)) == status
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"requirements": {"gpus": 0}}, "requirements.gpus"),
+        ({"queue": "yes"}, "queue"),
+    ],
+)
+def test_issue_12_fields_are_checked(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message({"app_message_type": "job_request", "job_id": "j", "job_type": "t", **payload})
+    assert caught.value.field == field

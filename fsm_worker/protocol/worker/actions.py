@@ -101,6 +101,18 @@ class CoordinatorConfig:
     stimulus_log_size: int = attrs.field(
         default=256, metadata={"help": "events kept in the core's stimulus log (for debugging)"}
     )
+    queue_size: int = attrs.field(
+        default=16,
+        metadata={"help": "jobs that may wait for a slot (requests with queue: true); 0: no queue"},
+    )
+    queue_lease: float = attrs.field(
+        default=60.0,
+        metadata={"help": "seconds a queued job stays queued without its client's job_sync"},
+    )
+    max_jobs_per_client: int = attrs.field(
+        default=4,
+        metadata={"help": "most jobs one client may hold here at once, queued, reserved and running"},
+    )
 
 
 def presents_key(expected_sha256: str | None, s: Stimulus) -> bool:

@@ -203,3 +203,46 @@ async def test_worker_killed_with_a_full_queue_gives_every_client_a_clear_error(
 
 async def _started(worker: SlotsWorker, job_id: str) -> bool:
     return any(r["job_id"] == job_id and r["event"] == "start" for r in worker.records())
+
+
+async def test_cli_submit_wait_queues_shows_its_place_and_status_shows_the_queue(room: Room) -> None:
+    worker = await SlotsWorker.start(room, "cli-slots", gpus=["0"], queue_size=4)
+    cli = [sys.executable, "-m", "fsm_worker.cli"]
+    env = {**os.environ, "COLUMNS": "160", "FSM_WORKER_STATE_DIR": str(room.tmp / "state")}
+    try:
+        holder = await room.client("holder")
+        running = await holder.submit("slot-long", job_id="holds-the-slot")
+        await eventually(lambda: _started(worker, "holds-the-slot"))
+        submit = await asyncio.create_subprocess_exec(
+            *cli, "submit", "--server", room.url, "--token", room.token, "--job-type", "slot-job", "--wait",
+            "--gpus", "1", "--out", str(room.tmp / "out"), "--loopback-only",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert submit.stderr is not None
+        seen = ""
+        async with asyncio.timeout(TIMEOUT):
+            while "queued at position 1 on cli-slots" not in seen:
+                line = (await submit.stderr.readline()).decode()
+                assert line, f"submit exited before its job was queued: {seen}"
+                seen += line
+        status = await asyncio.create_subprocess_exec(
+            *cli, "status", "--server", room.url, "--token", room.token,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        async with asyncio.timeout(TIMEOUT):
+            out, _ = await status.communicate()
+        table = out.decode()
+        assert status.returncode == 0 and "1 job(s) running, 1 queued" in table, table
+        row = next(line for line in table.splitlines() if "cli-slots" in line)
+        assert "busy" in row and "0/1" in row and "1/4" in row, row
+        await running.cancel()  # the slot frees: the queued CLI job runs and completes
+        async with asyncio.timeout(TIMEOUT):
+            printed, rest = await submit.communicate()
+        assert submit.returncode == 0, (seen + rest.decode())[-3000:]
+        assert "completed on cli-slots" in printed.decode()
+        by_job = runs(worker.records())
+        (queued_job,) = [job_id for job_id in by_job if job_id != "holds-the-slot"]
+        assert "end" in by_job[queued_job], "the queued job ran to its end once the slot was free"
+        assert_no_double_booking(by_job, ("0",))
+    finally:
+        await worker.stop()

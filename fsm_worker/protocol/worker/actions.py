@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -34,7 +35,6 @@ from fsm_worker.protocol.messages import (
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
-    Advertise,
     ChannelAnswered,
     ChannelFailed,
     CleanupJob,
@@ -52,9 +52,11 @@ from fsm_worker.protocol.worker.events import (
     StartRun,
     StopRun,
     WorkerState,
-    WorkerStatus,
 )
 from fsm_worker.protocol.worker.metrics import wire_metrics
+
+if TYPE_CHECKING:
+    from fsm_worker.protocol.worker.placement import JobRecord
 
 log = logging.getLogger("fsm_worker.protocol.worker.coordinator")
 
@@ -146,10 +148,11 @@ class CoordinatorActions:
     _mark: int
     _check_config: Callable[[JobRequest], list[str]]
     _estimate: Callable[[JobRequest], float]
+    #: The record of the job whose machine the current trigger drives (`placement.JobRecord`).
+    _focus: JobRecord
 
-    @property
-    def status(self) -> WorkerStatus:
-        return self.state.status
+    def _devices(self, job_id: str) -> str | None:
+        return None  # placement.py: the job's slots' GPUs
 
     def for_current_job(self, s: Stimulus) -> bool:
         job = self.current_job
@@ -253,7 +256,8 @@ class CoordinatorActions:
         job_id = s.message.job_id
         self._offers[job_id] = s.message.sdp
         current = self.current_job is not None and self.current_job.job_id == job_id
-        committed = not current or self.state is not WorkerState.AWAITING_INPUTS
+        uploading = self.state in (WorkerState.AWAITING_INPUTS, WorkerState.QUEUED_ASSIGNED)
+        committed = not current or not uploading or self._focus.committed
         self._out.append(
             AcceptOffer(job_id, s.sender, s.message.sdp, s.message.options, committed, not current)
         )
@@ -307,7 +311,7 @@ class CoordinatorActions:
 
     def start_run(self, s: Stimulus) -> None:
         assert self.current_job is not None
-        self._out.append(StartRun(self.current_job))
+        self._out.append(StartRun(self.current_job, self._devices(self.current_job.job_id)))
 
     def report_starting(self, s: Stimulus) -> None:
         job = self.current_job
@@ -394,12 +398,6 @@ class CoordinatorActions:
 
     def nothing_to_release(self, s: Stimulus) -> None:
         log.debug("drain: nothing held to release or stop")
-
-    def advertise(self, s: Stimulus) -> None:
-        """Publish the new status before the messages that follow from it (a client reacting to one of them
-        already discovers the new status)."""
-        held = self.reservation or self.current_job
-        self._out.insert(self._mark, Advertise(self.status, held.job_id if held else None))
 
     # --- helpers ----------------------------------------------------------------------------------------------
 

@@ -1,9 +1,16 @@
 """The job coordinator: the worker's side of the job protocol as one explicit, sans-IO state machine.
 
-`table.TRANSITIONS` is the whole protocol; this module holds its guards and invariants, `actions.py` its
-actions. `JobCoordinator.handle(event, now)` is the only entry point: it takes one event and the current time and returns the instructions for
-the shells, in the order they must be carried out. It does no IO and never sleeps; deadlines are data
-(`next_deadline()`), and the shell feeds `TimerFired` when its single timer goes off.
+`table.TRANSITIONS` is the whole protocol; this module holds its guards and invariants, `actions.py` and
+`placement.py` its actions. `JobCoordinator.handle(event, now)` is the only entry point: it takes one event and
+the current time and returns the instructions for the shells, in the order they must be carried out. It does
+no IO and never sleeps; deadlines are data (`next_deadline()`), and the shell feeds `TimerFired` when its
+single timer goes off.
+
+Issue 12: each job the worker holds has its own machine on the one table (a `JobRecord`: its state and data).
+The `transitions` machine is bound to the coordinator, whose `state`, `reservation`, `current_job`, … are those
+of the focused record: `_trigger` focuses the job's record, fires, then settles the slots and the queue (a
+freed slot goes to the queue's head: `slot_granted`; the others hear their new place: `queue_moved`) and
+publishes the slots when they changed. Outside `handle` the focus is the primary job (the first in a slot).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import collections
 import logging
 from collections.abc import Callable
 
+import attrs
 from transitions import Machine
 
 from fsm_worker.protocol.errors import MessageError
@@ -27,15 +35,10 @@ from fsm_worker.protocol.messages import (
     UnknownMessage,
     parse_message,
 )
-from fsm_worker.protocol.worker.actions import (
-    CoordinatorActions,
-    CoordinatorConfig,
-    Retained,
-    Stimulus,
-    presents_key,
-)
+from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus, presents_key
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.events import (
+    Advertise,
     ChannelAnswered,
     ChannelClosed,
     ChannelFailed,
@@ -55,10 +58,15 @@ from fsm_worker.protocol.worker.events import (
     RunStarted,
     RunStopped,
     RunSucceeded,
+    SlotsView,
     TimerFired,
     WorkerState,
     WorkerStatus,
 )
+from fsm_worker.protocol.worker.job_queue import JobQueue
+from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
+from fsm_worker.protocol.worker.scheduler import Scheduler
+from fsm_worker.protocol.worker.slots import Slot, SlotState, SlotTable
 from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
 
 log = logging.getLogger(__name__)
@@ -91,15 +99,36 @@ _TRIGGERS: dict[type, str] = {
     Drain: "drain",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
+_QUEUED = (WorkerState.QUEUED, WorkerState.QUEUED_ASSIGNED)
+#: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
+_DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
 
-class JobCoordinator(CoordinatorActions):
-    """The worker's protocol state: state, reservation, current job, retained results. No IO.
+def _record_property(name: str) -> property:
+    """An attribute of the focused job's record, read and written through the coordinator."""
 
-    `state` (managed by `transitions`) is a `WorkerState`; `status` is the advertised part of it.
+    def get(self: JobCoordinator) -> object:
+        return getattr(self._focus, name)
+
+    def put(self: JobCoordinator, value: object) -> None:
+        setattr(self._focus, name, value)
+
+    return property(get, put)
+
+
+class JobCoordinator(SlotActions):
+    """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
+
+    `state` (managed by `transitions`) is the focused job's `WorkerState`; `status` is the worker's advertised
+    status, derived from its slots. No IO.
     """
 
-    state: WorkerState
+    state: WorkerState = _record_property("state")  # type: ignore[assignment]
+    reservation: Reservation | None = _record_property("reservation")  # type: ignore[assignment]
+    current_job: Job | None = _record_property("current_job")  # type: ignore[assignment]
+    _history: list[JobEvent] = _record_property("history")  # type: ignore[assignment]
+    first_input_seen: bool = _record_property("first_input_seen")  # type: ignore[assignment]
+    _started_at: float = _record_property("started_at")  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -107,22 +136,24 @@ class JobCoordinator(CoordinatorActions):
         config: CoordinatorConfig | None = None,
         estimator: Callable[[JobRequest], float] | None = None,
         check_config: Callable[[JobRequest], list[str]] | None = None,
+        slots: tuple[Slot, ...] | None = None,
     ) -> None:
-        """`estimator` gives a job's duration in minutes; `check_config` lists what is wrong with its config."""
+        """`estimator` gives a job's duration in minutes; `check_config` lists what is wrong with its config;
+        `slots`: the worker's slots (default: one CPU slot)."""
         self.capabilities = capabilities
         self.config = config or CoordinatorConfig()
         self._estimate = estimator or (lambda request: estimate_duration_minutes(request.config))
         self._check_config = check_config or (lambda request: [])
-        self.reservation: Reservation | None = None
-        self.current_job: Job | None = None
+        table = SlotTable.of(slots or (Slot(0, (), capabilities.gpu_memory_mb),))
+        self.sched = Scheduler(table, JobQueue(self.config.queue_size, self.config.max_jobs_per_client))
+        self._jobs: dict[str, JobRecord] = {}  # every job held: reserved, queued or in a slot
+        self._focus = JobRecord()
         self.intake = Intake.OPEN
-        self._started_at = 0.0
-        self._history: list[JobEvent] = []
-        self.first_input_seen = False
         self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
         self._mark = 0  # where the current trigger's instructions begin in `_out`
+        self._advertised = self.view()
         #: The latest events with the state before and after each: explains how the core got where it is.
         self.stimulus_log: collections.deque[tuple[float, Event, WorkerState, WorkerState]] = (
             collections.deque(maxlen=self.config.stimulus_log_size)
@@ -150,6 +181,11 @@ class JobCoordinator(CoordinatorActions):
     def pending_job_id(self) -> str | None:
         return self.reservation.job_id if self.reservation else None
 
+    @property
+    def status(self) -> WorkerStatus:
+        """The advertised status, derived from the slots (`SlotTable.status`)."""
+        return WorkerStatus(self.sched.slots.status())
+
     def handle(self, event: Event, now: float) -> list[Instruction]:
         """Apply one event at time `now`; return the instructions for the shells, in order."""
         self._out = []
@@ -157,25 +193,51 @@ class JobCoordinator(CoordinatorActions):
         before = self.state
         if isinstance(event, PeerMessage):
             self._on_peer_message(event, now)
+        elif isinstance(event, Drain):
+            self._drain(Stimulus(now, event))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
+        self._focus = self._primary()
         self.stimulus_log.append((now, event, before, self.state))
         return self._out
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `TimerFired` has work to do, or None."""
         deadlines = [next(iter(self._retained.values())).expires_at] if self._retained else []
-        if self.reservation is not None:
-            deadlines.append(self.reservation.deadline)
-        if self.current_job is not None and self.state is WorkerState.AWAITING_INPUTS:
-            deadlines.append(self.current_job.assigned_at + self.config.input_timeout)
-            if not self.first_input_seen:
-                deadlines.append(self.current_job.assigned_at + self.config.first_input_timeout)
-        return min(deadlines, default=None)
+        for record in self._jobs.values():
+            deadlines += self._deadlines(record)
+        queued = self.sched.queue.next_deadline(self.config.queue_lease)
+        return min([*deadlines, *([queued] if queued is not None else [])], default=None)
+
+    def _deadlines(self, record: JobRecord) -> list[float]:
+        if record.state is WorkerState.RESERVED and record.reservation is not None:
+            return [record.reservation.deadline]
+        job = record.current_job
+        if job is None or record.state is not WorkerState.AWAITING_INPUTS:
+            return []
+        first = [] if record.first_input_seen else [job.assigned_at + self.config.first_input_timeout]
+        return [job.assigned_at + self.config.input_timeout, *first]
 
     def retained_job_ids(self) -> list[str]:
         """Finished jobs whose files are kept for their clients (for tests and diagnostics)."""
         return [job_id for job_id, retained in self._retained.items() if retained.files_kept]
+
+    def held_jobs(self) -> list[tuple[Job, WorkerState]]:
+        """Every assigned job held here, with its state (the host adopts their runs after a restart)."""
+        return [(r.current_job, r.state) for r in self._jobs.values() if r.current_job is not None]
+
+    def job_state(self, job_id: str) -> WorkerState:
+        """One job's state (`available`: not held here)."""
+        record = self._jobs.get(job_id)
+        return record.state if record is not None else WorkerState.AVAILABLE
+
+    def view(self) -> SlotsView:
+        """The slots and the queue as published (no job ids)."""
+        table = self.sched.slots
+        slots = tuple((slot.index, slot.gpus, slot.memory_mb, table.state_of(i).value)
+                      for i, slot in enumerate(table.slots))  # fmt: skip
+        busy = {h.job_id for h in table.holders if h is not None and h.state is SlotState.BUSY}
+        return SlotsView(slots, self.sched.queue.length, self.sched.queue.capacity, len(busy))
 
     # --- routing ----------------------------------------------------------------------------------------------
 
@@ -198,30 +260,74 @@ class JobCoordinator(CoordinatorActions):
             return
         self._trigger(message.TYPE, Stimulus(now, event, sender, message, message.job_id))
 
-    def _trigger(self, name: str, stimulus: Stimulus) -> None:
-        self._mark = len(self._out)
-        if name in self.intake_machine.events:
-            self.intake_machine.events[name].trigger(self, stimulus)
+    def _record(self, job_id: str | None) -> JobRecord:
+        """The job's own machine, or a fresh one that holds nothing."""
+        held = self._jobs.get(job_id) if job_id is not None else None
+        return held if held is not None else JobRecord(job_id)
+
+    def _primary(self) -> JobRecord:
+        """The job `state`, `current_job`, … show outside `handle`: the first in a slot, else the first held."""
+        for holder in self.sched.slots.holders:
+            if holder is not None and holder.job_id in self._jobs:
+                return self._jobs[holder.job_id]
+        return next(iter(self._jobs.values()), None) or JobRecord()
+
+    def _trigger(self, name: str, stimulus: Stimulus, record: JobRecord | None = None) -> None:
+        record = record if record is not None else self._record(stimulus.job_id)
+        self._focus, self._mark = record, len(self._out)
         self.machine.events[name].trigger(self, stimulus)
+        self._settle(record, stimulus.now, self._mark)
+
+    def _settle(self, record: JobRecord, now: float, mark: int) -> None:
+        """After one job's trigger: keep its slots in step with its state, publish the slots when they changed
+        (before the messages of this trigger), give freed slots to the queue and tell the queue its places."""
+        job_id, granted = record.job_id, tuple[str, ...]()
+        if job_id is not None and record.state is WorkerState.AVAILABLE:
+            if self._jobs.pop(job_id, None) is not None:
+                self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
+        elif job_id is not None:
+            self._jobs.setdefault(job_id, record)
+            if self.sched.slots.slots_of(job_id):
+                wanted = SlotState.RESERVED if record.state is WorkerState.RESERVED else SlotState.BUSY
+                self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
+        view = self.view()
+        if view != self._advertised:
+            self._advertised = view
+            in_slot = record.state not in (WorkerState.AVAILABLE, *_QUEUED)
+            self._out.insert(mark, Advertise(self.status, job_id if in_slot else None, view))
+        for started in granted:
+            self._trigger("slot_granted", Stimulus(now, job_id=started), self._jobs[started])
+        for queued, position, _ in self.sched.positions(now) if granted or job_id not in self._jobs else ():
+            if self._jobs[queued].reported_position != position:
+                self._trigger("queue_moved", Stimulus(now, job_id=queued), self._jobs[queued])
+
+    def _drain(self, stimulus: Stimulus) -> None:
+        self._focus, self._mark = JobRecord(), len(self._out)
+        self.intake_machine.events["drain"].trigger(self, stimulus)
+        held = sorted(self._jobs.values(), key=lambda r: _DRAIN_ORDER.get(r.state, 2))
+        for record in held or [JobRecord()]:
+            self._trigger("drain", attrs.evolve(stimulus, job_id=record.job_id), record)
 
     @property
     def draining(self) -> bool:
         return self.intake is Intake.DRAINING
 
     def _fire_due_deadlines(self, now: float) -> None:
-        if self.reservation is not None and now >= self.reservation.deadline:
-            self._trigger("lease_expired", Stimulus(now, job_id=self.reservation.job_id))
-        job = self.current_job
-        awaiting = job is not None and self.state is WorkerState.AWAITING_INPUTS
-        first_due = (
-            job is not None
-            and not self.first_input_seen
-            and now >= job.assigned_at + self.config.first_input_timeout
-        )
-        if job is not None and awaiting and first_due:
-            self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id))
-        elif job is not None and awaiting and now >= job.assigned_at + self.config.input_timeout:
-            self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id))
+        for record in list(self._jobs.values()):
+            if record.job_id not in self._jobs:
+                continue  # let go by an earlier deadline of this turn
+            job = record.current_job
+            if record.state is WorkerState.RESERVED and record.reservation is not None:
+                if now >= record.reservation.deadline:
+                    self._trigger("lease_expired", Stimulus(now, job_id=record.job_id), record)
+            elif record.state is WorkerState.AWAITING_INPUTS and job is not None:
+                if not record.first_input_seen and now >= job.assigned_at + self.config.first_input_timeout:
+                    self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id), record)
+                elif now >= job.assigned_at + self.config.input_timeout:
+                    self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id), record)
+        for job_id in self.sched.queue.expired(now, self.config.queue_lease):
+            if job_id in self._jobs:
+                self._trigger("queue_lease_expired", Stimulus(now, job_id=job_id), self._jobs[job_id])
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on
             job_id, retained = next(iter(self._retained.items()))
             if now < retained.expires_at:
@@ -288,21 +394,35 @@ class JobCoordinator(CoordinatorActions):
 
     def validate_state(self, now: float) -> None:
         """Raise AssertionError when the core's data contradicts its state."""
-        status = self.status
-        assert (status is WorkerStatus.RESERVED) == (self.reservation is not None), "reserved ⇔ a reservation"
-        assert (status is WorkerStatus.BUSY) == (self.current_job is not None), "busy ⇔ one current job"
-        if self.reservation is not None:
-            assert self.reservation.deadline > now, "a held reservation has a future deadline"
-        if self.current_job is not None:
-            assert self.current_job.job_id not in self._retained, "the current job is not also retained"
-        assert set(self._offers) <= {*self._retained, *self._current_ids()}, "offers only for jobs held here"
-        if self.state is WorkerState.AWAITING_INPUTS:
-            assert self.current_job is not None
-            assert now < self.current_job.assigned_at + self.config.input_timeout, "inputs not yet overdue"
+        table, queue = self.sched.slots, self.sched.queue
+        queued = [entry.job_id for entry in queue.entries]
+        for job_id, record in self._jobs.items():
+            state, held = record.state, record.reservation or record.current_job
+            assert record.job_id == job_id and held is not None and held.job_id == job_id, "a record per job"
+            assert state is not WorkerState.AVAILABLE, "a held job has a state"
+            assert (record.reservation is not None) == (state in (WorkerState.RESERVED, WorkerState.QUEUED))
+            assert (job_id in queued) == (state in _QUEUED), "queued ⇔ in the queue"
+            assert bool(table.slots_of(job_id)) == (state not in _QUEUED), "in a slot ⇔ not queued"
+            if record.reservation is not None:
+                assert record.reservation.deadline > now, "a held reservation has a future deadline"
+            assert job_id not in self._retained, "a held job is not also retained"
+            if state is WorkerState.AWAITING_INPUTS:
+                assert record.current_job is not None
+                assert now < record.current_job.assigned_at + self.config.input_timeout, "inputs not overdue"
+        holders = [h.job_id for h in table.holders if h is not None]
+        assert set(holders) == {j for j, r in self._jobs.items() if r.state not in _QUEUED}, "slots ⇔ jobs"
+        for holder in table.holders:
+            if holder is not None:
+                in_slot = self._jobs[holder.job_id].state
+                assert (holder.state is SlotState.RESERVED) == (in_slot is WorkerState.RESERVED), "slot state"
+        gpus = [gpu for job_id in set(holders) for slot in table.slots_of(job_id) for gpu in slot.gpus]
+        assert len(gpus) == len(set(gpus)), "a GPU is never in two jobs"
+        assert len(queued) <= queue.capacity, "the queue holds at most queue_size jobs"
+        assert self._advertised == self.view(), "what is published is the slots' state"
+        assert set(self._offers) <= {*self._retained, *self._jobs}, "offers only for jobs held here"
         if self.draining:
-            assert self.status is not WorkerStatus.RESERVED, "a draining worker holds no reservation"
+            assert not queued and all(r.state is not WorkerState.RESERVED for r in self._jobs.values()), (
+                "a draining worker holds no reservation and no queue"
+            )
         expiries = [retained.expires_at for retained in self._retained.values()]
         assert expiries == sorted(expiries) and all(t > now for t in expiries), "retention in order, future"
-
-    def _current_ids(self) -> list[str]:
-        return [self.current_job.job_id] if self.current_job else []

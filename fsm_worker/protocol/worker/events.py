@@ -15,22 +15,30 @@ from fsm_worker.protocol.messages import JobError, JobRequest, JobResult, Messag
 
 
 class WorkerStatus(enum.Enum):
-    """The worker's advertised status: the states of the coordinator's machine."""
+    """The status of a job's slot(s), and the worker's advertised status derived from its slots (issue 12).
 
-    AVAILABLE = "available"
-    RESERVED = "reserved"
-    BUSY = "busy"
-
-
-class WorkerState(enum.Enum):
-    """The coordinator's machine states: a status, and below `busy` the run's sub-state (`.` nests).
-
-    `busy.stopping.*` carries the stop reason: the client's cancel, the worker's shutdown, or the client's
-    soft stop (`job_stop`), which keeps the outputs.
+    `queued` is only ever a job's (waiting for a slot); a worker advertises `available`, `reserved` or `busy`.
     """
 
     AVAILABLE = "available"
     RESERVED = "reserved"
+    BUSY = "busy"
+    QUEUED = "queued"
+
+
+class WorkerState(enum.Enum):
+    """The states of one job's machine: a status, and below `busy` the run's sub-state (`.` nests).
+
+    `busy.stopping.*` carries the stop reason: the client's cancel, the worker's shutdown, or the client's
+    soft stop (`job_stop`), which keeps the outputs. `queued` is a job accepted into the worker's queue
+    (no slot yet); `queued.assigned` one its client has assigned (it may upload its inputs while it waits).
+    `available` is a machine that holds no job.
+    """
+
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    QUEUED = "queued"
+    QUEUED_ASSIGNED = "queued.assigned"
     AWAITING_INPUTS = "busy.awaiting_inputs"
     STARTING = "busy.starting"
     RUNNING = "busy.running"
@@ -255,9 +263,14 @@ class Send:
 
 @attrs.frozen
 class StartRun:
-    """Start running `job` (its inputs are in place)."""
+    """Start running `job` (its inputs are in place).
+
+    `cuda_visible_devices`: the GPU indices of the job's slot(s), "," joined, for the job's environment; ""
+    on a worker whose slots have no GPUs but that was given a GPU list; None: leave the variable alone.
+    """
 
     job: Job
+    cuda_visible_devices: str | None = None
 
 
 @attrs.frozen
@@ -314,11 +327,30 @@ class CleanupJob:
 
 
 @attrs.frozen
+class SlotsView:
+    """What a worker publishes about its slots and queue (docs/protocol.md, "Discovery"); no job ids."""
+
+    slots: tuple[tuple[int, tuple[int, ...], int, str], ...]  # (index, gpus, memory_mb, state) per slot
+    queue_length: int
+    queue_size: int
+    running: int
+
+    @property
+    def free_slots(self) -> int:
+        return sum(state == "available" for *_, state in self.slots)
+
+
+@attrs.frozen
 class Advertise:
-    """The worker's status changed: publish it (e.g. in discovery metadata)."""
+    """The worker's status or its slots changed: publish it (e.g. in discovery metadata).
+
+    `job_id`: the job whose change this is, while it holds a slot (for logs; never published). `view`: the
+    slots and queue as published; left out of equality (it is derived from the core's state).
+    """
 
     status: WorkerStatus
     job_id: str | None
+    view: SlotsView | None = attrs.field(default=None, eq=False)
 
 
 Instruction = Send | StartRun | StopRun | AcceptOffer | PublishResults | CloseChannel | CleanupJob | Advertise

@@ -5,8 +5,8 @@ run, and when": place now (k slots together), queue (with position and estimated
 reason issue 12 names (`busy`, `incompatible`, `queue_full`, `client_cap`). When slots free, the queue's head
 starts if it fits; nothing behind it may overtake it (plain FIFO, so the head cannot starve).
 
-Not wired into the worker yet: the coordinator still holds one job; using this for several slots and a
-queue is the rest of issue 12.
+The coordinator (`coordinator.py`, `placement.py`) holds one of these: its table's guards ask it whether a
+slot is free or the queue refuses, its actions place, enqueue and release jobs through it.
 """
 
 from __future__ import annotations
@@ -96,13 +96,35 @@ class Scheduler:
         )
         return attrs.evolve(self, queue=queue), decision
 
+    def place(
+        self, job_id: str, client_id: str, gpus: int, minutes: float, now: float, min_memory_mb: int = 0
+    ) -> Scheduler | None:
+        """The job reserves `gpus` free slots now, or None when they are not free (or the queue is not empty:
+        nothing overtakes a queued job)."""
+        placed = (
+            None if self.queue.entries else self.slots.place(job_id, gpus, SlotState.RESERVED, min_memory_mb)
+        )
+        if placed is None:
+            return None
+        return attrs.evolve(
+            self, slots=placed, held=(*self.held, Held(job_id, client_id, now + minutes * 60.0))
+        )
+
+    def enqueue(self, job_id: str, client_id: str, gpus: int, minutes: float, now: float) -> Scheduler:
+        """The job joins the queue's tail (the caller asked `queue.refusal` first)."""
+        return attrs.evolve(self, queue=self.queue.push(QueueEntry(job_id, client_id, gpus, minutes, now)))
+
+    def keep_alive(self, job_id: str, now: float) -> Scheduler:
+        return attrs.evolve(self, queue=self.queue.keep_alive(job_id, now))
+
     def start(self, job_id: str) -> Scheduler:
         """The placed job was assigned: its slots become busy."""
         return attrs.evolve(self, slots=self.slots.mark(job_id, SlotState.BUSY))
 
-    def release(self, job_id: str, now: float) -> tuple[Scheduler, tuple[str, ...]]:
+    def release(self, job_id: str, now: float, grant: bool = True) -> tuple[Scheduler, tuple[str, ...]]:
         """The job ended (or its reservation lapsed, or it was cancelled while queued); queue heads that now fit
-        take slots, in order, until the head does not fit. Returns the job ids that got slots."""
+        take slots (unless not `grant`: draining), in order, until the head does not fit. Returns the job ids
+        that got slots."""
         scheduler = attrs.evolve(
             self,
             slots=self.slots.release(job_id),
@@ -110,7 +132,7 @@ class Scheduler:
             held=tuple(h for h in self.held if h.job_id != job_id),
         )
         started: list[str] = []
-        while (head := scheduler.queue.head()) is not None:
+        while grant and (head := scheduler.queue.head()) is not None:
             placed = scheduler.slots.place(head.job_id, head.gpus, SlotState.BUSY)
             if placed is None:
                 break

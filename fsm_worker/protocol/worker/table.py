@@ -5,8 +5,12 @@ Each row reads: on `trigger`, from `source`, if every guard holds (`when`) and n
 trigger ends in a catch-all row, so each (state, event) pair has exactly one outcome. The guards and actions
 are methods of `JobCoordinator` (`coordinator.py`).
 
-The states nest by name (`busy.running` is `running` inside `busy`, see `WorkerState`); a row that changes
-the advertised status also advertises it, before the messages that follow from it.
+Issue 12: the table is one job's machine. Every job the worker holds (reserved, queued or in a slot) has its
+own state in it; an event about a job drives that job's machine, and a request for a new job starts from
+`available` (a machine that holds nothing). The worker's advertised status is derived from its slots, and
+published (before the messages that follow) whenever the slots or the queue change.
+
+The states nest by name (`busy.running` is `running` inside `busy`, see `WorkerState`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ STOPPING_FOR_SHUTDOWN = WorkerState.STOPPING_FOR_SHUTDOWN
 STOPPING_EARLY = WorkerState.STOPPING_EARLY
 STOPPING = [STOPPING_FOR_CANCEL, STOPPING_FOR_SHUTDOWN, STOPPING_EARLY]
 RUN = [STARTING, RUNNING]  # a run that is going and may be stopped
+QUEUED, QUEUED_ASSIGNED = WorkerState.QUEUED, WorkerState.QUEUED_ASSIGNED
 BUSY = [AWAITING_INPUTS, *RUN, *STOPPING]
-HELD = [RESERVED, *BUSY]
+ASSIGNED = [QUEUED_ASSIGNED, *BUSY]  # the client assigned the job (it may offer a channel, upload inputs)
+HELD = [RESERVED, QUEUED, *ASSIGNED]
 ANY = "*"
 STAY = None
 
@@ -47,34 +53,42 @@ def _row(
     when: Sequence[str] = (),
     unless: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """One row of the table, as a `transitions` transition (a change of status is also advertised)."""
-    changes_status = dest is not None and any(s.status is not dest.status for s in _sources(source))
+    """One row of the table, as a `transitions` transition."""
     return {
         "trigger": trigger,
         "source": source if source == ANY or isinstance(source, WorkerState) else list(source),
         "dest": dest,
         "conditions": list(when),
         "unless": list(unless),
-        "after": [action, "advertise"] if changes_status else [action],
+        "after": [action],
     }
 
 
 # fmt: off
 TRANSITIONS: list[dict[str, Any]] = [
     # trigger              source                  dest                   action                    guards
-    # -- a client asks the worker to take a job
+    # -- a client asks the worker to take a job: a free slot reserves it; else busy, unless it asked to queue
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            unless=["slot_free", "wants_queue"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_draining",        when=["is_draining"]),
-    _row("job_request",     AVAILABLE,              RESERVED,              "accept_request",         when=["compatible"]),
-    _row("job_request",     AVAILABLE,              STAY,                  "reject_incompatible"),
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_incompatible",    unless=["compatible"]),
+    _row("job_request",     AVAILABLE,              RESERVED,              "accept_request",         when=["slot_free"]),
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_queue_refusal",   when=["queue_refuses"]),
+    _row("job_request",     AVAILABLE,              QUEUED,                "accept_queued"),
     _row("job_request",     HELD,                   STAY,                  "accept_again",           when=["repeats_held_request"]),
-    _row("job_request",     HELD,                   STAY,                  "reject_busy"),
-    # -- the client that holds the reservation assigns the job
+    _row("job_request",     ANY,                    STAY,                  "reject_busy"),
+    # -- the client that holds the reservation assigns the job (a queued one waits for its slot assigned)
     _row("job_assignment",  RESERVED,               AWAITING_INPUTS,       "assign",                 when=["for_reservation"]),
-    _row("job_assignment",  BUSY,                   STAY,                  "ignore_duplicate",       when=["for_current_job"]),
+    _row("job_assignment",  QUEUED,                 QUEUED_ASSIGNED,       "assign",                 when=["for_reservation"]),
+    _row("job_assignment",  ASSIGNED,               STAY,                  "ignore_duplicate",       when=["for_current_job"]),
     _row("job_assignment",  ANY,                    STAY,                  "refuse_assignment"),
+    # -- a slot frees: the queue's head takes it (fired by the core, FIFO)
+    _row("slot_granted",    QUEUED,                 RESERVED,              "reserve_slot"),
+    _row("slot_granted",    QUEUED_ASSIGNED,        STARTING,              "start_run",              when=["inputs_committed"]),
+    _row("slot_granted",    QUEUED_ASSIGNED,        AWAITING_INPUTS,       "take_slot"),
+    _row("queue_moved",     [QUEUED, QUEUED_ASSIGNED], STAY,               "report_position"),
     # -- the job's own client cancels it: a run in progress is stopped first; a cancel beats any other stop
-    _row("job_cancel",      RESERVED,               AVAILABLE,             "cancel_reservation",     when=["for_reservation"]),
-    _row("job_cancel",      AWAITING_INPUTS,        AVAILABLE,             "acknowledge_cancel",     when=["for_current_job"]),
+    _row("job_cancel",      [RESERVED, QUEUED],     AVAILABLE,             "cancel_reservation",     when=["for_reservation"]),
+    _row("job_cancel",      [QUEUED_ASSIGNED, AWAITING_INPUTS], AVAILABLE, "acknowledge_cancel",     when=["for_current_job"]),
     _row("job_cancel",      [*RUN, STOPPING_EARLY], STOPPING_FOR_CANCEL,   "stop_run",               when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_SHUTDOWN,  STOPPING_FOR_CANCEL,   "note_cancel",            when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_CANCEL,    STAY,                  "note_cancel",            when=["for_current_job"]),
@@ -83,8 +97,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("job_stop",        RUNNING,                STOPPING_EARLY,        "stop_early",             when=["for_current_job"]),
     _row("job_stop",        ANY,                    STAY,                  "ignore_stop"),
     # -- the data channel (one per job: a new offer replaces the old channel; a repeated one is ignored)
-    _row("rtc_offer",       BUSY,                   STAY,                  "ignore_repeated_offer",  when=["for_current_job", "repeats_last_offer"]),
-    _row("rtc_offer",       BUSY,                   STAY,                  "accept_offer",           when=["for_current_job"]),
+    _row("rtc_offer",       ASSIGNED,               STAY,                  "ignore_repeated_offer",  when=["for_current_job", "repeats_last_offer"]),
+    _row("rtc_offer",       ASSIGNED,               STAY,                  "accept_offer",           when=["for_current_job"]),
     _row("rtc_offer",       ANY,                    STAY,                  "ignore_repeated_offer",  when=["for_retained_job", "repeats_last_offer"]),
     _row("rtc_offer",       ANY,                    STAY,                  "accept_offer",           when=["for_retained_job"]),
     _row("rtc_offer",       ANY,                    STAY,                  "refuse_offer"),
@@ -94,12 +108,14 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("channel_failed",  ANY,                    STAY,                  "report_channel_failure"),
     _row("channel_closed",  ANY,                    STAY,                  "note_channel_closed"),
     _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
-    # -- replay of job events after a reconnect
+    # -- replay of job events after a reconnect; a queued job's client keeps its place alive with it
+    _row("job_sync",        [QUEUED, QUEUED_ASSIGNED], STAY,               "keep_queued_alive",      when=["for_queued_job"]),
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
     _row("job_sync",        ANY,                    STAY,                  "refuse_sync"),
-    # -- the run, as the job runner reports it
-    _row("inputs_started",  AWAITING_INPUTS,        STAY,                  "note_inputs_started",    when=["about_current_job"]),
+    # -- the run, as the job runner reports it (inputs may arrive while the job is queued)
+    _row("inputs_started",  [QUEUED_ASSIGNED, AWAITING_INPUTS], STAY,      "note_inputs_started",    when=["about_current_job"]),
     _row("inputs_started",  ANY,                    STAY,                  "ignore_stale_run_event"),
+    _row("inputs_ready",    QUEUED_ASSIGNED,        STAY,                  "note_inputs_committed",  when=["about_current_job"]),
     _row("inputs_ready",    AWAITING_INPUTS,        STARTING,              "start_run",              when=["about_current_job"]),
     _row("run_started",     STARTING,               RUNNING,               "report_starting",        when=["about_current_job"]),
     _row("run_progress",    RUNNING,                STAY,                  "report_progress",        when=["about_current_job"]),
@@ -109,14 +125,16 @@ TRANSITIONS: list[dict[str, Any]] = [
     *[_row(name,            STOPPING_FOR_CANCEL,    AVAILABLE,             "acknowledge_cancel",     when=["about_current_job"]) for name in RUN_EVENTS[2:]],
     *[_row(name,            STOPPING_FOR_SHUTDOWN,  AVAILABLE,             "fail_stopped_for_shutdown", when=["about_current_job"]) for name in RUN_EVENTS[2:]],
     *[_row(name,            ANY,                    STAY,                  "ignore_stale_run_event") for name in ("inputs_ready", *RUN_EVENTS)],
-    # -- deadlines
+    # -- deadlines (each job's own: its reservation, its inputs, its place in the queue)
     _row("lease_expired",   RESERVED,               AVAILABLE,             "expire_reservation"),
     _row("first_input_overdue", AWAITING_INPUTS,    AVAILABLE,             "fail_first_input_overdue"),
     _row("inputs_overdue",  AWAITING_INPUTS,        AVAILABLE,             "fail_awaiting_inputs"),
+    _row("queue_lease_expired", QUEUED,             AVAILABLE,             "expire_queued"),
+    _row("queue_lease_expired", QUEUED_ASSIGNED,    AVAILABLE,             "fail_queue_lease"),
     # -- graceful shutdown (`INTAKE` below first stops new jobs): a job that has not started fails; a running one
     #    finishes unless told to stop
-    _row("drain",           RESERVED,               AVAILABLE,             "release_reservation"),
-    _row("drain",           AWAITING_INPUTS,        AVAILABLE,             "fail_for_shutdown"),
+    _row("drain",           [RESERVED, QUEUED],     AVAILABLE,             "release_reservation"),
+    _row("drain",           [QUEUED_ASSIGNED, AWAITING_INPUTS], AVAILABLE, "fail_for_shutdown"),
     _row("drain",           RUN,                    STOPPING_FOR_SHUTDOWN, "stop_for_shutdown",      when=["cancel_running"]),
     _row("drain",           STOPPING_EARLY,         STAY,                  "stop_now",               when=["cancel_running"]),
     _row("drain",           [*RUN, STOPPING_EARLY], STAY,                  "wait_for_run"),
@@ -131,5 +149,6 @@ INTAKE: list[dict[str, Any]] = [
 ]
 # fmt: on
 
-#: Triggers fired by deadlines rather than events (no catch-all row: the core only fires them when due).
-TIMED_TRIGGERS = ("lease_expired", "first_input_overdue", "inputs_overdue")
+#: Triggers the core fires itself, only when due (no catch-all row): deadlines, and the queue moving on.
+TIMED_TRIGGERS = ("lease_expired", "first_input_overdue", "inputs_overdue", "queue_lease_expired",
+                  "slot_granted", "queue_moved")  # fmt: skip

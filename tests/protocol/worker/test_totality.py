@@ -69,6 +69,17 @@ def _stopping_early(d: Driver) -> None:
     d.message("client", {"app_message_type": "job_stop", "job_id": "job-1"})
 
 
+def _queued(d: Driver) -> None:
+    """job-1 waits in the queue behind "holder"'s job-0, which holds the only slot."""
+    d.request("holder", job_id="job-0")
+    d.request(queue=True)
+
+
+def _queued_assigned(d: Driver) -> None:
+    _queued(d)
+    d.assign()
+
+
 def _finished(d: Driver) -> None:
     _running(d)
     d.feed(RunSucceeded("job-1", 1.0, None))
@@ -84,6 +95,8 @@ REACH: dict[WorkerState, Callable[[Driver], None]] = {
     WorkerState.STOPPING_FOR_CANCEL: _stopping_for_cancel,
     WorkerState.STOPPING_FOR_SHUTDOWN: _stopping_for_shutdown,
     WorkerState.STOPPING_EARLY: _stopping_early,
+    WorkerState.QUEUED: _queued,
+    WorkerState.QUEUED_ASSIGNED: _queued_assigned,
 }
 #: Every state, plus two situations of `available` that guards tell apart: a job finished, and draining.
 SITUATIONS: dict[str, Callable[[Driver], None]] = {
@@ -136,7 +149,7 @@ def test_every_state_and_trigger_is_enumerated() -> None:
     for state, reach in REACH.items():
         d = Driver()
         reach(d)
-        assert d.core.state is state
+        assert d.core.job_state("job-1") is state
     triggers = set(message_events("x", "y")) | set(run_events("y"))
     assert triggers == set(machine.events) - set(TIMED_TRIGGERS)
 
@@ -153,9 +166,8 @@ def allowed_destinations(trigger: str, source: WorkerState) -> set[WorkerState]:
 def snapshot(d: Driver) -> tuple[object, ...]:
     core = d.core
     return (
-        core.state,
-        core.reservation,
-        core.current_job,
+        {job_id: (r.state, r.reservation, r.current_job) for job_id, r in core._jobs.items()},
+        core.sched,
         core.draining,
         copy.deepcopy(core._retained),
         dict(core._offers),
@@ -181,9 +193,11 @@ def test_every_combination_is_allowed_or_refused_without_change(
     SITUATIONS[situation](d)
     job_id = JOB_IDS[job_kind]
     events = run_events(job_id) if sender_kind == "host" else message_events(SENDERS[sender_kind], job_id)
-    before_state, before = d.core.state, snapshot(d)
+    before_state, before = d.core.job_state(job_id), snapshot(d)
+    held = d.core.job_state("job-1")
     out = d.feed(events[trigger])
-    assert d.core.state in allowed_destinations(trigger, before_state)
+    assert d.core.job_state(job_id) in allowed_destinations(trigger, before_state)
+    assert d.core.job_state("job-1") in allowed_destinations(trigger, held) | {held}
     messages = [item.message for item in out if isinstance(item, Send)]
     refused = any(
         isinstance(m, AppError) or (isinstance(m, JobResponse) and not m.accepted) for m in messages
@@ -195,7 +209,11 @@ def test_every_combination_is_allowed_or_refused_without_change(
 
 #: Changes that have nothing to say yet: draining sets its flag; a cancel while the run stops for shutdown
 #: changes the stop reason (the client hears `job_cancelled` when the run ends).
-SILENT_CHANGES = {("job_cancel", WorkerState.STOPPING_FOR_SHUTDOWN, "owner", "held")}
+#: Assigning a queued job says nothing either: it keeps waiting for its slot, now assigned.
+SILENT_CHANGES = {
+    ("job_cancel", WorkerState.STOPPING_FOR_SHUTDOWN, "owner", "held"),
+    ("job_assignment", WorkerState.QUEUED, "owner", "held"),
+}
 
 
 def test_every_trigger_has_a_catch_all_row() -> None:

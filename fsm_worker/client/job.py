@@ -41,6 +41,7 @@ from fsm_worker.protocol.client.events import (
     MessageReceived,
     OfferReady,
     Outcome,
+    QueueUpdate,
     Reconnected,
     Refused,
     Send,
@@ -208,6 +209,8 @@ class Job:
                     self._outbox.send(to, message)
                 case Deliver(event=job_event):
                     self._events.put_nowait(job_event)
+                case QueueUpdate(status=queued):
+                    self._events.put_nowait(queued)
                 case ControlReply(message=message):
                     self._control.put_nowait(message)
                 case WorkerChosen():
@@ -329,7 +332,8 @@ class Job:
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """The job's events in order (`job_status`…, then the terminal one); raises `WorkerGoneError` when
-        the worker is gone or forgot the job (the core probes a silent worker with `job_sync`)."""
+        the worker is gone or forgot the job (the core probes a silent worker with `job_sync`). While the job is
+        queued, `job_status` "queued" (no `seq`; it may repeat) reports its place as it changes."""
         while not (self.finished and self._events.empty()):
             if self._core.error is not None and self._events.empty():
                 raise self._lost()

@@ -12,7 +12,7 @@ import enum
 import attrs
 
 from fsm_worker.protocol.client.errors import JobClientError
-from fsm_worker.protocol.messages import JobEvent, Message
+from fsm_worker.protocol.messages import JobEvent, JobStatus, Message
 
 
 @attrs.frozen
@@ -205,6 +205,14 @@ class WorkerChosen:
 
 
 @attrs.frozen
+class QueueUpdate:
+    """The worker reports the queued job's place (`job_status` "queued" without a `seq`: not part of the job's
+    numbered events, so it may repeat): hand it to the user next to the events."""
+
+    status: JobStatus
+
+
+@attrs.frozen
 class ControlReply:
     """A reply from the job's worker to a shell step (`rtc_answer`, `app_error`, `reservation_expired`)."""
 
@@ -226,4 +234,4 @@ class Refused:
     reason: str
 
 
-Instruction = Send | Deliver | WorkerChosen | ControlReply | Fail | Refused
+Instruction = Send | Deliver | QueueUpdate | WorkerChosen | ControlReply | Fail | Refused

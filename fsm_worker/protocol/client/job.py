@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
+from fsm_worker.protocol.client.errors import AllRejectedError, JobFailedError, WorkerGoneError
 from fsm_worker.protocol.client.events import (
     Abandoned,
     Attached,
@@ -35,6 +35,7 @@ from fsm_worker.protocol.client.events import (
     MessageReceived,
     OfferReady,
     Outcome,
+    QueueUpdate,
     Reconnected,
     Refused,
     Send,
@@ -118,6 +119,7 @@ class ClientJobCore:
         self.queue_position: int | None = None
         self.estimated_start_seconds: float | None = None
         self._keepalive_at: float | None = None
+        self._left_queue = False  # a numbered event other than "queued" arrived: the job has a slot
         self._out: list[Instruction] = []
 
     @property
@@ -317,6 +319,15 @@ class ClientJobCore:
         ):
             self._heard(now)
             self._on_job_event(message, now)
+        elif isinstance(message, JobStatus) and message.status == "queued":
+            self._heard(now)
+            if self.state is ASSIGNED and not self._left_queue:
+                self._enter_queue(message, now)
+                self._out.append(QueueUpdate(message))
+        elif isinstance(message, JobFailed) and self.queued and self.state is ASSIGNED:
+            self._heard(now)  # a queue entry that ended before the job had numbered events (its lease, ...)
+            error = message.error
+            self._fail(JobFailedError(error.code, error.message + self._queued_note(), error.recoverable))
         elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB":
             if self.state is ASSIGNED:
                 self._fail(
@@ -351,17 +362,21 @@ class ClientJobCore:
         if isinstance(event, JobStatus | JobComplete) and event.metrics is not None:
             self.metrics = event.metrics
         if isinstance(event, JobStatus) and event.status == "queued" and self.state is ASSIGNED:
-            if not self.queued:
-                self._keepalive_at = now + self.timeouts.queue_keepalive
-            self.queued = True
-            self.queue_position = event.queue_position
-            self.estimated_start_seconds = event.estimated_start_seconds
+            self._enter_queue(event, now)
         else:  # any other status (starting, running, ...) or the end: the job has left the queue
-            self.queued, self._keepalive_at = False, None
+            self.queued, self._keepalive_at, self._left_queue = False, None, True
             self.queue_position = self.estimated_start_seconds = None
         self._out.append(Deliver(event))
         if not isinstance(event, JobStatus):
             self.terminal, self.state, self._probe_at = event, FINISHED, None
+
+    def _enter_queue(self, status: JobStatus, now: float) -> None:
+        """The worker says the job waits in its queue (at `queue_position`): keep its lease alive from now."""
+        if not self.queued:
+            self._keepalive_at = now + self.timeouts.queue_keepalive
+        self.queued = True
+        self.queue_position = status.queue_position
+        self.estimated_start_seconds = status.estimated_start_seconds
 
     def _heard(self, now: float) -> None:
         self._unreachable_since = None

@@ -16,19 +16,30 @@ from support.client_core import (
 )
 
 from fsm_worker.protocol.client import ClientJobCore, ClientJobState, Outcome
-from fsm_worker.protocol.client.errors import AllRejectedError, WorkerGoneError
+from fsm_worker.protocol.client.errors import AllRejectedError, JobFailedError, WorkerGoneError
 from fsm_worker.protocol.client.events import (
     Abandoned,
+    Attached,
     BiddingOpened,
     Deliver,
     Fail,
     MessageReceived,
+    QueueUpdate,
     Send,
     SendReported,
     TimerFired,
     WorkerChosen,
 )
-from fsm_worker.protocol.messages import AppError, JobAssignment, JobCancel, JobSync, to_wire
+from fsm_worker.protocol.messages import (
+    AppError,
+    JobAssignment,
+    JobCancel,
+    JobError,
+    JobFailed,
+    JobStatus,
+    JobSync,
+    to_wire,
+)
 
 
 def queued_core(position: int = 2, start: float | None = 30.0) -> ClientJobCore:
@@ -196,4 +207,62 @@ def test_abandoning_while_bidding_releases_queued_offers_and_while_queued_cancel
     core = queued_core()
     assert core.handle(Abandoned(), 1.0) == [Send("w1", JobCancel(JOB, job_key=KEY))]
     assert core.state is ClientJobState.ABANDONED and core.next_deadline() is None
+    core.validate_state()
+
+
+def place(position: int, start: float | None = None) -> JobStatus:
+    """The worker's report of a queued job's place: `job_status queued` without a seq (it may repeat)."""
+    return JobStatus(
+        JOB, "queued", 0.0, f"queued: {position}", queue_position=position, estimated_start_seconds=start
+    )
+
+
+def test_unnumbered_queue_reports_move_the_position_and_reach_the_user_outside_the_history() -> None:
+    core = queued_core(position=3, start=60.0)
+    assert core.handle(MessageReceived("w1", place(2, 30.0)), 1.0) == [QueueUpdate(place(2, 30.0))]
+    assert core.handle(MessageReceived("w1", place(2, 30.0)), 1.5) == [
+        QueueUpdate(place(2, 30.0))
+    ]  # a repeat
+    assert (core.queue_position, core.estimated_start_seconds) == (2, 30.0)
+    assert core.history == [] and core.last_seq == 0
+    assert core.handle(MessageReceived("mallory", place(1)), 2.0) == []  # only the job's worker places it
+    assert core.handle(MessageReceived("w1", status(1)), 3.0) == [Deliver(status(1))]
+    assert not core.queued
+    assert core.handle(MessageReceived("w1", place(1)), 4.0) == [], (
+        "a stale report after the start is ignored"
+    )
+    assert not core.queued
+    core.validate_state()
+
+
+def test_a_queue_report_in_reply_to_a_keepalive_counts_as_hearing_from_the_worker() -> None:
+    core = queued_core()
+    assert core.handle(TimerFired(), 5.0) == [Send("w1", JobSync(JOB, 0, job_key=KEY))]
+    core.handle(MessageReceived("w1", place(2, 10.0)), 5.1)
+    assert core.next_deadline() == 5.1 + TIMEOUTS.liveness  # heard from: the probe moves, the lease is 13 s
+    assert core.handle(TimerFired(), 10.1) == [Send("w1", JobSync(JOB, 0, job_key=KEY))]
+    assert core.next_deadline() == 10.1 + TIMEOUTS.liveness  # that sync renewed the lease too (to 18.1 s)
+    core.validate_state()
+
+
+def test_an_attached_client_learns_from_the_reports_that_its_job_is_queued() -> None:
+    core = new_queue_core()
+    core.handle(Attached("w1"), 0.0)
+    assert not core.queued and core.next_deadline() == TIMEOUTS.liveness
+    assert core.handle(MessageReceived("w1", place(4)), 0.2) == [QueueUpdate(place(4))]
+    assert (
+        core.queued and core.next_deadline() == 0.2 + TIMEOUTS.liveness
+    )  # the probe, then the lease (8.2 s)
+    core.validate_state()
+
+
+def test_a_queue_entry_that_fails_without_a_seq_fails_the_job_with_the_workers_code() -> None:
+    core = queued_core(position=2)
+    lapsed = JobFailed(JOB, JobError("QUEUE_LEASE_EXPIRED", "no job_sync for 60 s", True))
+    out = core.handle(MessageReceived("w1", lapsed), 1.0)
+    assert len(out) == 1 and isinstance(out[0], Fail) and isinstance(out[0].error, JobFailedError)
+    assert out[0].error.code == "QUEUE_LEASE_EXPIRED" and "waiting in its queue at position 2" in str(
+        out[0].error
+    )
+    assert core.outcome is Outcome.LOST and core.next_deadline() is None
     core.validate_state()

@@ -35,6 +35,7 @@ from fsm_worker.protocol.client.events import (
     Fail,
     Instruction,
     MessageReceived,
+    QueueUpdate,
     Reconnected,
     Send,
     SendReported,
@@ -64,6 +65,8 @@ class ClientModel(RuleBasedStateMachine):
         self.queue_offers: dict[str, tuple[float, int]] = {}  # in order of answer: (start, position)
         self.queued = False  # the winner holds the job in its queue
         self.synced_at = 0.0  # when the winner was last sent job_sync (the queue lease renewed)
+        self.left_queue = False  # a numbered event other than "queued" was delivered
+        self.reports: list[JobStatus] = []  # unnumbered queue reports handed to the user
         self.window_ends: float | None = None
         self.phase = "bidding"
         self.winner: str | None = None
@@ -98,6 +101,12 @@ class ClientModel(RuleBasedStateMachine):
                 if in_queue and not self.queued:
                     self.synced_at = self.now
                 self.queued = in_queue
+                self.left_queue = self.left_queue or not in_queue
+            if isinstance(instruction, QueueUpdate):
+                if not self.queued:
+                    self.synced_at = self.now
+                self.queued = True
+                self.reports.append(instruction.status)
             if isinstance(instruction, Fail):
                 self.check_failure(instruction)
                 self.phase = "failed"
@@ -223,6 +232,25 @@ class ClientModel(RuleBasedStateMachine):
         self.heard_at = self.now
         self.refused_since = None
         self.step(MessageReceived(self.winner, event))
+
+    @rule(position=st.integers(1, 4), from_winner=st.booleans())
+    def worker_reports_the_queue_place(self, position: int, from_winner: bool) -> None:
+        """An unnumbered `job_status queued` (a place report, or the reply to a keep-alive `job_sync`)."""
+        sender = self.winner if from_winner and self.winner is not None else "stranger"
+        report = JobStatus(
+            JOB, "queued", 0.0, "in line", queue_position=position, estimated_start_seconds=5.0
+        )
+        following = self.core.state is ClientJobState.ASSIGNED
+        before = (len(self.delivered), self.core.last_seq)
+        out = self.step(MessageReceived(sender, report))
+        updates = [i for i in out if isinstance(i, QueueUpdate)]
+        applies = following and sender == self.winner and not self.left_queue
+        assert updates == ([QueueUpdate(report)] if applies else [])
+        assert (len(self.delivered), self.core.last_seq) == before, "a place report is not a numbered event"
+        if applies:
+            assert self.core.queue_position == position
+        if following and sender == self.winner:  # heard from, even when the report is stale
+            self.heard_at, self.refused_since = self.now, None
 
     @rule(refused=st.booleans())
     def a_send_is_reported(self, refused: bool) -> None:

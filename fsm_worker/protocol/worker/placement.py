@@ -54,6 +54,12 @@ class SlotActions(CoordinatorActions):
         job_id = s.message.job_id
         return self.sched.place(job_id, "", wanted.gpus, 0.0, s.now, wanted.min_gpu_memory_mb) is not None
 
+    def never_fits(self, s: Stimulus) -> bool:
+        """The worker does not have the slots the request asks for, even when all are free."""
+        assert isinstance(s.message, JobRequest)
+        wanted = s.message.requirements
+        return not self.sched.slots.could_ever_fit(wanted.gpus, wanted.min_gpu_memory_mb)
+
     def wants_queue(self, s: Stimulus) -> bool:
         assert isinstance(s.message, JobRequest)
         return s.message.queue

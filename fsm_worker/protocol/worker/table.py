@@ -68,7 +68,8 @@ def _row(
 TRANSITIONS: list[dict[str, Any]] = [
     # trigger              source                  dest                   action                    guards
     # -- a client asks the worker to take a job: a free slot reserves it; else busy, unless it asked to queue
-    _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            unless=["slot_free", "wants_queue"]),
+    #    (or asks more slots than the worker has at all: incompatible)
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            unless=["slot_free", "wants_queue", "never_fits"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_draining",        when=["is_draining"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_incompatible",    unless=["compatible"]),
     _row("job_request",     AVAILABLE,              RESERVED,              "accept_request",         when=["slot_free"]),

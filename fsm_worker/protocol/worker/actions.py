@@ -113,7 +113,7 @@ class CoordinatorConfig:
     )
     max_jobs_per_client: int = attrs.field(
         default=4,
-        metadata={"help": "most jobs one client may hold here at once, queued, reserved and running"},
+        metadata={"help": "most jobs one client may have waiting in the queue at once"},
     )
 
 

@@ -29,7 +29,8 @@ SCRIPTS = Path(__file__).parent / "scripts"
 def job_types(pid_file: Path | None = None) -> JobTypeRegistry:
     """The built-in job types plus the tests' (worker-side configuration, never a client command):
     `ticker` (12 progress lines 0.25 s apart, then `ticks.txt`), `long-ticker` (a minute), `exit-3` (fails at
-    once), `copy` (inputs copied to outputs unchanged). With `pid_file`, the tickers record their pids there."""
+    once), `copy` (inputs copied to outputs unchanged), `gpu-probe` (its CUDA_VISIBLE_DEVICES, two at once). With
+    `pid_file`, the tickers record their pids there."""
     types = default_registry()
     python = (sys.executable, "-u")
     pids = (str(pid_file),) if pid_file else ()
@@ -42,6 +43,11 @@ def job_types(pid_file: Path | None = None) -> JobTypeRegistry:
         StaticCommandHandler((*python, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)")),
     )
     types.register("copy", StaticCommandHandler((*python, str(SCRIPTS / "copy_job.py"))))
+    # `gpu-probe` (issue 12): waits until 2 probes run at once, then writes the CUDA_VISIBLE_DEVICES it saw
+    barrier = (pid_file.parent / f"{pid_file.stem}.barrier") if pid_file else Path("gpu-probe.barrier")
+    types.register(
+        "gpu-probe", StaticCommandHandler((*python, str(SCRIPTS / "gpu_probe.py"), str(barrier), "2"))
+    )
     return types
 
 

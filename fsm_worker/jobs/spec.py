@@ -39,6 +39,8 @@ class JobSpec:
     job_type: str
     config: Mapping[str, Any] = attrs.field(converter=_copy_config)
     workdir: Path = attrs.field(converter=_absolute)
+    #: The GPUs of the job's slot(s) (issue 12), set as the job's ``CUDA_VISIBLE_DEVICES``; None: not set.
+    cuda_visible_devices: str | None = None
 
     @property
     def inputs_dir(self) -> Path:

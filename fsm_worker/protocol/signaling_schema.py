@@ -37,8 +37,15 @@ def _object(
 WORKER_PROPERTIES = _object(
     {
         "status": {"type": "string", "enum": ["available", "reserved", "busy", "draining"]},
-        "job_id": {"type": ["string", "null"], "description": "the job held while reserved or busy"},
-        "gpu_memory_mb": {"type": "integer", "minimum": 0},
+        "slots": {"type": "integer", "minimum": 1, "description": "one per GPU, or --slots on a CPU host"},
+        "free_slots": {"type": "integer", "minimum": 0},
+        "queue_length": {"type": "integer", "minimum": 0},
+        "queue_free": {"type": "integer", "minimum": 0, "description": "places left in the queue"},
+        "gpu_memory_mb": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "the largest memory of one free GPU slot (of any GPU slot when none is free)",
+        },
         "gpu_model": {"type": "string"},
         "cuda_version": {"type": "string"},
         "supported_job_types": {"type": "array", "items": {"type": "string"}},
@@ -89,6 +96,24 @@ WORKER_METADATA = _object(
         "properties": {"$ref": "#/components/schemas/WorkerProperties"},
         "job": {"anyOf": [{"$ref": "#/components/schemas/JobSummary"}, {"type": "null"}]},
         "last_job": {"$ref": "#/components/schemas/LastJob"},
+        "slots": {
+            "type": "array",
+            "items": _object(
+                {
+                    "index": {"type": "integer", "minimum": 0},
+                    "gpus": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "memory_mb": {"type": "integer", "minimum": 0},
+                    "state": {"type": "string", "enum": ["available", "reserved", "busy"]},
+                },
+                ["index", "gpus", "memory_mb", "state"],
+            ),
+            "description": "per slot; no job ids (issue 10: other clients' jobs are not published)",
+        },
+        "queue": _object(
+            {"length": {"type": "integer", "minimum": 0}, "size": {"type": "integer", "minimum": 0}},
+            ["length", "size"],
+        ),
+        "running": {"type": "integer", "minimum": 0, "description": "jobs in a busy slot now"},
         "job_schemas": {
             "type": "object",
             "additionalProperties": {"type": "object"},

@@ -61,12 +61,14 @@ class WorkerConfig:
     gpus: tuple[str, ...] = attrs.field(
         default=("auto",),
         converter=tuple,
+        validator=attrs.validators.deep_iterable(attrs.validators.matches_re(r"auto|\d+")),
         metadata={
             "help": "GPU indices to offer, one slot each (e.g. 0,2,3); auto: every GPU NVML finds",
         },
     )
     slots: int = attrs.field(
         default=1,
+        validator=attrs.validators.ge(1),
         metadata={"help": "slots of a host without GPUs (jobs it runs at once); ignored when GPUs are used"},
     )
     queue_size: int = _core_default("queue_size")

@@ -30,7 +30,7 @@ from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.doctor import JOURNAL_FILE
-from fsm_worker.worker.gpus import detect_capabilities
+from fsm_worker.worker.gpus import detect_capabilities, detect_slots, with_slots
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
 from fsm_worker.worker.journal import Journal, JournaledCore
@@ -38,6 +38,7 @@ from fsm_worker.worker.kill_points import KillPoint
 from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.outbox import Outbox
 from fsm_worker.worker.runs import JobRuns
+from fsm_worker.worker.summary import slots_metadata
 
 __all__ = ["WorkerConfig", "WorkerHost"]
 
@@ -59,7 +60,8 @@ class WorkerHost:
         job_types = ConfiguredJobTypes(self.registry, config.job_types)
         overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
                      "cuda_version": config.cuda_version}  # fmt: skip
-        self.capabilities = detect_capabilities(job_types.names, overrides)
+        self.slots = detect_slots(config.gpus, config.slots, config.gpu_memory_mb)
+        self.capabilities = with_slots(detect_capabilities(job_types.names, overrides), self.slots)
         core_config = CoordinatorConfig(
             config.reservation_timeout,
             config.input_timeout,
@@ -69,16 +71,16 @@ class WorkerHost:
             queue_lease=config.queue_lease,
             max_jobs_per_client=config.max_jobs_per_client,
         )
-        coordinator = JobCoordinator(
-            self.capabilities, core_config, estimator=job_types.estimate, check_config=job_types.check_config
-        )
+        coordinator = JobCoordinator(self.capabilities, core_config, estimator=job_types.estimate,
+                                     check_config=job_types.check_config, slots=self.slots)  # fmt: skip
         self.core: JobCoordinator | JournaledCore = coordinator
         self.journaled: JournaledCore | None = None
         self.restored_events = 0
         if (
             config.journal
         ):  # restore before anything is advertised: the metadata below shows the restored status
-            fingerprint = {"core": attrs.asdict(core_config), "capabilities": attrs.asdict(self.capabilities)}
+            fingerprint = {"core": attrs.asdict(core_config), "capabilities": attrs.asdict(self.capabilities),
+                           "slots": [attrs.asdict(slot) for slot in self.slots]}  # fmt: skip
             journal = Journal(config.workdir / JOURNAL_FILE, fingerprint, durable=config.journal_durable)
             self.journaled = self.core = JournaledCore(coordinator, journal)
             self.restored_events = self.journaled.restore(time.monotonic())  # the loop's clock
@@ -99,7 +101,8 @@ class WorkerHost:
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes,
                                     max_input_files=config.max_input_files)  # fmt: skip
-        properties = {**self.capabilities.as_properties(), "status": self.core.status.value}
+        published = slots_metadata(self.core.status, self.core.view(), self.capabilities.gpu_memory_mb)
+        properties = {**self.capabilities.as_properties(), **published.pop("properties")}
         if not config.publish_hostname:  # the room sees discovery metadata: the host name only on request
             properties.pop("hostname", None)
         self.metrics = WorkerMetrics(
@@ -118,6 +121,7 @@ class WorkerHost:
             metadata={
                 "tags": list(config.tags),
                 "properties": properties,
+                **published,
                 "job_schemas": {
                     name: schema
                     for name, schema in self.registry.describe().items()
@@ -176,8 +180,7 @@ class WorkerHost:
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
     def _held_job_ids(self) -> list[str]:
-        current = [self.core.current_job.job_id] if self.core.current_job is not None else []
-        return [*current, *self.core.retained_job_ids()]
+        return [*(job.job_id for job, _ in self.core.held_jobs()), *self.core.retained_job_ids()]
 
     def _recover(self) -> None:
         """After a restore: report what expired while the worker was down, and take back a run it held.
@@ -187,11 +190,15 @@ class WorkerHost:
         stopped again. A run under `job_lifetime = "with_worker"` died with the worker: reported as failed
         (`KILLED`, recoverable), or as stopped if it was being stopped, each once.
         """
-        log.info("restored %d journaled events: %s", self.restored_events, self.core.state.value)
+        held = self.core.held_jobs()
+        states = ", ".join(f"{job.job_id}: {state.value}" for job, state in held) or "no job"
+        log.info("restored %d journaled events: %s", self.restored_events, states)
         self._feed(core.TimerFired())
-        job = self.core.current_job
-        state = self.core.state
-        if job is None or state not in _RUN_STATES | _STOPPING_STATES:
+        for job, state in self.core.held_jobs():
+            self._recover_run(job, state)
+
+    def _recover_run(self, job: core.Job, state: core.WorkerState) -> None:
+        if state not in _RUN_STATES | _STOPPING_STATES:
             return
         if self.config.job_lifetime == "detached":
             offset = self.journaled.resume_offsets.get(job.job_id, 0) if self.journaled is not None else 0
@@ -298,11 +305,12 @@ class WorkerHost:
         match instruction:
             case core.Send(to=to, message=message):
                 self.outbox.send(to, message)
-            case core.Advertise(status=status, job_id=job_id):
-                self.outbox.update_metadata({"properties": {"status": status.value, "job_id": job_id}})
-                (self._idle.set if status is core.WorkerStatus.AVAILABLE else self._idle.clear)()
-            case core.StartRun(job=job):
-                self._spawn(self.runs.start(job, self.job_dir(job.job_id)), f"run-{job.job_id}")
+            case core.Advertise(status=status, view=view) if view is not None:
+                self.outbox.update_metadata(slots_metadata(status, view, self.capabilities.gpu_memory_mb))
+                idle = view.free_slots == len(view.slots) and not view.queue_length
+                (self._idle.set if idle else self._idle.clear)()
+            case core.StartRun(job=job, cuda_visible_devices=devices):
+                self._spawn(self.runs.start(job, self.job_dir(job.job_id), devices), f"run-{job.job_id}")
             case core.StopRun(job_id=job_id, graceful=graceful):
                 self._spawn(self.runs.stop(job_id, graceful), f"stop-{job_id}")
             case core.AcceptOffer(job_id=job_id):

@@ -17,7 +17,8 @@ from fsm_worker.shells.runner.runner import Adoption, JobLifetime, JobRunner
 
 
 class JobRuns:
-    """One `JobRunner`; the run events it reports go straight to `sink` (the host's feed into the core)."""
+    """One `JobRunner` (one run per job id, as many at once as the core starts: a run per slot); the run
+    events it reports go straight to `sink` (the host's feed into the core)."""
 
     def __init__(
         self,
@@ -41,13 +42,15 @@ class JobRuns:
         return self._sink(event)
 
     @staticmethod
-    def _spec(job: Job, job_dir: Path) -> JobSpec:
-        return JobSpec(job.job_id, job.job_type, job.config, job_dir)
+    def _spec(job: Job, job_dir: Path, cuda_visible_devices: str | None = None) -> JobSpec:
+        return JobSpec(job.job_id, job.job_type, job.config, job_dir, cuda_visible_devices)
 
-    async def start(self, job: Job, job_dir: Path) -> Event | None:
-        """Start the run (its events follow through the sink), or the failure when it cannot begin."""
+    async def start(self, job: Job, job_dir: Path, cuda_visible_devices: str | None = None) -> Event | None:
+        """Start the run (its events follow through the sink), or the failure when it cannot begin.
+
+        Several runs go at once, one per slot; `cuda_visible_devices` is the job's slot's GPUs."""
         try:
-            await self.runner.start(self._spec(job, job_dir), self._report)
+            await self.runner.start(self._spec(job, job_dir, cuda_visible_devices), self._report)
         except Exception as error:  # a closed runner, or this job id already running
             message = f"the run could not start: {error}"
             return RunFailed(job.job_id, ErrorCode.HANDLER_ERROR, message, False)

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobFailed, JobStatus, ReservationExpired
-from fsm_worker.protocol.worker.events import Instruction, Send, StartRun
+from fsm_worker.protocol.worker.events import Instruction, Send, SlotsView, StartRun, WorkerStatus
 
 
 def outcome_of(message: object) -> str | None:
@@ -116,3 +116,28 @@ def _metrics(metrics: Any) -> dict[str, float]:
     numbers = {key: value for key, value in attrs.asdict(metrics).items() if isinstance(value, int | float)}
     numbers.update(metrics.extra)
     return numbers
+
+
+def slots_metadata(status: WorkerStatus, view: SlotsView, cpu_memory_mb: int) -> dict[str, Any]:
+    """The metadata update for the worker's slots and queue (docs/protocol.md, "Discovery"): derived from
+    the core's view, naming no job (issue 10). `cpu_memory_mb` is advertised when the slots have no GPU."""
+    gpu_slots = [(memory, state) for _, gpus, memory, state in view.slots if gpus]
+    free = [memory for memory, state in gpu_slots if state == "available"]
+    memory = max(free or [m for m, _ in gpu_slots], default=cpu_memory_mb) if gpu_slots else cpu_memory_mb
+    return {
+        "properties": {
+            "status": status.value,
+            "slots": len(view.slots),
+            "free_slots": view.free_slots,
+            "queue_length": view.queue_length,
+            "queue_free": max(view.queue_size - view.queue_length, 0),
+            "gpu_memory_mb": memory,
+            "max_concurrent_jobs": len(view.slots),
+        },
+        "slots": [
+            {"index": index, "gpus": list(gpus), "memory_mb": memory_mb, "state": state}
+            for index, gpus, memory_mb, state in view.slots
+        ],
+        "queue": {"length": view.queue_length, "size": view.queue_size},
+        "running": view.running,
+    }

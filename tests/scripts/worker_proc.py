@@ -1,7 +1,8 @@
 """A worker host in its own process, with the tests' job types: prints READY once connected.
 
 usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
-`FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md).
+`FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md); `FSM_TEST_WORKER_GPUS=0,1` gives the
+worker those (fake) GPUs, one slot each (issue 12).
 """
 
 import asyncio
@@ -16,8 +17,16 @@ from fsm_worker.worker import WorkerConfig, WorkerHost
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
     journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
+    gpus = tuple(os.environ.get("FSM_TEST_WORKER_GPUS", "auto").split(","))
     config = WorkerConfig(
-        url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True, journal=journal
+        url,
+        token,
+        peer_id,
+        workdir=Path(workdir),
+        gpu_memory_mb=8192,
+        loopback_only=True,
+        journal=journal,
+        gpus=gpus,
     )
     host = WorkerHost(config, job_types(Path(pid_file)))
     await host.start()

@@ -86,7 +86,9 @@ async def test_dashboard_follows_a_real_job(dashboard_room: Room, browser: Brows
     result = asyncio.create_task(job.result(tmp_path / "out"))
 
     await page.wait_for_selector('.worker.busy[data-peer="worker-1"]', timeout=WAIT_MS)
-    assert job.job_id in await page.inner_text('.worker[data-peer="worker-1"]')
+    # the job id shows once the run publishes metadata.job (discovery properties name no job: issue 10)
+    card = f'.worker[data-peer="worker-1"]:has-text("{job.job_id}")'
+    await page.wait_for_selector(card, timeout=WAIT_MS)
     await page.wait_for_function(
         "Number(document.querySelector('#plot').dataset.points) >= 2", timeout=WAIT_MS
     )

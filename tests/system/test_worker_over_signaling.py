@@ -38,7 +38,8 @@ async def test_accept_compatible_job_when_available(room: Room) -> None:
     assert reply["estimated_duration_minutes"] > 0
     assert worker.status is WorkerStatus.RESERVED and worker.core.pending_job_id == "job-1"
     props = await advertised(client, "worker-1")
-    assert (props["status"], props["job_id"]) == ("reserved", "job-1")
+    assert (props["status"], props["free_slots"], props["slots"]) == ("reserved", 0, 1)
+    assert "job_id" not in props  # issue 10: no job id in discovery metadata
     assert await client.discover({"properties": {"status": "available"}}) == []
 
 
@@ -58,7 +59,7 @@ async def test_reject_job_when_busy(room: Room) -> None:
         "accepted": False,
         "reason": "busy",
     }
-    assert (await advertised(second, "worker-1"))["job_id"] == "job-1"
+    assert (await advertised(second, "worker-1"))["status"] == "busy"  # and no job id published (issue 10)
 
 
 async def test_reject_incompatible_job(room: Room, caplog: pytest.LogCaptureFixture) -> None:

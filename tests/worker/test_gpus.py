@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
-from fsm_worker.worker.gpus import detect_capabilities
+from fsm_worker.worker.gpus import detect_capabilities, detect_slots
 
 
 def test_cpu_fallback_when_no_gpu_answers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +48,9 @@ class _FakeNvml:
             raise RuntimeError("query failed")
         return object()
 
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
     def nvmlDeviceGetName(self, handle: object) -> bytes:
         return b"Tesla T4"
 
@@ -72,3 +75,26 @@ def test_nvidia_gpu_detected_through_nvml(monkeypatch: pytest.MonkeyPatch) -> No
 def test_failed_gpu_query_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(fail_query=True))
     assert detect_capabilities(("train-demo",)).gpu_model == "CPU"
+
+
+def test_configured_gpus_are_one_slot_each_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    slots = detect_slots(("0", "2", "3"))
+    assert [(s.index, s.gpus, s.memory_mb) for s in slots] == [(0, (0,), 0), (1, (2,), 0), (2, (3,), 0)]
+    assert [s.gpus for s in detect_slots(("1",), memory_mb=4096)] == [(1,)]
+    assert detect_slots(("1",), memory_mb=4096)[0].memory_mb == 4096
+
+
+def test_auto_without_gpus_gives_cpu_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert [(s.index, s.gpus) for s in detect_slots(("auto",), cpu_slots=3)] == [(0, ()), (1, ()), (2, ())]
+
+
+def test_auto_with_nvml_gives_a_slot_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    assert [(s.gpus, s.memory_mb) for s in detect_slots(("auto",), cpu_slots=3)] == [((0,), 16384)]
+
+
+def test_a_gpu_index_must_be_a_number() -> None:
+    with pytest.raises(ValueError, match="gpus"):
+        detect_slots(("zero",))

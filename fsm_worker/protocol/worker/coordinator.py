@@ -63,6 +63,8 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
+from fsm_worker.protocol.worker.invariants import QUEUED as _QUEUED
+from fsm_worker.protocol.worker.invariants import check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
 from fsm_worker.protocol.worker.scheduler import Scheduler
@@ -99,7 +101,6 @@ _TRIGGERS: dict[type, str] = {
     Drain: "drain",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
-_QUEUED = (WorkerState.QUEUED, WorkerState.QUEUED_ASSIGNED)
 #: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
 _DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
@@ -393,36 +394,5 @@ class JobCoordinator(SlotActions):
     # --- invariants (checked by the tests after every step) ---------------------------------------------------
 
     def validate_state(self, now: float) -> None:
-        """Raise AssertionError when the core's data contradicts its state."""
-        table, queue = self.sched.slots, self.sched.queue
-        queued = [entry.job_id for entry in queue.entries]
-        for job_id, record in self._jobs.items():
-            state, held = record.state, record.reservation or record.current_job
-            assert record.job_id == job_id and held is not None and held.job_id == job_id, "a record per job"
-            assert state is not WorkerState.AVAILABLE, "a held job has a state"
-            assert (record.reservation is not None) == (state in (WorkerState.RESERVED, WorkerState.QUEUED))
-            assert (job_id in queued) == (state in _QUEUED), "queued ⇔ in the queue"
-            assert bool(table.slots_of(job_id)) == (state not in _QUEUED), "in a slot ⇔ not queued"
-            if record.reservation is not None:
-                assert record.reservation.deadline > now, "a held reservation has a future deadline"
-            assert job_id not in self._retained, "a held job is not also retained"
-            if state is WorkerState.AWAITING_INPUTS:
-                assert record.current_job is not None
-                assert now < record.current_job.assigned_at + self.config.input_timeout, "inputs not overdue"
-        holders = [h.job_id for h in table.holders if h is not None]
-        assert set(holders) == {j for j, r in self._jobs.items() if r.state not in _QUEUED}, "slots ⇔ jobs"
-        for holder in table.holders:
-            if holder is not None:
-                in_slot = self._jobs[holder.job_id].state
-                assert (holder.state is SlotState.RESERVED) == (in_slot is WorkerState.RESERVED), "slot state"
-        gpus = [gpu for job_id in set(holders) for slot in table.slots_of(job_id) for gpu in slot.gpus]
-        assert len(gpus) == len(set(gpus)), "a GPU is never in two jobs"
-        assert len(queued) <= queue.capacity, "the queue holds at most queue_size jobs"
-        assert self._advertised == self.view(), "what is published is the slots' state"
-        assert set(self._offers) <= {*self._retained, *self._jobs}, "offers only for jobs held here"
-        if self.draining:
-            assert not queued and all(r.state is not WorkerState.RESERVED for r in self._jobs.values()), (
-                "a draining worker holds no reservation and no queue"
-            )
-        expiries = [retained.expires_at for retained in self._retained.values()]
-        assert expiries == sorted(expiries) and all(t > now for t in expiries), "retention in order, future"
+        """Raise AssertionError when the core's data contradicts its state (`invariants.py`)."""
+        check_invariants(self, now)

@@ -34,6 +34,7 @@ class QueueEntry:
     gpus: int
     estimated_minutes: float
     alive_at: float
+    min_memory_mb: int = 0  # per GPU slot, as the request asks
 
 
 @attrs.frozen

@@ -113,7 +113,10 @@ class SlotActions(CoordinatorActions):
         assert isinstance(s.message, JobRequest) and s.sender is not None
         request = s.message
         estimate = self._estimate(request)
-        self.sched = self.sched.enqueue(request.job_id, s.sender, request.requirements.gpus, estimate, s.now)
+        wanted = request.requirements
+        self.sched = self.sched.enqueue(
+            request.job_id, s.sender, wanted.gpus, estimate, s.now, wanted.min_gpu_memory_mb
+        )
         self.reservation = Reservation(request.job_id, s.sender, request, estimate, math.inf)
         position, start = self._position(request.job_id, s.now)
         self._focus.reported_position = position

@@ -110,9 +110,12 @@ class Scheduler:
             self, slots=placed, held=(*self.held, Held(job_id, client_id, now + minutes * 60.0))
         )
 
-    def enqueue(self, job_id: str, client_id: str, gpus: int, minutes: float, now: float) -> Scheduler:
+    def enqueue(
+        self, job_id: str, client_id: str, gpus: int, minutes: float, now: float, min_memory_mb: int = 0
+    ) -> Scheduler:
         """The job joins the queue's tail (the caller asked `queue.refusal` first)."""
-        return attrs.evolve(self, queue=self.queue.push(QueueEntry(job_id, client_id, gpus, minutes, now)))
+        entry = QueueEntry(job_id, client_id, gpus, minutes, now, min_memory_mb)
+        return attrs.evolve(self, queue=self.queue.push(entry))
 
     def keep_alive(self, job_id: str, now: float) -> Scheduler:
         return attrs.evolve(self, queue=self.queue.keep_alive(job_id, now))
@@ -133,7 +136,7 @@ class Scheduler:
         )
         started: list[str] = []
         while grant and (head := scheduler.queue.head()) is not None:
-            placed = scheduler.slots.place(head.job_id, head.gpus, SlotState.BUSY)
+            placed = scheduler.slots.place(head.job_id, head.gpus, SlotState.BUSY, head.min_memory_mb)
             if placed is None:
                 break
             held = Held(head.job_id, head.client_id, now + head.estimated_minutes * 60.0)

@@ -344,15 +344,16 @@ class JobRunner:
         if not isinstance(launch, Command | PythonCall):
             raise TypeError(f"build() returned {type(launch).__name__}, not Command or PythonCall")
         spec.outputs_dir.mkdir(parents=True, exist_ok=True)
-        return self._command(launch)
+        return self._command(launch, spec.cuda_visible_devices)
 
-    def _command(self, launch: Launch) -> Prepared:
+    def _command(self, launch: Launch, cuda_visible_devices: str | None = None) -> Prepared:
         if isinstance(launch, PythonCall):
             kwargs = json.dumps(dict(launch.kwargs))
             launch = Command((self.python, "-u", "-m", "fsm_worker.jobs.pycall", launch.target, kwargs),
                              launch.env, env_passthrough=launch.env_passthrough)  # fmt: skip
+        slot = {} if cuda_visible_devices is None else {"CUDA_VISIBLE_DEVICES": cuda_visible_devices}
         env = job_environment(os.environ, allow=self.env_allow, passthrough=launch.env_passthrough,
-                              extra={"PYTHONUNBUFFERED": "1", **launch.env},
+                              extra={"PYTHONUNBUFFERED": "1", **launch.env, **slot},
                               inherit=launch.inherit_env)  # fmt: skip
         executable = launch.argv[0]
         if shutil.which(executable, path=env.get("PATH")) is None:

@@ -1,0 +1,79 @@
+"""Plain values of the worker's core: what a row's guard or action sees, a retained job, the timings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import attrs
+
+from fsm_worker.protocol.messages import JobEvent, Message
+from fsm_worker.protocol.worker.events import Event
+
+
+@attrs.frozen
+class Stimulus:
+    """What a guard or action sees: the time, the event, and for a peer message its sender and typed message."""
+
+    now: float
+    event: Event | None = None
+    sender: str | None = None
+    message: Message | None = None
+    job_id: str | None = None
+
+
+@attrs.define
+class Retained:
+    """A finished job kept for its client: its events for replay and, until `expires_at`, its files."""
+
+    client_id: str
+    expires_at: float
+    history: list[JobEvent]
+    files_kept: bool
+    #: sha256 of the job's key (`job_request.job_key_sha256`); None: the job was requested without one.
+    key_sha256: str | None = None
+
+
+@attrs.frozen
+class CoordinatorConfig:
+    """The worker protocol's timings; the defaults here are the only ones (the worker's settings use them)."""
+
+    reservation_timeout: float = attrs.field(
+        default=30.0, metadata={"help": "seconds a reservation waits for its job_assign"}
+    )
+    input_timeout: float = attrs.field(
+        default=1800.0, metadata={"help": "seconds an assigned job waits for its inputs"}
+    )
+    retention: float = attrs.field(
+        default=3600.0, metadata={"help": "seconds a finished job's events and results stay fetchable"}
+    )
+    first_input_timeout: float = attrs.field(
+        default=60.0, metadata={"help": "seconds an assigned job waits for its first input bytes"}
+    )
+    stimulus_log_size: int = attrs.field(
+        default=256, metadata={"help": "events kept in the core's stimulus log (for debugging)"}
+    )
+    queue_size: int = attrs.field(
+        default=16,
+        metadata={"help": "jobs that may wait for a slot (requests with queue: true); 0: no queue"},
+    )
+    queue_lease: float = attrs.field(
+        default=60.0,
+        metadata={"help": "seconds a queued job stays queued without its client's job_sync"},
+    )
+    max_jobs_per_client: int = attrs.field(
+        default=4,
+        metadata={"help": "most jobs one client may have waiting in the queue at once"},
+    )
+
+
+def presents_key(expected_sha256: str | None, s: Stimulus) -> bool:
+    """A client message about a keyed job must carry the job's key (issue 10: events and files are bound to a
+    credential the client holds, not to its peer id). Jobs requested without `job_key_sha256` and the core's
+    own events (no message) are not checked."""
+    if expected_sha256 is None or s.message is None:
+        return True
+    key = getattr(s.message, "job_key", None)
+    return isinstance(key, str) and hmac.compare_digest(
+        hashlib.sha256(key.encode()).hexdigest(), expected_sha256
+    )

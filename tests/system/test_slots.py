@@ -130,6 +130,9 @@ async def test_forty_jobs_from_ten_clients_race_for_four_slots(room: Room) -> No
         assert sorted(by_job) == sorted(job.job_id for job, _ in submitted), "every job ran exactly once"
         assert all("end" in run for run in by_job.values())
         assert_no_double_booking(by_job, GPUS)
+        assert {run["cuda"] for run in by_job.values()} == set(GPUS), (
+            "the first four requests take all four slots"
+        )
         queued = [job for job, at_submit in submitted if was_queued(job, at_submit)]
         assert queued, "40 racing jobs on 4 slots: some must have waited"
         for job in queued:  # a queued job reported its place, then left the queue for a slot and ran

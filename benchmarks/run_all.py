@@ -154,7 +154,7 @@ BENCHES = (
     ),
     Bench("scale", ("scale.py",), parse_summary_lines, ("--workers", "1000")),
     Bench("end_to_end", ("end_to_end.py",), parse_summary_lines, ("--jobs", "10")),
-    Bench("slots", ("slots.py",), parse_summary_lines, ("--jobs", "8", "--chain", "4", "--rounds", "1")),
+    Bench("slots", ("slots.py",), parse_summary_lines, ("--jobs", "8", "--chain", "4", "--job-seconds", "1")),
 )
 
 

@@ -282,6 +282,7 @@ class ClientTransferEndpoint:
         """End the operation in progress without its outcome (the caller was cancelled, or ``exc``)."""
         if exc is not None and self._operation is not None and not self._operation.done():
             self._operation.set_exception(exc)
+        self._stop_stream = True  # a stream stops at its next chunk (it may be the task calling this)
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -295,7 +296,7 @@ class ClientTransferEndpoint:
             self._feed(event)
             return await operation
         except asyncio.CancelledError:
-            if not operation.done():
+            if operation.cancelled() or not operation.done():  # cancelling us cancels the future too
                 self._give_up()
             raise
         finally:

@@ -393,3 +393,71 @@ def test_upload_names_are_checked_before_anything_is_sent(names: list[str], erro
     with pytest.raises(error):
         check_upload_names(names)
     assert check_upload_names(["a", "b.txt"]) == ["a", "b.txt"]
+
+
+# --- totality: every phase and every kind of event------------------------------------------------------
+def reach(phase: Phase) -> Core:
+    """A core in ``phase``, by the shortest honest path."""
+    core = Core()
+    if phase is Phase.COMMITTING:
+        core(up.CommitRequested())
+    elif phase is not Phase.IDLE:
+        core(upload(FA))
+        if phase is Phase.PROVING or phase is Phase.PROVED:
+            core(frame(Prove(name="a.txt", nonce=NONCE)))
+            if phase is Phase.PROVED:
+                core(up.ProofComputed("f" * 64))
+        elif phase is Phase.CHECKING:
+            core(ready(FA, 4, sha(A[:4])))
+        elif phase is not Phase.ANNOUNCED:
+            core(ready(FA))
+            if phase is Phase.ACKING:
+                core(up.StreamEnded(10, 1))
+    assert core.core.phase is phase
+    return core
+
+
+EVERY_EVENT: list[up.UploaderEvent] = [
+    upload(FA),
+    upload(),
+    up.CommitRequested(),
+    ready(FA),
+    ready(FA, 4, sha(A[:4])),
+    ready(FA, 99, sha(b"?")),
+    have(FA),
+    frame(Prove(name="a.txt", nonce=NONCE)),
+    ack(FA),
+    frame(Ack(name="b.txt", size=1, sha256=sha(b"b"))),
+    frame(Committed(files=["a.txt"])),
+    frame(Error(code=FrameCode.TOO_LARGE, message="no", ref="put")),
+    frame(Error(code=FrameCode.UNEXPECTED, message="stale", ref=CHUNK_REF)),
+    frame(End(name="a.txt")),
+    up.BadFrameIn(FrameError("bad")),
+    up.ChannelClosed(),
+    up.SendFailed("data channel is closed"),
+    up.TimerFired(),
+    up.ProofComputed("f" * 64),
+    up.PrefixHashed(sha(A[:4])),
+    up.PrefixHashed(sha(b"other")),
+    up.ChunkSent(4),
+    up.StreamEnded(10, 1),
+    up.StreamEnded(4, 1, aborted=True),
+    up.TaskFailed(FrameCode.IO_ERROR, "disk"),
+    up.TaskFailed(FrameCode.CHANNEL_CLOSED, "closed", channel_closed=True),
+    up.Abandoned(),
+]
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+@pytest.mark.parametrize("late", [0.0, 61.0])
+def test_every_event_in_every_phase_is_handled(phase: Phase, late: float) -> None:
+    """Nothing raises, the invariants hold, and an operation never ends twice."""
+    for event in EVERY_EVENT:
+        core = reach(phase)
+        core.now = late
+        was_busy = core.core.busy
+        out = core(event)
+        ends = [i for i in out if isinstance(i, (up.UploadDone, up.CommitDone, up.OperationFailed))]
+        assert len(ends) <= 1 and (not ends or out[-1] is ends[0])
+        assert not ends or was_busy or isinstance(event, (up.UploadRequested, up.CommitRequested))
+        assert not core.core.busy or not ends

@@ -306,7 +306,13 @@ class ClientTransferEndpoint:
     async def upload(
         self, paths: Sequence[Path], on_progress: ProgressFn | None = None
     ) -> list[UploadedFile]:
-        """Upload files (named by their base name); returns them as acknowledged by the worker."""
+        """Upload files (named by their base name); returns them as acknowledged by the worker.
+
+        Raises :class:`RemoteTransferError` for the worker's ``error``, :class:`ChannelClosedError` when
+        the channel goes (upload again over a new one: it resumes), and :class:`TransferError` for a bad
+        reply, no reply within ``reply_timeout`` or a local read error (``IO_ERROR``, chained to the
+        ``OSError``). A missing input raises its ``OSError`` before anything is sent.
+        """
         names = check_upload_names([Path(p).name for p in paths])
         async with self._lock:
             infos = [await asyncio.to_thread(_describe, Path(p)) for p in paths]

@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeAlias
 
 import attrs
 
-from fsm_worker.protocol.transfer.download import (
-    DownloadLimits,
-)
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.protocol.transfer.frames import (
-    CHUNK_REF,
     MAX_CONTROL_FRAME,
-    Ack,
-    Commit,
-    Committed,
     End,
     Error,
     FetchResults,
     FileHeader,
-    Frame,
-    Have,
     Held,
     Manifest,
     Partial,
-    Proof,
-    Prove,
-    Put,
-    Ready,
     Results,
     ResultsDone,
     Same,
@@ -42,6 +29,38 @@ from fsm_worker.protocol.transfer.frames import (
     parse_frame,
 )
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.uploader import DEFAULT_REPLY_TIMEOUT, UploadSender, check_upload_names
+from fsm_worker.protocol.transfer.uploader_steps import (
+    Abandoned,
+    AbortStream,
+    BadFrameIn,
+    ChannelClosed,
+    ChunkSent,
+    CommitDone,
+    CommitRequested,
+    ComputeProof,
+    FailureKind,
+    FrameIn,
+    HashPrefix,
+    Ignored,
+    LocalFile,
+    OperationFailed,
+    PrefixHashed,
+    ProofComputed,
+    SendFailed,
+    SendFrame,
+    StreamEnded,
+    StreamFile,
+    TaskFailed,
+    TimerFired,
+    UploadDone,
+    UploadedFile,
+    UploaderEvent,
+    UploaderInstruction,
+    UploadProgress,
+    UploadRequested,
+    UploadStatus,
+)
 from fsm_worker.shells.transfer import destination
 from fsm_worker.shells.transfer.download import DownloadShell, ProgressFn
 from fsm_worker.shells.transfer.errors import (
@@ -53,42 +72,32 @@ from fsm_worker.shells.transfer.errors import (
 )
 from fsm_worker.shells.transfer.files import proof_of_possession, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
-from fsm_worker.shells.transfer.names import check_name
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_REPLY_TIMEOUT = 60.0
-_CLOSED = object()
-_F = TypeVar("_F", bound=Frame)
-
-
-class UploadStatus(enum.StrEnum):
-    """How a file reached the worker."""
-
-    SENT = "sent"
-    DEDUPED = "deduped"  # the worker already had the content; no bytes sent
-    RESUMED = "resumed"  # only the bytes after a verified partial upload were sent
+__all__ = [
+    "DEFAULT_REPLY_TIMEOUT",
+    "ClientTransferEndpoint",
+    "DownloadInterrupted",
+    "PartialDownload",
+    "UploadStatus",
+    "UploadedFile",
+]
 
 
-@attrs.frozen
-class UploadedFile:
-    """One uploaded file as verified (acknowledged) by the worker."""
-
-    name: str
-    size: int
-    sha256: str
-    status: UploadStatus
-    bytes_sent: int
+class _StopStream(Exception):
+    """Internal: the core said :class:`AbortStream`; the chunk just sent was the last."""
 
 
-class _ErrorArrived(Exception):
-    """Internal: the worker reported an error while we were streaming chunks."""
+_Outcome: TypeAlias = UploadDone | CommitDone
 
 
 class ClientTransferEndpoint:
     """Drives the transfer protocol over one open data channel; one operation at a time.
 
+    Uploads and commits are decided by the pure :class:`UploadSender` core: this shell feeds it the
+    frames that arrive, the channel's close, the timer and the outcome of every task it starts
+    (hashing in a thread, streaming a file), and carries out what it returns, in order.
     Every wait for a worker reply is bounded by ``reply_timeout``; failures raise
     :class:`TransferError` subclasses carrying the worker's error code and message.
     """
@@ -105,14 +114,28 @@ class ClientTransferEndpoint:
         self.download_limits = download_limits or DownloadLimits()
         self.reply_timeout = reply_timeout
         self.stats = TransferStats()
+        self.uploader = UploadSender(reply_timeout, self.stats)
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
-        self._replies: asyncio.Queue[Frame | FrameError | object] = asyncio.Queue()
         self._download: DownloadShell | None = None
         self._lock = asyncio.Lock()
+        # the upload shell: the core's pending events, its one timer, the tasks it started
+        self._events: deque[UploaderEvent] = deque()
+        self._feeding = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop_stream = False
+        self._operation: asyncio.Future[_Outcome] | None = None
+        self._paths: list[Path] = []
+        self._on_progress: ProgressFn | None = None
         channel.on("message", self._on_message)
         channel.on("close", self._on_close)
         if channel.readyState in ("closing", "closed"):
             self._on_close()
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
     def close(self) -> None:
         """Stop listening to the channel (the channel itself is left to its owner)."""
@@ -135,130 +158,182 @@ class ClientTransferEndpoint:
             if self._download is not None:
                 self._download.on_bad_frame(exc)
             else:
-                self._replies.put_nowait(exc)
+                self._feed(BadFrameIn(exc))
             return
         download_frames = (Results, Manifest, FileHeader, Same, End, ResultsDone, Error)
         if self._download is not None and isinstance(frame, download_frames):
             self._download.on_frame(frame)
         else:
-            self._replies.put_nowait(frame)
+            self._feed(FrameIn(frame))
 
     def _on_close(self) -> None:
-        self._replies.put_nowait(_CLOSED)
+        self._feed(ChannelClosed())
         if self._download is not None:
             self._download.fail(ChannelClosedError("data channel closed during download"))
 
-    # --- replies ------------------------------------------------------------------------------------
-    async def _reply(self, skip_chunk_errors: bool) -> Frame:
+    # --- the upload core ----------------------------------------------------------------------------
+    def _feed(self, event: UploaderEvent) -> None:
+        """Feed ``event``, then the answers of the instructions, in order; then arm the timer."""
+        self._events.append(event)
+        if self._feeding:  # an instruction led to another event: it is handled after this batch
+            return
+        self._feeding = True
         try:
-            async with asyncio.timeout(self.reply_timeout):
-                item = await self._replies.get()
-                while skip_chunk_errors and isinstance(item, Error) and item.ref == CHUNK_REF:
-                    log.info("ignoring a stale chunk error: %s", item.message)  # from an abandoned upload
-                    item = await self._replies.get()
-        except TimeoutError as exc:
-            raise TransferError(FrameCode.TIMEOUT, f"no reply within {self.reply_timeout:g} s") from exc
-        if item is _CLOSED:
-            self._replies.put_nowait(_CLOSED)  # every later wait fails too
-            raise ChannelClosedError("data channel closed while waiting for the worker")
-        if isinstance(item, FrameError):
-            raise TransferError(item.code, f"bad frame from the worker: {item}")
-        if isinstance(item, Error):
-            raise RemoteTransferError(item.code, item.message, item.name)
-        assert not isinstance(item, FrameError)
-        return item  # type: ignore[return-value]
+            while self._events:
+                for instruction in self.uploader.handle(self._events.popleft(), self._loop.time()):
+                    answer = self._do(instruction)
+                    if answer is not None:
+                        self._events.append(answer)
+        finally:
+            self._feeding = False
+        self._arm_timer()
 
-    async def _expect(self, *kinds: type[_F], skip_chunk_errors: bool = True) -> _F:
-        """The next reply, which must be one of ``kinds``; an ``error`` frame raises."""
-        frame = await self._reply(skip_chunk_errors)
-        if not isinstance(frame, kinds):
-            raise TransferError(FrameCode.UNEXPECTED, f"unexpected {frame.TYPE!r} frame from the worker")
-        return frame
+    def _arm_timer(self) -> None:
+        deadline = self.uploader.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None  # re-armed by the feed if the deadline is still ahead
+        self._feed(TimerFired())
+
+    def _do(self, instruction: UploaderInstruction) -> UploaderEvent | None:
+        if isinstance(instruction, SendFrame):
+            try:
+                self._writer.send_frame(instruction.frame)
+            except ChannelClosedError as exc:
+                return SendFailed(exc.message)
+        elif isinstance(instruction, UploadProgress):
+            if self._on_progress is not None:
+                try:
+                    self._on_progress(instruction.done, instruction.total)
+                except Exception as exc:  # the caller's callback: its error ends the operation
+                    self._give_up(exc)
+        elif isinstance(instruction, StreamFile):
+            self._stop_stream = False
+            self._spawn(self._stream(instruction))
+        elif isinstance(instruction, AbortStream):
+            self._stop_stream = True
+        elif isinstance(instruction, ComputeProof):
+            path, nonce = self._paths[instruction.index], instruction.nonce
+            self._spawn(self._in_thread(lambda: ProofComputed(proof_of_possession(path, nonce))))
+        elif isinstance(instruction, HashPrefix):
+            path, offset = self._paths[instruction.index], instruction.offset
+            self._spawn(self._in_thread(lambda: PrefixHashed(sha256_of(path, offset).hexdigest())))
+        elif isinstance(instruction, Ignored):
+            log.info("%s", instruction.message)
+        elif isinstance(instruction, (UploadDone, CommitDone, OperationFailed)):
+            operation = self._operation
+            if operation is None or operation.done():
+                return None  # the caller gave up meanwhile
+            if isinstance(instruction, OperationFailed):
+                operation.set_exception(_error(instruction))
+            else:
+                operation.set_result(instruction)
+        return None
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_thread(self, work: Callable[[], UploaderEvent]) -> None:
+        try:
+            answer = await asyncio.to_thread(work)
+        except OSError as exc:
+            answer = TaskFailed(FrameCode.IO_ERROR, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            self._give_up(exc)
+            return
+        self._feed(answer)
+
+    async def _stream(self, step: StreamFile) -> None:
+        writer = self._writer
+        chunk_bytes, chunks = writer.chunk_bytes_sent, writer.chunks_sent
+
+        def on_chunk(done: int) -> None:
+            self._feed(ChunkSent(done))
+            if self._stop_stream:
+                raise _StopStream
+
+        try:
+            await writer.send_file(self._paths[step.index], step.offset, step.size, on_chunk)
+            aborted = False
+        except _StopStream:
+            aborted = True
+        except TransferError as exc:
+            self._feed(TaskFailed(exc.code, exc.message, isinstance(exc, ChannelClosedError)))
+            return
+        except OSError as exc:
+            self._feed(TaskFailed(FrameCode.IO_ERROR, f"{type(exc).__name__}: {exc}"))
+            return
+        except Exception as exc:
+            self._give_up(exc)
+            return
+        sent = StreamEnded(writer.chunk_bytes_sent - chunk_bytes, writer.chunks_sent - chunks, aborted)
+        self._feed(sent)
+
+    def _give_up(self, exc: BaseException | None = None) -> None:
+        """End the operation in progress without its outcome (the caller was cancelled, or ``exc``)."""
+        if exc is not None and self._operation is not None and not self._operation.done():
+            self._operation.set_exception(exc)
+        self._stop_stream = True  # a stream stops at its next chunk (it may be the task calling this)
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._feed(Abandoned())
+
+    async def _run(self, event: UploaderEvent) -> _Outcome:
+        """Feed the request ``event`` and wait for the operation's outcome."""
+        operation: asyncio.Future[_Outcome] = self._loop.create_future()
+        self._operation = operation
+        try:
+            self._feed(event)
+            return await operation
+        except asyncio.CancelledError:
+            if operation.cancelled() or not operation.done():  # cancelling us cancels the future too
+                self._give_up()
+            raise
+        finally:
+            self._operation = None
 
     # --- upload -------------------------------------------------------------------------------------
     async def upload(
         self, paths: Sequence[Path], on_progress: ProgressFn | None = None
     ) -> list[UploadedFile]:
-        """Upload files (named by their base name); returns them as acknowledged by the worker."""
-        names = [check_name(Path(p).name) for p in paths]
-        if len(set(names)) != len(names):
-            raise ValueError("upload: file names must be unique")
+        """Upload files (named by their base name); returns them as acknowledged by the worker.
+
+        Raises :class:`RemoteTransferError` for the worker's ``error``, :class:`ChannelClosedError` when
+        the channel goes (upload again over a new one: it resumes), and :class:`TransferError` for a bad
+        reply, no reply within ``reply_timeout`` or a local read error (``IO_ERROR``, chained to the
+        ``OSError``). A missing input raises its ``OSError`` before anything is sent.
+        """
+        names = check_upload_names([Path(p).name for p in paths])
         async with self._lock:
             infos = [await asyncio.to_thread(_describe, Path(p)) for p in paths]
-            total = sum(size for size, _ in infos)
-            done = 0
-            last = -1
-            uploaded: list[UploadedFile] = []
-            for path, name, (size, digest) in zip(paths, names, infos, strict=True):
-
-                def progress(file_done: int, base: int = done) -> None:
-                    nonlocal last
-                    if on_progress is not None and base + file_done != last:
-                        last = base + file_done
-                        on_progress(last, total)
-
-                uploaded.append(await self._upload_one(Path(path), name, size, digest, progress))
-                progress(size)
-                done += size
-            return uploaded
-
-    async def _upload_one(
-        self, path: Path, name: str, size: int, digest: str, progress: Callable[[int], None]
-    ) -> UploadedFile:
-        reply = await self._announce(path, Put(name=name, size=size, sha256=digest))
-        if isinstance(reply, Ready) and reply.offset and not await self._prefix_matches(path, reply):
-            reply = await self._announce(path, Put(name=name, size=size, sha256=digest, restart=True))
-        if isinstance(reply, Have):
-            self.stats.files_deduped += 1
-            self.stats.bytes_skipped += size
-            progress(size)
-            return UploadedFile(name, size, digest, UploadStatus.DEDUPED, 0)
-        offset = reply.offset
-        if offset:
-            self.stats.files_resumed += 1
-            self.stats.bytes_skipped += offset
-
-        def on_chunk(file_done: int) -> None:
-            progress(file_done)
-            if not self._replies.empty():
-                raise _ErrorArrived
-
-        before = self._writer.chunk_bytes_sent
-        with contextlib.suppress(_ErrorArrived):
-            await self._writer.send_file(path, offset, size, on_chunk)
-            self._writer.send_frame(End(name=name))
-        sent = self._writer.chunk_bytes_sent - before
-        self.stats.chunk_bytes_sent += sent
-        self.stats.chunks_sent = self._writer.chunks_sent
-        ack = await self._expect(Ack, skip_chunk_errors=False)
-        if (ack.name, ack.size, ack.sha256) != (name, size, digest):
-            raise TransferError(
-                FrameCode.UNEXPECTED, f"acknowledgement for {ack.name!r} does not match {name!r}"
+            files = tuple(
+                LocalFile(name, size, digest) for name, (size, digest) in zip(names, infos, strict=True)
             )
-        self.stats.files_sent += 1
-        return UploadedFile(name, size, digest, UploadStatus.RESUMED if offset else UploadStatus.SENT, sent)
-
-    async def _announce(self, path: Path, put: Put) -> Ready | Have:
-        """Send ``put``; answer a ``prove`` challenge with the proof that we hold the bytes."""
-        self._writer.send_frame(put)
-        reply: Ready | Have | Prove = await self._expect(Ready, Have, Prove)
-        if not isinstance(reply, Prove):
-            return reply
-        proof = await asyncio.to_thread(proof_of_possession, path, reply.nonce)
-        self._writer.send_frame(Proof(name=put.name, sha256=proof))
-        return await self._expect(Ready, Have)
-
-    async def _prefix_matches(self, path: Path, ready: Ready) -> bool:
-        prefix = await asyncio.to_thread(sha256_of, path, ready.offset)
-        return prefix.hexdigest() == ready.prefix_sha256
+            self._paths, self._on_progress = [Path(p) for p in paths], on_progress
+            try:
+                done = await self._run(UploadRequested(files))
+            finally:
+                self._paths, self._on_progress = [], None
+            assert isinstance(done, UploadDone)
+            return list(done.files)
 
     # --- commit / download --------------------------------------------------------------------------
     async def commit(self) -> list[str]:
         """Tell the worker the inputs are complete; returns the input names it committed."""
         async with self._lock:
-            self._writer.send_frame(Commit())
-            committed = await self._expect(Committed)
-            return committed.files
+            done = await self._run(CommitRequested())
+            assert isinstance(done, CommitDone)
+            return list(done.files)
 
     async def download(
         self,
@@ -371,6 +446,14 @@ def _fitting(found: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
             break
         fitting[name] = (size, sha256)
     return fitting
+
+
+def _error(failed: OperationFailed) -> TransferError:
+    if failed.kind is FailureKind.REMOTE:
+        return RemoteTransferError(failed.code, failed.message, failed.name)
+    if failed.kind is FailureKind.CHANNEL_CLOSED:
+        return ChannelClosedError(failed.message)
+    return TransferError(failed.code, failed.message, failed.name)
 
 
 def _describe(path: Path) -> tuple[int, str]:

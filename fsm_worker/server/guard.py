@@ -159,9 +159,10 @@ class ConnectionGuard:
         if not conn.bucket.take(time.monotonic()):
             self.notice(eio_sid, "rate_limited", limit="rate_limit_events_per_second")
             await self._answer(eio_sid, data, self._rate_refusal)
-            # Hold off reading this connection until its next token: Engine.IO reads a socket's frames
-            # one handler at a time, so a flooder is slowed to about twice its rate, refusals included.
-            await asyncio.sleep(min(conn.bucket.wait(), 1.0))
+            # Hold off reading this connection until rate_limit_hold_seconds of its rate are back: Engine.IO reads
+            # a socket's frames one handler at a time, so a flooder waits in its own TCP buffer and gets about
+            # one refusal per batch of admitted events (not one per event), whatever it sends.
+            await asyncio.sleep(min(conn.bucket.hold(self.config.rate_limit_hold_seconds), 1.0))
             return
         try:
             await self._inner_message(eio_sid, data)

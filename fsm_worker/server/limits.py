@@ -36,9 +36,15 @@ class TokenBucket:
             return True
         return False
 
-    def wait(self) -> float:
-        """Seconds until the next token (0 when one is there): how long the shell holds off reading."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def hold(self, seconds: float) -> float:
+        """After a refusal: how long the shell holds off reading, until ``seconds`` worth of tokens are back.
+
+        At least one token, at most the burst. Holding for a batch rather than for the next token keeps the
+        rate a flooder gets (tokens accrue meanwhile) but answers it about one refusal per batch instead of one
+        per admitted event: a connection at the limit costs the server little more than its admitted events.
+        """
+        wanted = min(float(self.burst), max(1.0, self.rate * seconds))
+        return max(0.0, (wanted - self.tokens) / self.rate)
 
 
 @attrs.define

@@ -34,6 +34,41 @@ def test_token_bucket_never_exceeds_burst_plus_rate_times_time(gaps: list[float]
     assert taken <= 7 + 20 * now + 1e-9
 
 
+def test_after_a_refusal_the_hold_lasts_until_a_batch_of_tokens_is_back() -> None:
+    bucket = TokenBucket(rate=200, burst=400)
+    for _ in range(400):
+        assert bucket.take(0.0)
+    assert not bucket.take(0.0)
+    hold = bucket.hold(0.05)  # 10 tokens' worth at 200/s
+    assert hold == pytest.approx(0.05)
+    assert [bucket.take(hold) for _ in range(11)] == [True] * 10 + [False]  # one refusal per batch of 10
+    full = TokenBucket(rate=20, burst=5)
+    assert full.take(0.0) and full.hold(0.05) == 0.0  # tokens there: no hold
+    slow = TokenBucket(rate=2, burst=3)
+    for _ in range(3):
+        slow.take(0.0)
+    assert slow.hold(0.05) == pytest.approx(0.5)  # at least one token
+    small = TokenBucket(rate=1000, burst=4)
+    for _ in range(4):
+        small.take(0.0)
+    assert small.hold(1.0) == pytest.approx(0.004)  # at most the burst
+
+
+@given(st.lists(st.floats(0, 0.2), min_size=1, max_size=200), st.floats(0.001, 0.5))
+def test_holding_after_refusals_never_lets_more_than_the_bucket_through(
+    gaps: list[float], hold: float
+) -> None:
+    """A sender that waits out every hold gets at most burst + rate x time."""
+    bucket, now, taken = TokenBucket(rate=50, burst=20), 0.0, 0
+    for gap in gaps:
+        now += gap
+        if bucket.take(now):
+            taken += 1
+        else:
+            now += bucket.hold(hold)
+    assert taken <= 20 + 50 * now + 1e-9
+
+
 def test_notice_log_logs_first_of_each_kind_then_summaries() -> None:
     notices = NoticeLog(interval=10)
     assert notices.note("bad", 0.0) == (True, None)

@@ -269,23 +269,23 @@ async def main() -> None:
         f"target: flood p99 <= {TARGET_RATIO:g}x idle p99 ({'met' if ratio <= TARGET_RATIO else 'NOT met'})"
     )
     print("SUMMARY " + json.dumps({
-        "figure": "flood: bystander RTT p99 during a job_request flood (ms)", "ours": p(ours["flood"], 0.99),
+        "figure": "flood: bystander RTT p99 in a job_request flood vs idle", "ours": p(ours["flood"], 0.99),
         "baseline": p(ours["idle"], 0.99), "unit": "ms", "target": f"<= {TARGET_RATIO:g}x idle",
         "met": ratio <= TARGET_RATIO, "baseline_name": "idle p99, same run",
     }))  # fmt: skip
     print("SUMMARY " + json.dumps({
-        "figure": "flood: bystander RTT p99 during the flood, no bucket (ms)", "ours": p(bare["flood"], 0.99),
+        "figure": "flood: RTT p99 flood vs idle, no bucket", "ours": p(bare["flood"], 0.99),
         "baseline": p(bare["idle"], 0.99), "unit": "ms", "target": "", "met": None,
         "baseline_name": "idle p99, same run",
     }))  # fmt: skip
     print("SUMMARY " + json.dumps({
-        "figure": "flood: bystander RTT p99 during the flood, 1-token hold (ms)",
+        "figure": "flood: RTT p99 flood vs idle, 1-token hold",
         "ours": p(one_token["flood"], 0.99), "baseline": p(one_token["idle"], 0.99), "unit": "ms", "target": "",
         "met": None, "baseline_name": "idle p99, same run",
     }))  # fmt: skip
     for r in (one_token, bare):
         print("SUMMARY " + json.dumps({
-            "figure": "flood: server CPU during the flood (% of a core)", "ours": ours["cpu_flood"]["server"],
+            "figure": f"flood: server CPU in the flood, ours vs {r['kind']}", "ours": ours["cpu_flood"]["server"],
             "baseline": r["cpu_flood"]["server"], "unit": "%", "target": "", "met": None,
             "baseline_name": f"{r['kind']}, same run",
         }))  # fmt: skip

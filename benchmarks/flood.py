@@ -1,8 +1,8 @@
 """A bystander's round trip while another connection floods a worker with ``job_request`` (issue 10, item 5).
 
 Three processes besides this one, all on loopback: a signaling server, an echo worker (answers ``ping`` with
-``pong``; it counts ``job_request``s and does not answer them, so what is measured is the server's share:
-the worker's own reply bounding is the worker's business, see ``link_flood.py``), and a flooder (one raw
+``pong`` and every ``job_request`` with a ``busy`` ``job_response`` through ``post``, as a busy worker does;
+``FLOOD_SILENT_WORKER=1`` makes it count them only), and a flooder (one raw
 Socket.IO connection that sends ``job_request`` to the worker as fast as the server acks, 64 in flight).
 This process is the bystander client: ping → pong round trips through the server, **paced** (one every
 ``--interval`` ms, default 25): a bystander is a member that stays within the rate limit itself. (Unpaced,
@@ -46,6 +46,7 @@ from fsm_worker.shells.signaling import SignalingClient
 TARGET_RATIO = 2.0
 PING_TIMEOUT = 10.0
 IN_FLIGHT = 64
+REPLY = os.environ.get("FLOOD_SILENT_WORKER") != "1"
 NO_BUCKET = {"rate_limit_events_per_second": 1e9, "rate_limit_burst": 10**9}
 ONE_TOKEN_HOLD = {"rate_limit_hold_seconds": 1e-9}
 
@@ -60,6 +61,8 @@ async def run_worker(url: str, token: str) -> None:
             await client.send(sender, {"type": "pong", "seq": payload.get("seq")})
         else:
             counts["job_request"] += 1
+            if REPLY and client is not None:  # what a busy worker answers
+                client.post(sender, {"type": "job_response", "accepted": False, "reason": "busy"})
 
     client = SignalingClient(
         url, token, "w1", "worker", {"properties": {"status": "busy"}}, on_peer_message=on_message

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import parse_auth
 from fsm_worker.server.discovery import page, parse_discovery
-from fsm_worker.server.limits import Admission, NoticeLog, TokenBucket
+from fsm_worker.server.limits import Admission, NoticeLog, ReplyCredits, TokenBucket
 from fsm_worker.server.registry import ClaimKind, PeerView, SessionRecord, decide_claim
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key, secret_wins
 
@@ -67,6 +67,29 @@ def test_holding_after_refusals_never_lets_more_than_the_bucket_through(
         else:
             now += bucket.hold(hold)
     assert taken <= 20 + 50 * now + 1e-9
+
+
+def test_reply_credits_pay_for_one_answer_per_message_received() -> None:
+    credits = ReplyCredits(cap=3, max_peers=2)
+    assert not credits.spend("flooder")  # nobody asked: the sender pays
+    for _ in range(5):
+        credits.grant("flooder")
+    assert [credits.spend("flooder") for _ in range(4)] == [True, True, True, False]  # capped at 3
+    credits.grant("a")
+    credits.grant("b")
+    credits.grant("c")  # past max_peers: the least recently heard from is forgotten
+    assert not credits.spend("a") and credits.spend("b") and credits.spend("c")
+    assert credits.credits == {}
+
+
+def test_a_refund_gives_back_one_token_up_to_the_burst() -> None:
+    bucket = TokenBucket(rate=1, burst=2)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    bucket.refund()
+    assert bucket.take(0.0) and not bucket.take(0.0)
+    for _ in range(5):
+        bucket.refund()
+    assert [bucket.take(0.0) for _ in range(3)] == [True, True, False]
 
 
 def test_notice_log_logs_first_of_each_kind_then_summaries() -> None:

@@ -3,7 +3,8 @@ target, met?).
 
 Run: ``.venv/bin/python benchmarks/run_all.py [--only scale,end_to_end] [--quick]``. Each script prints its own
 table (passed through as it runs); the figures of the summary are read from that output: ``SUMMARY {json}``
-lines where a script prints them (rtc_throughput, datachannel, scale, end_to_end, slots), otherwise parsed from its table.
+lines where a script prints them (rtc_throughput, datachannel, scale, end_to_end, slots, flood, slow_reader),
+otherwise parsed from its table.
 Every same-run comparison interleaves ours and the baseline (ABBA order) inside the script that measures it.
 """
 
@@ -155,6 +156,9 @@ BENCHES = (
     Bench("scale", ("scale.py",), parse_summary_lines, ("--workers", "1000")),
     Bench("end_to_end", ("end_to_end.py",), parse_summary_lines, ("--jobs", "10")),
     Bench("slots", ("slots.py",), parse_summary_lines, ("--jobs", "8", "--chain", "4", "--job-seconds", "1")),
+    # issue 10: a bystander's round trip under a job_request flood (item 5); server memory with a slow reader (item 6)
+    Bench("flood", ("flood.py",), parse_summary_lines, ("--quick",)),
+    Bench("slow_reader", ("slow_reader.py", "--rounds", "2"), parse_summary_lines, ("--quick",)),
 )
 
 

@@ -113,6 +113,14 @@ class ServerConfig:
         validator=_positive,
         metadata={"help": "events one connection may send in a burst above the rate (token bucket size)"},
     )
+    rate_limit_hold_seconds: float = attrs.field(
+        default=0.05,
+        validator=_positive,
+        metadata={
+            "help": "after a `RATE_LIMITED` refusal, the connection is not read again until this much of its rate "
+            "is back (one refusal per batch, not per event)"
+        },
+    )
     max_send_buffer_bytes: int = attrs.field(
         default=16 * 1024 * 1024,
         validator=_positive,

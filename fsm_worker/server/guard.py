@@ -6,8 +6,10 @@ It sits between Engine.IO and python-socketio (it takes over their ``connect`` /
 - admission: total and per-address connection caps; a connection that has not authenticated within
   ``auth_timeout_seconds`` is closed (:class:`~fsm_worker.server.limits.Admission` holds the deadlines);
 - a token bucket per connection: a frame over the rate is refused with ``RATE_LIMITED`` (answered on the
-  wire without decoding it), never reaches a handler, and the connection is not read again until its next
-  token is due (backpressure: a flooder costs the server at most about twice the rate);
+  wire without decoding it), never reaches a handler, and the connection is not read again until
+  ``rate_limit_hold_seconds`` of its rate is back (backpressure: about one refusal per batch of admitted
+  frames); a reply is paid by the peer that asked (:class:`~fsm_worker.server.limits.ReplyCredits`: a peer
+  message to someone who sent you one gives its token back), so a flooder cannot drain its target's bucket;
 - frames that cannot be decoded (binary frames, JSON nested past the decoder's limit, anything that makes
   python-socketio raise) get an ``INVALID_FRAME`` answer when they asked for one, and a log line only for
   the first of each kind per connection, then one summary per ``notice_log_interval_seconds``;
@@ -36,7 +38,7 @@ from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.errors import SignalingCode
 from fsm_worker.protocol.signaling import error_ack
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.limits import Admission, NoticeLog, TokenBucket
+from fsm_worker.server.limits import Admission, NoticeLog, ReplyCredits, TokenBucket
 
 log = logging.getLogger("fsm_worker.server.guard")
 
@@ -57,6 +59,7 @@ class _Connection:
     address: str
     bucket: TokenBucket
     notices: NoticeLog
+    credits: ReplyCredits
     transport: Any = None  # the aiohttp transport, aborted to drop a connection that does not read
     peer_id: str | None = None
 
@@ -112,6 +115,23 @@ class ConnectionGuard:
         if conn is not None:
             conn.peer_id = peer_id
 
+    def routed(
+        self, sender_eio_sid: str | None, sender: str, recipient_eio_sid: str | None, recipient: str
+    ) -> None:
+        """A peer message went from ``sender`` to ``recipient`` (a local connection, or None on another node).
+
+        If the sender held a credit toward the recipient, this message is a reply: its token is given back, and
+        it earns nothing in turn (else two peers could talk for free). Otherwise the sender paid for it, and the
+        recipient may answer it once for free (a credit toward the sender).
+        """
+        conn = self.conns.get(sender_eio_sid) if sender_eio_sid is not None else None
+        if conn is not None and conn.credits.spend(recipient):
+            conn.bucket.refund()
+            return
+        target = self.conns.get(recipient_eio_sid) if recipient_eio_sid is not None else None
+        if target is not None:
+            target.credits.grant(sender)
+
     def notice(self, eio_sid: str | None, kind: str, **fields: Any) -> None:
         """Log a refusal of one connection: the first of its kind in full, later ones as summaries."""
         conn = self.conns.get(eio_sid) if eio_sid is not None else None
@@ -146,6 +166,7 @@ class ConnectionGuard:
             address=address,
             bucket=TokenBucket(config.rate_limit_events_per_second, config.rate_limit_burst),
             notices=NoticeLog(config.notice_log_interval_seconds),
+            credits=ReplyCredits(config.rate_limit_burst),
             transport=getattr(request, "transport", None),
         )
         environ[EIO_SID_KEY] = eio_sid
@@ -159,9 +180,10 @@ class ConnectionGuard:
         if not conn.bucket.take(time.monotonic()):
             self.notice(eio_sid, "rate_limited", limit="rate_limit_events_per_second")
             await self._answer(eio_sid, data, self._rate_refusal)
-            # Hold off reading this connection until its next token: Engine.IO reads a socket's frames
-            # one handler at a time, so a flooder is slowed to about twice its rate, refusals included.
-            await asyncio.sleep(min(conn.bucket.wait(), 1.0))
+            # Hold off reading this connection until rate_limit_hold_seconds of its rate are back: Engine.IO reads
+            # a socket's frames one handler at a time, so a flooder waits in its own TCP buffer and gets about
+            # one refusal per batch of admitted events (not one per event), whatever it sends.
+            await asyncio.sleep(min(conn.bucket.hold(self.config.rate_limit_hold_seconds), 1.0))
             return
         try:
             await self._inner_message(eio_sid, data)

@@ -1,6 +1,7 @@
 """Per-connection limits of the signaling server, as pure state: time is a parameter, deadlines are data.
 
 - :class:`TokenBucket`: the event rate of one connection (``rate`` per second, bursts up to ``burst``).
+- :class:`ReplyCredits`: the replies a connection sends without paying (the peer that asked paid for them).
 - :class:`NoticeLog`: decides which refusals of one connection get a log line (the first of each kind, then
   one summary per interval), so a flood of bad frames cannot flood the log.
 - :class:`Admission`: the Engine.IO connections of the node: total and per-address caps, and the deadline by
@@ -36,9 +37,53 @@ class TokenBucket:
             return True
         return False
 
-    def wait(self) -> float:
-        """Seconds until the next token (0 when one is there): how long the shell holds off reading."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def hold(self, seconds: float) -> float:
+        """After a refusal: how long the shell holds off reading, until ``seconds`` worth of tokens are back.
+
+        At least one token, at most the burst. Holding for a batch rather than for the next token keeps the
+        rate a flooder gets (tokens accrue meanwhile) but answers it about one refusal per batch instead of one
+        per admitted event: a connection at the limit costs the server little more than its admitted events.
+        """
+        wanted = min(float(self.burst), max(1.0, self.rate * seconds))
+        return max(0.0, (wanted - self.tokens) / self.rate)
+
+    def refund(self) -> None:
+        """Give back the token a frame took (it turned out to be a reply someone else paid for)."""
+        self.tokens = min(float(self.burst), self.tokens + 1.0)
+
+
+@attrs.define
+class ReplyCredits:
+    """Replies one connection may send without paying for them: who asked pays.
+
+    Each message routed *to* this connection grants it one credit toward the peer that sent it (at most
+    ``cap`` per peer, at most ``max_peers`` peers: the oldest is forgotten); a message this connection sends to a
+    peer it holds a credit for spends the credit instead of a token of its own bucket. So a worker that answers
+    a flooder's every ``job_request`` spends the flooder's budget, not its own, and its other clients' replies
+    are never held up by its bucket.
+    """
+
+    cap: int
+    max_peers: int = 1024
+    credits: dict[str, int] = attrs.field(factory=dict)
+
+    def grant(self, asker: str) -> None:
+        """``asker`` sent this connection a message."""
+        count = self.credits.pop(asker, 0)  # re-inserted last: the dict's order is recency
+        self.credits[asker] = min(self.cap, count + 1)
+        if len(self.credits) > self.max_peers:
+            del self.credits[next(iter(self.credits))]
+
+    def spend(self, to: str) -> bool:
+        """This connection sends to ``to``: True if a credit paid for it."""
+        count = self.credits.get(to, 0)
+        if count <= 0:
+            return False
+        if count == 1:
+            del self.credits[to]
+        else:
+            self.credits[to] = count - 1
+        return True
 
 
 @attrs.define

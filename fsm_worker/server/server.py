@@ -111,6 +111,9 @@ class SignalingServer:
         )
         self.guard = ConnectionGuard(self.sio, config)
         self.peers: dict[str, LocalPeer] = {}
+        self._local: dict[
+            tuple[str, str], str
+        ] = {}  # (room, peer id) → sid of the local connection holding it
         self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.metrics = ServerMetrics(
             lambda: [p.role for p in self.peers.values()], lambda: len(self.sio.eio.sockets)
@@ -233,6 +236,7 @@ class SignalingServer:
             raise socketio.exceptions.ConnectionRefusedError(decision.message, {"code": str(decision.code)})
         secret = decision.secret or presented or ""
         self.peers[sid] = LocalPeer(sid, room, req.peer_id, req.role, dict(req.metadata), secret)
+        self._local[(room, req.peer_id)] = sid
         if EIO_SID_KEY in environ:
             self.guard.authenticated(environ[EIO_SID_KEY], req.peer_id)
         await self.sio.enter_room(sid, route_room(room, req.peer_id))
@@ -248,7 +252,7 @@ class SignalingServer:
 
     async def _drop_replaced(self, old_sid: str, fields: dict[str, str]) -> None:
         log_event(log, logging.INFO, "session_replaced", old_sid=old_sid, **fields)
-        self.peers.pop(old_sid, None)
+        self._forget(self.peers.pop(old_sid, None))
         try:
             await self.sio.emit("session_replaced", {"reason": "resumed elsewhere"}, to=old_sid)
             await self.sio.disconnect(old_sid)
@@ -266,6 +270,7 @@ class SignalingServer:
         peer = self.peers.pop(sid, None)
         if peer is None:
             return None
+        self._forget(peer)
         try:
             await self.registry.release(peer.room, peer.peer_id, sid, time.time())
         except Exception as exc:
@@ -278,6 +283,13 @@ class SignalingServer:
         )  # fmt: skip
         return None
 
+    def _forget(self, peer: LocalPeer | None) -> None:
+        if peer is not None and self._local.get((peer.room, peer.peer_id)) == peer.sid:
+            del self._local[(peer.room, peer.peer_id)]
+
+    def _eio_sid(self, sid: str | None) -> str | None:
+        return self.sio.manager.eio_sid_from_sid(sid, "/") if sid is not None else None
+
     # -- events ---------------------------------------------------------------------------------------------
 
     def _guarded(self, name: str, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -288,8 +300,9 @@ class SignalingServer:
             try:
                 return await handler(peer, args)
             except SignalingRefusal as exc:
-                eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-                self.guard.notice(eio_sid, "event_refused", name=name, code=exc.code, reason=exc.message)
+                self.guard.notice(
+                    self._eio_sid(sid), "event_refused", name=name, code=exc.code, reason=exc.message
+                )
                 return exc.ack()
             except Exception as exc:
                 log.exception("%s", f"event=event_failed name={name} peer_id={peer.peer_id}")
@@ -306,6 +319,8 @@ class SignalingServer:
             raise SignalingRefusal(SignalingCode.PEER_NOT_FOUND, f"no peer {msg.to_peer_id!r} is connected")
         data = {"from_peer_id": peer.peer_id, "to_peer_id": msg.to_peer_id, "payload": msg.payload}
         await self.sio.emit("peer_message", data, to=route_room(peer.room, msg.to_peer_id))
+        recipient = self._local.get((peer.room, msg.to_peer_id))  # None: on another node (no credit there)
+        self.guard.routed(self._eio_sid(peer.sid), peer.peer_id, self._eio_sid(recipient), msg.to_peer_id)
         return ok_ack()
 
     async def _discover(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:

@@ -66,6 +66,43 @@ async def test_a_flooding_connection_is_rate_limited_and_the_refusal_names_the_l
     assert worker.connected
 
 
+async def test_a_worker_that_answers_a_flooder_keeps_its_own_budget(
+    node: Start, make_client: ClientFactory
+) -> None:
+    """Replies are paid by the peer that asked: answering every request of a flooder never empties the
+    worker's bucket, so its other clients are not held up; the flooder is still held to its own rate."""
+    srv, token = await node(rate_limit_events_per_second=20, rate_limit_burst=20)
+    _bystander, bystander_inbox = await make_client(srv.url, token, "bystander")
+    async with raw_client(srv.url, auth_for(token, "w1", "worker")) as worker:
+        worker_acks: list[Any] = []
+        replying: list[asyncio.Task[None]] = []
+
+        async def reply(data: dict[str, Any]) -> None:
+            answer = {"to_peer_id": data["from_peer_id"], "payload": {"type": "busy"}}
+            worker_acks.append(await worker.call("peer_message", answer, timeout=TIMEOUT))
+
+        worker.on("peer_message", lambda data: replying.append(asyncio.ensure_future(reply(data))))
+        async with raw_client(srv.url, auth_for(token, "flooder")) as sio:
+            replies: list[Any] = []
+            sio.on("peer_message", replies.append)
+            request = {"to_peer_id": "w1", "payload": {"type": "job_request"}}
+            acks = await asyncio.gather(
+                *(sio.call("peer_message", request, timeout=TIMEOUT) for _ in range(200))
+            )
+            admitted = sum(1 for a in acks if a["ok"])
+            assert admitted < 200 and {a["code"] for a in acks if not a["ok"]} == {"RATE_LIMITED"}
+            await wait_until(lambda: len(worker_acks) == admitted)
+            await asyncio.gather(*replying)
+            assert all(a == {"ok": True} for a in worker_acks)  # the worker never paid for a reply
+            await wait_until(lambda: len(replies) == admitted)  # one reply per admitted request
+            # the worker's own budget is intact: a burst of its own to the bystander all goes through
+            own = {"to_peer_id": "bystander", "payload": {"type": "job_status"}}
+            assert [await worker.call("peer_message", own, timeout=TIMEOUT) for _ in range(15)] == [
+                {"ok": True}
+            ] * 15
+            assert len([await bystander_inbox.next() for _ in range(15)]) == 15
+
+
 async def test_a_connection_that_never_authenticates_is_closed(node: Start) -> None:
     srv, _token = await node(auth_timeout_seconds=1.0)
     eio = engineio.AsyncClient()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import parse_auth
 from fsm_worker.server.discovery import page, parse_discovery
-from fsm_worker.server.limits import Admission, NoticeLog, TokenBucket
+from fsm_worker.server.limits import Admission, NoticeLog, ReplyCredits, TokenBucket
 from fsm_worker.server.registry import ClaimKind, PeerView, SessionRecord, decide_claim
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key, secret_wins
 
@@ -32,6 +32,64 @@ def test_token_bucket_never_exceeds_burst_plus_rate_times_time(gaps: list[float]
         now += gap
         taken += bucket.take(now)
     assert taken <= 7 + 20 * now + 1e-9
+
+
+def test_after_a_refusal_the_hold_lasts_until_a_batch_of_tokens_is_back() -> None:
+    bucket = TokenBucket(rate=200, burst=400)
+    for _ in range(400):
+        assert bucket.take(0.0)
+    assert not bucket.take(0.0)
+    hold = bucket.hold(0.05)  # 10 tokens' worth at 200/s
+    assert hold == pytest.approx(0.05)
+    assert [bucket.take(hold) for _ in range(11)] == [True] * 10 + [False]  # one refusal per batch of 10
+    full = TokenBucket(rate=20, burst=5)
+    assert full.take(0.0) and full.hold(0.05) == 0.0  # tokens there: no hold
+    slow = TokenBucket(rate=2, burst=3)
+    for _ in range(3):
+        slow.take(0.0)
+    assert slow.hold(0.05) == pytest.approx(0.5)  # at least one token
+    small = TokenBucket(rate=1000, burst=4)
+    for _ in range(4):
+        small.take(0.0)
+    assert small.hold(1.0) == pytest.approx(0.004)  # at most the burst
+
+
+@given(st.lists(st.floats(0, 0.2), min_size=1, max_size=200), st.floats(0.001, 0.5))
+def test_holding_after_refusals_never_lets_more_than_the_bucket_through(
+    gaps: list[float], hold: float
+) -> None:
+    """A sender that waits out every hold gets at most burst + rate x time."""
+    bucket, now, taken = TokenBucket(rate=50, burst=20), 0.0, 0
+    for gap in gaps:
+        now += gap
+        if bucket.take(now):
+            taken += 1
+        else:
+            now += bucket.hold(hold)
+    assert taken <= 20 + 50 * now + 1e-9
+
+
+def test_reply_credits_pay_for_one_answer_per_message_received() -> None:
+    credits = ReplyCredits(cap=3, max_peers=2)
+    assert not credits.spend("flooder")  # nobody asked: the sender pays
+    for _ in range(5):
+        credits.grant("flooder")
+    assert [credits.spend("flooder") for _ in range(4)] == [True, True, True, False]  # capped at 3
+    credits.grant("a")
+    credits.grant("b")
+    credits.grant("c")  # past max_peers: the least recently heard from is forgotten
+    assert not credits.spend("a") and credits.spend("b") and credits.spend("c")
+    assert credits.credits == {}
+
+
+def test_a_refund_gives_back_one_token_up_to_the_burst() -> None:
+    bucket = TokenBucket(rate=1, burst=2)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    bucket.refund()
+    assert bucket.take(0.0) and not bucket.take(0.0)
+    for _ in range(5):
+        bucket.refund()
+    assert [bucket.take(0.0) for _ in range(3)] == [True, True, False]
 
 
 def test_notice_log_logs_first_of_each_kind_then_summaries() -> None:

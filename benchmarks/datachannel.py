@@ -134,7 +134,7 @@ class Receiver:
         def attach(channel: RTCDataChannel) -> None:  # inside the datachannel event: no message lost
             WorkerTransferEndpoint(
                 channel, job_dir, store, 1 << 42, on_commit=lambda _p: None, results=lambda: results,
-                tuning=window(agreed, variant),
+                tuning=window(agreed, variant), results_root=results[0].parent,
             )  # fmt: skip
 
         IncomingChannel(pc, on_channel=attach)

@@ -134,7 +134,7 @@ class Receiver:
         def attach(channel: RTCDataChannel) -> None:  # inside the datachannel event: no message lost
             WorkerTransferEndpoint(
                 channel, job_dir, store, 1 << 42, on_commit=lambda _p: None, results=lambda: results,
-                tuning=window(agreed, variant),
+                tuning=window(agreed, variant), results_root=results[0].parent,
             )  # fmt: skip
 
         IncomingChannel(pc, on_channel=attach)
@@ -214,6 +214,7 @@ class Bench:
         self.conn = conn
         self.root = root
         self.src = src
+        self.results = [src]  # what the worker offers for download (one folder)
         self.runs = 0
 
     async def call(self, command: str, arg: Any = None) -> Any:
@@ -226,7 +227,7 @@ class Bench:
         channel, offer = await create_offer(pc)
         if variant == "ours":
             tuning.apply_fast_path(pc, None)  # read side first
-        arg = {"sdp": offer, "variant": variant, "job": f"job{self.runs}", "results": [str(self.src)],
+        arg = {"sdp": offer, "variant": variant, "job": f"job{self.runs}", "results": [str(p) for p in self.results],
                "capability": tuning.local_capability(OURS) if variant == "ours" else None}  # fmt: skip
         answer, options = await self.call("offer", arg)
         agreed = tuning.negotiate(OURS, options.get(tuning.CAPABILITY_KEY)) if variant == "ours" else None

@@ -118,9 +118,10 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
 
     _ssl = property(_get_ssl, _set_ssl)
     _fsm_splitter: Splitter | None = None
+    _fsm_state: ConnectionTuning
 
     async def _send_data(self, data: bytes) -> None:
-        state = tuned[self]
+        state = self._fsm_state  # every datagram passes here: no weak-dictionary lookup
         limit = state.split_above
         if limit is not None and len(data) > limit and self._fsm_splitter is not None:
             state.split_packets += 1
@@ -141,6 +142,7 @@ def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> Non
     tuned[dtls] = state
     current = dtls.__dict__.pop("_ssl", None)
     dtls.__class__ = _TunedDtlsTransport
+    dtls.__dict__["_fsm_state"] = state
     dtls._ssl = current
 
 
@@ -190,6 +192,10 @@ def _scoped_async(
     method: Callable[..., Coroutine[Any, Any, Any]], state: ConnectionTuning
 ) -> Callable[..., Awaitable[Any]]:
     async def run(*args: Any, **kwargs: Any) -> Any:
+        if state.user_data == _sctp.USERDATA_MAX_LENGTH:
+            # Called inside this connection's scope already (its outer step restores the value at every
+            # suspension), or the value is this connection's anyway: another layer would change nothing.
+            return await method(*args, **kwargs)
         return await _ScopedUserData(method(*args, **kwargs), state)
 
     return run
@@ -197,6 +203,8 @@ def _scoped_async(
 
 def _scoped_sync(method: Callable[..., Any], state: ConnectionTuning) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
+        if state.user_data == _sctp.USERDATA_MAX_LENGTH:
+            return method(*args, **kwargs)
         saved = _sctp.USERDATA_MAX_LENGTH
         _sctp.USERDATA_MAX_LENGTH = state.user_data
         try:

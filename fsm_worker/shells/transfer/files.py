@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +29,77 @@ def sha256_of(path: Path, limit: int | None = None) -> hashlib._Hash:
             if remaining is not None:
                 remaining -= len(block)
     return hasher
+
+
+class HashAhead:
+    """sha256 of many files, computed ahead of need in a few threads; small files go in batches.
+
+    One download hashes every result before its manifest goes out. Asked file by file, each small file
+    would cost a thread round trip, and one core would hash while the other idles; here ``threads``
+    threads take the files in the given order, up to ``batch_files`` files or ``batch_bytes`` bytes per
+    thread call, and :meth:`digest` waits for one file's turn.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[tuple[str, Path, int]],
+        *,
+        threads: int = 2,
+        batch_bytes: int = 8 * 1024 * 1024,
+        batch_files: int = 64,
+    ) -> None:
+        self._results: dict[str, tuple[str, None] | tuple[None, OSError]] = {}
+        self._ready = {name: asyncio.Event() for name, _, _ in files}
+        self._batches: deque[list[tuple[str, Path]]] = deque()
+        batch: list[tuple[str, Path]] = []
+        size = 0
+        for name, path, file_size in files:
+            if batch and (len(batch) >= batch_files or size + file_size > batch_bytes):
+                self._batches.append(batch)
+                batch, size = [], 0
+            batch.append((name, path))
+            size += file_size
+        if batch:
+            self._batches.append(batch)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name="hash-ahead") for _ in range(threads)]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batches:
+            batch = self._batches.popleft()
+            results = await loop.run_in_executor(None, _hash_files, [path for _, path in batch])
+            for (name, _), result in zip(batch, results, strict=True):
+                self._results[name] = result
+                self._ready[name].set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._ready
+
+    async def digest(self, name: str) -> str:
+        """The sha256 (hex) of the file called ``name``; raises the ``OSError`` that reading it raised."""
+        await self._ready[name].wait()
+        digest, error = self._results[name]
+        if error is not None:
+            raise error
+        assert digest is not None
+        return digest
+
+    def cancel(self) -> None:
+        """Stop hashing (a thread call already running ends on its own)."""
+        for task in self._tasks:
+            task.cancel()
+
+
+def _hash_files(paths: list[Path]) -> list[tuple[str, None] | tuple[None, OSError]]:
+    """sha256 of each file, or the ``OSError`` that reading it raised (blocking; run in a thread)."""
+    out: list[tuple[str, None] | tuple[None, OSError]] = []
+    for path in paths:
+        try:
+            out.append((sha256_of(path).hexdigest(), None))
+        except OSError as exc:
+            out.append((None, exc))
+    return out
 
 
 def proof_of_possession(path: Path, nonce: str) -> str:

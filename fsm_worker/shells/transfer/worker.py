@@ -25,7 +25,7 @@ from fsm_worker.protocol.transfer.frames import parse_frame
 from fsm_worker.protocol.transfer.receiver import DEFAULT_MAX_INPUT_FILES, UploadLimits
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.worker import WorkerEvent, WorkerInstruction, WorkerTransferCore
-from fsm_worker.shells.transfer.files import FileSink, sha256_of
+from fsm_worker.shells.transfer.files import FileSink, HashAhead, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.shells.transfer.names import ensure_real_dir, regular_file_size, safe_target
 from fsm_worker.shells.transfer.store import ContentStore
@@ -82,6 +82,8 @@ class WorkerTransferEndpoint:
         self._writer = ChannelWriter(channel, tuning or TransferTuning())
         self._sink: FileSink | None = None
         self._result_paths: dict[str, Path] = {}
+        self._result_sizes: dict[str, int] = {}
+        self._hashes: HashAhead | None = None  # the listed results, hashed ahead of the core's requests
         self._sending: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[str | bytes | object] = asyncio.Queue()
         channel.on("message", self._on_message)
@@ -272,11 +274,13 @@ class WorkerTransferEndpoint:
             return tx.ResultsListed(None, f"results unavailable: {exc}")
         if paths is None:
             return tx.ResultsListed(None)
-        self._result_paths = {}
+        self._forget_hashes()
+        self._result_paths, self._result_sizes = {}, {}
         entries = []
         for path in paths:
             name, kind, size = self._describe_result(path)
             self._result_paths[name] = path
+            self._result_sizes[name] = size
             entries.append(tx.ResultEntry(name, kind, size))
         return tx.ResultsListed(tuple(entries))
 
@@ -310,7 +314,7 @@ class WorkerTransferEndpoint:
             try:
                 if isinstance(instruction, tx.HashResult):
                     path = self._result_paths[instruction.name]
-                    digest = (await asyncio.to_thread(sha256_of, path)).hexdigest()
+                    digest = await self._hash_ahead().digest(instruction.name)
                     prefix = None
                     if instruction.prefix is not None:
                         prefix = (await asyncio.to_thread(sha256_of, path, instruction.prefix)).hexdigest()
@@ -335,6 +339,18 @@ class WorkerTransferEndpoint:
             if answer is not None:
                 instructions.extend(self.core.handle(answer))
 
+    def _hash_ahead(self) -> HashAhead:
+        """The listed results' hashes, started at the core's first request (the core hashes in name order)."""
+        if self._hashes is None:
+            names = sorted(self._result_paths)
+            self._hashes = HashAhead([(n, self._result_paths[n], self._result_sizes[n]) for n in names])
+        return self._hashes
+
+    def _forget_hashes(self) -> None:
+        if self._hashes is not None:
+            self._hashes.cancel()
+            self._hashes = None
+
     # --- channel ------------------------------------------------------------------------------------
     def _send(self, send: rx.Send) -> None:
         """Send a control frame if the channel is still open; never raises."""
@@ -349,6 +365,7 @@ class WorkerTransferEndpoint:
         self._close_sink()
         if self._sending is not None:
             self._sending.cancel()
+        self._forget_hashes()
         off(self.channel, "message", self._on_message)
         off(self.channel, "close", self._on_close)
         self._writer.detach()

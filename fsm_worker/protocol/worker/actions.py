@@ -21,6 +21,7 @@ from fsm_worker.protocol.messages import (
     JobError,
     JobEvent,
     JobFailed,
+    JobHead,
     JobRequest,
     JobResponse,
     JobResult,
@@ -284,8 +285,11 @@ class CoordinatorActions:
         assert isinstance(s.message, JobSync) and s.sender is not None
         retained = self._retained.get(s.message.job_id)
         history = self._history if self.for_current_job(s) or retained is None else retained.history
-        for message in history[s.message.after_seq :]:
+        upto = s.message.upto_seq
+        for message in history[s.message.after_seq : upto]:
             self._send(s.sender, message)
+        if upto is not None:  # a bounded sync: say how far the job goes (what the client lacks, it lost)
+            self._send(s.sender, JobHead(s.message.job_id, len(history), upto))
 
     def refuse_sync(self, s: Stimulus) -> None:
         assert s.sender is not None

@@ -456,6 +456,23 @@ def test_job_sync_replays_the_events_after_a_sequence_number(driver: Driver) -> 
     assert sent(stranger)[0][1]["code"] == "UNKNOWN_JOB"
 
 
+def test_a_bounded_job_sync_replays_its_range_and_ends_with_the_head(driver: Driver) -> None:
+    running(driver)  # seq 1: starting
+    driver.feed(RunProgress("job-1", 0.5, "half"))
+    driver.feed(RunSucceeded("job-1", 1.0, None))
+    probe = {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 3, "upto_seq": 3}
+    assert [p for _, p in sent(driver.message("client", probe))] == [
+        {"app_message_type": "job_head", "job_id": "job-1", "seq": 3, "upto_seq": 3}
+    ]
+    bounded = {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0, "upto_seq": 2}
+    out = driver.message("client", bounded)
+    assert [(p["app_message_type"], p.get("seq")) for _, p in sent(out)] == [
+        ("job_status", 1),
+        ("job_status", 2),
+        ("job_head", 3),
+    ]
+
+
 def test_inputs_that_never_arrive_fail_the_job(driver: Driver) -> None:
     driver.request()
     driver.assign()

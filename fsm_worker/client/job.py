@@ -32,6 +32,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ClientJobState,
     ClientTimeouts,
     ControlReply,
@@ -121,6 +122,7 @@ class Job:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()  # None: the job is lost
         self._control: asyncio.Queue[Message] = asyncio.Queue()
         self._pc: RTCPeerConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # dropped peer connections being closed
         self._transfer: ClientTransferEndpoint | None = None
         self.uploaded: list[UploadedFile] = []
 
@@ -197,6 +199,8 @@ class Job:
                     self._control.put_nowait(message)
                 case WorkerChosen():
                     self._settled.set()
+                case ChannelLost():
+                    self._drop_channel()
                 case Fail():
                     self._events.put_nowait(None)
                     self._settled.set()
@@ -412,6 +416,22 @@ class Job:
             self._timer.cancel()
             self._timer = None
         await self.close_channel()
+
+    def _drop_channel(self) -> None:
+        """The worker restarted: its end of the data channel is gone though ours looks open (SCTP has not
+        noticed). A transfer waiting on it fails at once with `ChannelClosedError` and goes on over a new one."""
+        if (
+            self._transfer is None
+        ):  # no channel, or one being set up now: the worker sent this before its answer
+            return
+        log.info("job %s: worker %s restarted; dropping the data channel", self.job_id, self.worker_id)
+        self._transfer.close()
+        self._transfer = None
+        if self._pc is not None:
+            pc, self._pc = self._pc, None
+            task = asyncio.get_running_loop().create_task(pc.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close_channel(self) -> None:
         if self._transfer is not None:

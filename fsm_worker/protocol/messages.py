@@ -259,13 +259,13 @@ class AppError(Message):
 class JobHead(Message):
     """Worker → client, after the events a `job_sync` with `upto_seq` asked for: the job's last `seq`.
 
-    Events reach a client in the order the worker sent them, so every event up to `seq` that was not lost is
+    Events reach a client in the order the worker sent them, so every event up to `last_seq` that was not lost is
     already there when this arrives: the ones still missing are lost and worth asking for.
     """
 
     TYPE: ClassVar[str] = "job_head"
     job_id: str = attrs.field(validator=_identifier)
-    seq: int = attrs.field(validator=_non_negative)
+    last_seq: int = attrs.field(validator=_non_negative)
     upto_seq: int = attrs.field(validator=_non_negative)
 
 

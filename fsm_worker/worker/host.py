@@ -185,6 +185,7 @@ class WorkerHost:
         (`KILLED`, recoverable), or as stopped if it was being stopped, each once.
         """
         log.info("restored %d journaled events: %s", self.restored_events, self.core.state.value)
+        self._feed(core.Restored())  # the old process's data channels are gone: their clients are told
         self._feed(core.TimerFired())
         job = self.core.current_job
         state = self.core.state

@@ -67,7 +67,7 @@ WIRE_SHAPES: list[tuple[Any, dict[str, Any]]] = [
         {"app_message_type": "job_cancelled", "job_id": "j", "status": "cancelled", "cleanup_complete": True},
     ),
     (ReservationExpired("j"), {"app_message_type": "reservation_expired", "job_id": "j"}),
-    (JobHead("j", 7, 3), {"app_message_type": "job_head", "job_id": "j", "seq": 7, "upto_seq": 3}),
+    (JobHead("j", 7, 3), {"app_message_type": "job_head", "job_id": "j", "last_seq": 7, "upto_seq": 3}),
     (
         JobSync("j", 3, upto_seq=3),
         {"app_message_type": "job_sync", "job_id": "j", "after_seq": 3, "upto_seq": 3},

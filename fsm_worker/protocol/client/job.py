@@ -18,6 +18,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ClientJobState,
     ClientTimeouts,
     ControlReply,
@@ -277,6 +278,9 @@ class ClientJobCore:
         elif isinstance(message, JobHead):
             self._heard(now)
             self._on_head(message)
+        elif isinstance(message, AppError) and message.code == "CHANNEL_LOST":
+            self._heard(now)
+            self._out.append(ChannelLost())
         elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB":
             if self.state is ASSIGNED:
                 self._fail(
@@ -336,11 +340,11 @@ class ClientJobCore:
         self._ask(last, last)
 
     def _on_head(self, head: JobHead) -> None:
-        """The answer to the latest bounded `job_sync`: every seq up to `head.seq` not received was lost."""
+        """The answer to the latest bounded `job_sync`: every seq up to `head.last_seq` not received was lost."""
         if head.upto_seq < self._asked or self.state is not ASSIGNED:
             return  # a later request is still being answered (requests ask for rising seqs)
         self._asked = 0
-        missing = [seq for seq in range(self.last_seq + 1, head.seq + 1) if seq not in self._early]
+        missing = [seq for seq in range(self.last_seq + 1, head.last_seq + 1) if seq not in self._early]
         runs: list[tuple[int, int]] = []  # contiguous (after, upto) ranges
         for seq in missing:
             if runs and runs[-1][1] == seq - 1:

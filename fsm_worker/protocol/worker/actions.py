@@ -278,6 +278,21 @@ class CoordinatorActions:
     def note_channel_closed(self, s: Stimulus) -> None:
         log.info("data channel of job %s closed", s.job_id)
 
+    def report_channels_lost(self, s: Stimulus) -> None:
+        """After a restart: every data channel lived in the old process; tell each one's client (it reopens)."""
+        current = self.current_job
+        for job_id in list(self._offers):
+            retained = self._retained.get(job_id)
+            if current is not None and current.job_id == job_id:
+                client = current.client_id
+            elif retained is not None:
+                client = retained.client_id
+            else:
+                continue
+            text = "the worker restarted: its data channel for this job is gone; offer a new one"
+            self._send(client, AppError("CHANNEL_LOST", text, job_id))
+        self._offers.clear()
+
     def note_files_removed(self, s: Stimulus) -> None:
         log.info("job %s: work directory removed", s.job_id)
 

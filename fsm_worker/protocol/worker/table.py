@@ -94,6 +94,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("channel_failed",  ANY,                    STAY,                  "report_channel_failure"),
     _row("channel_closed",  ANY,                    STAY,                  "note_channel_closed"),
     _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
+    _row("restored",        ANY,                    STAY,                  "report_channels_lost"),
     # -- replay of job events after a reconnect
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
     _row("job_sync",        ANY,                    STAY,                  "refuse_sync"),

@@ -24,6 +24,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ControlReply,
     Deliver,
     Fail,
@@ -241,6 +242,14 @@ def test_a_reachable_probe_or_an_event_resets_the_unreachable_clock() -> None:
     assert core.handle(SendReported("w1", probe, refused=True), 12.0 + TIMEOUTS.worker_gone - 1) == [
         Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))  # the due probe; not yet gone
     ]
+    assert core.state is ClientJobState.ASSIGNED
+
+
+def test_a_restarted_worker_s_channel_lost_tells_the_shell_to_drop_the_channel() -> None:
+    core = assigned_core()
+    lost = AppError("CHANNEL_LOST", "the worker restarted", JOB)
+    assert core.handle(MessageReceived("w1", lost), 1.0) == [ChannelLost()]
+    assert core.handle(MessageReceived("mallory", lost), 1.0) == []  # only the job's worker
     assert core.state is ClientJobState.ASSIGNED
 
 

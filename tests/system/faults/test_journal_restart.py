@@ -15,7 +15,7 @@ import pytest
 from rooms import TIMEOUT, Room
 
 from fsm_worker.client import ClientTimeouts, Job, JobClient
-from fsm_worker.protocol.messages import JobComplete, JobFailed, JobStatus, Message
+from fsm_worker.protocol.messages import JOB_EVENT_TYPES, JobComplete, JobFailed, JobStatus, Message
 
 from .conftest import WorkerProcess, probe
 
@@ -71,7 +71,7 @@ async def _running_ticker(client: JobClient, steps_seen: int) -> Job:
 
 
 def _job_seqs(received: list[Message], job_id: str) -> list[int]:
-    return [m.seq for m in received if getattr(m, "job_id", None) == job_id and getattr(m, "seq", None)]
+    return [m.seq for m in received if isinstance(m, JOB_EVENT_TYPES) and m.job_id == job_id and m.seq]
 
 
 async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room, tmp_path: Path) -> None:
@@ -87,11 +87,12 @@ async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room,
         [ticker] = worker.pid_file.read_text().splitlines()
         os.kill(int(ticker.split()[0]), 0)  # still alive while no worker watches it
         worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
-        await job.close_channel()  # its data channel went down with the killed worker (SCTP has not noticed)
         async with asyncio.timeout(TIMEOUT):
             outcome = await job.result(tmp_path / "out")
         assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
         assert [f.name for f in outcome.files] == ["ticks.txt"]
+        # The client's data channel went with the killed worker (SCTP has not noticed): the restarted worker says
+        # so (`CHANNEL_LOST`), and the download goes over a new channel without waiting for a timeout.
         assert worker.pid_file.read_text().splitlines() == [ticker]  # adopted, never started a second time
         seqs = _job_seqs(received, job.job_id)
         # On the wire each seq exactly once, none missing (a seq the restart left unsent comes when asked for).
@@ -120,7 +121,6 @@ async def test_a_job_that_ended_while_the_worker_was_down_reports_its_outcome_on
             while not list(workdir.glob("jobs/*/.run/exit.json")):
                 await asyncio.sleep(0.1)
         worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
-        await job.close_channel()  # its data channel went down with the killed worker (SCTP has not noticed)
         async with asyncio.timeout(TIMEOUT):
             outcome = await job.result(tmp_path / "out")
         assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"

@@ -1,7 +1,8 @@
 """A worker host in its own process, with the tests' job types: prints READY once connected.
 
 usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
-`FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md).
+`FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md), `FSM_TEST_WORKER_LIFETIME` sets
+`job_lifetime`. SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
 """
 
 import asyncio
@@ -12,17 +13,20 @@ from pathlib import Path
 from rooms import job_types
 
 from fsm_worker.worker import WorkerConfig, WorkerHost
+from fsm_worker.worker.signals import stop_on_signals
 
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
     journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
-    config = WorkerConfig(
-        url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True, journal=journal
-    )
+    lifetime = os.environ.get("FSM_TEST_WORKER_LIFETIME") or "detached"
+    config = WorkerConfig(url, token, peer_id, workdir=Path(workdir), gpu_memory_mb=8192, loopback_only=True,
+                          journal=journal, job_lifetime=lifetime)  # fmt: skip
     host = WorkerHost(config, job_types(Path(pid_file)))
+    stopping = stop_on_signals(host)
     await host.start()
     print("READY", flush=True)
     await host.wait_closed()
+    await asyncio.gather(*stopping)
 
 
 if __name__ == "__main__":

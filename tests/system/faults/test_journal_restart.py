@@ -8,7 +8,9 @@ down) is reported once, with every seq exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from rooms import TIMEOUT, Room
 
 from fsm_worker.client import ClientTimeouts, Job, JobClient
 from fsm_worker.protocol.messages import JOB_EVENT_TYPES, JobComplete, JobFailed, JobStatus, Message
+from fsm_worker.worker.doctor import JOURNAL_FILE
 
 from .conftest import WorkerProcess, probe
 
@@ -68,6 +71,11 @@ async def _running_ticker(client: JobClient, steps_seen: int) -> Job:
             if isinstance(event, JobStatus) and event.progress >= steps_seen / 13:
                 return job
     raise AssertionError("the ticker ended before it was seen running")
+
+
+def _journal_rows(workdir: Path) -> int:
+    with contextlib.closing(sqlite3.connect(workdir / JOURNAL_FILE)) as db:
+        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
 def _job_seqs(received: list[Message], job_id: str) -> list[int]:
@@ -167,5 +175,62 @@ async def test_killed_around_the_send_loses_and_repeats_nothing(
         assert (await peer.send("phoenix", {"app_message_type": "job_cancel", "job_id": "j1"})).delivered
         cancelled = await inbox.next_of("job_cancelled")
         assert cancelled["seq"] == 1
+    finally:
+        await worker.kill()
+
+
+async def test_a_sigterm_for_an_upgrade_leaves_the_job_running_and_a_restart_adopts_it(
+    room: Room, tmp_path: Path
+) -> None:
+    """SIGTERM (systemd's stop/restart) with detached jobs: the worker exits at once, its job keeps running,
+    the journal is kept; the worker started again adopts the job and the client gets its end, each seq once."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=2)
+        worker.process.terminate()
+        async with asyncio.timeout(TIMEOUT):
+            assert await worker.process.wait() == 0  # a clean exit, not waiting for the job
+        [ticker] = worker.pid_file.read_text().splitlines()
+        os.kill(int(ticker.split()[0]), 0)  # still running while no worker watches it
+        assert not list(workdir.glob("jobs/*/.run/exit.json"))  # not ended (and not killed) by the stop
+        assert _journal_rows(workdir) > 0  # kept for the restart
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):
+            outcome = await job.result(tmp_path / "out")
+        assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
+        assert [f.name for f in outcome.files] == ["ticks.txt"]
+        assert worker.pid_file.read_text().splitlines() == [ticker]  # adopted, never started a second time
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+        assert [type(m) for m in received if isinstance(m, JobComplete | JobFailed)] == [JobComplete]
+    finally:
+        await worker.kill()
+
+
+async def test_a_sigterm_with_jobs_that_live_with_the_worker_still_stops_them(
+    room: Room, tmp_path: Path
+) -> None:
+    """`job_lifetime = "with_worker"`: SIGTERM is the graceful shutdown it always was (the job is let finish,
+    the client gets its end before the worker exits, the journal is emptied)."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(
+        room.url, room.token, "phoenix", workdir, journal=True, lifetime="with_worker"
+    )
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=2)
+        worker.process.terminate()
+        async with asyncio.timeout(TIMEOUT):
+            assert await worker.process.wait() == 0
+            terminal = await job.wait()
+        assert isinstance(terminal, JobComplete)  # finished before the worker exited (shutdown_policy=finish)
+        [ticker] = worker.pid_file.read_text().splitlines()
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(ticker.split()[0]), 0)
+        assert _journal_rows(workdir) == 0
     finally:
         await worker.kill()

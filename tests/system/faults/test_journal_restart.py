@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +19,15 @@ import pytest
 from rooms import TIMEOUT, Room
 
 from fsm_worker.client import ClientTimeouts, Job, JobClient
-from fsm_worker.protocol.messages import JOB_EVENT_TYPES, JobComplete, JobFailed, JobStatus, Message
+from fsm_worker.protocol.client import Outcome
+from fsm_worker.protocol.messages import (
+    JOB_EVENT_TYPES,
+    JobCancelled,
+    JobComplete,
+    JobFailed,
+    JobStatus,
+    Message,
+)
 from fsm_worker.worker.doctor import JOURNAL_FILE
 
 from .conftest import WorkerProcess, probe
@@ -232,5 +242,86 @@ async def test_a_sigterm_with_jobs_that_live_with_the_worker_still_stops_them(
         with pytest.raises(ProcessLookupError):
             os.kill(int(ticker.split()[0]), 0)
         assert _journal_rows(workdir) == 0
+    finally:
+        await worker.kill()
+
+
+def _record(workdir: Path) -> dict[str, int]:
+    [record] = workdir.glob("jobs/*/.run/record.json")
+    return dict(json.loads(record.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed worker's children are reparented; who reaps them
+    depends on the machine's init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_job_gone_without_a_trace_while_the_worker_was_down_is_reported_lost_once(
+    room: Room, tmp_path: Path
+) -> None:
+    """The worker and then the job's whole process group are SIGKILLed (no exit status is written): the
+    restarted worker finds no process of the job and reports `job_failed` `LOST` (recoverable), once."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=1)
+        worker.process.kill()
+        await worker.process.wait()
+        record = _record(workdir)
+        os.killpg(record["pgid"], signal.SIGKILL)  # wrapper and job: nothing is left to record an exit status
+        async with asyncio.timeout(TIMEOUT):
+            while _alive(record["wrapper_pid"]) or _alive(record["job_pid"]):
+                await asyncio.sleep(0.05)
+        assert not list(workdir.glob("jobs/*/.run/exit.json"))
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):
+            terminal = await job.wait()
+        assert isinstance(terminal, JobFailed)
+        assert terminal.error.code == "LOST" and terminal.error.recoverable is True
+        assert [m for m in received if isinstance(m, JobComplete | JobFailed)] == [terminal]  # once
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    finally:
+        await worker.kill()
+
+
+async def test_an_adopted_job_is_cancelled_by_its_client_and_leaves_no_process(
+    room: Room, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        await client.connect()
+        job = await client.submit("long-ticker")  # a minute of ticks
+        async with asyncio.timeout(TIMEOUT):
+            async for event in job.events():
+                if isinstance(event, JobStatus) and event.status == "running":
+                    break
+        worker.process.kill()
+        await worker.process.wait()
+        record = _record(workdir)
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):  # adopted: progress goes on
+            async for event in job.events():
+                if isinstance(event, JobStatus):
+                    break
+        async with asyncio.timeout(TIMEOUT):
+            await job.cancel()
+        assert job.outcome is Outcome.CANCELLED
+        assert not _alive(record["job_pid"]) and not _alive(record["wrapper_pid"])
+        assert [type(m) for m in received if isinstance(m, JobCancelled | JobComplete | JobFailed)] == [
+            JobCancelled
+        ]
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
     finally:
         await worker.kill()

@@ -123,6 +123,7 @@ class Job:
         self._control: asyncio.Queue[Message] = asyncio.Queue()
         self._pc: RTCPeerConnection | None = None
         self._closing: set[asyncio.Task[None]] = set()  # dropped peer connections being closed
+        self._received: dict[Path, tuple[str, ...]] = {}  # destination → the result names downloaded there
         self._transfer: ClientTransferEndpoint | None = None
         self.uploaded: list[UploadedFile] = []
 
@@ -362,14 +363,23 @@ class Job:
 
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during,
-        at most ``channel_retries`` times), resuming from the verified offset of the file in flight."""
+        at most ``channel_retries`` times), resuming from the verified offset of the file in flight.
+
+        A repeat download into the same folder is free for what is unchanged: the results received there
+        before are offered by content (size, sha256) and the worker does not send them again."""
         out_dir.mkdir(parents=True, exist_ok=True)
         kept: list[PartialDownload] = []
+        expect = self._received.get(out_dir.resolve(), ())
 
         async def fetch(transfer: ClientTransferEndpoint) -> list[Path]:
             resume = kept.pop() if kept else None
             try:
-                return await transfer.download(out_dir, on_progress, keep_partial=True, resume=resume)
+                paths = await transfer.download(
+                    out_dir, on_progress, keep_partial=True, resume=resume, expect=expect
+                )
+                names = tuple(path.relative_to(out_dir).as_posix() for path in paths)
+                self._received[out_dir.resolve()] = names
+                return paths
             except DownloadInterrupted as interrupted:
                 kept.append(interrupted.partial)
                 raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import secrets
@@ -44,6 +43,7 @@ from fsm_worker.shells.rtc.session import RtcSetupError
 from fsm_worker.shells.signaling import SignalingError
 from fsm_worker.shells.transfer.errors import TransferError
 from fsm_worker.worker import WorkerConfig, WorkerHost
+from fsm_worker.worker.signals import stop_on_signals
 
 log = logging.getLogger("fsm_worker.cli")
 
@@ -158,13 +158,6 @@ def load_registry(spec: str) -> JobTypeRegistry:
     return found
 
 
-async def _until_signalled(stop: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
-
-
 def cmd_worker(settings: Settings) -> int:
     config = worker_config(settings)
     options = settings.build(WorkerOptions, command_settings("worker", WorkerOptions))
@@ -172,12 +165,8 @@ def cmd_worker(settings: Settings) -> int:
 
     async def main() -> None:
         host = WorkerHost(config, registry)
-        stopping: list[asyncio.Task[None]] = []
-
-        def stop() -> None:  # the first signal shuts down gracefully; the second also stops a running job
-            stopping.append(asyncio.ensure_future(host.shutdown()))
-
-        await _until_signalled(stop)
+        # SIGTERM: leave detached jobs running for a restart; SIGINT: a graceful stop (fsm_worker/worker/signals.py)
+        stopping = stop_on_signals(host)  # noqa: F841  (keeps the stop tasks alive)
         await host.start(connect_timeout=config.connect_timeout)
         print(
             f"worker {host.peer_id} connected to {config.server_url} "

@@ -32,6 +32,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ClientJobState,
     ClientTimeouts,
     ControlReply,
@@ -122,6 +123,8 @@ class Job:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()  # None: the job is lost
         self._control: asyncio.Queue[Message] = asyncio.Queue()
         self._pc: RTCPeerConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # dropped peer connections being closed
+        self._received: dict[Path, tuple[str, ...]] = {}  # destination → the result names downloaded there
         self._transfer: ClientTransferEndpoint | None = None
         self.uploaded: list[UploadedFile] = []
 
@@ -215,6 +218,8 @@ class Job:
                     self._control.put_nowait(message)
                 case WorkerChosen():
                     self._settled.set()
+                case ChannelLost():
+                    self._drop_channel()
                 case Fail():
                     self._events.put_nowait(None)
                     self._settled.set()
@@ -377,14 +382,23 @@ class Job:
 
     async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during,
-        at most ``channel_retries`` times), resuming from the verified offset of the file in flight."""
+        at most ``channel_retries`` times), resuming from the verified offset of the file in flight.
+
+        A repeat download into the same folder is free for what is unchanged: the results received there
+        before are offered by content (size, sha256) and the worker does not send them again."""
         out_dir.mkdir(parents=True, exist_ok=True)
         kept: list[PartialDownload] = []
+        expect = self._received.get(out_dir.resolve(), ())
 
         async def fetch(transfer: ClientTransferEndpoint) -> list[Path]:
             resume = kept.pop() if kept else None
             try:
-                return await transfer.download(out_dir, on_progress, keep_partial=True, resume=resume)
+                paths = await transfer.download(
+                    out_dir, on_progress, keep_partial=True, resume=resume, expect=expect
+                )
+                names = tuple(path.relative_to(out_dir).as_posix() for path in paths)
+                self._received[out_dir.resolve()] = names
+                return paths
             except DownloadInterrupted as interrupted:
                 kept.append(interrupted.partial)
                 raise
@@ -431,6 +445,22 @@ class Job:
             self._timer.cancel()
             self._timer = None
         await self.close_channel()
+
+    def _drop_channel(self) -> None:
+        """The worker restarted: its end of the data channel is gone though ours looks open (SCTP has not
+        noticed). A transfer waiting on it fails at once with `ChannelClosedError` and goes on over a new one."""
+        if (
+            self._transfer is None
+        ):  # no channel, or one being set up now: the worker sent this before its answer
+            return
+        log.info("job %s: worker %s restarted; dropping the data channel", self.job_id, self.worker_id)
+        self._transfer.close()
+        self._transfer = None
+        if self._pc is not None:
+            pc, self._pc = self._pc, None
+            task = asyncio.get_running_loop().create_task(pc.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close_channel(self) -> None:
         if self._transfer is not None:

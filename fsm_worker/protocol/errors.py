@@ -25,6 +25,7 @@ class AppErrorCode(StrEnum):
     NOT_ASSIGNED = "NOT_ASSIGNED"  # rtc_offer from a peer that is not the job's client, or no such job
     UNKNOWN_JOB = "UNKNOWN_JOB"  # job_sync for a job the worker does not hold for the sender
     RTC_SETUP_FAILED = "RTC_SETUP_FAILED"  # the worker could not answer the offer or open the data channel
+    CHANNEL_LOST = "CHANNEL_LOST"  # the worker restarted: the job's data channel went with the old process
     # job_failed: why a job ended without results
     INPUT_TIMEOUT = "INPUT_TIMEOUT"
     FIRST_INPUT_TIMEOUT = "FIRST_INPUT_TIMEOUT"  # no input bytes within first_input_timeout of the assignment

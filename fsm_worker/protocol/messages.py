@@ -174,12 +174,17 @@ class JobStop(Message):
 
 @attrs.frozen
 class JobSync(Message):
-    """Client → worker after a reconnect: replay this job's events numbered above `after_seq`."""
+    """Client → worker: replay this job's events numbered above `after_seq` (up to `upto_seq` when given).
+
+    With `upto_seq` the worker ends its answer with `job_head`: the client learns how far the job's events go
+    without the worker resending an event that may still be on its way (`after_seq == upto_seq`: a probe).
+    """
 
     TYPE: ClassVar[str] = "job_sync"
     job_id: str = attrs.field(validator=_identifier)
     after_seq: int = attrs.field(default=0, validator=_non_negative)
     job_key: str | None = attrs.field(default=None, validator=_job_key)
+    upto_seq: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative))
 
 
 @attrs.frozen
@@ -282,6 +287,20 @@ class AppError(Message):
 
 
 @attrs.frozen
+class JobHead(Message):
+    """Worker → client, after the events a `job_sync` with `upto_seq` asked for: the job's last `seq`.
+
+    Events reach a client in the order the worker sent them, so every event up to `last_seq` that was not lost is
+    already there when this arrives: the ones still missing are lost and worth asking for.
+    """
+
+    TYPE: ClassVar[str] = "job_head"
+    job_id: str = attrs.field(validator=_identifier)
+    last_seq: int = attrs.field(validator=_non_negative)
+    upto_seq: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
 class RtcAnswer(Message):
     TYPE: ClassVar[str] = "rtc_answer"
     job_id: str = attrs.field(validator=_identifier)
@@ -313,6 +332,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         JobComplete,
         JobFailed,
         AppError,
+        JobHead,
         RtcAnswer,
     )
 }

@@ -193,6 +193,7 @@ class WorkerHost:
         held = self.core.held_jobs()
         states = ", ".join(f"{job.job_id}: {state.value}" for job, state in held) or "no job"
         log.info("restored %d journaled events: %s", self.restored_events, states)
+        self._feed(core.Restored())  # the old process's data channels are gone: their clients are told
         self._feed(core.TimerFired())
         for job, state in self.core.held_jobs():
             self._recover_run(job, state)
@@ -250,6 +251,47 @@ class WorkerHost:
             self.journaled.journal.close()
         self._closed.set()
         log.info("worker %s shut down", self.peer_id)
+
+    @property
+    def can_detach(self) -> bool:
+        """Whether `detach()` keeps what it leaves: detached runs, and a journal to find them again."""
+        return self.config.job_lifetime == "detached" and self.journaled is not None
+
+    async def detach(self) -> None:
+        """Stop for a restart (an upgrade): leave detached jobs running and keep the journal.
+
+        Nothing is drained: reservations, the current job and retained results stay in the journal, and a
+        worker started again with the same workdir restores them and adopts the runs (their clients keep
+        following: `job_sync`, `CHANNEL_LOST` for their data channels). Without `can_detach` this is
+        `shutdown()`.
+        """
+        if not self.can_detach:
+            await self.shutdown()
+            return
+        if self._stopping:
+            await self._closed.wait()
+            return
+        self._stopping = True
+        left = await self.runs.detach(self.config.kill_grace)
+        await self.outbox.close()  # what committed events still had to say
+        await self.channels.close_all()
+        await self.metrics.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.signaling.close()
+        assert self.journaled is not None
+        if (
+            self._pending
+        ):  # handled and committed; what they would do is left undone, as in a crash after commit
+            batch, self._pending = self._pending, []
+            for event in batch:
+                self._handle(event)
+        self.journaled.commit()
+        self.journaled.journal.close()
+        self._closed.set()
+        log.info("worker %s stopped for a restart; %d job(s) left running: %s", self.peer_id, len(left), left)
 
     # --- events into the core, instructions out of it ---------------------------------------------------------
 

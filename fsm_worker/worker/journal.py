@@ -168,10 +168,10 @@ def _at_rest(core: Core) -> bool:
     """Nothing in the core depends on what it handled before: no deadline means no reservation, no job waiting
     for inputs, no retained result; the status must also be the starting one."""
     status = getattr(core, "status", None)
-    return (
-        core.next_deadline() is None
-        and getattr(status, "value", "available") == "available"
+    return (  # the cheap tests first: most events leave the core busy
+        getattr(status, "value", "available") == "available"
         and not (getattr(core, "current_job", None) or getattr(core, "draining", False))
+        and core.next_deadline() is None
     )
 
 

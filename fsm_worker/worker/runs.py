@@ -79,3 +79,7 @@ class JobRuns:
 
     async def shutdown(self) -> None:
         await self.runner.shutdown(grace_seconds=self.kill_grace)
+
+    async def detach(self, grace_seconds: float) -> list[str]:
+        """Let go of detached runs (they keep running; a restarted worker adopts them); stop the others."""
+        return await self.runner.detach(grace_seconds)

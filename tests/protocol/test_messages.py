@@ -18,11 +18,13 @@ from fsm_worker.protocol.messages import (
     JobComplete,
     JobError,
     JobFailed,
+    JobHead,
     JobRequest,
     JobResponse,
     JobResult,
     JobStatus,
     JobStop,
+    JobSync,
     MessageError,
     Metrics,
     Requirements,
@@ -65,6 +67,11 @@ WIRE_SHAPES: list[tuple[Any, dict[str, Any]]] = [
         {"app_message_type": "job_cancelled", "job_id": "j", "status": "cancelled", "cleanup_complete": True},
     ),
     (ReservationExpired("j"), {"app_message_type": "reservation_expired", "job_id": "j"}),
+    (JobHead("j", 7, 3), {"app_message_type": "job_head", "job_id": "j", "last_seq": 7, "upto_seq": 3}),
+    (
+        JobSync("j", 3, upto_seq=3),
+        {"app_message_type": "job_sync", "job_id": "j", "after_seq": 3, "upto_seq": 3},
+    ),
     (
         JobStatus("j", "running", 0.5, "epoch 1", 2),
         {

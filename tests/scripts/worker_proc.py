@@ -2,7 +2,8 @@
 
 usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
 `FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md); `FSM_TEST_WORKER_GPUS=0,1` gives the
-worker those (fake) GPUs, one slot each (issue 12).
+worker those (fake) GPUs, one slot each (issue 12), `FSM_TEST_WORKER_LIFETIME` sets
+`job_lifetime`. SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
 """
 
 import asyncio
@@ -13,10 +14,12 @@ from pathlib import Path
 from rooms import job_types
 
 from fsm_worker.worker import WorkerConfig, WorkerHost
+from fsm_worker.worker.signals import stop_on_signals
 
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
     journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
+    lifetime = os.environ.get("FSM_TEST_WORKER_LIFETIME") or "detached"
     gpus = tuple(os.environ.get("FSM_TEST_WORKER_GPUS", "auto").split(","))
     config = WorkerConfig(
         url,
@@ -27,11 +30,14 @@ async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) 
         loopback_only=True,
         journal=journal,
         gpus=gpus,
+        job_lifetime=lifetime,
     )
     host = WorkerHost(config, job_types(Path(pid_file)))
+    stopping = stop_on_signals(host)
     await host.start()
     print("READY", flush=True)
     await host.wait_closed()
+    await asyncio.gather(*stopping)
 
 
 if __name__ == "__main__":

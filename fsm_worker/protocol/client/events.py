@@ -220,6 +220,12 @@ class ControlReply:
 
 
 @attrs.frozen
+class ChannelLost:
+    """The worker restarted (`app_error` `CHANNEL_LOST`): drop the job's data channel; the next transfer, or
+    the one in flight, goes on over a new one."""
+
+
+@attrs.frozen
 class Fail:
     """The job is lost for this client: raise `error` to whoever waits on it."""
 
@@ -234,4 +240,4 @@ class Refused:
     reason: str
 
 
-Instruction = Send | Deliver | QueueUpdate | WorkerChosen | ControlReply | Fail | Refused
+Instruction = Send | Deliver | QueueUpdate | WorkerChosen | ControlReply | ChannelLost | Fail | Refused

@@ -25,6 +25,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ClientJobState,
     ClientTimeouts,
     ControlReply,
@@ -52,6 +53,7 @@ from fsm_worker.protocol.messages import (
     JobComplete,
     JobEvent,
     JobFailed,
+    JobHead,
     JobRequest,
     JobResponse,
     JobStatus,
@@ -62,6 +64,9 @@ from fsm_worker.protocol.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Events held back while an earlier one is missing (beyond this, later ones are asked for again).
+MAX_EARLY_EVENTS = 256
 
 NEW, BIDDING, ASSIGNED = ClientJobState.NEW, ClientJobState.BIDDING, ClientJobState.ASSIGNED
 FINISHED, FAILED, ABANDONED = ClientJobState.FINISHED, ClientJobState.FAILED, ClientJobState.ABANDONED
@@ -113,13 +118,14 @@ class ClientJobCore:
         # following
         self._probe_at: float | None = None
         self._unreachable_since: float | None = None
-        self._gap_asked_after: int | None = None
         # waiting in the winner's queue (no slot yet)
         self.queued = False
         self.queue_position: int | None = None
         self.estimated_start_seconds: float | None = None
         self._keepalive_at: float | None = None
         self._left_queue = False  # a numbered event other than "queued" arrived: the job has a slot
+        self._early: dict[int, JobEvent] = {}  # events past a gap, held until the gap is filled
+        self._asked = 0  # the highest seq a bounded `job_sync` asked for whose `job_head` has not come yet
         self._out: list[Instruction] = []
 
     @property
@@ -185,7 +191,7 @@ class ClientJobCore:
                     self._send(RtcOffer(self.job_id, sdp, dict(options), job_key=self.job_key))
             case Reconnected():
                 if self.state is ASSIGNED:
-                    self._sync(self.last_seq, now)
+                    self._probe(now)
             case CancelRequested():
                 if not self._refuse_unless(event, ASSIGNED):
                     self._send(JobCancel(self.job_id, job_key=self.job_key))
@@ -328,6 +334,12 @@ class ClientJobCore:
             self._heard(now)  # a queue entry that ended before the job had numbered events (its lease, ...)
             error = message.error
             self._fail(JobFailedError(error.code, error.message + self._queued_note(), error.recoverable))
+        elif isinstance(message, JobHead):
+            self._heard(now)
+            self._on_head(message, now)
+        elif isinstance(message, AppError) and message.code == "CHANNEL_LOST":
+            self._heard(now)
+            self._out.append(ChannelLost())
         elif isinstance(message, AppError) and message.code == "UNKNOWN_JOB":
             if self.state is ASSIGNED:
                 self._fail(
@@ -343,20 +355,29 @@ class ClientJobCore:
             self._out.append(ControlReply(message))  # type: ignore[arg-type]
 
     def _on_job_event(self, event: JobEvent, now: float) -> None:
+        """Deliver in seq order, each once. An event past a gap is held; only the missing seqs are asked for
+        (bounded `job_sync`), so nothing the client holds or may still receive is sent to it again."""
         assert event.seq is not None
-        if event.seq <= self.last_seq:
-            return  # a duplicate or a replay we already have
-        if event.seq > self.last_seq + 1:
-            if self._gap_asked_after != self.last_seq and self.state is ASSIGNED:
-                log.info(
-                    "job %s: events %d..%d missing; asking for a replay",
-                    self.job_id,
-                    self.last_seq + 1,
-                    event.seq - 1,
-                )
-                self._gap_asked_after = self.last_seq
-                self._sync(self.last_seq, now)
+        seq = event.seq
+        if seq <= self.last_seq or seq in self._early:
+            return  # a duplicate
+        if seq > self.last_seq + 1:
+            seen = self._seen()
+            if len(self._early) < MAX_EARLY_EVENTS:
+                self._early[seq] = event
+            after = max(seen, self._asked)
+            if seq - 1 > after and self.state is ASSIGNED:  # events reach us in order: these were lost
+                log.info("job %s: events %d..%d missing; asking for them", self.job_id, after + 1, seq - 1)
+                self._ask(after, seq - 1, now)
             return
+        self._deliver(event, now)
+        while self.terminal is None and self.last_seq + 1 in self._early:
+            self._deliver(self._early.pop(self.last_seq + 1), now)
+        if self.terminal is not None:
+            self._early.clear()
+
+    def _deliver(self, event: JobEvent, now: float) -> None:
+        assert event.seq == self.last_seq + 1
         self.last_seq = event.seq
         self.history.append(event)
         if isinstance(event, JobStatus | JobComplete) and event.metrics is not None:
@@ -377,6 +398,37 @@ class ClientJobCore:
         self.queued = True
         self.queue_position = status.queue_position
         self.estimated_start_seconds = status.estimated_start_seconds
+
+    def _seen(self) -> int:
+        """The highest seq received (delivered or held)."""
+        return max(self.last_seq, max(self._early, default=0))
+
+    def _ask(self, after: int, upto: int, now: float) -> None:
+        """A bounded `job_sync` (seqs after..upto); while queued it also renews the queue lease."""
+        if self.queued:
+            self._keepalive_at = now + self.timeouts.queue_keepalive
+        self._asked = max(self._asked, upto)
+        self._send(JobSync(self.job_id, after, job_key=self.job_key, upto_seq=upto))
+
+    def _probe(self, now: float) -> None:
+        """Ask how far the job goes, replaying nothing: an event on its way is never sent twice."""
+        last = max(self._seen(), self._asked)  # its `job_head` comes after every earlier request's answer
+        self._ask(last, last, now)
+
+    def _on_head(self, head: JobHead, now: float) -> None:
+        """The answer to the latest bounded `job_sync`: every seq up to `head.last_seq` not received was lost."""
+        if head.upto_seq < self._asked or self.state is not ASSIGNED:
+            return  # a later request is still being answered (requests ask for rising seqs)
+        self._asked = 0
+        missing = [seq for seq in range(self.last_seq + 1, head.last_seq + 1) if seq not in self._early]
+        runs: list[tuple[int, int]] = []  # contiguous (after, upto) ranges
+        for seq in missing:
+            if runs and runs[-1][1] == seq - 1:
+                runs[-1] = (runs[-1][0], seq)
+            else:
+                runs.append((seq - 1, seq))
+        for after, upto in runs:
+            self._ask(after, upto, now)
 
     def _heard(self, now: float) -> None:
         self._unreachable_since = None
@@ -414,9 +466,9 @@ class ClientJobCore:
             probe_due = self._probe_at is not None and self._probe_at <= now
             keepalive_due = self._keepalive_at is not None and self._keepalive_at <= now
             if probe_due or keepalive_due:
-                # a silent worker is asked whether it is still there; a queued job's lease is renewed
+                # a silent worker is asked how far the job goes (replaying nothing); a queued job's lease is renewed
                 self._probe_at = now + self.timeouts.liveness
-                self._sync(self.last_seq, now)
+                self._probe(now)
 
     # --- endings ----------------------------------------------------------------------------------------------
 

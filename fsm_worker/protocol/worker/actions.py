@@ -18,6 +18,7 @@ from fsm_worker.protocol.messages import (
     JobError,
     JobEvent,
     JobFailed,
+    JobHead,
     JobRequest,
     JobResponse,
     JobResult,
@@ -77,6 +78,11 @@ class CoordinatorActions:
     _out: list[Instruction]
     _mark: int
     _check_config: Callable[[JobRequest], list[str]]
+
+    def held_jobs(self) -> list[tuple[Job, WorkerState]]:
+        """Every assigned job held here, with its state (supplied by `JobCoordinator`)."""
+        raise NotImplementedError
+
     _estimate: Callable[[JobRequest], float]
     #: The record of the job whose machine the current trigger drives (`placement.JobRecord`).
     _focus: JobRecord
@@ -223,6 +229,18 @@ class CoordinatorActions:
     def note_channel_closed(self, s: Stimulus) -> None:
         log.info("data channel of job %s closed", s.job_id)
 
+    def report_channels_lost(self, s: Stimulus) -> None:
+        """After a restart: every data channel lived in the old process; tell each one's client (it reopens)."""
+        held = {job.job_id: job.client_id for job, _ in self.held_jobs()}
+        for job_id in list(self._offers):
+            retained = self._retained.get(job_id)
+            client = held.get(job_id) or (retained.client_id if retained is not None else None)
+            if client is None:
+                continue
+            text = "the worker restarted: its data channel for this job is gone; offer a new one"
+            self._send(client, AppError("CHANNEL_LOST", text, job_id))
+        self._offers.clear()
+
     def note_files_removed(self, s: Stimulus) -> None:
         log.info("job %s: work directory removed", s.job_id)
 
@@ -230,8 +248,11 @@ class CoordinatorActions:
         assert isinstance(s.message, JobSync) and s.sender is not None
         retained = self._retained.get(s.message.job_id)
         history = self._history if self.for_current_job(s) or retained is None else retained.history
-        for message in history[s.message.after_seq :]:
+        upto = s.message.upto_seq
+        for message in history[s.message.after_seq : upto]:
             self._send(s.sender, message)
+        if upto is not None:  # a bounded sync: say how far the job goes (what the client lacks, it lost)
+            self._send(s.sender, JobHead(s.message.job_id, len(history), upto))
 
     def refuse_sync(self, s: Stimulus) -> None:
         assert s.sender is not None

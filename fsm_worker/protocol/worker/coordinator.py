@@ -53,6 +53,7 @@ from fsm_worker.protocol.worker.events import (
     JobFilesRemoved,
     PeerMessage,
     Reservation,
+    Restored,
     RunFailed,
     RunProgress,
     RunStarted,
@@ -98,6 +99,7 @@ _TRIGGERS: dict[type, str] = {
     ChannelFailed: "channel_failed",
     ChannelClosed: "channel_closed",
     JobFilesRemoved: "job_files_removed",
+    Restored: "restored",
     Drain: "drain",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync

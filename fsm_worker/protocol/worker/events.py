@@ -229,6 +229,12 @@ class TimerFired:
 
 
 @attrs.frozen
+class Restored:
+    """The core was rebuilt from the journal in a new worker process: what lived only in the old process (its
+    data channels) is gone."""
+
+
+@attrs.frozen
 class Drain:
     """Stop taking jobs; with `cancel_running`, also stop the current job instead of letting it finish."""
 
@@ -246,6 +252,7 @@ Event = (
     | ChannelClosed
     | JobFilesRemoved
     | TimerFired
+    | Restored
     | Drain
 )
 

@@ -109,6 +109,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("channel_failed",  ANY,                    STAY,                  "report_channel_failure"),
     _row("channel_closed",  ANY,                    STAY,                  "note_channel_closed"),
     _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
+    _row("restored",        ANY,                    STAY,                  "report_channels_lost"),
     # -- replay of job events after a reconnect; a queued job's client keeps its place alive with it
     _row("job_sync",        [QUEUED, QUEUED_ASSIGNED], STAY,               "keep_queued_alive",      when=["for_queued_job"]),
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),

@@ -69,6 +69,7 @@ class Run:
     record: RunRecord | None = None  # adopted runs: the processes found again
     exited: asyncio.Future[None] | None = None  # detached runs: the wrapper has ended
     adopted: bool = False
+    detaching: bool = False  # the runner lets go of it: its processes are left running (`JobRunner.detach`)
     skip_until: int = 0  # adopted runs: progress from stdout lines ending at or before this offset was sent
     line_end: int = 0  # stdout offset after the line being handled
     offered_offset: int = 0  # stdout offset after the line of the last progress offered to the limiter

@@ -334,6 +334,24 @@ class JobRunner:
         self._closed = True
         await asyncio.gather(*(self.stop(job_id, grace_seconds) for job_id in list(self._runs)))
 
+    async def detach(self, grace_seconds: float | None = None) -> list[str]:
+        """Refuse new runs and let go of the detached ones: no signal, they keep running (a worker started
+        again adopts them); runs under ``with_worker`` are stopped as by ``shutdown``. Returns the job ids
+        left running."""
+        self._closed = True
+        left: list[str] = []
+        supervisors: list[asyncio.Task[None]] = []
+        for job_id, run in list(self._runs.items()):
+            if run.files is None or run.supervisor is None:
+                continue
+            run.detaching = True
+            run.supervisor.cancel()
+            supervisors.append(run.supervisor)
+            left.append(job_id)
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        await self.shutdown(grace_seconds)  # what is left: piped runs, or one still being launched
+        return left
+
     # -- internals -------------------------------------------------------------------------------------
 
     def _prepare(self, spec: JobSpec) -> Prepared:
@@ -439,11 +457,13 @@ class JobRunner:
                 transport.close()
             terminal = await self._ended(run)
         except asyncio.CancelledError:
-            if scope is not None:
+            if scope is not None and not run.detaching:
                 scope.signal(signal.SIGKILL)
             for task in readers:
                 task.cancel()
-            if transport is not None:
+            if transport is not None and run.detaching:
+                _let_go(transport)
+            elif transport is not None:
                 transport.close()
             await self._close_channel(run)
             self._runs.pop(job_id, None)
@@ -630,3 +650,10 @@ def _fresh_run_files(files: RunFiles) -> tuple[BinaryIO, BinaryIO]:
     for path in (files.record, files.exit):
         path.unlink(missing_ok=True)
     return open(files.stdout, "wb"), open(files.stderr, "wb")
+
+
+def _let_go(transport: asyncio.SubprocessTransport) -> None:
+    """Forget a detached run's wrapper without killing it. asyncio's `close()` (also called by the transport's
+    `__del__`) kills a child that is still running; marking the transport closed leaves the process alone, so
+    a graceful stop of the worker leaves the run going (its wrapper still records the exit status)."""
+    setattr(transport, "_closed", True)  # noqa: B010  (asyncio offers no public way to let a child go)

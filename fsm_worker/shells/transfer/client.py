@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -343,6 +343,7 @@ class ClientTransferEndpoint:
         job_id: str | None = None,
         keep_partial: bool = False,
         resume: PartialDownload | None = None,
+        expect: Collection[str] = (),
     ) -> list[Path]:
         """Fetch the job's result files, verified by size and sha256, keeping their relative paths.
 
@@ -353,6 +354,10 @@ class ClientTransferEndpoint:
         failure nothing is left behind, except with ``keep_partial``: a channel drop then raises
         :class:`DownloadInterrupted` whose ``partial`` resumes it (``resume=``) on a new channel, from
         the verified offset of the file in flight, without resending the files already received.
+
+        Without ``job_id``, ``expect`` names results this client received into ``dest_dir`` before (a repeat
+        download): those still there are offered by content and not resent if unchanged; no other file
+        of ``dest_dir`` is looked at.
         """
         async with self._lock:
             partial: Partial | None = None
@@ -370,6 +375,9 @@ class ClientTransferEndpoint:
             if job_id is not None:
                 found = await asyncio.to_thread(destination.held, final, self.download_limits.max_files)
                 held = _fitting(found)
+            elif expect:
+                limit = self.download_limits.max_files
+                held = _fitting(await asyncio.to_thread(destination.held_named, final, expect, limit))
             staged = dict(resume.received) if resume is not None else {}
             held.update(staged)
             download = self._download = DownloadShell(

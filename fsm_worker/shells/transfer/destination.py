@@ -10,10 +10,11 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
-from fsm_worker.protocol.transfer.errors import FrameCode, TransferError
-from fsm_worker.protocol.transfer.paths import check_name
+from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, TransferError
+from fsm_worker.protocol.transfer.paths import check_name, check_relative_path
 from fsm_worker.shells.transfer.files import sha256_of
 
 
@@ -52,6 +53,28 @@ def held(folder: Path, max_files: int) -> dict[str, tuple[int, str]]:
     return found
 
 
+def held_named(folder: Path, names: Iterable[str], max_files: int) -> dict[str, tuple[int, str]]:
+    """``name -> (size, sha256)`` of the regular files among ``names`` under ``folder`` (blocking: it hashes).
+
+    For a download into a shared folder: only the names of results this client received before are looked
+    at and offered, never the folder's other files (their names and hashes stay with the client).
+    """
+    found: dict[str, tuple[int, str]] = {}
+    for name in names:
+        if len(found) >= max_files:
+            break
+        try:
+            check_relative_path(name)
+        except FrameError:
+            continue
+        path = folder.joinpath(*name.split("/"))
+        if any(_is_link(parent) for parent in _parents_within(folder, path)):
+            continue  # a result's folder replaced by a link: nothing outside `folder` is read
+        if _regular(path):
+            found[name] = (path.stat().st_size, sha256_of(path).hexdigest())
+    return found
+
+
 def publish(
     staging: Path, final: Path, names: tuple[str, ...], *, per_job: bool, kept: tuple[str, ...] = ()
 ) -> list[Path]:
@@ -86,6 +109,14 @@ def publish(
         os.link(source, target)  # never replaces
     shutil.rmtree(staging, ignore_errors=True)
     return targets
+
+
+def _is_link(path: Path) -> bool:
+    return path.is_symlink()
+
+
+def _parents_within(folder: Path, path: Path) -> list[Path]:
+    return [folder, *(parent for parent in path.parents if parent != folder and folder in parent.parents)]
 
 
 def _regular(path: Path) -> bool:

@@ -24,6 +24,7 @@ from fsm_worker.protocol.client.events import (
     Attached,
     BiddingOpened,
     CancelRequested,
+    ChannelLost,
     ControlReply,
     Deliver,
     Fail,
@@ -41,6 +42,7 @@ from fsm_worker.protocol.messages import (
     AppError,
     JobAssignment,
     JobCancel,
+    JobHead,
     JobStop,
     JobSync,
     Metrics,
@@ -135,14 +137,56 @@ def test_events_are_delivered_in_seq_order_exactly_once() -> None:
     core = assigned_core()
     assert core.handle(MessageReceived("w1", status(1)), 1.0) == [Deliver(status(1))]
     assert core.handle(MessageReceived("w1", status(1)), 1.1) == []  # duplicate dropped
-    assert core.handle(MessageReceived("w1", status(3)), 1.2) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
-    assert core.handle(MessageReceived("w1", status(4)), 1.3) == []  # the same gap is asked for once
-    assert core.handle(MessageReceived("w1", status(2)), 1.4) == [Deliver(status(2))]
-    assert core.handle(MessageReceived("w1", status(3)), 1.5) == [Deliver(status(3))]
-    assert core.handle(MessageReceived("w1", complete(4)), 1.6) == [Deliver(complete(4))]
-    assert [event.seq for event in core.history] == [1, 2, 3, 4]
+    # 3 past a gap is held and only the missing 2 is asked for; 4 follows 3, so nothing more is missing
+    assert core.handle(MessageReceived("w1", status(3)), 1.2) == [
+        Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=2))
+    ]
+    assert core.handle(MessageReceived("w1", status(4)), 1.3) == []
+    assert core.handle(MessageReceived("w1", status(2)), 1.4) == [
+        Deliver(status(2)),
+        Deliver(status(3)),
+        Deliver(status(4)),
+    ]
+    assert core.handle(MessageReceived("w1", status(3)), 1.5) == []  # duplicate dropped
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 4, 2)), 1.55) == []  # nothing lost
+    assert core.handle(MessageReceived("w1", complete(5)), 1.6) == [Deliver(complete(5))]
+    assert [event.seq for event in core.history] == [1, 2, 3, 4, 5]
     assert core.state is ClientJobState.FINISHED and core.outcome is Outcome.COMPLETED
     assert core.next_deadline() is None
+
+
+def test_a_probe_replays_nothing_and_its_head_asks_for_exactly_what_was_lost() -> None:
+    core = assigned_core()
+    core.handle(MessageReceived("w1", status(1)), 1.0)
+    probe = JobSync(JOB, 1, job_key=KEY, upto_seq=1)
+    assert core.handle(TimerFired(), 6.0) == [Send("w1", probe)]
+    assert core.handle(MessageReceived("w1", status(2)), 6.1) == [Deliver(status(2))]  # was on its way
+    # The worker (restarted) holds 2..4; 2 arrived, so only 3..4 are asked for, once.
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 4, 1)), 6.2) == [
+        Send("w1", JobSync(JOB, 2, job_key=KEY, upto_seq=4))
+    ]
+    assert core.handle(MessageReceived("w1", status(3)), 6.3) == [Deliver(status(3))]
+    assert core.handle(MessageReceived("w1", status(4)), 6.3) == [Deliver(status(4))]
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 4, 4)), 6.4) == []
+    assert core.handle(MessageReceived("w1", status(5)), 6.5) == [Deliver(status(5))]
+
+
+def test_a_head_answering_an_older_request_waits_for_the_newer_one() -> None:
+    core = assigned_core()
+    core.handle(MessageReceived("w1", status(1)), 1.0)
+    assert core.handle(MessageReceived("w1", status(3)), 1.1) == [
+        Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=2))
+    ]
+    assert core.handle(MessageReceived("w1", status(6)), 1.2) == [
+        Send("w1", JobSync(JOB, 3, job_key=KEY, upto_seq=5))
+    ]
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 6, 2)), 1.3) == []  # 2's replay was lost: later
+    assert core.handle(MessageReceived("w1", status(4)), 1.35) == []  # held
+    out = core.handle(MessageReceived("w1", JobHead(JOB, 6, 5)), 1.4)  # 4 came back, 2 and 5 did not
+    assert out == [
+        Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=2)),
+        Send("w1", JobSync(JOB, 4, job_key=KEY, upto_seq=5)),
+    ]
 
 
 def test_events_from_another_peer_are_ignored() -> None:
@@ -173,7 +217,7 @@ def test_failed_and_cancelled_outcomes_are_typed() -> None:
 def test_a_silent_worker_is_probed_and_a_gone_one_fails_the_job() -> None:
     core = assigned_core()
     assert core.next_deadline() == TIMEOUTS.liveness
-    probe = JobSync(JOB, 0, job_key=KEY)
+    probe = JobSync(JOB, 0, job_key=KEY, upto_seq=0)
     assert core.handle(TimerFired(), 5.0) == [Send("w1", probe)]
     assert core.handle(SendReported("w1", probe, refused=True, code="PEER_NOT_FOUND"), 5.0) == []
     assert core.handle(TimerFired(), 10.0) == [Send("w1", probe)]
@@ -187,7 +231,7 @@ def test_a_silent_worker_is_probed_and_a_gone_one_fails_the_job() -> None:
 
 def test_a_reachable_probe_or_an_event_resets_the_unreachable_clock() -> None:
     core = assigned_core()
-    probe = JobSync(JOB, 0, job_key=KEY)
+    probe = JobSync(JOB, 0, job_key=KEY, upto_seq=0)
     assert core.handle(SendReported("w1", probe, refused=True), 1.0) == []
     assert core.handle(SendReported("w1", probe, refused=False), 4.0) == []
     assert core.handle(TimerFired(), 5.0) == [Send("w1", probe)]
@@ -196,8 +240,16 @@ def test_a_reachable_probe_or_an_event_resets_the_unreachable_clock() -> None:
     assert core.next_deadline() == 13.0
     assert core.handle(SendReported("w1", probe, refused=True), 12.0) == []
     assert core.handle(SendReported("w1", probe, refused=True), 12.0 + TIMEOUTS.worker_gone - 1) == [
-        Send("w1", JobSync(JOB, 1, job_key=KEY))  # the due probe; not yet gone
+        Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))  # the due probe; not yet gone
     ]
+    assert core.state is ClientJobState.ASSIGNED
+
+
+def test_a_restarted_worker_s_channel_lost_tells_the_shell_to_drop_the_channel() -> None:
+    core = assigned_core()
+    lost = AppError("CHANNEL_LOST", "the worker restarted", JOB)
+    assert core.handle(MessageReceived("w1", lost), 1.0) == [ChannelLost()]
+    assert core.handle(MessageReceived("mallory", lost), 1.0) == []  # only the job's worker
     assert core.state is ClientJobState.ASSIGNED
 
 
@@ -219,7 +271,7 @@ def test_control_replies_go_to_the_shell() -> None:
 def test_reconnect_cancel_and_stop_carry_the_job_key() -> None:
     core = assigned_core()
     core.handle(MessageReceived("w1", status(1)), 1.0)
-    assert core.handle(Reconnected(), 2.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
+    assert core.handle(Reconnected(), 2.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
     assert core.handle(StopRequested(), 2.0) == [Send("w1", JobStop(JOB, job_key=KEY))]
     assert core.handle(CancelRequested(), 2.0) == [Send("w1", JobCancel(JOB, job_key=KEY))]
 

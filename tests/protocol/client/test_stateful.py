@@ -42,7 +42,15 @@ from fsm_worker.protocol.client.events import (
     TimerFired,
     WorkerChosen,
 )
-from fsm_worker.protocol.messages import JobAssignment, JobCancel, JobEvent, JobResponse, JobStatus, JobSync
+from fsm_worker.protocol.messages import (
+    JobAssignment,
+    JobCancel,
+    JobEvent,
+    JobHead,
+    JobResponse,
+    JobStatus,
+    JobSync,
+)
 
 WORKERS = ("w0", "w1", "w2", "w3")
 
@@ -71,6 +79,7 @@ class ClientModel(RuleBasedStateMachine):
         self.phase = "bidding"
         self.winner: str | None = None
         self.sent: list[Send] = []
+        self.last_upto = 0  # the highest `upto_seq` the client asked for
         self.delivered: list[JobEvent] = []
         self.worker_events: list[JobEvent] = []  # what the winner has produced, seq = index + 1
         self.refused_since: float | None = None
@@ -81,7 +90,17 @@ class ClientModel(RuleBasedStateMachine):
     # --- the reference --------------------------------------------------------------------------------------
 
     def step(self, event: Event) -> list[Instruction]:
+        held = {e.seq for e in self.delivered} | set(self.core._early)
         out = self.core.handle(event, self.now)
+        for send in out:  # a bounded sync never asks for an event the client holds
+            if (
+                isinstance(send, Send)
+                and isinstance(send.message, JobSync)
+                and send.message.upto_seq is not None
+            ):
+                asked = set(range(send.message.after_seq + 1, send.message.upto_seq + 1))
+                assert not asked & held, (asked, held)
+                self.last_upto = max(self.last_upto, send.message.upto_seq)
         self.sent += [i for i in out if isinstance(i, Send)]
         for instruction in out:
             if isinstance(instruction, WorkerChosen):
@@ -148,8 +167,9 @@ class ClientModel(RuleBasedStateMachine):
             due = self.now >= self.heard_at + TIMEOUTS.liveness
             renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
             assert len(probes) == int(due or renew), "a silent worker is probed, a queue lease renewed"
-            if due:
-                assert probes[0].message == JobSync(JOB, len(self.delivered), job_key=KEY)
+            if due:  # a probe replays nothing: it asks how far the job goes
+                probe = probes[0].message
+                assert isinstance(probe, JobSync) and probe.upto_seq == probe.after_seq >= len(self.delivered)
                 self.heard_at = self.now  # the next probe is one liveness period later
 
     @rule(
@@ -272,7 +292,17 @@ class ClientModel(RuleBasedStateMachine):
         out = self.step(Reconnected())
         syncs = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
         if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
-            assert syncs and syncs[-1].message.after_seq == len(self.delivered)  # type: ignore[union-attr]
+            assert syncs and syncs[-1].message.after_seq >= len(self.delivered)  # type: ignore[union-attr]
+            assert syncs[-1].message.upto_seq == syncs[-1].message.after_seq  # type: ignore[union-attr]
+
+    @rule()
+    def worker_answers_the_latest_sync(self) -> None:
+        """The worker's `job_head` after the latest bounded sync: what the client then asks for is lost."""
+        if self.winner is None or self.core.state is not ClientJobState.ASSIGNED:
+            return
+        self.heard_at = self.now
+        self.refused_since = None
+        self.step(MessageReceived(self.winner, JobHead(JOB, len(self.worker_events), self.last_upto)))
 
     @rule()
     def abandon(self) -> None:

@@ -23,6 +23,7 @@ from fsm_worker.protocol.worker.events import (
     Instruction,
     PeerMessage,
     PublishResults,
+    Restored,
     RunFailed,
     RunProgress,
     RunStarted,
@@ -454,6 +455,37 @@ def test_job_sync_replays_the_events_after_a_sequence_number(driver: Driver) -> 
     ]
     stranger = driver.message("mallory", {"app_message_type": "job_sync", "job_id": "job-1"})
     assert sent(stranger)[0][1]["code"] == "UNKNOWN_JOB"
+
+
+def test_a_bounded_job_sync_replays_its_range_and_ends_with_the_head(driver: Driver) -> None:
+    running(driver)  # seq 1: starting
+    driver.feed(RunProgress("job-1", 0.5, "half"))
+    driver.feed(RunSucceeded("job-1", 1.0, None))
+    probe = {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 3, "upto_seq": 3}
+    assert [p for _, p in sent(driver.message("client", probe))] == [
+        {"app_message_type": "job_head", "job_id": "job-1", "last_seq": 3, "upto_seq": 3}
+    ]
+    bounded = {"app_message_type": "job_sync", "job_id": "job-1", "after_seq": 0, "upto_seq": 2}
+    out = driver.message("client", bounded)
+    assert [(p["app_message_type"], p.get("seq")) for _, p in sent(out)] == [
+        ("job_status", 1),
+        ("job_status", 2),
+        ("job_head", None),
+    ]
+
+
+def test_after_a_restore_each_client_with_a_data_channel_is_told_it_is_gone(driver: Driver) -> None:
+    running(driver)
+    driver.message("client", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0"})
+    out = driver.feed(Restored())
+    assert [(to, p["app_message_type"], p["code"], p["job_id"]) for to, p in sent(out)] == [
+        ("client", "app_error", "CHANNEL_LOST", "job-1")
+    ]
+    assert others(out) == []
+    assert sent(driver.feed(Restored())) == []  # told once
+    # The same offer again is a new channel now, not a repeat to ignore.
+    out = driver.message("client", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0"})
+    assert [type(i).__name__ for i in others(out)] == ["AcceptOffer"]
 
 
 def test_inputs_that_never_arrive_fail_the_job(driver: Driver) -> None:

@@ -23,6 +23,7 @@ from fsm_worker.protocol.worker.events import (
     Intake,
     JobFilesRemoved,
     PeerMessage,
+    Restored,
     RunFailed,
     RunProgress,
     RunStarted,
@@ -139,6 +140,7 @@ def run_events(job_id: str) -> dict[str, Event]:
         "channel_opened": ChannelOpened(job_id),
         "channel_closed": ChannelClosed(job_id),
         "job_files_removed": JobFilesRemoved(job_id),
+        "restored": Restored(),
         "drain": Drain(cancel_running=True),
     }
 

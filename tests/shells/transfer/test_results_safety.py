@@ -115,6 +115,43 @@ async def test_a_repeat_download_of_identical_results_is_free(
     assert sorted(p.name for p in out.iterdir()) == ["job-1"]  # no staging left behind
 
 
+async def test_a_repeat_download_into_a_shared_folder_is_free_for_the_results_received_there(
+    link: Any, store: ContentStore, tmp_path: Path
+) -> None:
+    """Without a job id (straight into `out/`): the names received before are offered by content; other
+    files of the folder are never looked at or named to the worker."""
+    job_dir = tmp_path / "job"
+    results = {"a/x.txt": b"A" * 70_000, "top.txt": b"T" * 10}
+    for rel, data in results.items():
+        (job_dir / "outputs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (job_dir / "outputs" / rel).write_bytes(data)
+    worker = serve(link.worker, job_dir, store)
+    client = ClientTransferEndpoint(link.client)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "private.txt").write_text("not the worker's business")
+    async with asyncio.timeout(T):
+        first = await client.download(out)
+    names = [path.relative_to(out).as_posix() for path in first]
+    sent = worker.stats.chunk_bytes_sent
+    assert sent == sum(len(d) for d in results.values())
+    frames: list[str] = []
+    original = link.client.send
+    link.client.send = lambda data: (frames.append(data) if isinstance(data, str) else None, original(data))[
+        1
+    ]
+    (out / "top.txt").unlink()  # gone locally: only it is sent again
+    async with asyncio.timeout(T):
+        again = await client.download(out, expect=names)
+    assert again == first
+    assert worker.stats.chunk_bytes_sent - sent == len(results["top.txt"])
+    assert client.stats.files_deduped == 1
+    [fetch] = [frame for frame in frames if "fetch_results" in frame]
+    assert "a/x.txt" in fetch and "private.txt" not in fetch
+    for rel, data in results.items():
+        assert (out / rel).read_bytes() == data
+
+
 async def test_a_repeat_download_never_replaces_different_content(
     link: Any, store: ContentStore, tmp_path: Path
 ) -> None:

@@ -114,12 +114,14 @@ class WorkerProcess:
         journal: bool = False,
         kill_at: str = "",
         gpus: str = "auto",
+        lifetime: str = "detached",
     ) -> WorkerProcess:
         pid_file = workdir.parent / f"{peer_id}.pids"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO), str(REPO / "tests")))}
         env["FSM_TEST_WORKER_JOURNAL"] = "1" if journal else "0"
         env["FSM_WORKER_TEST_KILL_AT"] = kill_at  # worker/kill_points.py
         env["FSM_TEST_WORKER_GPUS"] = gpus  # fake GPUs, one slot each
+        env["FSM_TEST_WORKER_LIFETIME"] = lifetime
         args = (url, token, peer_id, str(workdir), str(pid_file))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

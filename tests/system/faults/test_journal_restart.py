@@ -8,14 +8,27 @@ down) is reported once, with every seq exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
 from rooms import TIMEOUT, Room
 
 from fsm_worker.client import ClientTimeouts, Job, JobClient
-from fsm_worker.protocol.messages import JobComplete, JobFailed, JobStatus, Message
+from fsm_worker.protocol.client import Outcome
+from fsm_worker.protocol.messages import (
+    JOB_EVENT_TYPES,
+    JobCancelled,
+    JobComplete,
+    JobFailed,
+    JobStatus,
+    Message,
+)
+from fsm_worker.worker.doctor import JOURNAL_FILE
 
 from .conftest import WorkerProcess, probe
 
@@ -70,8 +83,13 @@ async def _running_ticker(client: JobClient, steps_seen: int) -> Job:
     raise AssertionError("the ticker ended before it was seen running")
 
 
+def _journal_rows(workdir: Path) -> int:
+    with contextlib.closing(sqlite3.connect(workdir / JOURNAL_FILE)) as db:
+        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
 def _job_seqs(received: list[Message], job_id: str) -> list[int]:
-    return [m.seq for m in received if getattr(m, "job_id", None) == job_id and getattr(m, "seq", None)]
+    return [m.seq for m in received if isinstance(m, JOB_EVENT_TYPES) and m.job_id == job_id and m.seq]
 
 
 async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room, tmp_path: Path) -> None:
@@ -87,15 +105,17 @@ async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room,
         [ticker] = worker.pid_file.read_text().splitlines()
         os.kill(int(ticker.split()[0]), 0)  # still alive while no worker watches it
         worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
-        await job.close_channel()  # its data channel went down with the killed worker (SCTP has not noticed)
         async with asyncio.timeout(TIMEOUT):
             outcome = await job.result(tmp_path / "out")
         assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
         assert [f.name for f in outcome.files] == ["ticks.txt"]
+        # The client's data channel went with the killed worker (SCTP has not noticed): the restarted worker says
+        # so (`CHANNEL_LOST`), and the download goes over a new channel without waiting for a timeout.
         assert worker.pid_file.read_text().splitlines() == [ticker]  # adopted, never started a second time
-        seqs = _job_seqs(received, job.job_id)  # a pre-kill event may arrive twice: a job_sync replay
-        assert sorted(set(seqs)) == list(range(1, max(seqs) + 1))  # none missing across the restart
-        assert [e.seq for e in job.history] == list(range(1, max(seqs) + 1))  # each handed on exactly once
+        seqs = _job_seqs(received, job.job_id)
+        # On the wire each seq exactly once, none missing (a seq the restart left unsent comes when asked for).
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+        assert [e.seq for e in job.history] == seqs
         assert [type(m) for m in received if isinstance(m, JobComplete)] == [JobComplete]
         progress = [e.progress for e in job.history if isinstance(e, JobStatus) and e.status == "running"]
         assert progress == sorted(set(progress))  # no progress repeated by the adoption
@@ -119,17 +139,16 @@ async def test_a_job_that_ended_while_the_worker_was_down_reports_its_outcome_on
             while not list(workdir.glob("jobs/*/.run/exit.json")):
                 await asyncio.sleep(0.1)
         worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
-        await job.close_channel()  # its data channel went down with the killed worker (SCTP has not noticed)
         async with asyncio.timeout(TIMEOUT):
             outcome = await job.result(tmp_path / "out")
         assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
         assert [f.name for f in outcome.files] == ["ticks.txt"]
         assert len(worker.pid_file.read_text().splitlines()) == 1
         seqs = _job_seqs(received, job.job_id)
-        # On the wire an event from before the kill may come twice (a `job_sync` replay the client asked for
-        # while the worker was down); the client hands each seq on exactly once, and none is missing.
-        assert sorted(set(seqs)) == list(range(1, max(seqs) + 1))
-        assert [e.seq for e in job.history] == list(range(1, max(seqs) + 1))
+        # On the wire each seq exactly once: the client's probes ask how far the job goes (`job_head`) and then
+        # only for what it lacks, so an event still on its way is never replayed.
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+        assert [e.seq for e in job.history] == seqs
         assert len([m for m in received if isinstance(m, JobComplete | JobFailed)]) == 1
     finally:
         await worker.kill()
@@ -166,5 +185,143 @@ async def test_killed_around_the_send_loses_and_repeats_nothing(
         assert (await peer.send("phoenix", {"app_message_type": "job_cancel", "job_id": "j1"})).delivered
         cancelled = await inbox.next_of("job_cancelled")
         assert cancelled["seq"] == 1
+    finally:
+        await worker.kill()
+
+
+async def test_a_sigterm_for_an_upgrade_leaves_the_job_running_and_a_restart_adopts_it(
+    room: Room, tmp_path: Path
+) -> None:
+    """SIGTERM (systemd's stop/restart) with detached jobs: the worker exits at once, its job keeps running,
+    the journal is kept; the worker started again adopts the job and the client gets its end, each seq once."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=2)
+        worker.process.terminate()
+        async with asyncio.timeout(TIMEOUT):
+            assert await worker.process.wait() == 0  # a clean exit, not waiting for the job
+        [ticker] = worker.pid_file.read_text().splitlines()
+        os.kill(int(ticker.split()[0]), 0)  # still running while no worker watches it
+        assert not list(workdir.glob("jobs/*/.run/exit.json"))  # not ended (and not killed) by the stop
+        assert _journal_rows(workdir) > 0  # kept for the restart
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):
+            outcome = await job.result(tmp_path / "out")
+        assert (tmp_path / "out" / "ticks.txt").read_text() == "12 ticks\n"
+        assert [f.name for f in outcome.files] == ["ticks.txt"]
+        assert worker.pid_file.read_text().splitlines() == [ticker]  # adopted, never started a second time
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+        assert [type(m) for m in received if isinstance(m, JobComplete | JobFailed)] == [JobComplete]
+    finally:
+        await worker.kill()
+
+
+async def test_a_sigterm_with_jobs_that_live_with_the_worker_still_stops_them(
+    room: Room, tmp_path: Path
+) -> None:
+    """`job_lifetime = "with_worker"`: SIGTERM is the graceful shutdown it always was (the job is let finish,
+    the client gets its end before the worker exits, the journal is emptied)."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(
+        room.url, room.token, "phoenix", workdir, journal=True, lifetime="with_worker"
+    )
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=2)
+        worker.process.terminate()
+        async with asyncio.timeout(TIMEOUT):
+            assert await worker.process.wait() == 0
+            terminal = await job.wait()
+        assert isinstance(terminal, JobComplete)  # finished before the worker exited (shutdown_policy=finish)
+        [ticker] = worker.pid_file.read_text().splitlines()
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(ticker.split()[0]), 0)
+        assert _journal_rows(workdir) == 0
+    finally:
+        await worker.kill()
+
+
+def _record(workdir: Path) -> dict[str, int]:
+    [record] = workdir.glob("jobs/*/.run/record.json")
+    return dict(json.loads(record.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed worker's children are reparented; who reaps them
+    depends on the machine's init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_job_gone_without_a_trace_while_the_worker_was_down_is_reported_lost_once(
+    room: Room, tmp_path: Path
+) -> None:
+    """The worker and then the job's whole process group are SIGKILLed (no exit status is written): the
+    restarted worker finds no process of the job and reports `job_failed` `LOST` (recoverable), once."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=1)
+        worker.process.kill()
+        await worker.process.wait()
+        record = _record(workdir)
+        os.killpg(record["pgid"], signal.SIGKILL)  # wrapper and job: nothing is left to record an exit status
+        async with asyncio.timeout(TIMEOUT):
+            while _alive(record["wrapper_pid"]) or _alive(record["job_pid"]):
+                await asyncio.sleep(0.05)
+        assert not list(workdir.glob("jobs/*/.run/exit.json"))
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):
+            terminal = await job.wait()
+        assert isinstance(terminal, JobFailed)
+        assert terminal.error.code == "LOST" and terminal.error.recoverable is True
+        assert [m for m in received if isinstance(m, JobComplete | JobFailed)] == [terminal]  # once
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    finally:
+        await worker.kill()
+
+
+async def test_an_adopted_job_is_cancelled_by_its_client_and_leaves_no_process(
+    room: Room, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        await client.connect()
+        job = await client.submit("long-ticker")  # a minute of ticks
+        async with asyncio.timeout(TIMEOUT):
+            async for event in job.events():
+                if isinstance(event, JobStatus) and event.status == "running":
+                    break
+        worker.process.kill()
+        await worker.process.wait()
+        record = _record(workdir)
+        worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
+        async with asyncio.timeout(TIMEOUT):  # adopted: progress goes on
+            async for event in job.events():
+                if isinstance(event, JobStatus):
+                    break
+        async with asyncio.timeout(TIMEOUT):
+            await job.cancel()
+        assert job.outcome is Outcome.CANCELLED
+        assert not _alive(record["job_pid"]) and not _alive(record["wrapper_pid"])
+        assert [type(m) for m in received if isinstance(m, JobCancelled | JobComplete | JobFailed)] == [
+            JobCancelled
+        ]
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
     finally:
         await worker.kill()

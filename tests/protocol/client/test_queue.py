@@ -139,8 +139,9 @@ def test_every_refusal_reason_is_named_when_no_worker_queues_it() -> None:
 
 
 def test_the_queue_lease_is_kept_alive_even_while_the_worker_keeps_talking() -> None:
+    """A probe replays nothing (`upto_seq == after_seq`, answered by `job_head`); while queued it also renews the lease."""
     core = queued_core()
-    sync = JobSync(JOB, 0, job_key=KEY)
+    sync = JobSync(JOB, 0, job_key=KEY, upto_seq=0)
     assert core.next_deadline() == TIMEOUTS.liveness  # 5 s: the first probe also renews the lease
     assert core.handle(TimerFired(), 5.0) == [Send("w1", sync)]
     assert core.next_deadline() == 10.0
@@ -150,7 +151,7 @@ def test_the_queue_lease_is_kept_alive_even_while_the_worker_keeps_talking() -> 
         Deliver(queued_status(1, 1, 8.0))
     ]
     assert core.next_deadline() == 5.0 + TIMEOUTS.queue_keepalive  # 13 s: before the probe (14 s)
-    assert core.handle(TimerFired(), 13.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
+    assert core.handle(TimerFired(), 13.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
     assert core.handle(MessageReceived("w1", status(2)), 14.0) == [Deliver(status(2))]
     assert not core.queued and core.queue_position is None
     assert core.next_deadline() == 14.0 + TIMEOUTS.liveness  # running: only the liveness probe is left
@@ -163,7 +164,7 @@ def test_a_chatty_worker_still_gets_the_keepalive() -> None:
         out = core.handle(MessageReceived("w1", queued_status(seq, 5 - seq)), now)
         syncs = [i for i in out if isinstance(i, Send)]
         # due deadlines fire before the event is applied: the renewal asks after the events already held
-        expected = [Send("w1", JobSync(JOB, seq - 1, job_key=KEY))] if seq == 3 else []
+        expected = [Send("w1", JobSync(JOB, seq - 1, job_key=KEY, upto_seq=seq - 1))] if seq == 3 else []
         assert syncs == expected
     assert core.queue_position == 1
     core.validate_state()
@@ -237,10 +238,10 @@ def test_unnumbered_queue_reports_move_the_position_and_reach_the_user_outside_t
 
 def test_a_queue_report_in_reply_to_a_keepalive_counts_as_hearing_from_the_worker() -> None:
     core = queued_core()
-    assert core.handle(TimerFired(), 5.0) == [Send("w1", JobSync(JOB, 0, job_key=KEY))]
+    assert core.handle(TimerFired(), 5.0) == [Send("w1", JobSync(JOB, 0, job_key=KEY, upto_seq=0))]
     core.handle(MessageReceived("w1", place(2, 10.0)), 5.1)
     assert core.next_deadline() == 5.1 + TIMEOUTS.liveness  # heard from: the probe moves, the lease is 13 s
-    assert core.handle(TimerFired(), 10.1) == [Send("w1", JobSync(JOB, 0, job_key=KEY))]
+    assert core.handle(TimerFired(), 10.1) == [Send("w1", JobSync(JOB, 0, job_key=KEY, upto_seq=0))]
     assert core.next_deadline() == 10.1 + TIMEOUTS.liveness  # that sync renewed the lease too (to 18.1 s)
     core.validate_state()
 

@@ -157,6 +157,7 @@ class JobCoordinator(SlotActions):
         self._out: list[Instruction] = []
         self._mark = 0  # where the current trigger's instructions begin in `_out`
         self._advertised = self.view()
+        self._advertised_sched = self.sched  # the scheduler `_advertised` was derived from
         #: The latest events with the state before and after each: explains how the core got where it is.
         self.stimulus_log: collections.deque[tuple[float, Event, WorkerState, WorkerState]] = (
             collections.deque(maxlen=self.config.stimulus_log_size)
@@ -290,10 +291,15 @@ class JobCoordinator(SlotActions):
                 self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
         elif job_id is not None:
             self._jobs.setdefault(job_id, record)
-            if self.sched.slots.slots_of(job_id):
-                wanted = SlotState.RESERVED if record.state is WorkerState.RESERVED else SlotState.BUSY
+            wanted = SlotState.RESERVED if record.state is WorkerState.RESERVED else SlotState.BUSY
+            if any(
+                h is not None and h.job_id == job_id and h.state is not wanted
+                for h in self.sched.slots.holders
+            ):
                 self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
-        view = self.view()
+        # the view is derived from the (immutable) scheduler alone: unchanged scheduler, unchanged view
+        view = self._advertised if self.sched is self._advertised_sched else self.view()
+        self._advertised_sched = self.sched
         if view != self._advertised:
             self._advertised = view
             in_slot = record.state not in (WorkerState.AVAILABLE, *_QUEUED)

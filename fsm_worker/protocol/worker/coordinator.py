@@ -278,9 +278,10 @@ class JobCoordinator(SlotActions):
 
     def _trigger(self, name: str, stimulus: Stimulus, record: JobRecord | None = None) -> None:
         record = record if record is not None else self._record(stimulus.job_id)
-        self._focus, self._mark = record, len(self._out)
+        self._focus, self._mark, before = record, len(self._out), record.state
         self.machine.events[name].trigger(self, stimulus)
-        self._settle(record, stimulus.now, self._mark)
+        if record.state is not before:  # the slots and the queue change only with a job's state
+            self._settle(record, stimulus.now, self._mark)
 
     def _settle(self, record: JobRecord, now: float, mark: int) -> None:
         """After one job's trigger: keep its slots in step with its state, publish the slots when they changed

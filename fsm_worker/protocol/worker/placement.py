@@ -51,8 +51,9 @@ class SlotActions(CoordinatorActions):
         """The request's slots are free now and nobody waits in the queue ahead of it."""
         assert isinstance(s.message, JobRequest)
         wanted = s.message.requirements
-        job_id = s.message.job_id
-        return self.sched.place(job_id, "", wanted.gpus, 0.0, s.now, wanted.min_gpu_memory_mb) is not None
+        return not self.sched.queue.entries and self.sched.slots.fits_now(
+            wanted.gpus, wanted.min_gpu_memory_mb
+        )
 
     def never_fits(self, s: Stimulus) -> bool:
         """The worker does not have the slots the request asks for, even when all are free."""

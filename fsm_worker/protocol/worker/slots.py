@@ -68,6 +68,14 @@ class SlotTable:
         """Whether `gpus` slots with at least `min_memory_mb` each exist at all (else: `incompatible`)."""
         return gpus <= sum(slot.memory_mb >= min_memory_mb or not slot.gpus for slot in self.slots)
 
+    def fits_now(self, gpus: int, min_memory_mb: int = 0) -> bool:
+        """Whether `gpus` slots (with `min_memory_mb` each) are free now."""
+        free = sum(
+            holder is None and (slot.memory_mb >= min_memory_mb or not slot.gpus)
+            for slot, holder in zip(self.slots, self.holders, strict=True)
+        )
+        return gpus >= 1 and free >= gpus
+
     def place(self, job_id: str, gpus: int, state: SlotState, min_memory_mb: int = 0) -> SlotTable | None:
         """`gpus` free slots (lowest indices first) held by `job_id`, or None when they are not all free now."""
         if state is SlotState.AVAILABLE or gpus < 1 or self.slots_of(job_id):

@@ -7,18 +7,18 @@ import os
 import re
 import secrets
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import cli_processes
+from support.cli_processes import CLI
 from support.signaling import free_port
 
 from fsm_worker.jobs.sample_data import generate_sample_csv
 from fsm_worker.jobs.train_demo import load_model
 
-CLI = [sys.executable, "-m", "fsm_worker.cli"]
 TIMEOUT = 60.0
 
 
@@ -39,28 +39,11 @@ async def run(
 
 
 async def start(*args: str, ready: str) -> asyncio.subprocess.Process:
-    """Start a long-running CLI command and wait for the line containing `ready` on its stdout."""
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(TIMEOUT):
-        while ready not in (line := (await proc.stdout.readline()).decode()):
-            assert line, f"{args[0]} exited before it was ready"
-    return proc
+    return await cli_processes.start(*args, ready=ready, timeout=TIMEOUT)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
-    """SIGTERM and wait; SIGKILL (and fail) if it does not exit: a test never leaves processes behind."""
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            return await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError("the process ignored SIGTERM") from None
+    return await cli_processes.stop(proc, TIMEOUT)
 
 
 @pytest.fixture

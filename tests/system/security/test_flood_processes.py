@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,38 +19,22 @@ from typing import Any
 
 import pytest
 import socketio
+from support import cli_processes
 from support.signaling import Inbox, auth_for, free_port
 
 from fsm_worker.shells.signaling import SignalingClient
 
-CLI = [sys.executable, "-m", "fsm_worker.cli"]
 TIMEOUT = 30.0
 IN_FLIGHT = 64
 FLOOD = {"app_message_type": "job_request", "job_id": "flood", "job_type": "no-such-type", "config": {}}
 
 
 async def start(*args: str, ready: str) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "120"},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    async with asyncio.timeout(TIMEOUT):
-        while ready not in (line := (await proc.stdout.readline()).decode()):
-            assert line, f"{args[0]} exited before it was ready"
-    return proc
+    return await cli_processes.start(*args, ready=ready, timeout=TIMEOUT)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            return await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError("the process ignored SIGTERM") from None
+    return await cli_processes.stop(proc, TIMEOUT)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,10 @@ from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.doctor import JOURNAL_FILE
 from fsm_worker.worker.gpus import detect_capabilities, detect_slots, with_slots
+from fsm_worker.worker.hooks import HostHooks
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
 from fsm_worker.worker.journal import Journal, JournaledCore
-from fsm_worker.worker.kill_points import KillPoint
 from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.outbox import Outbox
 from fsm_worker.worker.runs import JobRuns
@@ -54,8 +54,11 @@ _STOPPING_STATES = {core.WorkerState.STOPPING_FOR_CANCEL, core.WorkerState.STOPP
 class WorkerHost:
     """A worker: `await start()`, then `await wait_closed()`; `await shutdown()` stops it gracefully."""
 
-    def __init__(self, config: WorkerConfig, registry: JobTypeRegistry | None = None) -> None:
+    def __init__(
+        self, config: WorkerConfig, registry: JobTypeRegistry | None = None, hooks: HostHooks | None = None
+    ) -> None:
         self.config = config
+        self.hooks = hooks or HostHooks()  # observation only (worker/hooks.py)
         self.registry = registry or default_registry()
         job_types = ConfiguredJobTypes(self.registry, config.job_types)
         overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
@@ -84,7 +87,6 @@ class WorkerHost:
             journal = Journal(config.workdir / JOURNAL_FILE, fingerprint, durable=config.journal_durable)
             self.journaled = self.core = JournaledCore(coordinator, journal)
             self.restored_events = self.journaled.restore(time.monotonic())  # the loop's clock
-        self._kill_point = KillPoint()  # tests only: FSM_WORKER_TEST_KILL_AT
         self._pending: list[core.Event] = []  # with the journal: the events of this loop turn (group commit)
         self.runs = JobRuns(
             self.registry,
@@ -132,8 +134,7 @@ class WorkerHost:
             resume_secret=self.identity.load(),
         )
         self.outbox = Outbox(self.signaling)
-        if self._kill_point.point:
-            self.outbox.on_delivered = lambda kind: self._kill_point.reached("after_send", kind)
+        self.outbox.on_delivered = self.hooks.after_delivery
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[core.Event | None]] = set()
         self._idle = asyncio.Event()  # the core last advertised `available`
@@ -316,12 +317,19 @@ class WorkerHost:
             self.journaled.commit()
         except Exception:  # the journal is broken (disk full, …): keep serving, but say so loudly
             log.exception("writing the journal failed; the events of this turn will not survive a restart")
-        if self._kill_point.point:
-            for instructions in handled:
-                for send in (i for i in instructions if isinstance(i, core.Send)):
-                    self._kill_point.reached("after_journal", send.message.TYPE)
+        if self.hooks.after_commit is not None:
+            self._observe(self.hooks.after_commit, [i for instructions in handled for i in instructions])
         for instructions in handled:
             self._carry_out(instructions)
+
+    @staticmethod
+    def _observe(
+        hook: Callable[[list[core.Instruction]], None], instructions: list[core.Instruction]
+    ) -> None:
+        try:
+            hook(instructions)
+        except Exception:
+            log.exception("the after_commit hook failed")
 
     def _handle(self, event: core.Event) -> list[core.Instruction]:
         try:

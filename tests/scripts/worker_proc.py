@@ -3,7 +3,7 @@
 usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
 `FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md); `FSM_TEST_WORKER_GPUS=0,1` gives the
 worker those (fake) GPUs, one slot each (issue 12), `FSM_TEST_WORKER_LIFETIME` sets
-`job_lifetime`. SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
+`job_lifetime`, `FSM_WORKER_TEST_KILL_AT` a crash point (tests/support/kill_points.py). SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
 """
 
 import asyncio
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from rooms import job_types
+from support.kill_points import kill_point_hooks
 
 from fsm_worker.worker import WorkerConfig, WorkerHost
 from fsm_worker.worker.signals import stop_on_signals
@@ -32,7 +33,7 @@ async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) 
         gpus=gpus,
         job_lifetime=lifetime,
     )
-    host = WorkerHost(config, job_types(Path(pid_file)))
+    host = WorkerHost(config, job_types(Path(pid_file)), hooks=kill_point_hooks())
     stopping = stop_on_signals(host)
     await host.start()
     print("READY", flush=True)

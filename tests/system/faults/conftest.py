@@ -119,7 +119,7 @@ class WorkerProcess:
         pid_file = workdir.parent / f"{peer_id}.pids"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO), str(REPO / "tests")))}
         env["FSM_TEST_WORKER_JOURNAL"] = "1" if journal else "0"
-        env["FSM_WORKER_TEST_KILL_AT"] = kill_at  # worker/kill_points.py
+        env["FSM_WORKER_TEST_KILL_AT"] = kill_at  # tests/support/kill_points.py
         env["FSM_TEST_WORKER_GPUS"] = gpus  # fake GPUs, one slot each
         env["FSM_TEST_WORKER_LIFETIME"] = lifetime
         args = (url, token, peer_id, str(workdir), str(pid_file))

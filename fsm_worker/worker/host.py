@@ -21,7 +21,6 @@ from typing import Any
 import attrs
 
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
-from fsm_worker.jobs.spec import ErrorCode
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.shells.rtc.options import RtcOptions
@@ -45,10 +44,6 @@ __all__ = ["WorkerConfig", "WorkerHost"]
 log = logging.getLogger(__name__)
 
 Task = Coroutine[Any, Any, core.Event | None]
-#: Run states whose process a restarted worker must find again (or report gone).
-_RUN_STATES = {core.WorkerState.STARTING, core.WorkerState.RUNNING}
-_STOPPING_STATES = {core.WorkerState.STOPPING_FOR_CANCEL, core.WorkerState.STOPPING_FOR_SHUTDOWN,
-                    core.WorkerState.STOPPING_EARLY}  # fmt: skip
 
 
 class WorkerHost:
@@ -184,35 +179,17 @@ class WorkerHost:
         return [*(job.job_id for job, _ in self.core.held_jobs()), *self.core.retained_job_ids()]
 
     def _recover(self) -> None:
-        """After a restore: report what expired while the worker was down, and take back a run it held.
-
-        A detached run outlives the worker: the runs shell adopts it (it keeps running and its end is reported
-        once, or its real end if it ended meanwhile; `LOST` if it left no trace). A run being stopped is
-        stopped again. A run under `job_lifetime = "with_worker"` died with the worker: reported as failed
-        (`KILLED`, recoverable), or as stopped if it was being stopped, each once.
+        """After a restore: the core reports what expired while the worker was down, tells the clients of the
+        old process's data channels, and answers for each run it held (protocol/worker/adoption.py): `AdoptRun`
+        for a detached run (carried out by the runs shell: it keeps running and its end is reported once, or
+        its real end if it ended meanwhile; `LOST` if it left no trace), or the run's end when runs die with
+        the worker.
         """
         held = self.core.held_jobs()
         states = ", ".join(f"{job.job_id}: {state.value}" for job, state in held) or "no job"
         log.info("restored %d journaled events: %s", self.restored_events, states)
-        self._feed(core.Restored())  # the old process's data channels are gone: their clients are told
-        self._feed(core.TimerFired())
-        for job, state in self.core.held_jobs():
-            self._recover_run(job, state)
-
-    def _recover_run(self, job: core.Job, state: core.WorkerState) -> None:
-        if state not in _RUN_STATES | _STOPPING_STATES:
-            return
-        if self.config.job_lifetime == "detached":
-            offset = self.journaled.resume_offsets.get(job.job_id, 0) if self.journaled is not None else 0
-            stop = None if state in _RUN_STATES else state is core.WorkerState.STOPPING_EARLY
-            self._spawn(
-                self.runs.adopt(job, self.job_dir(job.job_id), offset, stop=stop), f"adopt-{job.job_id}"
-            )
-        elif state in _RUN_STATES:
-            message = "the worker restarted and the job's process did not survive it"
-            self._feed(core.RunFailed(job.job_id, ErrorCode.KILLED, message, recoverable=True))
-        else:
-            self._feed(core.RunStopped(job.job_id))
+        offsets = self.journaled.resume_offsets if self.journaled is not None else {}
+        self._feed(core.Restored(self.config.job_lifetime == "detached", dict(offsets)))
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -361,6 +338,10 @@ class WorkerHost:
                 (self._idle.set if idle else self._idle.clear)()
             case core.StartRun(job=job, cuda_visible_devices=devices):
                 self._spawn(self.runs.start(job, self.job_dir(job.job_id), devices), f"run-{job.job_id}")
+            case core.AdoptRun(job=job, resume_offset=offset, stop=stop):
+                self._spawn(
+                    self.runs.adopt(job, self.job_dir(job.job_id), offset, stop=stop), f"adopt-{job.job_id}"
+                )
             case core.StopRun(job_id=job_id, graceful=graceful):
                 self._spawn(self.runs.stop(job_id, graceful), f"stop-{job_id}")
             case core.AcceptOffer(job_id=job_id):

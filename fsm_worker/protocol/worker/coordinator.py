@@ -36,8 +36,10 @@ from fsm_worker.protocol.messages import (
     parse_message,
 )
 from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus, presents_key
+from fsm_worker.protocol.worker.adoption import after_restore
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.events import (
+    AdoptRun,
     Advertise,
     ChannelAnswered,
     ChannelClosed,
@@ -201,9 +203,19 @@ class JobCoordinator(SlotActions):
             self._drain(Stimulus(now, event))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
+            if isinstance(event, Restored):
+                self._after_restore(event, now)
         self._focus = self._primary()
         self.stimulus_log.append((now, event, before, self.state))
         return self._out
+
+    def _after_restore(self, event: Restored, now: float) -> None:
+        """Adopt the runs held (`AdoptRun`), or end them through their run-event rows (adoption.py)."""
+        for step in after_restore(event, self.held_jobs()):
+            if isinstance(step, AdoptRun):
+                self._out.append(step)
+            else:
+                self._trigger(_TRIGGERS[type(step)], Stimulus(now, step, job_id=step.job_id))
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `TimerFired` has work to do, or None."""

@@ -231,7 +231,16 @@ class TimerFired:
 @attrs.frozen
 class Restored:
     """The core was rebuilt from the journal in a new worker process: what lived only in the old process (its
-    data channels) is gone."""
+    data channels) is gone.
+
+    `runs_survive`: the old process's runs were detached and may still be going (`job_lifetime = "detached"`);
+    the core answers with `AdoptRun` for each run it held. Otherwise they died with the worker: the core fails
+    each running job (`KILLED`, recoverable) and ends each one being stopped as stopped. `resume_offsets`: the
+    last journaled `RunProgress.resume_offset` per job (where an adopted run's output is read on from).
+    """
+
+    runs_survive: bool = True
+    resume_offsets: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -289,6 +298,19 @@ class StopRun:
 
     job_id: str
     graceful: bool = False
+
+
+@attrs.frozen
+class AdoptRun:
+    """After a restore: take back the run of `job` that outlived the old worker process, reading its output on
+    from `resume_offset`; report its events as a started run's (no second `RunStarted`), its real end if it
+    ended meanwhile, or `RunFailed(LOST)` if it left no trace. `stop` (None: let it go on) stops a run still
+    going, graceful or not: it was being stopped when the worker went down; answer with `RunStopped`.
+    """
+
+    job: Job
+    resume_offset: int = 0
+    stop: bool | None = None
 
 
 @attrs.frozen
@@ -360,4 +382,14 @@ class Advertise:
     view: SlotsView | None = attrs.field(default=None, eq=False)
 
 
-Instruction = Send | StartRun | StopRun | AcceptOffer | PublishResults | CloseChannel | CleanupJob | Advertise
+Instruction = (
+    Send
+    | StartRun
+    | StopRun
+    | AdoptRun
+    | AcceptOffer
+    | PublishResults
+    | CloseChannel
+    | CleanupJob
+    | Advertise
+)

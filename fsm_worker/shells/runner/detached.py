@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,38 @@ async def wait_exit(record: RunRecord) -> None:
             loop.remove_reader(fd)
     finally:
         os.close(fd)
+
+
+async def wait_child(wrapper: subprocess.Popen[bytes]) -> None:
+    """Return once our own child `wrapper` has ended, and reap it (its `returncode` is set then).
+
+    The wrapper of a detached run is a plain `subprocess.Popen` child, not an asyncio subprocess transport:
+    nothing owns it that would kill it when the runner lets go (`JobRunner.detach`): cancelling this wait and
+    dropping the `Popen` leaves it running. A pidfd becomes readable when the child exits; without pidfds
+    this polls."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(wrapper.pid)
+    except OSError:
+        while wrapper.poll() is None:
+            await asyncio.sleep(0.05)
+        return
+    try:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    wrapper.wait()  # ended: reaps at once
+
+
+def let_go(wrapper: subprocess.Popen[bytes]) -> None:
+    """Leave a detached run's wrapper running: only a daemon thread keeps waiting to reap it (so no zombie is
+    left while this process lives, and it never holds the process up at exit)."""
+    threading.Thread(target=wrapper.wait, name=f"reap-{wrapper.pid}", daemon=True).start()
 
 
 def read_tail(path: Path, limit: int) -> bytes:

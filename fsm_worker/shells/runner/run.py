@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -43,7 +44,8 @@ class Run:
     sink: EventSink
     timeout: float | None
     limiter: RateLimiter[RunProgress]
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | None = None  # a run that dies with the worker: piped output
+    wrapper: subprocess.Popen[bytes] | None = None  # a detached run's wrapper, our plain child (wait_child)
     transport: asyncio.SubprocessTransport | None = None
     protocol: ExitProtocol | None = None
     scope: RunScope | None = None

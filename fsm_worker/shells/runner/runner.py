@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -40,8 +41,10 @@ from fsm_worker.shells.runner.detached import (
     TAIL_POLL,
     RunFiles,
     RunRecord,
+    let_go,
     read_exit,
     read_tail,
+    wait_child,
     wait_exit,
 )
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
@@ -135,7 +138,7 @@ class JobRunner:
         try:
             await self._launch(run)
         except BaseException:
-            if run.proc is None and not run.done.is_set():  # cancelled before a process existed
+            if run.proc is None and run.wrapper is None and not run.done.is_set():  # before a process existed
                 self._runs.pop(spec.job_id, None)
                 run.done.set()
             raise
@@ -256,24 +259,29 @@ class JobRunner:
             else:
                 stdout = stderr = asyncio.subprocess.PIPE
             try:
-                run.transport, run.protocol = await loop.subprocess_exec(
-                    lambda: ExitProtocol(LINE_LIMIT, loop),
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=spec.workdir,
-                    env=env,
-                    start_new_session=True,
-                )
+                if run.files is not None:  # a plain child: letting go of it never kills it (wait_child)
+                    run.wrapper = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                                   cwd=spec.workdir, env=env, start_new_session=True)  # fmt: skip
+                    run.exited = asyncio.ensure_future(wait_child(run.wrapper))
+                else:
+                    run.transport, run.protocol = await loop.subprocess_exec(
+                        lambda: ExitProtocol(LINE_LIMIT, loop),
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=stdout,
+                        stderr=stderr,
+                        cwd=spec.workdir,
+                        env=env,
+                        start_new_session=True,
+                    )
+                    run.proc = asyncio.subprocess.Process(run.transport, run.protocol, loop)
             finally:
                 for handle in (stdout, stderr):
                     if not isinstance(handle, int):
                         handle.close()
-            run.proc = asyncio.subprocess.Process(run.transport, run.protocol, loop)
-            run.scope = RunScope(run.proc.pid, run.token)
-            if run.files is not None:
-                run.exited = run.protocol.exited
+            process = run.wrapper or run.proc
+            assert process is not None
+            run.scope = RunScope(process.pid, run.token)
         except OSError as exc:
             await self._close_channel(run)
             message = f"cannot start {argv[0]!r}: {exc}"
@@ -426,8 +434,9 @@ class JobRunner:
         readers: list[asyncio.Task[None]] = []
         try:
             if not run.adopted:
-                assert run.proc is not None
-                await self._emit(run, RunStarted(job_id, run.proc.pid))
+                process = run.wrapper or run.proc
+                assert process is not None
+                await self._emit(run, RunStarted(job_id, process.pid))
             run.started.set()
             if run.files is not None:
                 readers.append(asyncio.create_task(self._tail_stdout(run, run.files, exited)))
@@ -461,9 +470,11 @@ class JobRunner:
                 scope.signal(signal.SIGKILL)
             for task in readers:
                 task.cancel()
-            if transport is not None and run.detaching:
-                _let_go(transport)
-            elif transport is not None:
+            if run.detaching and run.wrapper is not None:
+                if run.exited is not None:
+                    run.exited.cancel()  # stop waiting for the wrapper: nothing else holds it (wait_child)
+                let_go(run.wrapper)
+            if transport is not None:
                 transport.close()
             await self._close_channel(run)
             self._runs.pop(job_id, None)
@@ -494,8 +505,8 @@ class JobRunner:
         assert run.output is not None
         run.output.stderr(await asyncio.to_thread(read_tail, run.files.stderr, self.stderr_tail_chars * 4))
         returncode = read_exit(run.files)
-        if returncode is None and run.transport is not None:
-            returncode = run.transport.get_returncode()  # the wrapper itself was killed
+        if returncode is None and run.wrapper is not None:
+            returncode = run.wrapper.returncode  # the wrapper itself was killed
         if returncode is None and not run.stop_requested and not run.timed_out:
             message = f"job lost: its wrapper ended without an exit status in {run.files.directory}"
             return RunFailed(run.spec.job_id, ErrorCode.LOST, message + tail(run), True)
@@ -650,10 +661,3 @@ def _fresh_run_files(files: RunFiles) -> tuple[BinaryIO, BinaryIO]:
     for path in (files.record, files.exit):
         path.unlink(missing_ok=True)
     return open(files.stdout, "wb"), open(files.stderr, "wb")
-
-
-def _let_go(transport: asyncio.SubprocessTransport) -> None:
-    """Forget a detached run's wrapper without killing it. asyncio's `close()` (also called by the transport's
-    `__del__`) kills a child that is still running; marking the transport closed leaves the process alone, so
-    a graceful stop of the worker leaves the run going (its wrapper still records the exit status)."""
-    setattr(transport, "_closed", True)  # noqa: B010  (asyncio offers no public way to let a child go)

@@ -18,6 +18,7 @@ import attrs
 from aiortc import RTCPeerConnection
 
 from fsm_worker.client.outbox import Outbox, SendFn
+from fsm_worker.protocol.client import channel_retry as retry
 from fsm_worker.protocol.client.errors import (
     ClientTimeoutError,
     DataChannelError,
@@ -74,7 +75,6 @@ from fsm_worker.shells.transfer.client import (
     UploadedFile,
 )
 from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
-from fsm_worker.shells.transfer.errors import FrameCode as TransferCode
 from fsm_worker.shells.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)
@@ -287,38 +287,48 @@ class Job:
         paths = [Path(path) for path in inputs]
 
         async def upload_and_commit(transfer: ClientTransferEndpoint) -> None:
-            try:
-                self.uploaded = await transfer.upload(paths, on_progress)
-                await transfer.commit()
-            except RemoteTransferError as error:
-                if error.code != TransferCode.COMMITTED:  # else the commit went through before a drop
-                    raise
+            self.uploaded = await transfer.upload(paths, on_progress)
+            await transfer.commit()
 
         await self._over_channel("upload", upload_and_commit)
 
     async def _over_channel(
-        self, what: str, operation: Callable[[ClientTransferEndpoint], Awaitable[T]]
-    ) -> T:
-        """Run a transfer over the open data channel; when the channel drops, run it again over a new one
-        (the transfer protocol resumes where the worker's verified bytes end)."""
-        retries = self._link.timeouts.channel_retries
-        for attempt in range(retries + 1):
-            if self._transfer is None or self._transfer.channel.readyState != "open":
-                await self.open_channel()
-            assert self._transfer is not None
-            try:
-                return await operation(self._transfer)
-            except ChannelClosedError as error:
-                if attempt == retries:
-                    message = f"{what} failed {attempt + 1} times: {error.message}"
-                    raise DataChannelError(error.code, message) from error
-                log.warning(
-                    "job %s: data channel dropped during the %s; going on over a new one", self.job_id, what
-                )
-                await self.close_channel()
-            except TransferError as error:
-                raise DataChannelError(error.code, error.message) from error
-        raise AssertionError("unreachable")
+        self, what: retry.Operation, operation: Callable[[ClientTransferEndpoint], Awaitable[T]]
+    ) -> T | None:
+        """Run a transfer over the job's data channel, as the retry core says (protocol/client/channel_retry.py):
+        over a new channel when it drops (the transfer resumes where the worker's verified bytes end), until
+        it is done or the budget is spent. Every `if` here is about IO: each outcome goes to the core."""
+        core = retry.ChannelRetry(what, self._link.timeouts.channel_retries)
+        transfer_open = self._transfer is not None and self._transfer.channel.readyState == "open"
+        last_error: TransferError | None = None
+        pending, result = core.handle(retry.Begin(transfer_open)), None
+        while pending:
+            instruction, *pending = pending
+            match instruction:
+                case retry.OpenChannel():
+                    await self.open_channel()
+                    pending += core.handle(retry.ChannelOpened())
+                case retry.CloseChannel(attempt=attempt):
+                    log.warning("job %s: data channel dropped during the %s (attempt %d); going on over a new one",
+                                self.job_id, what, attempt)  # fmt: skip
+                    await self.close_channel()
+                case retry.RunTransfer():
+                    assert self._transfer is not None
+                    try:
+                        result = await operation(self._transfer)
+                        event: retry.RetryEvent = retry.TransferSucceeded()
+                    except ChannelClosedError as error:
+                        event, last_error = retry.ChannelDropped(error.code, error.message), error
+                    except RemoteTransferError as error:
+                        event, last_error = retry.TransferRefused(error.code, error.message), error
+                    except TransferError as error:
+                        event, last_error = retry.TransferFailed(error.code, error.message), error
+                    pending += core.handle(event)
+                case retry.Finish():
+                    return result
+                case retry.Fail(code=code, message=message):
+                    raise DataChannelError(code, message) from last_error
+        raise AssertionError(f"the channel retry core stopped in {core.state}")
 
     async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
         try:
@@ -404,7 +414,9 @@ class Job:
                 raise
 
         try:
-            return await self._over_channel("download", fetch)
+            files = await self._over_channel("download", fetch)
+            assert files is not None  # a download finishes only with its files
+            return files
         finally:
             for partial in kept:  # the last attempt dropped too: nothing is left behind
                 await asyncio.to_thread(destination.discard, partial.staging)

@@ -7,6 +7,10 @@ that collides with no other, and the count and total size are capped (:class:`Do
 announced. The shell (``shells/transfer/client.py``) writes into a fresh folder of its own.
 A ``same`` frame (a file the client listed in ``fetch_results.have``, equal on the worker) counts as
 done without bytes; it is kept in place (:attr:`DownloadReceiver.kept`).
+
+Idle timeout: with ``idle_timeout``, :class:`FetchSent` starts a deadline that every frame and chunk from the
+worker moves ``idle_timeout`` ahead; the shell arms one timer at :meth:`DownloadReceiver.next_deadline` and
+feeds :class:`TimerFired`; a download that heard nothing for that long fails ``TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from fsm_worker.protocol.transfer.frames import (
 from fsm_worker.protocol.transfer.paths import check_relative_path, path_conflict
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.protocol.transfer.uploader_steps import TimerFired
 
 GiB = 1024**3
 DEFAULT_MAX_DOWNLOAD_FILES = 10_000
@@ -58,7 +63,14 @@ class FilePlaced:
     """Answer to :class:`PlaceFile`."""
 
 
-DownloadEvent: TypeAlias = FrameIn | BadFrameIn | ChunkIn | FileFinished | FilePlaced | Failed
+@attrs.frozen
+class FetchSent:
+    """The shell sent ``fetch_results``: the worker's silence counts from now."""
+
+
+DownloadEvent: TypeAlias = (
+    FrameIn | BadFrameIn | ChunkIn | FileFinished | FilePlaced | Failed | FetchSent | TimerFired
+)
 
 
 # --- instructions (besides WriteChunk) ----------------------------------------------------------------
@@ -128,8 +140,11 @@ class DownloadReceiver:
         stats: TransferStats | None = None,
         held: dict[str, tuple[int, str]] | None = None,
         resume: tuple[str, int] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.limits = limits or DownloadLimits()
+        self.idle_timeout = idle_timeout  # seconds the worker may stay silent (None: no limit)
+        self.deadline: float | None = None
         self.held = dict(held or {})  # what ``fetch_results.have`` listed: name -> (size, sha256)
         self.resume = resume  # (name, offset) the client asked to resume (``fetch_results.resume``)
         self.kept: list[str] = []  # results the client already held: counted as done, not written
@@ -144,10 +159,23 @@ class DownloadReceiver:
         self.finished = False
         self._waiting: str | None = None  # "finish" | "place"
 
-    def handle(self, event: DownloadEvent) -> list[DownloadInstruction]:
-        """Feed one event; never raises."""
+    def next_deadline(self) -> float | None:
+        """When the shell must feed :class:`TimerFired` (``None``: no timer)."""
+        return None if self.finished else self.deadline
+
+    def handle(self, event: DownloadEvent, now: float) -> list[DownloadInstruction]:
+        """Feed one event at time ``now``; never raises."""
         if self.finished:
             return []
+        if isinstance(event, TimerFired | FetchSent | FrameIn | ChunkIn):
+            if isinstance(event, TimerFired):
+                if self.deadline is None or now < self.deadline:
+                    return []
+                return self._fail(FrameCode.TIMEOUT, f"download stalled for {self.idle_timeout:g} s")
+            if self.idle_timeout is not None:  # the worker was heard (or asked): silence counts from now
+                self.deadline = now + self.idle_timeout
+            if isinstance(event, FetchSent):
+                return []
         try:
             return self._handle(event)
         except FrameError as exc:
@@ -179,7 +207,7 @@ class DownloadReceiver:
             return []
         if isinstance(event, FrameIn):
             return self._on_frame(event.frame)
-        return []
+        return []  # FetchSent, TimerFired: handled in `handle`
 
     def _on_frame(self, frame: Frame) -> list[DownloadInstruction]:
         if isinstance(frame, Error):
@@ -307,4 +335,5 @@ class DownloadReceiver:
     ) -> list[DownloadInstruction]:
         self.finished = True
         self.file = None
+        self.deadline = None
         return [DownloadFailed(code, message, name, remote)]

@@ -381,28 +381,21 @@ class ClientTransferEndpoint:
             staged = dict(resume.received) if resume is not None else {}
             held.update(staged)
             download = self._download = DownloadShell(
-                staging, self.download_limits, on_progress, self.stats, held, part
+                staging, self.download_limits, on_progress, self.stats, held, part, self.reply_timeout
             )
-            loop = asyncio.get_running_loop()
             published = False
             interrupted: PartialDownload | None = None
             try:
                 have = [Held(name, size, sha256) for name, (size, sha256) in held.items()]
                 self._writer.send_frame(FetchResults(have=have, resume=partial))
-                async with asyncio.timeout(self.reply_timeout) as idle:
-                    # an idle timeout: every frame or chunk from the worker re-arms it
-                    download.activity = lambda: idle.reschedule(loop.time() + self.reply_timeout)
-                    names = await download.future
+                download.start()  # the core's idle deadline: every frame or chunk from the worker moves it
+                names = await download.future
                 kept = tuple(name for name in download.core.kept if name not in staged)
                 paths = await asyncio.to_thread(
                     destination.publish, staging, final, names, per_job=job_id is not None, kept=kept
                 )
                 published = True
                 return paths
-            except TimeoutError as exc:
-                raise TransferError(
-                    FrameCode.TIMEOUT, f"download stalled for {self.reply_timeout:g} s"
-                ) from exc
             except ChannelClosedError as exc:
                 if not keep_partial or download.partial is None:
                     raise

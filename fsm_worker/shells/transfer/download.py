@@ -16,6 +16,7 @@ from fsm_worker.protocol.transfer.download import (
     DownloadLimits,
     DownloadProgress,
     DownloadReceiver,
+    FetchSent,
     FileFinished,
     FilePlaced,
     FinishFile,
@@ -26,6 +27,7 @@ from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, RemoteTra
 from fsm_worker.protocol.transfer.frames import Frame
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.protocol.transfer.uploader_steps import TimerFired
 from fsm_worker.shells.transfer.errors import ChannelClosedError
 from fsm_worker.shells.transfer.files import FileSink
 
@@ -38,6 +40,8 @@ class DownloadShell:
 
     Files are written into ``staging`` (a fresh folder of ours, so no link can be in the way), as new
     files with normal permissions (0666 under the umask); :meth:`publish` moves them to their place.
+    The core's idle deadline (``idle_timeout``) is one loop timer, armed after every feed (:meth:`start`
+    after sending ``fetch_results``).
     """
 
     def __init__(
@@ -48,16 +52,25 @@ class DownloadShell:
         stats: TransferStats,
         held: dict[str, tuple[int, str]] | None = None,
         resume: tuple[str, Path, int, hashlib._Hash | None] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.staging = staging
         self.resume = resume  # (name, kept partial file, offset, hash of that prefix) of a dropped download
-        self.core = DownloadReceiver(limits, stats, held, (resume[0], resume[2]) if resume else None)
+        self.core = DownloadReceiver(
+            limits, stats, held, (resume[0], resume[2]) if resume else None, idle_timeout=idle_timeout
+        )
         self.partial: tuple[str, Path, int] | None = None  # what a channel drop left, resumable
         self.on_progress = on_progress
         self.future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
         self.sink: FileSink | None = None
-        self.activity: Callable[[], None] = lambda: None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self._count = 0
+
+    def start(self) -> None:
+        """``fetch_results`` was sent: the core's idle deadline starts."""
+        self._feed(FetchSent())
 
     def fail(self, exc: BaseException) -> None:
         """End the download locally (channel closed, abandoned); a finished one is unaffected.
@@ -69,24 +82,36 @@ class DownloadShell:
             self.partial = (self.sink.name, self.sink.part_path, self.sink.done)
             self.sink = None
         self._close_sink()
+        self._arm_timer(None)
         if not self.future.done():
             self.future.set_exception(exc)
 
     def on_frame(self, frame: Frame) -> None:
-        self.activity()
         self._feed(FrameIn(frame))
 
     def on_bad_frame(self, error: FrameError) -> None:
         self._feed(BadFrameIn(error))
 
     def on_chunk(self, data: bytes) -> None:
-        self.activity()
         self._feed(ChunkIn(data))
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._feed(TimerFired())
 
     def _feed(self, event: DownloadEvent) -> None:
         events = [event]
         while events:
-            for instruction in self.core.handle(events.pop(0)):
+            for instruction in self.core.handle(events.pop(0), self._loop.time()):
                 try:
                     answer = self._do(instruction)
                 except (FrameError, OSError) as exc:
@@ -94,6 +119,7 @@ class DownloadShell:
                     answer = Failed(FrameCode(code), str(exc))
                 if answer is not None:
                     events.append(answer)
+        self._arm_timer(self.core.next_deadline())
 
     def _do(self, instruction: DownloadInstruction) -> DownloadEvent | None:
         if isinstance(instruction, WriteChunk):

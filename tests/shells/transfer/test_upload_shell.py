@@ -1,4 +1,4 @@
-"""The client's upload shell over real aiortc channels: its one timer, a cancelled upload, a raising callback."""
+"""The client's upload and download shells over real aiortc channels: their one timer, a cancelled upload, a raising callback."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ async def test_a_silent_worker_fails_the_upload_on_the_reply_deadline(
     assert len(received) == 1 and '"type":"put"' in str(received[0]).replace(" ", "")
     assert client.uploader.next_deadline() is None and not client.uploader.busy
     assert client._timer is None  # the shell's one timer is disarmed with the deadline
+
+
+async def test_a_silent_worker_fails_the_download_on_the_cores_idle_deadline(
+    link: Any, tmp_path: Path
+) -> None:
+    """The download's idle timeout is the core's deadline (one loop timer), not an `asyncio.timeout`."""
+    received: list[str | bytes] = []
+    link.worker.on("message", received.append)  # a peer that reads but never answers
+    client = ClientTransferEndpoint(link.client, reply_timeout=0.3)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TransferError) as failed:
+        async with asyncio.timeout(T):
+            await client.download(tmp_path / "out")
+    assert (failed.value.code, failed.value.message) == (FrameCode.TIMEOUT, "download stalled for 0.3 s")
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    assert len(received) == 1 and '"type":"fetch_results"' in str(received[0]).replace(" ", "")
+    assert client._download is None
+    assert list((tmp_path / "out").iterdir()) == []  # the staging folder went with the failure
 
 
 async def test_a_cancelled_upload_leaves_the_endpoint_usable(link: Any, tmp_path: Path, tools: Any) -> None:

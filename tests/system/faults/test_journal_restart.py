@@ -325,3 +325,33 @@ async def test_an_adopted_job_is_cancelled_by_its_client_and_leaves_no_process(
         assert sorted(seqs) == list(range(1, len(seqs) + 1))
     finally:
         await worker.kill()
+
+
+async def test_a_job_that_lived_with_a_sigkilled_worker_is_reported_killed_once_after_the_restart(
+    room: Room, tmp_path: Path
+) -> None:
+    """`job_lifetime = "with_worker"`: the run did not survive the crash, so the restored core fails it
+    itself (`KILLED`, recoverable; protocol/worker/adoption.py) and nothing is adopted."""
+    workdir = tmp_path / "phoenix"
+    worker = await WorkerProcess.start(
+        room.url, room.token, "phoenix", workdir, journal=True, lifetime="with_worker"
+    )
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        job = await _running_ticker(client, steps_seen=1)
+        await worker.kill()  # the worker and its run: nothing of the job is left
+        assert not list(workdir.glob("jobs/*/.run/record.json"))  # never detached
+        worker = await WorkerProcess.start(
+            room.url, room.token, "phoenix", workdir, journal=True, lifetime="with_worker"
+        )
+        async with asyncio.timeout(TIMEOUT):
+            terminal = await job.wait()
+        assert isinstance(terminal, JobFailed)
+        assert (terminal.error.code, terminal.error.recoverable) == ("KILLED", True)
+        assert terminal.error.message == "the worker restarted and the job's process did not survive it"
+        assert [m for m in received if isinstance(m, JobComplete | JobFailed)] == [terminal]  # once
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    finally:
+        await worker.kill()

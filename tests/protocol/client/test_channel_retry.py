@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fsm_worker.protocol.client.channel_retry import (
     Begin,
@@ -129,3 +131,75 @@ def test_totality_every_event_in_every_state_answers(state: RetryState, event: R
     ends = [i for i in out if isinstance(i, Finish | Fail)]
     assert len(ends) <= 1 and (not ends or out[-1] is ends[0])  # an end is last, and only one
     assert core.next_deadline() is None
+
+
+# --- against a reference model: any run of attempt outcomes ---------------------------------------------------
+
+
+OUTCOMES = st.sampled_from(["ok", "drop", "committed", "refused", "local"])
+
+
+@given(
+    what=st.sampled_from(["upload", "download"]),
+    retries=st.integers(0, 4),
+    starts_open=st.booleans(),
+    outcomes=st.lists(OUTCOMES, max_size=8),
+)
+def test_the_core_agrees_with_a_reference_model(
+    what: str, retries: int, starts_open: bool, outcomes: list[str]
+) -> None:
+    """The shell's loop, played with a script of attempt outcomes: channels opened, attempts made, the end."""
+    core = ChannelRetry(what, retries)  # type: ignore[arg-type]
+    script = iter(outcomes)
+    pending = core.handle(Begin(starts_open))
+    opened = attempts = closed = 0
+    end: Finish | Fail | None = None
+    while pending:
+        instruction, *pending = pending
+        if isinstance(instruction, OpenChannel):
+            opened += 1
+            pending += core.handle(ChannelOpened())
+        elif isinstance(instruction, CloseChannel):
+            closed += 1
+            assert instruction.attempt == attempts
+        elif isinstance(instruction, RunTransfer):
+            attempts += 1
+            assert instruction.attempt == attempts
+            outcome = next(script, None)
+            if outcome is None:
+                break  # the script ran out mid-attempt: the operation is still going
+            events: dict[str, RetryEvent] = {
+                "ok": TransferSucceeded(),
+                "drop": DROP,
+                "committed": TransferRefused("COMMITTED", "c"),
+                "refused": TransferRefused("NOPE", "r"),
+                "local": TransferFailed("IO_ERROR", "l"),
+            }
+            event = events[outcome]
+            pending += core.handle(event)
+        else:
+            assert pending == []  # the end is the last instruction
+            end = instruction
+    # the reference: the first outcome that is not a drop ends it, unless the drops spend the budget first
+    drops, consumed = 0, 0
+    expected: Finish | Fail | None = None
+    for outcome in outcomes:
+        consumed += 1
+        if outcome == "drop":
+            drops += 1
+            if drops > retries:
+                expected = Fail("CHANNEL_CLOSED", f"{what} failed {drops} times: data channel closed")
+                break
+            continue
+        if outcome == "ok" or (outcome == "committed" and what == "upload"):
+            expected = Finish()
+        else:
+            expected = {"committed": Fail("COMMITTED", "c"), "refused": Fail("NOPE", "r"),
+                        "local": Fail("IO_ERROR", "l")}[outcome]  # fmt: skip
+        break
+    assert end == expected
+    assert attempts == consumed + (expected is None)  # one more attempt waits when the script ran out
+    assert closed == min(drops, retries)  # a dropped channel is closed before each retry, not at the end
+    assert opened == closed + (not starts_open)
+    states = {Finish: RetryState.DONE, Fail: RetryState.FAILED}
+    assert core.state is states.get(type(end), RetryState.TRANSFERRING)

@@ -18,6 +18,7 @@ from fsm_worker.protocol.transfer.frames import (
     Same,
 )
 from fsm_worker.protocol.transfer.upload_steps import ChunkIn, Failed, FrameIn, WriteChunk
+from fsm_worker.protocol.transfer.uploader_steps import TimerFired
 
 
 def header(name: str, data: bytes) -> FrameIn:
@@ -189,7 +190,7 @@ def test_the_idle_deadline_starts_when_fetch_results_is_sent_and_every_frame_or_
     core.handle(header("f", b"abcd"), 14.0)
     assert core.handle(ChunkIn(b"ab"), 16.0) == [WriteChunk(b"ab"), dl.DownloadProgress(2, 4)]
     assert core.next_deadline() == 21.0
-    assert core.handle(dl.TimerFired(), 20.9) == []  # early: nothing happens
+    assert core.handle(TimerFired(), 20.9) == []  # early: nothing happens
     core.validate_state()
 
 
@@ -197,11 +198,11 @@ def test_a_worker_silent_for_the_idle_timeout_fails_the_download_with_timeout_on
     core = dl.DownloadReceiver(idle_timeout=2.5)
     core.handle(dl.FetchSent(), 0.0)
     core.handle(announce(("f", b"x"))[0], 1.0)
-    assert core.handle(dl.TimerFired(), 3.5) == [
+    assert core.handle(TimerFired(), 3.5) == [
         dl.DownloadFailed(FrameCode.TIMEOUT, "download stalled for 2.5 s", None, False)
     ]
     assert core.next_deadline() is None and core.finished
-    assert core.handle(dl.TimerFired(), 9.0) == []
+    assert core.handle(TimerFired(), 9.0) == []
 
 
 def test_a_finished_or_failed_download_has_no_deadline() -> None:
@@ -221,4 +222,4 @@ def test_without_an_idle_timeout_there_is_never_a_deadline() -> None:
     core = dl.DownloadReceiver()
     core.handle(dl.FetchSent(), 0.0)
     assert core.next_deadline() is None
-    assert core.handle(dl.TimerFired(), 1e9) == []
+    assert core.handle(TimerFired(), 1e9) == []

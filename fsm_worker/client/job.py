@@ -17,6 +17,7 @@ from typing import TypeVar
 import attrs
 from aiortc import RTCPeerConnection
 
+from fsm_worker.client.channel_ops import over_channels
 from fsm_worker.client.outbox import Outbox, SendFn
 from fsm_worker.protocol.client import channel_retry as retry
 from fsm_worker.protocol.client.errors import (
@@ -74,7 +75,6 @@ from fsm_worker.shells.transfer.client import (
     PartialDownload,
     UploadedFile,
 )
-from fsm_worker.shells.transfer.errors import ChannelClosedError, RemoteTransferError, TransferError
 from fsm_worker.shells.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)
@@ -295,40 +295,14 @@ class Job:
     async def _over_channel(
         self, what: retry.Operation, operation: Callable[[ClientTransferEndpoint], Awaitable[T]]
     ) -> T | None:
-        """Run a transfer over the job's data channel, as the retry core says (protocol/client/channel_retry.py):
-        over a new channel when it drops (the transfer resumes where the worker's verified bytes end), until
-        it is done or the budget is spent. Every `if` here is about IO: each outcome goes to the core."""
-        core = retry.ChannelRetry(what, self._link.timeouts.channel_retries)
-        transfer_open = self._transfer is not None and self._transfer.channel.readyState == "open"
-        last_error: TransferError | None = None
-        pending, result = core.handle(retry.Begin(transfer_open)), None
-        while pending:
-            instruction, *pending = pending
-            match instruction:
-                case retry.OpenChannel():
-                    await self.open_channel()
-                    pending += core.handle(retry.ChannelOpened())
-                case retry.CloseChannel(attempt=attempt):
-                    log.warning("job %s: data channel dropped during the %s (attempt %d); going on over a new one",
-                                self.job_id, what, attempt)  # fmt: skip
-                    await self.close_channel()
-                case retry.RunTransfer():
-                    assert self._transfer is not None
-                    try:
-                        result = await operation(self._transfer)
-                        event: retry.RetryEvent = retry.TransferSucceeded()
-                    except ChannelClosedError as error:
-                        event, last_error = retry.ChannelDropped(error.code, error.message), error
-                    except RemoteTransferError as error:
-                        event, last_error = retry.TransferRefused(error.code, error.message), error
-                    except TransferError as error:
-                        event, last_error = retry.TransferFailed(error.code, error.message), error
-                    pending += core.handle(event)
-                case retry.Finish():
-                    return result
-                case retry.Fail(code=code, message=message):
-                    raise DataChannelError(code, message) from last_error
-        raise AssertionError(f"the channel retry core stopped in {core.state}")
+        """Run a transfer over the job's data channel, over a new one when it drops, as the retry core says."""
+        return await over_channels(self, what, self._link.timeouts.channel_retries, operation)
+
+    def open_transfer(self) -> ClientTransferEndpoint | None:
+        """The transfer endpoint of the job's data channel while that channel is open."""
+        if self._transfer is not None and self._transfer.channel.readyState == "open":
+            return self._transfer
+        return None
 
     async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
         try:

@@ -37,6 +37,7 @@ from fsm_worker.protocol.messages import (
 )
 from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus, presents_key
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
+from fsm_worker.protocol.worker.dispatch import Rows
 from fsm_worker.protocol.worker.events import (
     Advertise,
     ChannelAnswered,
@@ -169,6 +170,7 @@ class JobCoordinator(SlotActions):
             transitions=TRANSITIONS,
             auto_transitions=False,
         )
+        self._rows: Rows[WorkerState, Stimulus] = Rows.of(self.machine, self)  # `machine`'s rows, bound
         #: The second table (`INTAKE`); it drives `intake` through `_trigger` and binds nothing to the model.
         self.intake_machine = Machine(
             model=None,
@@ -279,7 +281,7 @@ class JobCoordinator(SlotActions):
     def _trigger(self, name: str, stimulus: Stimulus, record: JobRecord | None = None) -> None:
         record = record if record is not None else self._record(stimulus.job_id)
         self._focus, self._mark, before = record, len(self._out), record.state
-        self.machine.events[name].trigger(self, stimulus)
+        self._rows.fire(name, record, stimulus)
         if record.state is not before:  # the slots and the queue change only with a job's state
             self._settle(record, stimulus.now, self._mark)
 

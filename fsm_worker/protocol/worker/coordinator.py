@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 from collections.abc import Callable
 
 import attrs
@@ -65,7 +66,7 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
-from fsm_worker.protocol.worker.invariants import QUEUED as _QUEUED
+from fsm_worker.protocol.worker.invariants import QUEUED
 from fsm_worker.protocol.worker.invariants import check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
@@ -105,19 +106,18 @@ _TRIGGERS: dict[type, str] = {
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 #: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
+_NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
 _DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
 
 def _record_property(name: str) -> property:
-    """An attribute of the focused job's record, read and written through the coordinator."""
-
-    def get(self: JobCoordinator) -> object:
-        return getattr(self._focus, name)
+    """An attribute of the focused job's record, read and written through the coordinator (read by a C getter:
+    the actions read these on every event)."""
 
     def put(self: JobCoordinator, value: object) -> None:
         setattr(self._focus, name, value)
 
-    return property(get, put)
+    return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
 class JobCoordinator(SlotActions):
@@ -196,15 +196,15 @@ class JobCoordinator(SlotActions):
         """Apply one event at time `now`; return the instructions for the shells, in order."""
         self._out = []
         self._fire_due_deadlines(now)
-        before = self.state
+        before = self._focus.state
         if isinstance(event, PeerMessage):
             self._on_peer_message(event, now)
         elif isinstance(event, Drain):
             self._drain(Stimulus(now, event))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
-        self._focus = self._primary()
-        self.stimulus_log.append((now, event, before, self.state))
+        self._focus = focus = self._primary()
+        self.stimulus_log.append((now, event, before, focus.state))
         return self._out
 
     def next_deadline(self) -> float | None:
@@ -288,28 +288,29 @@ class JobCoordinator(SlotActions):
     def _settle(self, record: JobRecord, now: float, mark: int) -> None:
         """After one job's trigger: keep its slots in step with its state, publish the slots when they changed
         (before the messages of this trigger), give freed slots to the queue and tell the queue its places."""
-        job_id, granted = record.job_id, tuple[str, ...]()
-        if job_id is not None and record.state is WorkerState.AVAILABLE:
+        job_id, state, granted = record.job_id, record.state, tuple[str, ...]()
+        if job_id is not None and state is WorkerState.AVAILABLE:
             if self._jobs.pop(job_id, None) is not None:
                 self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
         elif job_id is not None:
             self._jobs.setdefault(job_id, record)
-            wanted = SlotState.RESERVED if record.state is WorkerState.RESERVED else SlotState.BUSY
-            if any(
-                h is not None and h.job_id == job_id and h.state is not wanted
-                for h in self.sched.slots.holders
-            ):
-                self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
+            wanted = SlotState.RESERVED if state is WorkerState.RESERVED else SlotState.BUSY
+            for holder in self.sched.slots.holders:
+                if holder is not None and holder.job_id == job_id and holder.state is not wanted:
+                    self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
+                    break
         # the view is derived from the (immutable) scheduler alone: unchanged scheduler, unchanged view
         view = self._advertised if self.sched is self._advertised_sched else self.view()
         self._advertised_sched = self.sched
         if view != self._advertised:
             self._advertised = view
-            in_slot = record.state not in (WorkerState.AVAILABLE, *_QUEUED)
+            in_slot = state not in _NOT_IN_SLOT
             self._out.insert(mark, Advertise(self.status, job_id if in_slot else None, view))
         for started in granted:
             self._trigger("slot_granted", Stimulus(now, job_id=started), self._jobs[started])
-        for queued, position, _ in self.sched.positions(now) if granted or job_id not in self._jobs else ():
+        if not self.sched.queue.entries or not (granted or job_id not in self._jobs):
+            return  # nobody queued, or nobody's place changed
+        for queued, position, _ in self.sched.positions(now):
             if self._jobs[queued].reported_position != position:
                 self._trigger("queue_moved", Stimulus(now, job_id=queued), self._jobs[queued])
 
@@ -325,7 +326,7 @@ class JobCoordinator(SlotActions):
         return self.intake is Intake.DRAINING
 
     def _fire_due_deadlines(self, now: float) -> None:
-        for record in list(self._jobs.values()):
+        for record in list(self._jobs.values()) if self._jobs else ():
             if record.job_id not in self._jobs:
                 continue  # let go by an earlier deadline of this turn
             job = record.current_job
@@ -337,7 +338,7 @@ class JobCoordinator(SlotActions):
                     self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id), record)
                 elif now >= job.assigned_at + self.config.input_timeout:
                     self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id), record)
-        for job_id in self.sched.queue.expired(now, self.config.queue_lease):
+        for job_id in self.sched.queue.expired(now, self.config.queue_lease) if self.sched.queue.entries else ():
             if job_id in self._jobs:
                 self._trigger("queue_lease_expired", Stimulus(now, job_id=job_id), self._jobs[job_id])
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on

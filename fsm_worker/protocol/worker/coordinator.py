@@ -66,8 +66,7 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
-from fsm_worker.protocol.worker.invariants import QUEUED
-from fsm_worker.protocol.worker.invariants import check_invariants
+from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
 from fsm_worker.protocol.worker.scheduler import Scheduler
@@ -338,7 +337,9 @@ class JobCoordinator(SlotActions):
                     self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id), record)
                 elif now >= job.assigned_at + self.config.input_timeout:
                     self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id), record)
-        for job_id in self.sched.queue.expired(now, self.config.queue_lease) if self.sched.queue.entries else ():
+        for job_id in (
+            self.sched.queue.expired(now, self.config.queue_lease) if self.sched.queue.entries else ()
+        ):
             if job_id in self._jobs:
                 self._trigger("queue_lease_expired", Stimulus(now, job_id=job_id), self._jobs[job_id])
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on

@@ -7,9 +7,10 @@ no IO and never sleeps; deadlines are data (`next_deadline()`), and the shell fe
 single timer goes off.
 
 Issue 12: each job the worker holds has its own machine on the one table (a `JobRecord`: its state and data).
-The `transitions` machine is bound to the coordinator, whose `state`, `reservation`, `current_job`, … are those
-of the focused record: `_trigger` focuses the job's record, fires, then settles the slots and the queue (a
-freed slot goes to the queue's head: `slot_granted`; the others hear their new place: `queue_moved`) and
+The coordinator's `state`, `reservation`, `current_job`, … are those of the focused record: `_trigger` focuses
+the job's record, fires the trigger on it (the `transitions` machine's rows, tried by `dispatch.Rows`: the
+guards and actions are this object's methods, the state is the record's), then settles the slots and the queue
+(a freed slot goes to the queue's head: `slot_granted`; the others hear their new place: `queue_moved`) and
 publishes the slots when they changed. Outside `handle` the focus is the primary job (the first in a slot).
 """
 
@@ -104,8 +105,8 @@ _TRIGGERS: dict[type, str] = {
     Drain: "drain",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
-#: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
 _NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
+#: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
 _DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
 
@@ -122,7 +123,7 @@ def _record_property(name: str) -> property:
 class JobCoordinator(SlotActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
-    `state` (managed by `transitions`) is the focused job's `WorkerState`; `status` is the worker's advertised
+    `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
     status, derived from its slots. No IO.
     """
 
@@ -162,23 +163,13 @@ class JobCoordinator(SlotActions):
         self.stimulus_log: collections.deque[tuple[float, Event, WorkerState, WorkerState]] = (
             collections.deque(maxlen=self.config.stimulus_log_size)
         )
-        self.machine = Machine(
-            model=self,
-            states=WorkerState,
-            initial=WorkerState.AVAILABLE,
-            transitions=TRANSITIONS,
-            auto_transitions=False,
-        )
-        self._rows: Rows[WorkerState, Stimulus] = Rows.of(self.machine, self)  # `machine`'s rows, bound
+        #: The table as a `transitions` machine (no model: each job's record is moved by `_rows`, its rows bound).
+        self.machine = Machine(None, WorkerState, initial=WorkerState.AVAILABLE, transitions=TRANSITIONS,
+                               auto_transitions=False)  # fmt: skip
+        self._rows: Rows[WorkerState, Stimulus] = Rows.of(self.machine, self)
         #: The second table (`INTAKE`); it drives `intake` through `_trigger` and binds nothing to the model.
-        self.intake_machine = Machine(
-            model=None,
-            states=Intake,
-            initial=Intake.OPEN,
-            transitions=INTAKE,
-            auto_transitions=False,
-            model_attribute="intake",
-        )
+        self.intake_machine = Machine(None, Intake, initial=Intake.OPEN, transitions=INTAKE,
+                                      auto_transitions=False, model_attribute="intake")  # fmt: skip
 
     # --- the one entry point ----------------------------------------------------------------------------------
 

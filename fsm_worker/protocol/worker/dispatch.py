@@ -86,9 +86,17 @@ class Rows(Generic[S, A]):
 def _bind(machine: Machine, transition: Any, model: object) -> Row[Any, Any]:
     if transition.prepare or transition.before:
         raise ValueError("dispatch: a row has prepare/before callbacks the rows do not run")
-    when = tuple(getattr(model, c.func) for c in transition.conditions if c.target)
-    unless = tuple(getattr(model, c.func) for c in transition.conditions if not c.target)
+    when = tuple(_callable(model, c.func) for c in transition.conditions if c.target)
+    unless = tuple(_callable(model, c.func) for c in transition.conditions if not c.target)
     if [c.target for c in transition.conditions] != [True] * len(when) + [False] * len(unless):
         raise ValueError("dispatch: a row's conditions are not all before its unless guards")
     dest = None if transition.dest is None else machine.get_state(transition.dest).value
-    return Row(when, unless, dest, tuple(getattr(model, name) for name in transition.after))
+    return Row(when, unless, dest, tuple(_callable(model, name) for name in transition.after))
+
+
+def _callable(model: object, func: Any) -> Callable[[Any], Any]:
+    """A guard or action as the table names it: a method of the model (by name), or a callable itself."""
+    bound = getattr(model, func) if isinstance(func, str) else func
+    if not callable(bound):
+        raise ValueError(f"dispatch: {func!r} is not a method of the model")
+    return bound  # type: ignore[no-any-return]

@@ -92,3 +92,24 @@ def test_a_machine_with_callbacks_the_rows_do_not_run_is_refused() -> None:
                            transitions=[["go", "a", "b"]], finalize_event="x")  # fmt: skip
     with pytest.raises(ValueError, match="machine-wide"):
         Rows.of(machine_wide, model)
+
+
+def test_a_guard_may_be_a_callable_but_not_a_plain_attribute() -> None:
+    class Door:
+        state = "shut"
+        locked = False
+
+        def open_up(self, arg: str) -> None:
+            self.opened_with = arg
+
+    rows = [{"trigger": "push", "source": "shut", "dest": "open", "unless": [lambda arg: arg == "no"],
+             "after": "open_up"}]  # fmt: skip
+    door = Door()
+    pushed: Rows[str, str] = Rows.of(Machine(None, ["shut", "open"], initial="shut", transitions=rows), door)
+    pushed.fire("push", door, "no")
+    assert door.state == "shut"
+    pushed.fire("push", door, "hard")
+    assert (door.state, door.opened_with) == ("open", "hard")
+    by_attribute = [{"trigger": "push", "source": "shut", "dest": "open", "conditions": "locked"}]
+    with pytest.raises(ValueError, match="'locked' is not a method"):
+        Rows.of(Machine(None, ["shut", "open"], initial="shut", transitions=by_attribute), door)

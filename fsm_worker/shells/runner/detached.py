@@ -50,6 +50,11 @@ class RunFiles:
     def exit(self) -> Path:
         return self.directory / "exit.json"
 
+    @property
+    def channel(self) -> Path:
+        """What the job's side channel needs to be opened again (``ReopenableChannel.saved``)."""
+        return self.directory / "channel.json"
+
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` via a synced temp file and a rename (readers never see half a file)."""
@@ -156,6 +161,15 @@ async def wait_exit(record: RunRecord) -> None:
             loop.remove_reader(fd)
     finally:
         os.close(fd)
+
+
+def read_channel(files: RunFiles) -> dict[str, Any] | None:
+    """The side channel's saved set-up from ``channel.json``; None if absent or unreadable."""
+    try:
+        value = json.loads(files.channel.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_tail(path: Path, limit: int) -> bytes:

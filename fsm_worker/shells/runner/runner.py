@@ -21,9 +21,9 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
-from fsm_worker.jobs.launch import Command, Launch, PythonCall, SideChannel
+from fsm_worker.jobs.launch import Command, Launch, PythonCall, ReopenableChannel, SideChannel
 from fsm_worker.jobs.parsers import JsonLines, OutputParser, ParsedLine
 from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine
 from fsm_worker.jobs.registry import JobTypeRegistry
@@ -40,9 +40,11 @@ from fsm_worker.shells.runner.detached import (
     TAIL_POLL,
     RunFiles,
     RunRecord,
+    read_channel,
     read_exit,
     read_tail,
     wait_exit,
+    write_json_atomically,
 )
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
 from fsm_worker.shells.runner.outcome import outcome, succeeded, tail
@@ -173,8 +175,10 @@ class JobRunner:
             message = f"job lost: {what} and no exit status in {files.directory}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.LOST, message, True))
             return Adoption.LOST
-        parser, run.soft_stop_signal = await asyncio.to_thread(self._parser_of, spec)
+        parser, run.soft_stop_signal, channel = await asyncio.to_thread(self._parser_of, spec)
         run.output = OutputState(spec.job_id, parser, self.stderr_tail_chars)
+        if alive:
+            run.channel = await self._open_channel(spec.job_id, await self._reopened(files, channel))
         loop = asyncio.get_running_loop()
         if record is not None:
             if alive:  # an ended job's group id may belong to someone else by now
@@ -207,19 +211,34 @@ class JobRunner:
             return None
         return run.resume_offset
 
-    def _parser_of(self, spec: JobSpec) -> tuple[OutputParser, int]:
-        """Runs in a thread: the progress parser and soft-stop signal of an adopted job (JSON lines if its
-        handler cannot build it any more). Its side channel is not reopened (see docs/durability.md)."""
+    def _parser_of(self, spec: JobSpec) -> tuple[OutputParser, int, SideChannel | None]:
+        """Runs in a thread: the progress parser, soft-stop signal and side channel (not opened) of an adopted
+        job, from its handler's launch built anew (JSON lines and no channel if it cannot be built any more)."""
         try:
             launch = self.registry.get(spec.job_type).build(spec)
         except Exception:
             log.warning("job %s: cannot rebuild its launch; reading JSON-lines progress", spec.job_id,
                         exc_info=True)  # fmt: skip
-            return JsonLines(), signal.SIGINT
+            return JsonLines(), signal.SIGINT, None
         if not isinstance(launch, Command):  # a PythonCall reports JSON lines
-            return JsonLines(), signal.SIGINT
+            return JsonLines(), signal.SIGINT, None
         parser = launch.progress if launch.progress is not None else JsonLines()
-        return parser, launch.soft_stop_signal
+        return parser, launch.soft_stop_signal, launch.side_channel
+
+    async def _reopened(self, files: RunFiles, channel: SideChannel | None) -> SideChannel | None:
+        """An adopted job's side channel set up as its start recorded it (None: no channel, or no record of
+        one, or the job type's channel cannot be reopened: progress then comes from its output only)."""
+        if channel is None:
+            return None
+        saved = await asyncio.to_thread(read_channel, files)
+        if saved is None or not isinstance(channel, ReopenableChannel):
+            log.info("job %s: its side channel is not reopened; progress from output only", files.directory)
+            return None
+        try:
+            return channel.reopened(saved)
+        except Exception:
+            log.warning("job %s: side channel record %s unusable", files.directory, saved, exc_info=True)
+            return None
 
     async def _launch(self, run: Run) -> None:
         spec = run.spec
@@ -252,7 +271,8 @@ class JobRunner:
                 run.files = RunFiles.of_workdir(spec.workdir)
                 argv = [self.python, "-m", "fsm_worker.shells.runner.wrapper", str(run.files.directory),
                         "--", *argv]  # fmt: skip
-                stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files)
+                saved = run.channel.saved() if isinstance(run.channel, ReopenableChannel) else None
+                stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files, saved)
             else:
                 stdout = stderr = asyncio.subprocess.PIPE
             try:
@@ -644,11 +664,14 @@ def _line_end(data: bytearray) -> int | None:
     return end
 
 
-def _fresh_run_files(files: RunFiles) -> tuple[BinaryIO, BinaryIO]:
-    """Runs in a thread: an empty run directory; its stdout and stderr files opened for the wrapper."""
+def _fresh_run_files(files: RunFiles, channel: dict[str, Any] | None) -> tuple[BinaryIO, BinaryIO]:
+    """Runs in a thread: an empty run directory with the side channel's set-up (if it can be reopened); its
+    stdout and stderr files opened for the wrapper."""
     files.directory.mkdir(parents=True, exist_ok=True)
-    for path in (files.record, files.exit):
+    for path in (files.record, files.exit, files.channel):
         path.unlink(missing_ok=True)
+    if channel is not None:
+        write_json_atomically(files.channel, channel)
     return open(files.stdout, "wb"), open(files.stderr, "wb")
 
 

@@ -51,6 +51,11 @@ class RunFiles:
         return self.directory / "exit.json"
 
     @property
+    def wrapper_log(self) -> Path:
+        """The wrapper's own messages (it cannot start the job, cannot write a log)."""
+        return self.directory / "wrapper.log"
+
+    @property
     def channel(self) -> Path:
         """What the job's side channel needs to be opened again (``ReopenableChannel.saved``)."""
         return self.directory / "channel.json"
@@ -170,14 +175,3 @@ def read_channel(files: RunFiles) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def read_tail(path: Path, limit: int) -> bytes:
-    """The last ``limit`` bytes of ``path`` (empty if absent)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read()
-    except OSError:
-        return b""

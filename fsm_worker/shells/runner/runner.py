@@ -42,11 +42,17 @@ from fsm_worker.shells.runner.detached import (
     RunRecord,
     read_channel,
     read_exit,
-    read_tail,
     wait_exit,
     write_json_atomically,
 )
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
+from fsm_worker.shells.runner.joblog import (
+    DEFAULT_MAX_BYTES,
+    MIN_MAX_BYTES,
+    LogReader,
+    fresh_log,
+    read_log_tail,
+)
 from fsm_worker.shells.runner.outcome import outcome, succeeded, tail
 from fsm_worker.shells.runner.output import LINE_LIMIT, OutputState
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
@@ -85,7 +91,8 @@ class JobRunner:
     it becomes a plain stop. ``job_lifetime``: ``"detached"`` (default) runs every job in its own session
     through a wrapper that records it in ``<workdir>/.run/`` so that it outlives the worker and ``adopt``
     finds it again; ``"with_worker"`` runs it under a ``PR_SET_PDEATHSIG`` guard with piped output, so it
-    dies with the worker.
+    dies with the worker. ``log_max_bytes`` bounds a detached job's ``stdout.log`` and ``stderr.log`` each (they
+    rotate to one ``.1`` file: at most twice that on disk per stream; ``joblog.py``).
     """
 
     def __init__(
@@ -100,9 +107,13 @@ class JobRunner:
         env_allow: Iterable[str] = DEFAULT_ALLOW,
         soft_stop_timeout: float = 120.0,
         job_lifetime: JobLifetime = "detached",
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if job_lifetime not in ("detached", "with_worker"):
             raise ValueError(f"job_lifetime must be 'detached' or 'with_worker', not {job_lifetime!r}")
+        if log_max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"job_log_max_bytes must be at least {MIN_MAX_BYTES}, got {log_max_bytes}")
+        self.log_max_bytes = log_max_bytes
         self.job_lifetime = job_lifetime
         self.registry = registry
         self.timeout = timeout
@@ -270,7 +281,7 @@ class JobRunner:
             if self.job_lifetime == "detached":
                 run.files = RunFiles.of_workdir(spec.workdir)
                 argv = [self.python, "-m", "fsm_worker.shells.runner.wrapper", str(run.files.directory),
-                        "--", *argv]  # fmt: skip
+                        "--log-max-bytes", str(self.log_max_bytes), "--", *argv]  # fmt: skip
                 saved = run.channel.saved() if isinstance(run.channel, ReopenableChannel) else None
                 stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files, saved)
             else:
@@ -512,7 +523,8 @@ class JobRunner:
             assert run.transport is not None
             return await self._outcome(run, run.transport.get_returncode())
         assert run.output is not None
-        run.output.stderr(await asyncio.to_thread(read_tail, run.files.stderr, self.stderr_tail_chars * 4))
+        tail_bytes = self.stderr_tail_chars * 4
+        run.output.stderr(await asyncio.to_thread(read_log_tail, run.files.stderr, tail_bytes))
         returncode = read_exit(run.files)
         if returncode is None and run.transport is not None:
             returncode = run.transport.get_returncode()  # the wrapper itself was killed
@@ -522,23 +534,33 @@ class JobRunner:
         return await self._outcome(run, returncode)
 
     async def _tail_stdout(self, run: Run, files: RunFiles, exited: asyncio.Future[None]) -> None:
-        """Follow ``stdout.log`` from its start until the run has exited and the file is read to its end.
+        """Follow ``stdout.log`` from its earliest kept byte until the run has exited and it is read to its end.
 
-        Lines are handled one by one so that ``run.line_end`` is exact; progress from lines that end at or
-        before ``run.skip_until`` was already sent before an adoption and only updates the run's state.
+        Offsets are logical (bytes the job ever wrote: the log rotates, ``joblog.py``). Lines are handled one
+        by one so that ``run.line_end`` is exact; progress from lines that end at or before ``run.skip_until``
+        was already sent before an adoption and only updates the run's state. Where bytes were rotated away
+        unread, the partial line after them is dropped.
         """
         assert run.output is not None
         pending = bytearray()
-        if not files.stdout.exists():  # removed while no runner watched: nothing to parse
+        reader = LogReader(files.stdout)
+        if not await asyncio.to_thread(reader.open):  # removed while no runner watched: nothing to parse
             log.warning("job %s: %s is missing", run.spec.job_id, files.stdout)
             await exited
             return
-        with open(files.stdout, "rb") as handle:
+        try:
+            fragment = False
             while True:
                 finished = exited.done()
-                data = await asyncio.to_thread(handle.read, READ_CHUNK)
+                data = await asyncio.to_thread(reader.read, READ_CHUNK)
+                if reader.take_gap():
+                    pending.clear()
+                    fragment = True
+                    run.line_end = reader.position - len(data)
                 if data:
                     pending += data
+                    if fragment:
+                        fragment = self._drop_fragment(run, pending)
                     await self._stdout_lines(run, pending, final=False)
                     continue
                 if finished:
@@ -546,6 +568,20 @@ class JobRunner:
                     return
                 await self._deliver_due(run)
                 await asyncio.wait([exited], timeout=TAIL_POLL)
+        finally:
+            reader.close()
+
+    @staticmethod
+    def _drop_fragment(run: Run, pending: bytearray) -> bool:
+        """Drop the tail of a line whose start was rotated away; True while its end has not arrived yet."""
+        cut = _line_end(pending)
+        if cut is None:
+            run.line_end += len(pending)
+            pending.clear()
+            return True
+        run.line_end += cut
+        del pending[:cut]
+        return False
 
     async def _stdout_lines(self, run: Run, pending: bytearray, *, final: bool) -> None:
         assert run.output is not None
@@ -665,14 +701,17 @@ def _line_end(data: bytearray) -> int | None:
 
 
 def _fresh_run_files(files: RunFiles, channel: dict[str, Any] | None) -> tuple[BinaryIO, BinaryIO]:
-    """Runs in a thread: an empty run directory with the side channel's set-up (if it can be reopened); its
-    stdout and stderr files opened for the wrapper."""
+    """Runs in a thread: an empty run directory with empty job logs and the side channel's set-up (if it can
+    be reopened); the wrapper's own log opened as its stdout and stderr."""
     files.directory.mkdir(parents=True, exist_ok=True)
     for path in (files.record, files.exit, files.channel):
         path.unlink(missing_ok=True)
     if channel is not None:
         write_json_atomically(files.channel, channel)
-    return open(files.stdout, "wb"), open(files.stderr, "wb")
+    for stream in (files.stdout, files.stderr):
+        fresh_log(stream).close()
+    wrapper_log = open(files.wrapper_log, "wb")  # noqa: SIM115  (closed once the wrapper started)
+    return wrapper_log, wrapper_log
 
 
 def _let_go(transport: asyncio.SubprocessTransport) -> None:

@@ -126,6 +126,26 @@ async def test_a_job_printing_past_its_log_bound_is_adopted_with_each_progress_o
     assert isinstance(rec.events[-1], RunSucceeded) and rec.events[-1].output_files == ("model.txt",)
 
 
+async def test_a_job_whose_wrapper_was_killed_while_no_runner_watched_ends_and_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The wrapper owns the job's output pipes: without it the job's next write ends it (no orphan is left
+    running), and the adoption reports the run lost."""
+    host = await Host.start(tmp_path, 1000, 0.05, 0)
+    await host.read_until(1)
+    await host.kill()
+    record = RunRecord.read(RunFiles.of_workdir(host.workdir))
+    assert record is not None
+    os.kill(record.wrapper_pid, signal.SIGKILL)
+    await wait_for(lambda: pid_gone(record.job_pid))
+    rec = Recorder()
+    runner = JobRunner(counter_registry(1000, 0.05, 0), progress_interval=0.0)
+    assert await runner.adopt(host.spec(), rec, offset=host.offset) is Adoption.LOST
+    end = rec.events[-1]
+    assert isinstance(end, RunFailed) and end.code is ErrorCode.LOST and end.recoverable
+    assert RunScope(record.pgid, record.token).members() == []
+
+
 @pytest.mark.parametrize("code", [0, 3])
 async def test_job_that_ended_while_no_runner_watched_reports_its_real_outcome(
     tmp_path: Path, code: int

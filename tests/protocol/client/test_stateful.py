@@ -179,12 +179,12 @@ class ClientModel(RuleBasedStateMachine):
             due = self.now >= self.heard_at + TIMEOUTS.liveness
             renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
             replay = replay_due and self.refused_since is None
-            assert len(probes) == int(due or renew or replay), "a silent worker is probed, a queue lease renewed"
-            if replay:  # no job_head within head_timeout: a full replay, which also probes
-                probe = probes[0].message
-                assert isinstance(probe, JobSync) and probe.upto_seq is None
-                self.heard_at = self.now
-            elif due and self.core.legacy_sync:  # a worker without job_head: probes are full replays
+            assert len(probes) == int(due or renew or replay), (
+                "a silent worker is probed, a queue lease renewed"
+            )
+            if replay or (
+                due and self.core.legacy_sync
+            ):  # no job_head within head_timeout: a full replay, which also probes
                 probe = probes[0].message
                 assert isinstance(probe, JobSync) and probe.upto_seq is None
                 self.heard_at = self.now

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from fsm_worker.jobs.launch import Command, Launch, PythonCall, ReopenableChannel, SideChannel
 from fsm_worker.jobs.parsers import JsonLines, OutputParser, ParsedLine
@@ -37,26 +37,23 @@ from fsm_worker.protocol.worker.events import (
     TerminalEvent,
 )
 from fsm_worker.shells.runner.detached import (
-    TAIL_POLL,
     RunFiles,
     RunRecord,
     read_channel,
     read_exit,
     wait_exit,
-    write_json_atomically,
 )
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
 from fsm_worker.shells.runner.joblog import (
     DEFAULT_MAX_BYTES,
     MIN_MAX_BYTES,
-    LogReader,
-    fresh_log,
     read_log_tail,
 )
 from fsm_worker.shells.runner.outcome import outcome, succeeded, tail
 from fsm_worker.shells.runner.output import LINE_LIMIT, OutputState
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
 from fsm_worker.shells.runner.run import EventSink, ExitProtocol, Prepared, Run
+from fsm_worker.shells.runner.tail import fresh_run_files, tail_stdout
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +280,7 @@ class JobRunner:
                 argv = [self.python, "-m", "fsm_worker.shells.runner.wrapper", str(run.files.directory),
                         "--log-max-bytes", str(self.log_max_bytes), "--", *argv]  # fmt: skip
                 saved = run.channel.saved() if isinstance(run.channel, ReopenableChannel) else None
-                stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files, saved)
+                stdout, stderr = await asyncio.to_thread(fresh_run_files, run.files, saved)
             else:
                 stdout = stderr = asyncio.subprocess.PIPE
             try:
@@ -461,7 +458,11 @@ class JobRunner:
                 await self._emit(run, RunStarted(job_id, run.proc.pid))
             run.started.set()
             if run.files is not None:
-                readers.append(asyncio.create_task(self._tail_stdout(run, run.files, exited)))
+                readers.append(
+                    asyncio.create_task(
+                        tail_stdout(run, run.files, exited, self._on_parsed, self._deliver_due)
+                    )
+                )
             else:
                 assert run.proc is not None and run.proc.stdout is not None and run.proc.stderr is not None
                 readers += [
@@ -532,75 +533,6 @@ class JobRunner:
             message = f"job lost: its wrapper ended without an exit status in {run.files.directory}"
             return RunFailed(run.spec.job_id, ErrorCode.LOST, message + tail(run), True)
         return await self._outcome(run, returncode)
-
-    async def _tail_stdout(self, run: Run, files: RunFiles, exited: asyncio.Future[None]) -> None:
-        """Follow ``stdout.log`` from its earliest kept byte until the run has exited and it is read to its end.
-
-        Offsets are logical (bytes the job ever wrote: the log rotates, ``joblog.py``). Lines are handled one
-        by one so that ``run.line_end`` is exact; progress from lines that end at or before ``run.skip_until``
-        was already sent before an adoption and only updates the run's state. Where bytes were rotated away
-        unread, the partial line after them is dropped.
-        """
-        assert run.output is not None
-        pending = bytearray()
-        reader = LogReader(files.stdout)
-        if not await asyncio.to_thread(reader.open):  # removed while no runner watched: nothing to parse
-            log.warning("job %s: %s is missing", run.spec.job_id, files.stdout)
-            await exited
-            return
-        try:
-            fragment = False
-            while True:
-                finished = exited.done()
-                data = await asyncio.to_thread(reader.read, READ_CHUNK)
-                if reader.take_gap():
-                    pending.clear()
-                    fragment = True
-                    run.line_end = reader.position - len(data)
-                if data:
-                    pending += data
-                    if fragment:
-                        fragment = self._drop_fragment(run, pending)
-                    await self._stdout_lines(run, pending, final=False)
-                    continue
-                if finished:
-                    await self._stdout_lines(run, pending, final=True)
-                    return
-                await self._deliver_due(run)
-                await asyncio.wait([exited], timeout=TAIL_POLL)
-        finally:
-            reader.close()
-
-    @staticmethod
-    def _drop_fragment(run: Run, pending: bytearray) -> bool:
-        """Drop the tail of a line whose start was rotated away; True while its end has not arrived yet."""
-        cut = _line_end(pending)
-        if cut is None:
-            run.line_end += len(pending)
-            pending.clear()
-            return True
-        run.line_end += cut
-        del pending[:cut]
-        return False
-
-    async def _stdout_lines(self, run: Run, pending: bytearray, *, final: bool) -> None:
-        assert run.output is not None
-        while pending:
-            cut = _line_end(pending)
-            if cut is None:
-                if not final and len(pending) <= LINE_LIMIT:
-                    return
-                cut = len(pending)
-            line, run.line_end = bytes(pending[:cut]), run.line_end + cut
-            del pending[:cut]
-            items = run.output.stdout(line) + run.output.stdout(b"")
-            for item in items:
-                if isinstance(item, ProgressLine) and run.channel_live:
-                    continue
-                if isinstance(item, ProgressLine) and run.line_end <= run.skip_until:
-                    run.last_progress = max(run.last_progress, item.progress)
-                    continue
-                await self._on_parsed(run, item)
 
     async def _close_channel(self, run: Run) -> None:
         channel, run.channel = run.channel, None
@@ -687,31 +619,6 @@ class JobRunner:
             self._runs.pop(run.spec.job_id, None)
             run.started.set()
             run.done.set()
-
-
-def _line_end(data: bytearray) -> int | None:
-    """Offset just after the first line separator (``\\r\\n`` counts as one) in ``data``; None if none."""
-    positions = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
-    if not positions:
-        return None
-    end = min(positions) + 1
-    if data[end - 1 : end] == b"\r" and end < len(data) and data[end : end + 1] == b"\n":
-        end += 1
-    return end
-
-
-def _fresh_run_files(files: RunFiles, channel: dict[str, Any] | None) -> tuple[BinaryIO, BinaryIO]:
-    """Runs in a thread: an empty run directory with empty job logs and the side channel's set-up (if it can
-    be reopened); the wrapper's own log opened as its stdout and stderr."""
-    files.directory.mkdir(parents=True, exist_ok=True)
-    for path in (files.record, files.exit, files.channel):
-        path.unlink(missing_ok=True)
-    if channel is not None:
-        write_json_atomically(files.channel, channel)
-    for stream in (files.stdout, files.stderr):
-        fresh_log(stream).close()
-    wrapper_log = open(files.wrapper_log, "wb")  # noqa: SIM115  (closed once the wrapper started)
-    return wrapper_log, wrapper_log
 
 
 def _let_go(transport: asyncio.SubprocessTransport) -> None:

@@ -186,7 +186,9 @@ class JobRunner:
         parser, run.soft_stop_signal, channel = await asyncio.to_thread(self._parser_of, spec)
         run.output = OutputState(spec.job_id, parser, self.stderr_tail_chars)
         if alive:
-            run.channel = await self._open_channel(spec.job_id, await self._reopened(files, channel))
+            run.channel = await self._open_channel(
+                spec.job_id, await self._reopened(spec.job_id, files, channel)
+            )
         loop = asyncio.get_running_loop()
         if record is not None:
             if alive:  # an ended job's group id may belong to someone else by now
@@ -233,19 +235,21 @@ class JobRunner:
         parser = launch.progress if launch.progress is not None else JsonLines()
         return parser, launch.soft_stop_signal, launch.side_channel
 
-    async def _reopened(self, files: RunFiles, channel: SideChannel | None) -> SideChannel | None:
+    async def _reopened(
+        self, job_id: str, files: RunFiles, channel: SideChannel | None
+    ) -> SideChannel | None:
         """An adopted job's side channel set up as its start recorded it (None: no channel, or no record of
         one, or the job type's channel cannot be reopened: progress then comes from its output only)."""
         if channel is None:
             return None
         saved = await asyncio.to_thread(read_channel, files)
         if saved is None or not isinstance(channel, ReopenableChannel):
-            log.info("job %s: its side channel is not reopened; progress from output only", files.directory)
+            log.info("job %s: its side channel is not reopened; progress from output only", job_id)
             return None
         try:
             return channel.reopened(saved)
         except Exception:
-            log.warning("job %s: side channel record %s unusable", files.directory, saved, exc_info=True)
+            log.warning("job %s: side channel record %s unusable", job_id, saved, exc_info=True)
             return None
 
     async def _launch(self, run: Run) -> None:

@@ -238,7 +238,10 @@ class WorkerTransferEndpoint:
         ensure_real_dir(self.job_dir)
         safe_target(ensure_real_dir(self.inputs_dir), probe.name)
         partial = ensure_real_dir(self.partial_dir) / f"{probe.sha256}.part"
-        in_store = await asyncio.to_thread(self.store.lookup, probe.sha256, probe.size) is not None
+        if self.store.verify:  # re-hashes the entry: off the loop
+            in_store = await asyncio.to_thread(self.store.lookup, probe.sha256, probe.size) is not None
+        else:  # one lstat: cheaper than a thread hop (a put of a small file is mostly such fixed costs)
+            in_store = self.store.lookup(probe.sha256, probe.size) is not None
         return rx.Probed(in_store, regular_file_size(partial) or 0, secrets.token_hex(16))
 
     async def _open(self, open_: rx.OpenUpload) -> rx.UploadOpened:

@@ -42,6 +42,11 @@ ResultsFn = Callable[[], "list[Path] | None"]
 WorkerProgressFn = Callable[[str, int, int], None]
 
 
+_INLINE_STORE_ADD = 1 << 20
+"""Inputs up to this size are added to the store on the loop: a thread hop costs more than the link (or
+the copy, if linking fails) of a small file."""
+
+
 class WorkerTransferEndpoint:
     """Serves one data channel for one job.
 
@@ -256,10 +261,12 @@ class WorkerTransferEndpoint:
             self._sink = None
 
     async def _add_to_store(self, add: rx.AddToStore) -> None:
+        source = self.inputs_dir / add.name
         try:
-            await asyncio.to_thread(
-                self.store.add, self.inputs_dir / add.name, add.sha256, job_dir=self.job_dir
-            )
+            if (regular_file_size(source) or 0) <= _INLINE_STORE_ADD:  # a link, or a small copy at worst
+                self.store.add(source, add.sha256, job_dir=self.job_dir)
+            else:
+                await asyncio.to_thread(self.store.add, source, add.sha256, job_dir=self.job_dir)
         except OSError as exc:
             log.warning("content store: could not add %s: %s", add.sha256, exc)
 

@@ -3,7 +3,8 @@ target, met?).
 
 Run: ``.venv/bin/python benchmarks/run_all.py [--only scale,end_to_end] [--quick]``. Each script prints its own
 table (passed through as it runs); the figures of the summary are read from that output: ``SUMMARY {json}``
-lines where a script prints them (rtc_throughput, datachannel, scale, end_to_end, slots, flood, slow_reader),
+lines where a script prints them (rtc_throughput, datachannel, transfer_files, scale, end_to_end, slots, flood,
+slow_reader),
 otherwise parsed from its table.
 Every same-run comparison interleaves ours and the baseline (ABBA order) inside the script that measures it.
 """
@@ -152,6 +153,13 @@ BENCHES = (
         ("datachannel.py", "--path", "mtu1500", "--rounds", "0", "--memory-mb", "2048"),
         parse_summary_lines,
         ("--memory-mb", "256"),
+    ),
+    # issue 15: many small files, ours vs raw TCP and vs our upload without pipelining (same run)
+    Bench(
+        "transfer_files",
+        ("transfer_files.py", "--files", "500", "--kib", "32", "--rounds", "2", "--serial"),
+        parse_summary_lines,
+        ("--files", "100", "--rounds", "1"),
     ),
     Bench("scale", ("scale.py",), parse_summary_lines, ("--workers", "1000")),
     Bench("end_to_end", ("end_to_end.py",), parse_summary_lines, ("--jobs", "10")),

@@ -8,7 +8,10 @@ baseline sends the files back to back on one connection (a header line, the byte
 the receiver writes and hashes each file and answers every digest; the sender checks them all at the end.
 The path is ``datachannel.py``'s (``--path mtu1500``: a network namespace of its own, root needed).
 
-    .venv/bin/python benchmarks/transfer_files.py --files 500 --kib 32 --rounds 2
+    .venv/bin/python benchmarks/transfer_files.py --files 500 --kib 32 --rounds 2 [--serial]
+
+``--serial`` adds our upload with pipelining off (the next ``put`` waits for the ``ack``) to every round
+(ours, TCP, not pipelined, not pipelined, TCP, ours): the same-run baseline of the pipelined upload.
 """
 
 from __future__ import annotations
@@ -93,8 +96,9 @@ async def tcp_round(bench: dc.Bench, paths: list[Path]) -> tuple[float, float]:
     return up, down
 
 
-async def ours_round(bench: dc.Bench, paths: list[Path]) -> tuple[float, float]:
+async def ours_round(bench: dc.Bench, paths: list[Path], pipeline: bool = True) -> tuple[float, float]:
     pc, client = await bench.connect("ours")
+    client.uploader.pipeline = pipeline  # off: the next put waits for the ack (the upload before pipelining)
     start = time.perf_counter()
     await client.upload(paths)
     up = time.perf_counter() - start
@@ -125,12 +129,16 @@ async def run(args: argparse.Namespace) -> None:
         proc.start()
         bench = dc.Bench(parent, root, paths[0])
         bench.results = paths
-        rates: dict[str, dict[str, list[float]]] = {v: {"up": [], "down": []} for v in ("ours", "tcp")}
+        variants = ["ours", "tcp"] + (["serial"] if args.serial else [])
+        rates: dict[str, dict[str, list[float]]] = {v: {"up": [], "down": []} for v in variants}
         try:
             async with asyncio.timeout(dc.TIMEOUT):
                 for _round in range(args.rounds):
-                    for variant in ("ours", "tcp", "tcp", "ours"):
-                        up, down = await (ours_round if variant == "ours" else tcp_round)(bench, paths)
+                    for variant in [*variants, *reversed(variants)]:
+                        if variant == "tcp":
+                            up, down = await tcp_round(bench, paths)
+                        else:
+                            up, down = await ours_round(bench, paths, pipeline=variant == "ours")
                         rates[variant]["up"].append(args.files / up)
                         rates[variant]["down"].append(args.files / down)
                 await bench.call("quit")
@@ -140,10 +148,13 @@ async def run(args: argparse.Namespace) -> None:
                 proc.kill()
     mib = args.files * args.kib / 1024
     print(f"\n{args.path} path, {args.files} files of {args.kib} KiB ({mib:.1f} MiB) each way, "
-          f"{args.rounds} ABBA round(s) (ours, TCP, TCP, ours)")  # fmt: skip
+          f"{args.rounds} ABBA round(s) ({', '.join([*variants, *reversed(variants)])})")  # fmt: skip
     print(f"{'variant':<40}{'upload files/s median (min-max)':<36}{'download files/s median (min-max)':<36}")
-    names = {"ours": "ours (default settings)", "tcp": "raw TCP (same disk + sha256 work)"}
+    names = {"ours": "ours (default settings)", "tcp": "raw TCP (same disk + sha256 work)",
+             "serial": "ours, upload not pipelined"}  # fmt: skip
     for variant, name in names.items():
+        if variant not in rates:
+            continue
         print(f"{name:<40}{dc.spread(rates[variant]['up']):<36}{dc.spread(rates[variant]['down']):<36}")
     for direction, label in (("up", "upload"), ("down", "download")):
         ours = statistics.median(rates["ours"][direction])
@@ -151,6 +162,13 @@ async def run(args: argparse.Namespace) -> None:
         print(f"ratio ours / TCP {label}: {ours / tcp:.3f}x ({ours * args.kib / 1024:.1f} MiB/s)")
         data = {"figure": f"transfer_files {args.path}: {label}, {args.files} x {args.kib} KiB", "ours": ours,
                 "baseline": tcp, "unit": "files/s", "target": "report", "met": None, "baseline_name": "raw TCP"}  # fmt: skip
+        print("SUMMARY " + json.dumps(data), flush=True)
+    if args.serial:
+        ours, serial = statistics.median(rates["ours"]["up"]), statistics.median(rates["serial"]["up"])
+        print(f"ratio ours / not pipelined upload: {ours / serial:.3f}x")
+        data = {"figure": f"transfer_files {args.path}: upload pipelined vs not, {args.files} x {args.kib} KiB",
+                "ours": ours, "baseline": serial, "unit": "files/s", "target": "report", "met": None,
+                "baseline_name": "ours, next put after the ack"}  # fmt: skip
         print("SUMMARY " + json.dumps(data), flush=True)
 
 
@@ -160,6 +178,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--kib", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds")
+    parser.add_argument(
+        "--serial", action="store_true", help="also ours with the upload not pipelined (ABCCBA)"
+    )
     args = parser.parse_args()
     if args.path != "loopback" and os.environ.get(dc.IN_NETNS) != args.path:
         sys.exit(dc.enter_namespace(args.path))

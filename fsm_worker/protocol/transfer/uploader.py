@@ -8,6 +8,12 @@ once more with ``put.restart`` (the worker discards the partial). Then the bytes
 stream out as chunks, ``end``, and the worker's ``ack`` must name the same size and sha256.
 ``commit`` → ``committed`` closes the upload.
 
+Pipelining: the ``put`` of the next file goes out right behind the ``end`` of this one, so the worker's
+``ack`` and its answer to that ``put`` come back together (one round trip per file instead of two; the
+worker takes frames in order and a ``put`` after an ``end`` abandons nothing). When the operation ends
+before that answer was taken (the ``ack`` failed, the caller abandoned), the answer is still owed: the
+first ``ready`` / ``have`` / ``prove`` / ``error`` about a ``put`` that arrives afterwards is skipped.
+
 Replies are taken in arrival order, one per wait; a reply that arrives while no wait is open (during a
 stream, a hash, between operations) is queued for the next one, and a reply that arrives during a stream
 stops it at the next chunk boundary (``end`` is then not sent). A stale ``error`` about a chunk (``ref``
@@ -76,6 +82,7 @@ from fsm_worker.protocol.transfer.uploader_steps import (
     UploadProgress,
     UploadRequested,
     UploadStatus,
+    answers_put,
 )
 
 DEFAULT_REPLY_TIMEOUT = 60.0
@@ -120,9 +127,14 @@ class UploadSender:
     """The client's side of the upload over one data channel; one operation (upload or commit) at a time."""
 
     def __init__(
-        self, reply_timeout: float = DEFAULT_REPLY_TIMEOUT, stats: TransferStats | None = None
+        self,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        stats: TransferStats | None = None,
+        *,
+        pipeline: bool = True,
     ) -> None:
         self.reply_timeout = reply_timeout
+        self.pipeline = pipeline  # send the next file's put right behind this file's end
         self.stats = stats if stats is not None else TransferStats()
         self.phase = Phase.IDLE
         self.inbox: deque[_Arrival] = deque()  # replies no wait took yet; a ChannelClosed stays for good
@@ -141,6 +153,8 @@ class UploadSender:
         self.base = 0  # bytes of the files before this one
         self.total = 0
         self.last = -1  # the last progress reported
+        self.next_announced = False  # the put of files[index + 1] is out (sent behind this file's end)
+        self.put_owed = False  # an ended operation's pipelined put still has its answer coming: skip it
 
     @property
     def busy(self) -> bool:
@@ -208,7 +222,11 @@ class UploadSender:
                 return self._finish(self.failure)
             if event.aborted:  # a reply is waiting; no end
                 return self._wait(Phase.ACKING, now)
-            return [SendFrame(End(name=self.files[self.index].name)), *self._wait(Phase.ACKING, now)]
+            out: list[UploaderInstruction] = [SendFrame(End(name=self.files[self.index].name))]
+            if self.pipeline and self.index + 1 < len(self.files):
+                out.append(SendFrame(self._put(self.files[self.index + 1])))
+                self.next_announced = True
+            return [*out, *self._wait(Phase.ACKING, now)]
         return []  # an answer nobody waits for
 
     # --- replies ---------------------------------------------------------------------------------------
@@ -216,6 +234,9 @@ class UploadSender:
         if self.closed:
             return []  # nothing follows the close
         self.closed = isinstance(arrival, ChannelClosed)
+        if self.put_owed and answers_put(arrival):
+            self.put_owed = False
+            return [Ignored("skipping the answer to a put of an operation that is over")]
         self.inbox.append(arrival)
         if self.phase in WAITS:
             return self._drain(now)
@@ -285,9 +306,11 @@ class UploadSender:
         return self._announce(now)
 
     def _announce(self, now: float, restart: bool = False) -> list[UploaderInstruction]:
-        file = self.files[self.index]
-        put = Put(name=file.name, size=file.size, sha256=file.sha256, restart=restart)
-        return [SendFrame(put), *self._wait(Phase.ANNOUNCED, now)]
+        return [SendFrame(self._put(self.files[self.index], restart)), *self._wait(Phase.ANNOUNCED, now)]
+
+    @staticmethod
+    def _put(file: LocalFile, restart: bool = False) -> Put:
+        return Put(name=file.name, size=file.size, sha256=file.sha256, restart=restart)
 
     def _stream(self, offset: int) -> list[UploaderInstruction]:
         file = self.files[self.index]
@@ -326,6 +349,9 @@ class UploadSender:
         self.restarted, self.offset, self.file_sent = False, 0, 0
         if self.index == len(self.files):
             return [*out, *self._finish(UploadDone(tuple(self.uploaded)))]
+        if self.next_announced:  # its put went out behind the last end: its answer may be queued already
+            self.next_announced = False
+            return [*out, *self._wait(Phase.ANNOUNCED, now)]
         return [*out, *self._announce(now)]
 
     def _progress(self, file_done: int) -> list[UploaderInstruction]:
@@ -359,6 +385,9 @@ class UploadSender:
         self.files, self.index, self.uploaded, self.restarted = (), 0, [], False
         self.offset = self.file_sent = self.base = self.total = 0
         self.last = -1
+        # a pipelined put's answer is owed: skip it when it comes (it is not queued yet: the inbox was
+        # empty when that put went out, and in the wait that followed every reply was taken at once)
+        self.put_owed, self.next_announced = self.put_owed or self.next_announced, False
         return [] if outcome is None else [outcome]
 
     def validate_state(self) -> None:
@@ -367,6 +396,8 @@ class UploadSender:
         assert self.failure is None or self.phase in TASKS
         assert not self.aborting or self.phase is Phase.STREAMING
         assert (self.ready is not None) == (self.phase is Phase.CHECKING)
+        assert not self.next_announced or (self.phase is Phase.ACKING and self.index + 1 < len(self.files))
+        assert not (self.put_owed and self.next_announced)
         assert self.phase not in WAITS or not self.inbox, "an open wait takes every queued reply"
         assert self.closed == any(isinstance(item, ChannelClosed) for item in self.inbox)
         assert not self.closed or isinstance(self.inbox[-1], ChannelClosed)

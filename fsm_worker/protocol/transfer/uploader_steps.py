@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 import attrs
 
-from fsm_worker.protocol.transfer.frames import Frame
+from fsm_worker.protocol.transfer.frames import Error, Frame, Have, Prove, Put, Ready
 from fsm_worker.protocol.transfer.upload_steps import BadFrameIn, FrameIn
 
 
@@ -240,6 +240,15 @@ UploaderInstruction: TypeAlias = (
     | OperationFailed
 )
 
+
+def answers_put(event: object) -> bool:
+    """Whether ``event`` is the worker's answer to a ``put`` (``ready``, ``have``, ``prove``, its ``error``)."""
+    if not isinstance(event, FrameIn):
+        return False
+    frame = event.frame
+    return isinstance(frame, (Ready, Have, Prove)) or (isinstance(frame, Error) and frame.ref == Put.TYPE)
+
+
 __all__ = [
     "Abandoned",
     "AbortStream",
@@ -270,4 +279,5 @@ __all__ = [
     "UploadedFile",
     "UploaderEvent",
     "UploaderInstruction",
+    "answers_put",
 ]

@@ -315,7 +315,10 @@ class ClientTransferEndpoint:
         """
         names = check_upload_names([Path(p).name for p in paths])
         async with self._lock:
-            infos = [await asyncio.to_thread(_describe, Path(p)) for p in paths]
+            infos: list[tuple[int, str]] = []
+            for start in range(0, len(paths), _DESCRIBE_BATCH):  # one thread hop per batch, not per file
+                batch = [Path(p) for p in paths[start : start + _DESCRIBE_BATCH]]
+                infos += await asyncio.to_thread(_describe_all, batch)
             files = tuple(
                 LocalFile(name, size, digest) for name, (size, digest) in zip(names, infos, strict=True)
             )
@@ -455,6 +458,14 @@ def _error(failed: OperationFailed) -> TransferError:
     if failed.kind is FailureKind.CHANNEL_CLOSED:
         return ChannelClosedError(failed.message)
     return TransferError(failed.code, failed.message, failed.name)
+
+
+_DESCRIBE_BATCH = 32
+"""Files measured and hashed per thread call before an upload (a cancel waits for at most one batch)."""
+
+
+def _describe_all(paths: list[Path]) -> list[tuple[int, str]]:
+    return [_describe(path) for path in paths]
 
 
 def _describe(path: Path) -> tuple[int, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -90,9 +90,8 @@ class ContentStore:
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
             self._touch(dest)
             return dest
-        self._place(src, dest)
+        self._place(src, dest)  # just written: its mtime is already "last used"
         dest.chmod(_ENTRY_MODE)
-        self._touch(dest)
         if job_dir is not None:
             with (job_dir / STORE_ADDED).open("a", encoding="ascii") as added:
                 added.write(sha256 + "\n")
@@ -147,12 +146,13 @@ class ContentStore:
             os.utime(path)  # mtime = last used (the LRU order)
 
     def _place(self, src: Path, dest: Path) -> None:
-        """Atomically make ``dest`` a hard link to (or a copy of) ``src``."""
-        fd, tmp_name = tempfile.mkstemp(prefix=".store-", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        """Atomically make ``dest`` a hard link to (or a copy of) ``src``.
+
+        The link (or copy) is made under a fresh random name next to ``dest`` and renamed over it: no
+        placeholder file is created and removed first (each costs a metadata write per upload).
+        """
+        tmp = dest.parent / f".store-{secrets.token_hex(8)}"
         try:
-            tmp.unlink()
             linked = False
             if self.link:
                 with contextlib.suppress(OSError):
@@ -161,5 +161,6 @@ class ContentStore:
             if not linked:
                 shutil.copyfile(src, tmp)
             os.replace(tmp, dest)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise

@@ -42,6 +42,11 @@ ResultsFn = Callable[[], "list[Path] | None"]
 WorkerProgressFn = Callable[[str, int, int], None]
 
 
+_INLINE_STORE_ADD = 1 << 20
+"""Inputs up to this size are added to the store on the loop: a thread hop costs more than the link (or
+the copy, if linking fails) of a small file."""
+
+
 class WorkerTransferEndpoint:
     """Serves one data channel for one job.
 
@@ -238,7 +243,10 @@ class WorkerTransferEndpoint:
         ensure_real_dir(self.job_dir)
         safe_target(ensure_real_dir(self.inputs_dir), probe.name)
         partial = ensure_real_dir(self.partial_dir) / f"{probe.sha256}.part"
-        in_store = await asyncio.to_thread(self.store.lookup, probe.sha256, probe.size) is not None
+        if self.store.verify:  # re-hashes the entry: off the loop
+            in_store = await asyncio.to_thread(self.store.lookup, probe.sha256, probe.size) is not None
+        else:  # one lstat: cheaper than a thread hop (a put of a small file is mostly such fixed costs)
+            in_store = self.store.lookup(probe.sha256, probe.size) is not None
         return rx.Probed(in_store, regular_file_size(partial) or 0, secrets.token_hex(16))
 
     async def _open(self, open_: rx.OpenUpload) -> rx.UploadOpened:
@@ -253,10 +261,12 @@ class WorkerTransferEndpoint:
             self._sink = None
 
     async def _add_to_store(self, add: rx.AddToStore) -> None:
+        source = self.inputs_dir / add.name
         try:
-            await asyncio.to_thread(
-                self.store.add, self.inputs_dir / add.name, add.sha256, job_dir=self.job_dir
-            )
+            if (regular_file_size(source) or 0) <= _INLINE_STORE_ADD:  # a link, or a small copy at worst
+                self.store.add(source, add.sha256, job_dir=self.job_dir)
+            else:
+                await asyncio.to_thread(self.store.add, source, add.sha256, job_dir=self.job_dir)
         except OSError as exc:
             log.warning("content store: could not add %s: %s", add.sha256, exc)
 

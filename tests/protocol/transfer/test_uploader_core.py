@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from support.transfer_sim import sha
 
@@ -97,6 +99,90 @@ def test_files_go_one_after_the_other_and_progress_covers_the_whole_upload() -> 
         ("b.txt", up.UploadStatus.SENT, 5),
     ]
     assert (core.core.stats.files_deduped, core.core.stats.bytes_skipped) == (1, 10)
+
+
+def test_the_next_put_goes_out_behind_the_end_and_both_answers_come_back_together() -> None:
+    core = Core()
+    assert core(upload(FA, FB)) == [put(FA)]
+    assert core(ready(FA)) == [up.StreamFile(0, 0, 10)]
+    assert core(up.ChunkSent(10)) == [up.UploadProgress(10, 15)]
+    assert core(up.StreamEnded(10, 1)) == [up.SendFrame(End(name="a.txt")), put(FB)]
+    assert core.core.phase is Phase.ACKING and core.core.next_deadline() == 60.0
+    assert core(ack(FA)) == []  # the answer to put(b) is awaited at once, with no second put
+    assert core.core.phase is Phase.ANNOUNCED and core.core.index == 1
+    assert core(ready(FB)) == [up.StreamFile(1, 0, 5)]
+    core(up.ChunkSent(5))
+    assert core(up.StreamEnded(5, 1)) == [up.SendFrame(End(name="b.txt"))]  # the last file: no put
+    [done] = core(ack(FB))
+    assert isinstance(done, up.UploadDone)
+    assert [(f.name, f.status) for f in done.files] == [("a.txt", "sent"), ("b.txt", "sent")]
+
+
+def test_the_answer_to_the_pipelined_put_may_be_a_challenge() -> None:
+    core = Core()
+    core(upload(FA, FB))
+    core(ready(FA))
+    assert core(up.StreamEnded(10, 1)) == [up.SendFrame(End(name="a.txt")), put(FB)]
+    assert core(ack(FA)) == [up.UploadProgress(10, 15)]
+    assert core(frame(Prove(name="b.txt", nonce=NONCE))) == [up.ComputeProof(1, NONCE)]
+    assert core(up.ProofComputed("f" * 64)) == [up.SendFrame(Proof(name="b.txt", sha256="f" * 64))]
+    assert core(have(FB))[-1] == up.UploadDone(
+        (
+            up.UploadedFile("a.txt", 10, sha(A), up.UploadStatus.SENT, 10),
+            up.UploadedFile("b.txt", 5, sha(B), up.UploadStatus.DEDUPED, 0),
+        )
+    )
+
+
+def test_without_pipelining_the_next_put_waits_for_the_ack() -> None:
+    core = Core()
+    core.core = UploadSender(60.0, pipeline=False)
+    core(upload(FA, FB))
+    core(ready(FA))
+    assert core(up.StreamEnded(10, 1)) == [up.SendFrame(End(name="a.txt"))]
+    assert core(ack(FA)) == [up.UploadProgress(10, 15), put(FB)]
+
+
+def test_a_failed_ack_skips_the_owed_answer_to_the_pipelined_put() -> None:
+    core = Core()
+    core(upload(FA, FB))
+    core(ready(FA))
+    core(up.StreamEnded(10, 1))
+    mismatch = Error(code=FrameCode.HASH_MISMATCH, message="hash", name="a.txt", ref="end")
+    assert core(frame(mismatch)) == [
+        up.OperationFailed(up.FailureKind.REMOTE, "HASH_MISMATCH", "hash", "a.txt")
+    ]
+    assert core.core.put_owed
+    assert core(ready(FB)) == [up.Ignored("skipping the answer to a put of an operation that is over")]
+    assert not core.core.put_owed
+    # the next operation starts clean: its own answers are taken
+    assert core(upload(FA)) == [put(FA)]
+    assert core(ready(FA)) == [up.StreamFile(0, 0, 10)]
+
+
+def test_an_abandoned_upload_skips_the_owed_answer_too() -> None:
+    core = Core()
+    core(upload(FA, FB))
+    core(ready(FA))
+    core(up.StreamEnded(10, 1))
+    assert core(up.Abandoned()) == []
+    assert core(up.CommitRequested()) == [up.SendFrame(Commit())]
+    too_large = Error(code=FrameCode.TOO_LARGE, message="big", name="b.txt", ref="put")
+    assert core(frame(too_large)) == [up.Ignored("skipping the answer to a put of an operation that is over")]
+    assert core(frame(Committed(files=["a.txt"]))) == [up.CommitDone(("a.txt",))]
+
+
+def test_a_stream_stopped_by_a_reply_pipelines_nothing() -> None:
+    core = Core()
+    core(upload(FA, FB))
+    core(ready(FA))
+    core(up.ChunkSent(4))
+    mismatch = Error(code=FrameCode.IO_ERROR, message="disk", name="a.txt", ref="end")
+    assert core(frame(mismatch)) == [up.AbortStream()]
+    assert core(up.StreamEnded(4, 1, aborted=True)) == [
+        up.OperationFailed(up.FailureKind.REMOTE, "IO_ERROR", "disk", "a.txt")
+    ]
+    assert not core.core.put_owed
 
 
 def test_an_empty_file_is_put_and_ended_without_chunks() -> None:
@@ -448,12 +534,30 @@ EVERY_EVENT: list[up.UploaderEvent] = [
 ]
 
 
-@pytest.mark.parametrize("phase", list(Phase))
+def reach_pipelined(owed: bool) -> Core:
+    """Acking file a with the put of b out behind its end; or (``owed``) idle after abandoning that."""
+    core = Core()
+    core(upload(FA, FB))
+    core(ready(FA))
+    core(up.StreamEnded(10, 1))
+    assert core.core.next_announced
+    if owed:
+        core(up.Abandoned())
+        assert core.core.put_owed
+    return core
+
+
+STARTS = [(phase.value, lambda phase=phase: reach(phase)) for phase in Phase]
+STARTS += [("acking, next put out", lambda: reach_pipelined(False))]
+STARTS += [("idle, a put answer owed", lambda: reach_pipelined(True))]
+
+
+@pytest.mark.parametrize("start", [start for _, start in STARTS], ids=[name for name, _ in STARTS])
 @pytest.mark.parametrize("late", [0.0, 61.0])
-def test_every_event_in_every_phase_is_handled(phase: Phase, late: float) -> None:
+def test_every_event_in_every_phase_is_handled(start: Callable[[], Core], late: float) -> None:
     """Nothing raises, the invariants hold, and an operation never ends twice."""
     for event in EVERY_EVENT:
-        core = reach(phase)
+        core = start()
         core.now = late
         was_busy = core.core.busy
         out = core(event)

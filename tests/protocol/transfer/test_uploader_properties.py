@@ -3,7 +3,8 @@
 1. Against the worker's real transfer core (in-memory disk, frames encoded and parsed on the way):
    whatever the worker already holds (nothing, a good partial, a partial with other bytes, the content
    in its store) and wherever the channel drops, uploading again over a new channel ends with every
-   file in place, resends at most one chunk per drop, and the commit names exactly the files.
+   file in place, resends at most one chunk per drop, and the commit names exactly the files; the put
+   of the next file goes out right behind each end.
 2. Against an arbitrary worker (any reply, any time, any task answer, the clock, the channel's close):
    a reference model checks that every operation ends exactly once, never while a task of the shell is
    still running, that frames go out only while nothing else runs and in the protocol's order, and that
@@ -70,6 +71,7 @@ class Channel:
     )
     abort: bool = False
     names: list[str] = attrs.Factory(list)
+    frames: list[Frame] = attrs.Factory(list)  # the control frames the client sent, in order
     outcome: up.UploadDone | up.CommitDone | up.OperationFailed | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -101,6 +103,7 @@ class Channel:
         if isinstance(instruction, up.SendFrame):
             if self.closed:
                 return up.SendFailed("data channel is closed")
+            self.frames.append(instruction.frame)
             self._message(encode_frame(instruction.frame))
         elif isinstance(instruction, up.ComputeProof):
             content = self.contents[self.names[instruction.index]]
@@ -194,6 +197,11 @@ def test_uploads_through_drops_end_with_every_file_in_place(
         channel = Channel(disk, contents, chunk_size, drop_at, sent_bytes)
         outcome = channel.run(up.UploadRequested(files), data)
         drops_hit += channel.closed
+        # pipelined: what follows an end at once is the next file's put (the ack is not waited for)
+        for sent, after in zip(channel.frames, channel.frames[1:], strict=False):
+            if isinstance(sent, End):
+                following = files[[file.name for file in files].index(sent.name) + 1]
+                assert isinstance(after, Put) and (after.name, after.restart) == (following.name, False)
         if isinstance(outcome, up.UploadDone):
             break
         assert isinstance(outcome, up.OperationFailed), outcome

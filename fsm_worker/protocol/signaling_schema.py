@@ -58,7 +58,11 @@ WORKER_PROPERTIES = _object(
 
 JOB_SUMMARY = _object(
     {
-        "run": {"type": "integer", "minimum": 1, "description": "the worker's count of the jobs it started (no job id: issue 10)"},
+        "run": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the worker's count of the jobs it started (no job id: issue 10)",
+        },
         "job_type": {"type": "string"},
         "status": {"type": "string", "description": "starting | running (the job's job_status)"},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -72,7 +76,11 @@ JOB_SUMMARY = _object(
 
 LAST_JOB = _object(
     {
-        "run": {"type": "integer", "minimum": 1, "description": "the worker's count of the jobs it started (no job id: issue 10)"},
+        "run": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the worker's count of the jobs it started (no job id: issue 10)",
+        },
         "job_type": {"type": "string"},
         "outcome": {"type": "string", "enum": ["completed", "stopped", "failed", "cancelled", "expired"]},
         "duration_seconds": {"type": "number", "minimum": 0},

@@ -111,7 +111,11 @@ WORKER_METADATA = _object(
                     "index": {"type": "integer", "minimum": 0},
                     "gpus": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                     "memory_mb": {"type": "integer", "minimum": 0},
-                    "state": {"type": "string", "enum": ["available", "reserved", "busy"]},
+                    "state": {"type": "string", "enum": ["available", "held", "reserved", "busy"]},
+                    "model": {
+                        "type": "string",
+                        "description": "the GPU's model, when known (NVML or --gpus)",
+                    },
                 },
                 ["index", "gpus", "memory_mb", "state"],
             ),

@@ -22,6 +22,7 @@ import attrs
 
 from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobFailed, JobStatus, ReservationExpired
 from fsm_worker.protocol.worker.events import Instruction, Send, SlotsView, StartRun, WorkerStatus
+from fsm_worker.protocol.worker.slots import Slot
 
 
 def outcome_of(message: object) -> str | None:
@@ -124,9 +125,13 @@ def _metrics(metrics: Any) -> dict[str, float]:
     return numbers
 
 
-def slots_metadata(status: WorkerStatus, view: SlotsView, cpu_memory_mb: int) -> dict[str, Any]:
+def slots_metadata(
+    status: WorkerStatus, view: SlotsView, cpu_memory_mb: int, slots: Sequence[Slot] = ()
+) -> dict[str, Any]:
     """The metadata update for the worker's slots and queue (docs/protocol.md, "Discovery"): derived from
-    the core's view, naming no job (issue 10). `cpu_memory_mb` is advertised when the slots have no GPU."""
+    the core's view, naming no job (issue 10). `cpu_memory_mb` is advertised when the slots have no GPU;
+    `slots` (the worker's own) give each GPU slot's `model` when known."""
+    models = {slot.index: slot.model for slot in slots if slot.model}
     gpu_slots = [(memory, state) for _, gpus, memory, state in view.slots if gpus]
     free = [memory for memory, state in gpu_slots if state == "available"]
     memory = max(free or [m for m, _ in gpu_slots], default=cpu_memory_mb) if gpu_slots else cpu_memory_mb
@@ -142,6 +147,7 @@ def slots_metadata(status: WorkerStatus, view: SlotsView, cpu_memory_mb: int) ->
         },
         "slots": [
             {"index": index, "gpus": list(gpus), "memory_mb": memory_mb, "state": state}
+            | ({"model": models[index]} if index in models else {})
             for index, gpus, memory_mb, state in view.slots
         ],
         "queue": {"length": view.queue_length, "size": view.queue_size},

@@ -114,9 +114,13 @@ def parse_gpu(text: str) -> tuple[int, GpuInfo]:
 def with_slots(
     capabilities: WorkerCapabilities, slots: tuple[Slot, ...], model_given: bool = False
 ) -> WorkerCapabilities:
-    """The capabilities a worker with `slots` advertises: as many concurrent jobs as slots; `gpu_model` is the
-    first GPU slot's model when the slots know one and `gpu_model` was not set (`model_given`)."""
+    """The capabilities a worker with `slots` advertises: as many concurrent jobs as slots; `gpu_memory_mb` is
+    its largest GPU slot's (a job needing more is `incompatible`) when the slots know their memory; `gpu_model`
+    the first GPU slot's model when the slots know one and `gpu_model` was not set (`model_given`)."""
     models = [slot.model for slot in slots if slot.gpus and slot.model]
     if models and not model_given:
         capabilities = attrs.evolve(capabilities, gpu_model=models[0])
+    memory = max((slot.memory_mb for slot in slots if slot.gpus), default=0)
+    if memory:
+        capabilities = attrs.evolve(capabilities, gpu_memory_mb=memory)
     return attrs.evolve(capabilities, max_concurrent_jobs=len(slots))

@@ -114,7 +114,7 @@ def test_configured_gpus_may_give_each_gpu_memory_and_model(monkeypatch: pytest.
     ]  # fmt: skip
     assert detect_slots(("1:2048",), memory_mb=4096)[0].memory_mb == 2048  # the entry wins over the setting
     caps = with_slots(detect_capabilities(("a",)), slots)
-    assert caps.gpu_model == "RTX-4090" and caps.max_concurrent_jobs == 4
+    assert (caps.gpu_model, caps.gpu_memory_mb, caps.max_concurrent_jobs) == ("RTX-4090", 24576, 4)
     assert with_slots(detect_capabilities(("a",), {"gpu_model": "mine"}), slots, True).gpu_model == "mine"
     for bad in ("x:1", "0:big", "0:1:2:3"):
         with pytest.raises(ValueError, match="INDEX"):

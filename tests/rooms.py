@@ -28,7 +28,8 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 def job_types(pid_file: Path | None = None) -> JobTypeRegistry:
     """The built-in job types plus the tests' (worker-side configuration, never a client command):
-    `ticker` (12 progress lines 0.25 s apart, then `ticks.txt`), `long-ticker` (a minute), `exit-3` (fails at
+    `ticker` (12 progress lines 0.25 s apart, then `ticks.txt`), `long-ticker` (a minute), `chatty-ticker` (70
+    ticks 0.25 s apart, each after 1000 bytes of filler lines), `exit-3` (fails at
     once), `copy` (inputs copied to outputs unchanged), `gpu-probe` (its CUDA_VISIBLE_DEVICES, two at once). With
     `pid_file`, the tickers record their pids there."""
     types = default_registry()
@@ -38,6 +39,10 @@ def job_types(pid_file: Path | None = None) -> JobTypeRegistry:
     types.register(
         "long-ticker", StaticCommandHandler((*python, str(SCRIPTS / "ticker.py"), "240", "0.25", *pids))
     )
+    chatty = StaticCommandHandler(
+        (*python, str(SCRIPTS / "ticker.py"), "70", "0.25", *pids), {"TICKER_PAD": "1000"}
+    )
+    types.register("chatty-ticker", chatty)
     types.register(
         "exit-3",
         StaticCommandHandler((*python, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)")),

@@ -46,6 +46,20 @@ class SideChannel(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class ReopenableChannel(Protocol):
+    """A side channel a new worker process can open again for a job that outlived the old one (adoption).
+
+    ``saved`` is what the job was told at its start (JSON-able; the runner keeps it in the run's record
+    directory); ``reopened(saved)`` is the same channel set up as recorded, on a channel built anew by the
+    job type. sleap-nn's ZMQ channel saves its two ports: the running job keeps connecting to them.
+    """
+
+    def saved(self) -> dict[str, Any]: ...
+
+    def reopened(self, saved: Mapping[str, Any]) -> SideChannel: ...
+
+
 @attrs.frozen
 class Command:
     """A process to run: ``argv`` in a start-up environment built from the worker's allow-list plus ``env``.

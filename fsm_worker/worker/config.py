@@ -95,6 +95,12 @@ class WorkerConfig:
         metadata={"help": "detached: a job outlives the worker process and is adopted again after a restart; "
                   "with_worker: it dies with the worker (PR_SET_PDEATHSIG)"},
     )  # fmt: skip
+    job_log_max_bytes: int = attrs.field(
+        default=64 * 1024 * 1024,
+        validator=attrs.validators.ge(4096),
+        metadata={"help": "bytes a detached job's stdout.log and stderr.log each hold before they rotate to "
+                  "one .1 file (at most twice this on disk per stream)"},
+    )  # fmt: skip
     max_upload_bytes: int = attrs.field(
         default=10 * GiB,
         metadata={"name": "max_upload_mb", "scale": 1024 * 1024, "help": "largest upload per job, in MiB"},

@@ -96,6 +96,7 @@ class WorkerHost:
             kill_grace=config.kill_grace,
             env_allow=config.job_env_allow,
             job_lifetime=config.job_lifetime,
+            log_max_bytes=config.job_log_max_bytes,
         )
         self.rtc_options = RtcOptions.from_settings(
             config.ice_servers, loopback_only=config.loopback_only, fast_path=config.rtc_fast_path

@@ -12,6 +12,7 @@ from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobSpec
 from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunProgress, RunStopped
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
+from fsm_worker.shells.runner.joblog import DEFAULT_MAX_BYTES
 from fsm_worker.shells.runner.run import EventSink
 from fsm_worker.shells.runner.runner import Adoption, JobLifetime, JobRunner
 
@@ -29,9 +30,11 @@ class JobRuns:
         kill_grace: float,
         env_allow: tuple[str, ...] = (),
         job_lifetime: JobLifetime = "detached",
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
     ):
         self.runner = JobRunner(registry, timeout=timeout, kill_grace=kill_grace,
-                                env_allow=(*DEFAULT_ALLOW, *env_allow), job_lifetime=job_lifetime)  # fmt: skip
+                                env_allow=(*DEFAULT_ALLOW, *env_allow), job_lifetime=job_lifetime,
+                                log_max_bytes=log_max_bytes)  # fmt: skip
         self.kill_grace = kill_grace
         self._sink = sink
 

@@ -16,15 +16,16 @@ from jobs_support import SCRIPTS, TIMEOUT, Recorder, make_registry, make_spec, p
 from fsm_worker.jobs import ErrorCode, JobRunner, JobSpec, RunFailed, RunProgress, RunStopped, RunSucceeded
 from fsm_worker.jobs.registry import StaticCommandHandler
 from fsm_worker.shells.runner.detached import RunFiles, RunRecord, process_start_time
+from fsm_worker.shells.runner.joblog import disk_use, read_bases
 from fsm_worker.shells.runner.procgroup import RunScope
 from fsm_worker.shells.runner.runner import Adoption
 
 COUNT = 12
 
 
-def counter_registry(count: int, delay: float, code: int) -> Any:
+def counter_registry(count: int, delay: float, code: int, pad: int = 0) -> Any:
     registry = make_registry()
-    argv = (sys.executable, "-u", str(SCRIPTS / "counter.py"), str(count), str(delay), str(code))
+    argv = (sys.executable, "-u", str(SCRIPTS / "counter.py"), str(count), str(delay), str(code), str(pad))
     registry.register("counter", StaticCommandHandler(argv))
     return registry
 
@@ -36,12 +37,13 @@ class Host:
         self.proc, self.workdir, self.lines = proc, workdir, list[dict[str, Any]]()
 
     @classmethod
-    async def start(cls, tmp_path: Path, count: int, delay: float, code: int) -> Host:
+    async def start(cls, tmp_path: Path, count: int, delay: float, code: int, *logs: int) -> Host:
+        """``logs``: the counter's filler bytes per step and the runner's log bound."""
         workdir = tmp_path / "job"
         (workdir / "inputs").mkdir(parents=True)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(SCRIPTS / "adopt_host.py"), str(workdir), str(count), str(delay), str(code),
-            stdout=asyncio.subprocess.PIPE,
+            *map(str, logs), stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         return cls(proc, workdir)
 
@@ -99,6 +101,49 @@ async def test_job_outlives_its_runner_and_is_adopted_with_the_progress_resumed(
     resumed = progress_of(rec)
     assert host.progress + resumed == expected_progress(COUNT)  # nothing lost, nothing repeated
     assert pid_gone(record.wrapper_pid) and pid_gone(record.job_pid)
+
+
+async def test_a_job_printing_past_its_log_bound_is_adopted_with_each_progress_once(tmp_path: Path) -> None:
+    """80 steps of 1000 filler bytes each into logs bound to 16 KiB: they rotate several times, before and
+    after the kill, and the logical resume offset still finds the next progress line."""
+    count, limit = 80, 16 * 1024
+    host = await Host.start(tmp_path, count, 0.05, 0, 1000, limit)
+    files = RunFiles.of_workdir(host.workdir)
+    await host.read_until(40)
+    await host.kill()
+    assert host.offset > 2 * limit  # a logical offset: past what the files can hold
+    rec = Recorder()
+    runner = JobRunner(counter_registry(count, 0.05, 0, 1000), progress_interval=0.0, log_max_bytes=limit)
+    assert await runner.adopt(host.spec(), rec, offset=host.offset) is Adoption.RUNNING
+    peak = 0
+    async with asyncio.timeout(TIMEOUT):
+        while not rec.of(RunSucceeded):
+            peak = max(peak, disk_use(files.stdout))
+            await asyncio.sleep(0.01)
+    assert host.progress + progress_of(rec) == expected_progress(count)  # nothing lost, nothing repeated
+    assert peak <= 2 * limit and disk_use(files.stdout) <= 2 * limit
+    assert max(read_bases(files.stdout).values()) >= count * 1000 - 2 * limit  # it did rotate, to the end
+    assert isinstance(rec.events[-1], RunSucceeded) and rec.events[-1].output_files == ("model.txt",)
+
+
+async def test_a_job_whose_wrapper_was_killed_while_no_runner_watched_ends_and_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The wrapper owns the job's output pipes: without it the job's next write ends it (no orphan is left
+    running), and the adoption reports the run lost."""
+    host = await Host.start(tmp_path, 1000, 0.05, 0)
+    await host.read_until(1)
+    await host.kill()
+    record = RunRecord.read(RunFiles.of_workdir(host.workdir))
+    assert record is not None
+    os.kill(record.wrapper_pid, signal.SIGKILL)
+    await wait_for(lambda: pid_gone(record.job_pid))
+    rec = Recorder()
+    runner = JobRunner(counter_registry(1000, 0.05, 0), progress_interval=0.0)
+    assert await runner.adopt(host.spec(), rec, offset=host.offset) is Adoption.LOST
+    end = rec.events[-1]
+    assert isinstance(end, RunFailed) and end.code is ErrorCode.LOST and end.recoverable
+    assert RunScope(record.pgid, record.token).members() == []
 
 
 @pytest.mark.parametrize("code", [0, 3])

@@ -3,7 +3,7 @@
 usage: worker_proc.py URL TOKEN PEER_ID WORKDIR PID_FILE (with tests/ on PYTHONPATH, for `rooms`);
 `FSM_TEST_WORKER_JOURNAL=1` turns the journal on (docs/durability.md); `FSM_TEST_WORKER_GPUS=0,1` gives the
 worker those (fake) GPUs, one slot each (issue 12), `FSM_TEST_WORKER_LIFETIME` sets
-`job_lifetime`. SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
+`job_lifetime`, `FSM_TEST_WORKER_LOG_MAX` `job_log_max_bytes`. SIGTERM and SIGINT act as for `fsm-worker worker` (fsm_worker/worker/signals.py).
 """
 
 import asyncio
@@ -21,6 +21,8 @@ async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) 
     journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
     lifetime = os.environ.get("FSM_TEST_WORKER_LIFETIME") or "detached"
     gpus = tuple(os.environ.get("FSM_TEST_WORKER_GPUS", "auto").split(","))
+    log_max = os.environ.get("FSM_TEST_WORKER_LOG_MAX")
+    logs = {"job_log_max_bytes": int(log_max)} if log_max else {}
     config = WorkerConfig(
         url,
         token,
@@ -31,6 +33,7 @@ async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) 
         journal=journal,
         gpus=gpus,
         job_lifetime=lifetime,
+        **logs,
     )
     host = WorkerHost(config, job_types(Path(pid_file)))
     stopping = stop_on_signals(host)

@@ -20,6 +20,7 @@ from fsm_worker.jobs import JobRunner, JobSpec, RunProgress, RunSucceeded, defau
 from fsm_worker.jobs.sleap import sleap_available
 from fsm_worker.protocol.messages import JobComplete, JobStatus
 from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.shells.runner.runner import Adoption
 
 pytestmark = pytest.mark.sleap
 
@@ -135,6 +136,44 @@ async def test_soft_stop_keeps_a_loadable_checkpoint(labels: Path, tmp_path: Pat
     checked = subprocess.run([sys.executable, "-c", load, str(spec.outputs_dir / "model" / "best.ckpt")],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert checked.returncode == 0 and int(checked.stdout.strip()) > 0, checked.stderr
+    assert sleap_job_processes() == []
+
+
+async def test_an_adopted_training_reports_over_its_zmq_channel_again(labels: Path, tmp_path: Path) -> None:
+    """The runner that started it lets go (as a worker stopped for a restart does); a new one adopts the run,
+    binds the ZMQ ports recorded in ``.run/channel.json`` and gets sleap-nn's per-batch messages again."""
+    first = JobRunner(default_registry(), progress_interval=0.0)
+    spec = JobSpec("adopted", "sleap-train", LONG, tmp_path / "job")
+    spec.inputs_dir.mkdir(parents=True)
+    (spec.inputs_dir / labels.name).write_bytes(labels.read_bytes())
+    before: list[Any] = []
+    from_channel = asyncio.Event()
+
+    def sink(event: Any) -> None:
+        before.append(event)
+        if isinstance(event, RunProgress) and "step" in event.metrics:  # only the ZMQ channel counts steps
+            from_channel.set()
+
+    await first.start(spec, sink)
+    async with asyncio.timeout(JOB_TIMEOUT):
+        await from_channel.wait()
+    offset = first.resume_offset("adopted")
+    assert offset is not None and await first.detach() == ["adopted"]
+    after: list[Any] = []
+    again = asyncio.Event()
+
+    def adopted_sink(event: Any) -> None:
+        after.append(event)
+        if isinstance(event, RunProgress) and "step" in event.metrics:
+            again.set()
+
+    second = JobRunner(default_registry(), progress_interval=0.0)
+    assert await second.adopt(spec, adopted_sink, offset=offset) is Adoption.RUNNING
+    async with asyncio.timeout(JOB_TIMEOUT):
+        await again.wait()
+        assert await second.stop("adopted", graceful=True)
+    end = after[-1]
+    assert isinstance(end, RunSucceeded) and end.stopped_early and "model/best.ckpt" in end.output_files, end
     assert sleap_job_processes() == []
 
 

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.worker.journal import EventCodec, Journal, JournaledCore, JournalError, check_journal
+from fsm_worker.worker.journal import (
+    PAGE_SIZE,
+    EventCodec,
+    Journal,
+    JournaledCore,
+    JournalError,
+    check_journal,
+)
 
 from ..protocol.worker.conftest import CAPS, CONFIG
 
@@ -185,6 +192,22 @@ def test_other_settings_are_taken_when_nothing_is_held(tmp_path: Path) -> None:
     Journal(path, FINGERPRINT).close()
     Journal(path, {"config": {"retention": 5.0}}).close()  # an empty journal: the new settings simply apply
     assert check_journal(path) == []
+
+
+@pytest.mark.parametrize(("durable", "synchronous"), [(False, 1), (True, 2)])
+def test_the_commit_mode_is_what_the_setting_asks(tmp_path: Path, durable: bool, synchronous: int) -> None:
+    """NORMAL (1) in WAL mode: a commit survives a crash of the process; FULL (2): also a power loss."""
+    journal = Journal(tmp_path / "journal.sqlite", {"k": 1}, durable=durable)
+    db = journal._db
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE  # a new file
+    journal.write([(1.0, 2.0, b"a")])  # one event: one statement, its own transaction
+    journal.write([(3.0, 4.0, b"b"), (5.0, 6.0, b"c")])
+    journal.close()
+    reopened = Journal(tmp_path / "journal.sqlite", {"k": 1}, durable=durable)
+    assert [body for _, _, body in reopened.entries()] == [b"a", b"b", b"c"]
+    reopened.close()
 
 
 def test_doctor_check_names_a_corrupt_file(tmp_path: Path) -> None:

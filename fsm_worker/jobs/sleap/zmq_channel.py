@@ -101,18 +101,35 @@ class SleapZmqChannel:
     _closing: bool = attrs.field(default=False, init=False)
     _reading: asyncio.Event | None = attrs.field(default=None, init=False)
 
+    def saved(self) -> dict[str, Any]:
+        """The ports the job connects to: a worker that adopts the job binds the same ones again."""
+        return {"publish_port": self.publish_port, "controller_port": self.controller_port}
+
+    def reopened(self, saved: Mapping[str, Any]) -> SleapZmqChannel:
+        """This channel on the recorded ports (``ValueError`` if ``saved`` does not name two ports)."""
+        ports = [saved.get(key) for key in ("publish_port", "controller_port")]
+        if not all(isinstance(port, int) and 0 < port < 65536 for port in ports):
+            raise ValueError(
+                f"a sleap-nn channel record needs publish_port and controller_port, got {saved!r}"
+            )
+        return SleapZmqChannel(int(ports[0]), int(ports[1]), self.progress)  # type: ignore[arg-type]
+
     async def open(self) -> None:
         import zmq
         import zmq.asyncio
 
         self._context = zmq.asyncio.Context()
-        self._sub = self._context.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.subscribe("")
-        self._sub.bind(f"tcp://127.0.0.1:{self.publish_port}")
-        self._pub = self._context.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self._pub.bind(f"tcp://127.0.0.1:{self.controller_port}")
+        try:
+            self._sub = self._context.socket(zmq.SUB)
+            self._sub.setsockopt(zmq.LINGER, 0)
+            self._sub.subscribe("")
+            self._sub.bind(f"tcp://127.0.0.1:{self.publish_port}")
+            self._pub = self._context.socket(zmq.PUB)
+            self._pub.setsockopt(zmq.LINGER, 0)
+            self._pub.bind(f"tcp://127.0.0.1:{self.controller_port}")
+        except Exception:  # a port taken meanwhile (an adoption re-binds recorded ports): free what was bound
+            await self.close()
+            raise
 
     async def events(self) -> AsyncIterator[ParsedLine]:
         """Messages until ``close``: what already arrived is still read then (the last epoch's metrics)."""

@@ -50,6 +50,14 @@ class ClientTimeouts:
             "help": "with no job event for this long, ask the worker (job_sync) whether it is still there",
         },
     )
+    head: float = attrs.field(
+        default=10.0,
+        metadata={
+            "name": "head_timeout",
+            "help": "seconds to wait for the job_head that answers a bounded job_sync; without one the client "
+            "asks for a full replay (a worker older than job_head never sends one)",
+        },
+    )
     worker_gone: float = attrs.field(
         default=15.0,
         metadata={

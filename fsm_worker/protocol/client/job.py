@@ -8,6 +8,12 @@ slot. An offer that places the job now always beats a queued one; among queued o
 start wins (then the lower position, then the first to answer), and every other offer is released with
 `job_cancel` at once, so a job holds at most one queue entry in the room. While the job waits, the core
 sends `job_sync` every `queue_keepalive` seconds (whatever it hears), which keeps the worker's queue lease.
+
+Following a job: probes and gaps send a bounded `job_sync` (`upto_seq`), answered by `job_head`. A worker
+older than `job_head` ignores `upto_seq` and replays everything above `after_seq` without a head; when no
+`job_head` comes within `head_timeout`, the core asks for a full replay (`job_sync` from `last_seq`, no
+`upto_seq`) and drops what it already holds by `seq`; if that worker never sent a `job_head`, every later
+probe and gap is asked for the same way (`legacy_sync`).
 """
 
 from __future__ import annotations
@@ -126,6 +132,11 @@ class ClientJobCore:
         self._left_queue = False  # a numbered event other than "queued" arrived: the job has a slot
         self._early: dict[int, JobEvent] = {}  # events past a gap, held until the gap is filled
         self._asked = 0  # the highest seq a bounded `job_sync` asked for whose `job_head` has not come yet
+        self._head_due: float | None = (
+            None  # by when the pending bounded `job_sync` should have its `job_head`
+        )
+        self._heads_seen = False  # this worker has answered a bounded `job_sync` with `job_head`
+        self.legacy_sync = False  # it never did within `head_timeout`: full replays instead of bounded ones
         self._out: list[Instruction] = []
 
     @property
@@ -170,7 +181,7 @@ class ClientJobCore:
         if self.state is BIDDING:
             return min(t for t in (self._response_deadline, self._window_ends) if t is not None)
         if self.state is ASSIGNED:
-            return min(t for t in (self._probe_at, self._keepalive_at) if t is not None)
+            return min(t for t in (self._probe_at, self._keepalive_at, self._head_due) if t is not None)
         return None
 
     def _dispatch(self, event: Event, now: float) -> None:
@@ -327,6 +338,9 @@ class ClientJobCore:
             self._on_job_event(message, now)
         elif isinstance(message, JobStatus) and message.status == "queued":
             self._heard(now)
+            self._head_due = (
+                None  # the queue report answers a keep-alive (a head is awaited again once it runs)
+            )
             if self.state is ASSIGNED and not self._left_queue:
                 self._enter_queue(message, now)
                 self._out.append(QueueUpdate(message))
@@ -389,7 +403,7 @@ class ClientJobCore:
             self.queue_position = self.estimated_start_seconds = None
         self._out.append(Deliver(event))
         if not isinstance(event, JobStatus):
-            self.terminal, self.state, self._probe_at = event, FINISHED, None
+            self.terminal, self.state, self._probe_at, self._head_due = event, FINISHED, None, None
 
     def _enter_queue(self, status: JobStatus, now: float) -> None:
         """The worker says the job waits in its queue (at `queue_position`): keep its lease alive from now."""
@@ -408,7 +422,25 @@ class ClientJobCore:
         if self.queued:
             self._keepalive_at = now + self.timeouts.queue_keepalive
         self._asked = max(self._asked, upto)
+        if self.legacy_sync:  # a worker without `job_head`: everything after the last delivered event
+            self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
+            return
+        if self._head_due is None:
+            self._head_due = now + self.timeouts.head
         self._send(JobSync(self.job_id, after, job_key=self.job_key, upto_seq=upto))
+
+    def _replay_all(self, now: float) -> None:
+        """No `job_head` came in time: ask for every event after the last delivered one (duplicates are
+        dropped by seq). A worker that never sent a `job_head` is asked that way from now on."""
+        if not self._heads_seen and not self.legacy_sync:
+            log.info(
+                "job %s: worker %s sends no job_head; asking it for full replays", self.job_id, self.worker
+            )
+            self.legacy_sync = True
+        self._head_due, self._asked = None, 0
+        if self.queued:
+            self._keepalive_at = now + self.timeouts.queue_keepalive
+        self._send(JobSync(self.job_id, self.last_seq, job_key=self.job_key))
 
     def _probe(self, now: float) -> None:
         """Ask how far the job goes, replaying nothing: an event on its way is never sent twice."""
@@ -417,9 +449,15 @@ class ClientJobCore:
 
     def _on_head(self, head: JobHead, now: float) -> None:
         """The answer to the latest bounded `job_sync`: every seq up to `head.last_seq` not received was lost."""
-        if head.upto_seq < self._asked or self.state is not ASSIGNED:
-            return  # a later request is still being answered (requests ask for rising seqs)
-        self._asked = 0
+        self._heads_seen = True
+        if self.state is not ASSIGNED:
+            return
+        if (
+            head.upto_seq < self._asked
+        ):  # a later request is still being answered (requests ask for rising seqs)
+            self._head_due = now + self.timeouts.head
+            return
+        self._asked, self._head_due = 0, None
         missing = [seq for seq in range(self.last_seq + 1, head.last_seq + 1) if seq not in self._early]
         runs: list[tuple[int, int]] = []  # contiguous (after, upto) ranges
         for seq in missing:
@@ -465,7 +503,13 @@ class ClientJobCore:
         elif self.state is ASSIGNED:
             probe_due = self._probe_at is not None and self._probe_at <= now
             keepalive_due = self._keepalive_at is not None and self._keepalive_at <= now
-            if probe_due or keepalive_due:
+            head_overdue = self._head_due is not None and self._head_due <= now
+            if head_overdue and self._unreachable_since is not None:
+                self._head_due = None  # the request may never have reached the worker: ask again below
+            if head_overdue and self._head_due is not None:  # the replay also probes and keeps alive
+                self._probe_at = now + self.timeouts.liveness
+                self._replay_all(now)
+            elif probe_due or keepalive_due:
                 # a silent worker is asked how far the job goes (replaying nothing); a queued job's lease is renewed
                 self._probe_at = now + self.timeouts.liveness
                 self._probe(now)
@@ -474,6 +518,7 @@ class ClientJobCore:
 
     def _fail(self, error: Exception) -> None:
         self.state, self.error, self._probe_at, self._keepalive_at = FAILED, error, None, None
+        self._head_due = None
         self._response_deadline = self._window_ends = None
         self._out.append(Fail(error))  # type: ignore[arg-type]
 
@@ -488,7 +533,7 @@ class ClientJobCore:
             self._refuse_unless(event)
             return
         self.state, self._probe_at, self._keepalive_at = ABANDONED, None, None
-        self._response_deadline = self._window_ends = None
+        self._response_deadline = self._window_ends = self._head_due = None
 
     def validate_state(self) -> None:
         """Raise AssertionError when the core's data contradicts its state."""
@@ -500,6 +545,8 @@ class ClientJobCore:
         assert (self.state is BIDDING) == (self._response_deadline is not None)
         if self.state is ASSIGNED:
             assert self._probe_at is not None, "a followed job always has a liveness deadline"
+        else:
+            assert self._head_due is None, "only a followed job waits for a job_head"
         if self.worker is not None:
             assert self.worker not in self._released, "the winner is never released"
         if self.queued:

@@ -7,9 +7,10 @@ no IO and never sleeps; deadlines are data (`next_deadline()`), and the shell fe
 single timer goes off.
 
 Issue 12: each job the worker holds has its own machine on the one table (a `JobRecord`: its state and data).
-The `transitions` machine is bound to the coordinator, whose `state`, `reservation`, `current_job`, … are those
-of the focused record: `_trigger` focuses the job's record, fires, then settles the slots and the queue (a
-freed slot goes to the queue's head: `slot_granted`; the others hear their new place: `queue_moved`) and
+The coordinator's `state`, `reservation`, `current_job`, … are those of the focused record: `_trigger` focuses
+the job's record, fires the trigger on it (the `transitions` machine's rows, tried by `dispatch.Rows`: the
+guards and actions are this object's methods, the state is the record's), then settles the slots and the queue
+(a freed slot goes to the queue's head: `slot_granted`; the others hear their new place: `queue_moved`) and
 publishes the slots when they changed. Outside `handle` the focus is the primary job (the first in a slot).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 from collections.abc import Callable
 
 import attrs
@@ -37,6 +39,7 @@ from fsm_worker.protocol.messages import (
 )
 from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus, presents_key
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
+from fsm_worker.protocol.worker.dispatch import Rows
 from fsm_worker.protocol.worker.events import (
     Advertise,
     ChannelAnswered,
@@ -64,8 +67,7 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
-from fsm_worker.protocol.worker.invariants import QUEUED as _QUEUED
-from fsm_worker.protocol.worker.invariants import check_invariants
+from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
 from fsm_worker.protocol.worker.scheduler import Scheduler
@@ -103,26 +105,25 @@ _TRIGGERS: dict[type, str] = {
     Drain: "drain",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
+_NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
 #: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
 _DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
 
 def _record_property(name: str) -> property:
-    """An attribute of the focused job's record, read and written through the coordinator."""
-
-    def get(self: JobCoordinator) -> object:
-        return getattr(self._focus, name)
+    """An attribute of the focused job's record, read and written through the coordinator (read by a C getter:
+    the actions read these on every event)."""
 
     def put(self: JobCoordinator, value: object) -> None:
         setattr(self._focus, name, value)
 
-    return property(get, put)
+    return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
 class JobCoordinator(SlotActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
-    `state` (managed by `transitions`) is the focused job's `WorkerState`; `status` is the worker's advertised
+    `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
     status, derived from its slots. No IO.
     """
 
@@ -165,22 +166,13 @@ class JobCoordinator(SlotActions):
         self.stimulus_log: collections.deque[tuple[float, Event, WorkerState, WorkerState]] = (
             collections.deque(maxlen=self.config.stimulus_log_size)
         )
-        self.machine = Machine(
-            model=self,
-            states=WorkerState,
-            initial=WorkerState.AVAILABLE,
-            transitions=TRANSITIONS,
-            auto_transitions=False,
-        )
+        #: The table as a `transitions` machine (no model: each job's record is moved by `_rows`, its rows bound).
+        self.machine = Machine(None, WorkerState, initial=WorkerState.AVAILABLE, transitions=TRANSITIONS,
+                               auto_transitions=False)  # fmt: skip
+        self._rows: Rows[WorkerState, Stimulus] = Rows.of(self.machine, self)
         #: The second table (`INTAKE`); it drives `intake` through `_trigger` and binds nothing to the model.
-        self.intake_machine = Machine(
-            model=None,
-            states=Intake,
-            initial=Intake.OPEN,
-            transitions=INTAKE,
-            auto_transitions=False,
-            model_attribute="intake",
-        )
+        self.intake_machine = Machine(None, Intake, initial=Intake.OPEN, transitions=INTAKE,
+                                      auto_transitions=False, model_attribute="intake")  # fmt: skip
 
     # --- the one entry point ----------------------------------------------------------------------------------
 
@@ -197,15 +189,15 @@ class JobCoordinator(SlotActions):
         """Apply one event at time `now`; return the instructions for the shells, in order."""
         self._out = []
         self._fire_due_deadlines(now)
-        before = self.state
+        before = self._focus.state
         if isinstance(event, PeerMessage):
             self._on_peer_message(event, now)
         elif isinstance(event, Drain):
             self._drain(Stimulus(now, event))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
-        self._focus = self._primary()
-        self.stimulus_log.append((now, event, before, self.state))
+        self._focus = focus = self._primary()
+        self.stimulus_log.append((now, event, before, focus.state))
         return self._out
 
     def next_deadline(self) -> float | None:
@@ -282,35 +274,36 @@ class JobCoordinator(SlotActions):
     def _trigger(self, name: str, stimulus: Stimulus, record: JobRecord | None = None) -> None:
         record = record if record is not None else self._record(stimulus.job_id)
         self._focus, self._mark, before = record, len(self._out), record.state
-        self.machine.events[name].trigger(self, stimulus)
+        self._rows.fire(name, record, stimulus)
         if record.state is not before:  # the slots and the queue change only with a job's state
             self._settle(record, stimulus.now, self._mark)
 
     def _settle(self, record: JobRecord, now: float, mark: int) -> None:
         """After one job's trigger: keep its slots in step with its state, publish the slots when they changed
         (before the messages of this trigger), give freed slots to the queue and tell the queue its places."""
-        job_id, granted = record.job_id, tuple[str, ...]()
-        if job_id is not None and record.state is WorkerState.AVAILABLE:
+        job_id, state, granted = record.job_id, record.state, tuple[str, ...]()
+        if job_id is not None and state is WorkerState.AVAILABLE:
             if self._jobs.pop(job_id, None) is not None:
                 self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
         elif job_id is not None:
             self._jobs.setdefault(job_id, record)
-            wanted = SlotState.RESERVED if record.state is WorkerState.RESERVED else SlotState.BUSY
-            if any(
-                h is not None and h.job_id == job_id and h.state is not wanted
-                for h in self.sched.slots.holders
-            ):
-                self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
+            wanted = SlotState.RESERVED if state is WorkerState.RESERVED else SlotState.BUSY
+            for holder in self.sched.slots.holders:
+                if holder is not None and holder.job_id == job_id and holder.state is not wanted:
+                    self.sched = attrs.evolve(self.sched, slots=self.sched.slots.mark(job_id, wanted))
+                    break
         # the view is derived from the (immutable) scheduler alone: unchanged scheduler, unchanged view
         view = self._advertised if self.sched is self._advertised_sched else self.view()
         self._advertised_sched = self.sched
         if view != self._advertised:
             self._advertised = view
-            in_slot = record.state not in (WorkerState.AVAILABLE, *_QUEUED)
+            in_slot = state not in _NOT_IN_SLOT
             self._out.insert(mark, Advertise(self.status, job_id if in_slot else None, view))
         for started in granted:
             self._trigger("slot_granted", Stimulus(now, job_id=started), self._jobs[started])
-        for queued, position, _ in self.sched.positions(now) if granted or job_id not in self._jobs else ():
+        if not self.sched.queue.entries or not (granted or job_id not in self._jobs):
+            return  # nobody queued, or nobody's place changed
+        for queued, position, _ in self.sched.positions(now):
             if self._jobs[queued].reported_position != position:
                 self._trigger("queue_moved", Stimulus(now, job_id=queued), self._jobs[queued])
 
@@ -326,7 +319,7 @@ class JobCoordinator(SlotActions):
         return self.intake is Intake.DRAINING
 
     def _fire_due_deadlines(self, now: float) -> None:
-        for record in list(self._jobs.values()):
+        for record in list(self._jobs.values()) if self._jobs else ():
             if record.job_id not in self._jobs:
                 continue  # let go by an earlier deadline of this turn
             job = record.current_job
@@ -338,7 +331,9 @@ class JobCoordinator(SlotActions):
                     self._trigger("first_input_overdue", Stimulus(now, job_id=job.job_id), record)
                 elif now >= job.assigned_at + self.config.input_timeout:
                     self._trigger("inputs_overdue", Stimulus(now, job_id=job.job_id), record)
-        for job_id in self.sched.queue.expired(now, self.config.queue_lease):
+        for job_id in (
+            self.sched.queue.expired(now, self.config.queue_lease) if self.sched.queue.entries else ()
+        ):
             if job_id in self._jobs:
                 self._trigger("queue_lease_expired", Stimulus(now, job_id=job_id), self._jobs[job_id])
         while self._retained:  # kept in order of expiry: retention is one constant and time only moves on

@@ -50,6 +50,16 @@ class RunFiles:
     def exit(self) -> Path:
         return self.directory / "exit.json"
 
+    @property
+    def wrapper_log(self) -> Path:
+        """The wrapper's own messages (it cannot start the job, cannot write a log)."""
+        return self.directory / "wrapper.log"
+
+    @property
+    def channel(self) -> Path:
+        """What the job's side channel needs to be opened again (``ReopenableChannel.saved``)."""
+        return self.directory / "channel.json"
+
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` via a synced temp file and a rename (readers never see half a file)."""
@@ -158,12 +168,10 @@ async def wait_exit(record: RunRecord) -> None:
         os.close(fd)
 
 
-def read_tail(path: Path, limit: int) -> bytes:
-    """The last ``limit`` bytes of ``path`` (empty if absent)."""
+def read_channel(files: RunFiles) -> dict[str, Any] | None:
+    """The side channel's saved set-up from ``channel.json``; None if absent or unreadable."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read()
-    except OSError:
-        return b""
+        value = json.loads(files.channel.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

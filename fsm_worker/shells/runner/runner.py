@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import BinaryIO, Literal
 
-from fsm_worker.jobs.launch import Command, Launch, PythonCall, SideChannel
+from fsm_worker.jobs.launch import Command, Launch, PythonCall, ReopenableChannel, SideChannel
 from fsm_worker.jobs.parsers import JsonLines, OutputParser, ParsedLine
 from fsm_worker.jobs.progress import ErrorLine, ProgressLine, RateLimiter, ResultLine
 from fsm_worker.jobs.registry import JobTypeRegistry
@@ -37,18 +37,23 @@ from fsm_worker.protocol.worker.events import (
     TerminalEvent,
 )
 from fsm_worker.shells.runner.detached import (
-    TAIL_POLL,
     RunFiles,
     RunRecord,
+    read_channel,
     read_exit,
-    read_tail,
     wait_exit,
 )
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW, job_environment
+from fsm_worker.shells.runner.joblog import (
+    DEFAULT_MAX_BYTES,
+    MIN_MAX_BYTES,
+    read_log_tail,
+)
 from fsm_worker.shells.runner.outcome import outcome, succeeded, tail
 from fsm_worker.shells.runner.output import LINE_LIMIT, OutputState
 from fsm_worker.shells.runner.procgroup import ENV_TAG, RunScope
 from fsm_worker.shells.runner.run import EventSink, ExitProtocol, Prepared, Run
+from fsm_worker.shells.runner.tail import fresh_run_files, tail_stdout
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,8 @@ class JobRunner:
     it becomes a plain stop. ``job_lifetime``: ``"detached"`` (default) runs every job in its own session
     through a wrapper that records it in ``<workdir>/.run/`` so that it outlives the worker and ``adopt``
     finds it again; ``"with_worker"`` runs it under a ``PR_SET_PDEATHSIG`` guard with piped output, so it
-    dies with the worker.
+    dies with the worker. ``log_max_bytes`` bounds a detached job's ``stdout.log`` and ``stderr.log`` each (they
+    rotate to one ``.1`` file: at most twice that on disk per stream; ``joblog.py``).
     """
 
     def __init__(
@@ -98,9 +104,13 @@ class JobRunner:
         env_allow: Iterable[str] = DEFAULT_ALLOW,
         soft_stop_timeout: float = 120.0,
         job_lifetime: JobLifetime = "detached",
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if job_lifetime not in ("detached", "with_worker"):
             raise ValueError(f"job_lifetime must be 'detached' or 'with_worker', not {job_lifetime!r}")
+        if log_max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"job_log_max_bytes must be at least {MIN_MAX_BYTES}, got {log_max_bytes}")
+        self.log_max_bytes = log_max_bytes
         self.job_lifetime = job_lifetime
         self.registry = registry
         self.timeout = timeout
@@ -173,8 +183,12 @@ class JobRunner:
             message = f"job lost: {what} and no exit status in {files.directory}"
             await self._finish(run, RunFailed(spec.job_id, ErrorCode.LOST, message, True))
             return Adoption.LOST
-        parser, run.soft_stop_signal = await asyncio.to_thread(self._parser_of, spec)
+        parser, run.soft_stop_signal, channel = await asyncio.to_thread(self._parser_of, spec)
         run.output = OutputState(spec.job_id, parser, self.stderr_tail_chars)
+        if alive:
+            run.channel = await self._open_channel(
+                spec.job_id, await self._reopened(spec.job_id, files, channel)
+            )
         loop = asyncio.get_running_loop()
         if record is not None:
             if alive:  # an ended job's group id may belong to someone else by now
@@ -207,19 +221,36 @@ class JobRunner:
             return None
         return run.resume_offset
 
-    def _parser_of(self, spec: JobSpec) -> tuple[OutputParser, int]:
-        """Runs in a thread: the progress parser and soft-stop signal of an adopted job (JSON lines if its
-        handler cannot build it any more). Its side channel is not reopened (see docs/durability.md)."""
+    def _parser_of(self, spec: JobSpec) -> tuple[OutputParser, int, SideChannel | None]:
+        """Runs in a thread: the progress parser, soft-stop signal and side channel (not opened) of an adopted
+        job, from its handler's launch built anew (JSON lines and no channel if it cannot be built any more)."""
         try:
             launch = self.registry.get(spec.job_type).build(spec)
         except Exception:
             log.warning("job %s: cannot rebuild its launch; reading JSON-lines progress", spec.job_id,
                         exc_info=True)  # fmt: skip
-            return JsonLines(), signal.SIGINT
+            return JsonLines(), signal.SIGINT, None
         if not isinstance(launch, Command):  # a PythonCall reports JSON lines
-            return JsonLines(), signal.SIGINT
+            return JsonLines(), signal.SIGINT, None
         parser = launch.progress if launch.progress is not None else JsonLines()
-        return parser, launch.soft_stop_signal
+        return parser, launch.soft_stop_signal, launch.side_channel
+
+    async def _reopened(
+        self, job_id: str, files: RunFiles, channel: SideChannel | None
+    ) -> SideChannel | None:
+        """An adopted job's side channel set up as its start recorded it (None: no channel, or no record of
+        one, or the job type's channel cannot be reopened: progress then comes from its output only)."""
+        if channel is None:
+            return None
+        saved = await asyncio.to_thread(read_channel, files)
+        if saved is None or not isinstance(channel, ReopenableChannel):
+            log.info("job %s: its side channel is not reopened; progress from output only", job_id)
+            return None
+        try:
+            return channel.reopened(saved)
+        except Exception:
+            log.warning("job %s: side channel record %s unusable", job_id, saved, exc_info=True)
+            return None
 
     async def _launch(self, run: Run) -> None:
         spec = run.spec
@@ -251,8 +282,9 @@ class JobRunner:
             if self.job_lifetime == "detached":
                 run.files = RunFiles.of_workdir(spec.workdir)
                 argv = [self.python, "-m", "fsm_worker.shells.runner.wrapper", str(run.files.directory),
-                        "--", *argv]  # fmt: skip
-                stdout, stderr = await asyncio.to_thread(_fresh_run_files, run.files)
+                        "--log-max-bytes", str(self.log_max_bytes), "--", *argv]  # fmt: skip
+                saved = run.channel.saved() if isinstance(run.channel, ReopenableChannel) else None
+                stdout, stderr = await asyncio.to_thread(fresh_run_files, run.files, saved)
             else:
                 stdout = stderr = asyncio.subprocess.PIPE
             try:
@@ -430,7 +462,11 @@ class JobRunner:
                 await self._emit(run, RunStarted(job_id, run.proc.pid))
             run.started.set()
             if run.files is not None:
-                readers.append(asyncio.create_task(self._tail_stdout(run, run.files, exited)))
+                readers.append(
+                    asyncio.create_task(
+                        tail_stdout(run, run.files, exited, self._on_parsed, self._deliver_due)
+                    )
+                )
             else:
                 assert run.proc is not None and run.proc.stdout is not None and run.proc.stderr is not None
                 readers += [
@@ -492,7 +528,8 @@ class JobRunner:
             assert run.transport is not None
             return await self._outcome(run, run.transport.get_returncode())
         assert run.output is not None
-        run.output.stderr(await asyncio.to_thread(read_tail, run.files.stderr, self.stderr_tail_chars * 4))
+        tail_bytes = self.stderr_tail_chars * 4
+        run.output.stderr(await asyncio.to_thread(read_log_tail, run.files.stderr, tail_bytes))
         returncode = read_exit(run.files)
         if returncode is None and run.transport is not None:
             returncode = run.transport.get_returncode()  # the wrapper itself was killed
@@ -500,51 +537,6 @@ class JobRunner:
             message = f"job lost: its wrapper ended without an exit status in {run.files.directory}"
             return RunFailed(run.spec.job_id, ErrorCode.LOST, message + tail(run), True)
         return await self._outcome(run, returncode)
-
-    async def _tail_stdout(self, run: Run, files: RunFiles, exited: asyncio.Future[None]) -> None:
-        """Follow ``stdout.log`` from its start until the run has exited and the file is read to its end.
-
-        Lines are handled one by one so that ``run.line_end`` is exact; progress from lines that end at or
-        before ``run.skip_until`` was already sent before an adoption and only updates the run's state.
-        """
-        assert run.output is not None
-        pending = bytearray()
-        if not files.stdout.exists():  # removed while no runner watched: nothing to parse
-            log.warning("job %s: %s is missing", run.spec.job_id, files.stdout)
-            await exited
-            return
-        with open(files.stdout, "rb") as handle:
-            while True:
-                finished = exited.done()
-                data = await asyncio.to_thread(handle.read, READ_CHUNK)
-                if data:
-                    pending += data
-                    await self._stdout_lines(run, pending, final=False)
-                    continue
-                if finished:
-                    await self._stdout_lines(run, pending, final=True)
-                    return
-                await self._deliver_due(run)
-                await asyncio.wait([exited], timeout=TAIL_POLL)
-
-    async def _stdout_lines(self, run: Run, pending: bytearray, *, final: bool) -> None:
-        assert run.output is not None
-        while pending:
-            cut = _line_end(pending)
-            if cut is None:
-                if not final and len(pending) <= LINE_LIMIT:
-                    return
-                cut = len(pending)
-            line, run.line_end = bytes(pending[:cut]), run.line_end + cut
-            del pending[:cut]
-            items = run.output.stdout(line) + run.output.stdout(b"")
-            for item in items:
-                if isinstance(item, ProgressLine) and run.channel_live:
-                    continue
-                if isinstance(item, ProgressLine) and run.line_end <= run.skip_until:
-                    run.last_progress = max(run.last_progress, item.progress)
-                    continue
-                await self._on_parsed(run, item)
 
     async def _close_channel(self, run: Run) -> None:
         channel, run.channel = run.channel, None
@@ -631,25 +623,6 @@ class JobRunner:
             self._runs.pop(run.spec.job_id, None)
             run.started.set()
             run.done.set()
-
-
-def _line_end(data: bytearray) -> int | None:
-    """Offset just after the first line separator (``\\r\\n`` counts as one) in ``data``; None if none."""
-    positions = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
-    if not positions:
-        return None
-    end = min(positions) + 1
-    if data[end - 1 : end] == b"\r" and end < len(data) and data[end : end + 1] == b"\n":
-        end += 1
-    return end
-
-
-def _fresh_run_files(files: RunFiles) -> tuple[BinaryIO, BinaryIO]:
-    """Runs in a thread: an empty run directory; its stdout and stderr files opened for the wrapper."""
-    files.directory.mkdir(parents=True, exist_ok=True)
-    for path in (files.record, files.exit):
-        path.unlink(missing_ok=True)
-    return open(files.stdout, "wb"), open(files.stderr, "wb")
 
 
 def _let_go(transport: asyncio.SubprocessTransport) -> None:

@@ -1,6 +1,7 @@
 """A stand-in worker: starts one detached job, prints every event with the runner's resume offset, waits.
 
-Usage: ``adopt_host.py WORKDIR COUNT DELAY CODE``; each stdout line is JSON ``{"kind", "progress", "offset"}``.
+Usage: ``adopt_host.py WORKDIR COUNT DELAY CODE [PAD LOG_MAX_BYTES]``; each stdout line is JSON ``{"kind",
+"progress", "offset"}``. PAD: filler bytes the counter prints per step; LOG_MAX_BYTES: the runner's log bound.
 """
 
 import asyncio
@@ -14,11 +15,14 @@ from fsm_worker.protocol.worker.events import RunEvent, RunProgress
 from fsm_worker.shells.runner.runner import JobRunner
 
 
-async def main(workdir: Path, count: str, delay: str, code: str) -> None:
+async def main(workdir: Path, count: str, delay: str, code: str, pad: str = "0", log_max: str = "") -> None:
     registry = JobTypeRegistry()
     counter = str(Path(__file__).parent / "counter.py")
-    registry.register("counter", StaticCommandHandler((sys.executable, "-u", counter, count, delay, code)))
-    runner = JobRunner(registry, progress_interval=0.0)
+    argv = (sys.executable, "-u", counter, count, delay, code, pad)
+    registry.register("counter", StaticCommandHandler(argv))
+    runner = JobRunner(
+        registry, progress_interval=0.0, **({"log_max_bytes": int(log_max)} if log_max else {})
+    )
 
     def on_event(event: RunEvent) -> None:
         progress = event.progress if isinstance(event, RunProgress) else None
@@ -29,4 +33,4 @@ async def main(workdir: Path, count: str, delay: str, code: str) -> None:
     await asyncio.sleep(600)
 
 
-asyncio.run(main(Path(sys.argv[1]), *sys.argv[2:5]))
+asyncio.run(main(Path(sys.argv[1]), *sys.argv[2:7]))

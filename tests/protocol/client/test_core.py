@@ -189,6 +189,63 @@ def test_a_head_answering_an_older_request_waits_for_the_newer_one() -> None:
     ]
 
 
+def test_an_old_worker_without_job_head_gets_full_replays_after_the_head_timeout() -> None:
+    """A worker older than `job_head` ignores `upto_seq`: it replays everything above `after_seq` and sends no
+    head. Its events 2..3 were lost (say, across its restart) and the replay of a gap was lost too."""
+    core = assigned_core()
+    core.handle(MessageReceived("w1", status(1)), 1.0)
+    assert core.handle(MessageReceived("w1", status(4)), 1.1) == [
+        Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=3))
+    ]  # its answer never comes; nor does a job_head
+    probe = JobSync(JOB, 4, job_key=KEY, upto_seq=4)  # a probe asks from what it has seen: 2..3 not again
+    assert core.handle(TimerFired(), 6.1) == [Send("w1", probe)]
+    assert core.next_deadline() == 1.1 + TIMEOUTS.head  # the first unanswered bounded sync's deadline
+    replay = JobSync(JOB, 1, job_key=KEY)  # everything after the last delivered event, no upto_seq
+    assert core.handle(TimerFired(), 1.1 + TIMEOUTS.head) == [Send("w1", replay)]
+    assert core.legacy_sync and core.next_deadline() == 1.1 + TIMEOUTS.head + TIMEOUTS.liveness
+    delivered = [
+        out
+        for seq in (2, 3, 4, 5)  # the old worker replays all of them: 4 is held already, dropped
+        for out in core.handle(MessageReceived("w1", status(seq)), 11.2)
+    ]
+    assert delivered == [Deliver(status(2)), Deliver(status(3)), Deliver(status(4)), Deliver(status(5))]
+    # from now on probes and gaps ask for full replays, which an old worker answers
+    assert core.handle(TimerFired(), 16.2) == [Send("w1", JobSync(JOB, 5, job_key=KEY))]
+    assert core.handle(MessageReceived("w1", status(7)), 16.3) == [Send("w1", JobSync(JOB, 5, job_key=KEY))]
+    assert core.handle(MessageReceived("w1", status(8)), 16.4) == []  # the same gap is asked for once
+    assert core.handle(MessageReceived("w1", status(6)), 16.5) == [
+        Deliver(status(6)),
+        Deliver(status(7)),
+        Deliver(status(8)),
+    ]
+    assert core.handle(MessageReceived("w1", status(7)), 16.6) == []  # the replay's repeats are dropped
+    assert [event.seq for event in core.history] == list(range(1, 9))
+    core.validate_state()
+
+
+def test_a_lost_head_from_a_worker_that_sends_heads_gets_one_full_replay() -> None:
+    core = assigned_core()
+    core.handle(MessageReceived("w1", status(1)), 1.0)
+    assert core.handle(TimerFired(), 6.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 1, 1)), 6.1) == []
+    assert core.handle(TimerFired(), 11.1) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
+    # this head is lost: one full replay, and the worker is still asked with bounded syncs afterwards
+    assert core.handle(TimerFired(), 21.1) == [Send("w1", JobSync(JOB, 1, job_key=KEY))]
+    assert not core.legacy_sync
+    assert core.handle(TimerFired(), 26.1) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
+
+
+def test_an_unreachable_worker_is_not_taken_for_an_old_one() -> None:
+    core = assigned_core()
+    probe = JobSync(JOB, 0, job_key=KEY, upto_seq=0)
+    assert core.handle(TimerFired(), 5.0) == [Send("w1", probe)]
+    assert core.handle(SendReported("w1", probe, refused=True), 5.0) == []  # it is reconnecting
+    assert core.handle(TimerFired(), 10.0) == [Send("w1", probe)]
+    assert core.handle(TimerFired(), 15.0) == [Send("w1", probe)]  # no head expected from a refused send
+    assert not core.legacy_sync
+    core.validate_state()
+
+
 def test_events_from_another_peer_are_ignored() -> None:
     core = assigned_core()
     assert core.handle(MessageReceived("mallory", status(1)), 1.0) == []

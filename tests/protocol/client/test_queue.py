@@ -36,6 +36,7 @@ from fsm_worker.protocol.messages import (
     JobCancel,
     JobError,
     JobFailed,
+    JobHead,
     JobStatus,
     JobSync,
     to_wire,
@@ -153,6 +154,7 @@ def test_the_queue_lease_is_kept_alive_even_while_the_worker_keeps_talking() -> 
     assert core.next_deadline() == 5.0 + TIMEOUTS.queue_keepalive  # 13 s: before the probe (14 s)
     assert core.handle(TimerFired(), 13.0) == [Send("w1", JobSync(JOB, 1, job_key=KEY, upto_seq=1))]
     assert core.handle(MessageReceived("w1", status(2)), 14.0) == [Deliver(status(2))]
+    assert core.handle(MessageReceived("w1", JobHead(JOB, 2, 1)), 14.0) == []  # the probes' answer
     assert not core.queued and core.queue_position is None
     assert core.next_deadline() == 14.0 + TIMEOUTS.liveness  # running: only the liveness probe is left
     core.validate_state()

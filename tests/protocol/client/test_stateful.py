@@ -84,6 +84,7 @@ class ClientModel(RuleBasedStateMachine):
         self.worker_events: list[JobEvent] = []  # what the winner has produced, seq = index + 1
         self.refused_since: float | None = None
         self.heard_at = 0.0
+        self.head_pending_since: float | None = None  # the first bounded sync since the last job_head
         out = self.step(BiddingOpened(self.candidates, window))
         assert out == [Send(worker, self.core.request) for worker in self.candidates]
 
@@ -101,6 +102,13 @@ class ClientModel(RuleBasedStateMachine):
                 asked = set(range(send.message.after_seq + 1, send.message.upto_seq + 1))
                 assert not asked & held, (asked, held)
                 self.last_upto = max(self.last_upto, send.message.upto_seq)
+                if self.head_pending_since is None:
+                    self.head_pending_since = self.now
+            elif isinstance(send, Send) and isinstance(send.message, JobSync) and send.to == self.winner:
+                # a full replay: no job_head came in time (or the worker never sends one)
+                assert send.message.after_seq == len(self.delivered), "it asks from the last delivered event"
+                assert self.core.legacy_sync or self.now >= (self.head_pending_since or 0) + TIMEOUTS.head
+                self.head_pending_since = None
         self.sent += [i for i in out if isinstance(i, Send)]
         for instruction in out:
             if isinstance(instruction, WorkerChosen):
@@ -158,6 +166,10 @@ class ClientModel(RuleBasedStateMachine):
     def advance_clock(self, dt: float) -> None:
         self.now += dt
         must_close = self.phase == "bidding" and self.bidding_due()
+        pending = self.head_pending_since
+        replay_due = pending is not None and self.now >= pending + TIMEOUTS.head
+        if replay_due and self.refused_since is not None:
+            self.head_pending_since = None  # the sync may never have reached the worker: no head expected
         out = self.step(TimerFired())
         assert not must_close or self.phase != "bidding", (
             "the bid window or response timeout closes the bidding"
@@ -166,8 +178,17 @@ class ClientModel(RuleBasedStateMachine):
             probes = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
             due = self.now >= self.heard_at + TIMEOUTS.liveness
             renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
-            assert len(probes) == int(due or renew), "a silent worker is probed, a queue lease renewed"
-            if due:  # a probe replays nothing: it asks how far the job goes
+            replay = replay_due and self.refused_since is None
+            assert len(probes) == int(due or renew or replay), (
+                "a silent worker is probed, a queue lease renewed"
+            )
+            if replay or (
+                due and self.core.legacy_sync
+            ):  # no job_head within head_timeout: a full replay, which also probes
+                probe = probes[0].message
+                assert isinstance(probe, JobSync) and probe.upto_seq is None
+                self.heard_at = self.now
+            elif due:  # a probe replays nothing: it asks how far the job goes
                 probe = probes[0].message
                 assert isinstance(probe, JobSync) and probe.upto_seq == probe.after_seq >= len(self.delivered)
                 self.heard_at = self.now  # the next probe is one liveness period later
@@ -262,6 +283,8 @@ class ClientModel(RuleBasedStateMachine):
         )
         following = self.core.state is ClientJobState.ASSIGNED
         before = (len(self.delivered), self.core.last_seq)
+        if following and sender == self.winner:
+            self.head_pending_since = None
         out = self.step(MessageReceived(sender, report))
         updates = [i for i in out if isinstance(i, QueueUpdate)]
         applies = following and sender == self.winner and not self.left_queue
@@ -271,6 +294,7 @@ class ClientModel(RuleBasedStateMachine):
             assert self.core.queue_position == position
         if following and sender == self.winner:  # heard from, even when the report is stale
             self.heard_at, self.refused_since = self.now, None
+            self.head_pending_since = None  # the queue report answers a keep-alive
 
     @rule(refused=st.booleans())
     def a_send_is_reported(self, refused: bool) -> None:
@@ -293,7 +317,10 @@ class ClientModel(RuleBasedStateMachine):
         syncs = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
         if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
             assert syncs and syncs[-1].message.after_seq >= len(self.delivered)  # type: ignore[union-attr]
-            assert syncs[-1].message.upto_seq == syncs[-1].message.after_seq  # type: ignore[union-attr]
+            if self.core.legacy_sync:
+                assert syncs[-1].message.upto_seq is None  # type: ignore[union-attr]
+            else:
+                assert syncs[-1].message.upto_seq == syncs[-1].message.after_seq  # type: ignore[union-attr]
 
     @rule()
     def worker_answers_the_latest_sync(self) -> None:
@@ -302,6 +329,7 @@ class ClientModel(RuleBasedStateMachine):
             return
         self.heard_at = self.now
         self.refused_since = None
+        self.head_pending_since = None
         self.step(MessageReceived(self.winner, JobHead(JOB, len(self.worker_events), self.last_upto)))
 
     @rule()

@@ -115,6 +115,7 @@ class WorkerProcess:
         kill_at: str = "",
         gpus: str = "auto",
         lifetime: str = "detached",
+        log_max_bytes: int | None = None,
     ) -> WorkerProcess:
         pid_file = workdir.parent / f"{peer_id}.pids"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO), str(REPO / "tests")))}
@@ -122,6 +123,7 @@ class WorkerProcess:
         env["FSM_WORKER_TEST_KILL_AT"] = kill_at  # worker/kill_points.py
         env["FSM_TEST_WORKER_GPUS"] = gpus  # fake GPUs, one slot each
         env["FSM_TEST_WORKER_LIFETIME"] = lifetime
+        env["FSM_TEST_WORKER_LOG_MAX"] = "" if log_max_bytes is None else str(log_max_bytes)
         args = (url, token, peer_id, str(workdir), str(pid_file))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -28,6 +28,7 @@ from fsm_worker.protocol.messages import (
     JobStatus,
     Message,
 )
+from fsm_worker.shells.runner.joblog import read_bases
 from fsm_worker.worker.doctor import JOURNAL_FILE
 
 from .conftest import WorkerProcess, probe
@@ -120,6 +121,60 @@ async def test_a_running_job_outlives_a_sigkill_and_is_reported_once(room: Room,
         progress = [e.progress for e in job.history if isinstance(e, JobStatus) and e.status == "running"]
         assert progress == sorted(set(progress))  # no progress repeated by the adoption
         assert any(isinstance(m, JobStatus) for m in received[seen_before_kill:])  # progress after the kill
+    finally:
+        await worker.kill()
+
+
+def _tick(status: JobStatus) -> int:
+    """The ticker's step in a status message ("tick 7/60"); 0 for any other status."""
+    words = status.message.split()
+    return int(words[1].split("/")[0]) if len(words) == 2 and words[0] == "tick" else 0
+
+
+async def test_a_job_filling_its_bounded_logs_is_adopted_with_progress_once(
+    room: Room, tmp_path: Path
+) -> None:
+    """`chatty-ticker` writes 70 x 1 KB of filler into logs bound to 24 KiB: they rotate twice before the
+    SIGKILL, so the first 24 KiB are gone; the restarted worker reads from the earliest kept byte and resumes at
+    the logical offset it journaled: the first progress after the restart is the tick after the last one before
+    it (none repeated, none skipped), and the logs stay bounded."""
+    workdir, limit = tmp_path / "phoenix", 24 * 1024
+    worker = await WorkerProcess.start(
+        room.url, room.token, "phoenix", workdir, journal=True, log_max_bytes=limit
+    )
+    try:
+        received: list[Message] = []
+        client = _tracing_client(room, received)
+        await client.connect()
+        job = await client.submit("chatty-ticker")
+        async with asyncio.timeout(TIMEOUT):
+            async for event in job.events():
+                if isinstance(event, JobStatus) and _tick(event) >= 50:  # > 50 KB written
+                    break
+        worker.process.kill()
+        await worker.process.wait()
+        at_kill = len(received)
+        [stdout_log] = workdir.rglob(".run/stdout.log")
+        rotated = stdout_log.with_name("stdout.log.1")
+        assert rotated.stat().st_size == limit and stdout_log.stat().st_size <= limit  # rotated, bounded
+        assert min(read_bases(stdout_log).values()) == limit  # the first file is gone
+        worker = await WorkerProcess.start(
+            room.url, room.token, "phoenix", workdir, journal=True, log_max_bytes=limit
+        )
+        async with asyncio.timeout(TIMEOUT):
+            outcome = await job.result(tmp_path / "out")
+        assert (tmp_path / "out" / "ticks.txt").read_text() == "70 ticks\n" and len(outcome.files) == 1
+        seqs = _job_seqs(received, job.job_id)
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)) and [e.seq for e in job.history] == seqs
+        progress = [e.progress for e in job.history if isinstance(e, JobStatus) and e.status == "running"]
+        assert progress == sorted(set(progress))  # nothing repeated across the restart
+
+        def ticks(messages: list[Message]) -> list[int]:
+            return [_tick(m) for m in messages if isinstance(m, JobStatus) and _tick(m) > 0]
+
+        before, after = ticks(received[:at_kill]), ticks(received[at_kill:])
+        assert after and after[0] == before[-1] + 1, (before[-3:], after[:3])
+        assert stdout_log.stat().st_size + rotated.stat().st_size <= 2 * limit
     finally:
         await worker.kill()
 

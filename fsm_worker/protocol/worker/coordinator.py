@@ -233,8 +233,8 @@ class JobCoordinator(SlotActions):
     def view(self) -> SlotsView:
         """The slots and the queue as published (no job ids)."""
         table = self.sched.slots
-        slots = tuple((slot.index, slot.gpus, slot.memory_mb, self.sched.slot_state(i))
-                      for i, slot in enumerate(table.slots))  # fmt: skip
+        slots = tuple((slot.index, slot.gpus, slot.memory_mb, state)
+                      for slot, state in zip(table.slots, self.sched.slot_states(), strict=True))  # fmt: skip
         busy = {h.job_id for h in table.holders if h is not None and h.state is SlotState.BUSY}
         return SlotsView(slots, self.sched.queue.length, self.sched.queue.capacity, len(busy))
 

@@ -105,7 +105,8 @@ class Scheduler:
         if placed is None or not self.queue.may_pass():
             return None
         held = (*self.held, Held(job_id, client_id, now + minutes * 60.0))
-        return attrs.evolve(self, slots=placed, queue=self.queue.passed(), held=held)
+        queue = self.queue.passed() if self.queue.entries else self.queue
+        return attrs.evolve(self, slots=placed, queue=queue, held=held)
 
     def may_place(self, gpus: int, min_memory_mb: int = 0) -> bool:
         """Whether a new request for `gpus` slots would be placed now (`place`)."""
@@ -114,18 +115,19 @@ class Scheduler:
     @property
     def holds_free_slots(self) -> bool:
         """The free slots are held for a queued job that may not be passed any more: nothing else takes them."""
-        return bool(self.slots.free) and not self.queue.may_pass()
+        return bool(self.queue.entries) and not self.queue.may_pass() and bool(self.slots.free)
 
-    def slot_state(self, index: int) -> str:
-        """`metadata.slots[].state`: `available`, `held` (free, but kept for the queue), `reserved` or `busy`."""
-        state = self.slots.state_of(index)
-        return "held" if state is SlotState.AVAILABLE and self.holds_free_slots else state.value
+    def slot_states(self) -> tuple[str, ...]:
+        """`metadata.slots[].state` per slot: `available`, `held` (free, but kept for the queue), `reserved`,
+        `busy`."""
+        free = "held" if self.holds_free_slots else SlotState.AVAILABLE.value
+        return tuple(free if h is None else h.state.value for h in self.slots.holders)
 
     def status(self) -> str:
         """The advertised status: `available` while a slot is free for a new job (not held for the queue),
         else `busy` if any slot runs a job, else `reserved`."""
-        if self.slots.free and not self.holds_free_slots:
-            return "available"
+        if not self.queue.entries or self.queue.may_pass():
+            return self.slots.status()  # nothing held for the queue: the slots' own status
         busy = any(h is not None and h.state is SlotState.BUSY for h in self.slots.holders)
         return "busy" if busy else "reserved"
 

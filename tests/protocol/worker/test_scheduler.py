@@ -61,7 +61,7 @@ def test_a_later_job_that_fits_passes_the_head_at_most_bypass_limit_times() -> N
     assert queued.queue_position == 2 and other.placed
     assert [e.bypassed for e in s.queue.entries] == [2, 1] and s.holds_free_slots is False
     s, _ = s.release("small2", now=2.0)
-    assert s.holds_free_slots and s.status() == "reserved" and s.slot_state(3) == "held"
+    assert s.holds_free_slots and s.status() == "reserved" and s.slot_states()[3] == "held"
     assert not s.may_place(1) and ask(s, "small3", 1, client="e", queue=False)[1].reason == "busy"
     s, started = s.release("a", now=3.0)
     assert started == ("head",)  # q1 needs 3, 2 are left: it waits, and it may still be passed once

@@ -18,8 +18,11 @@ not what limits 4 slots). Rounds are interleaved in ABBA order within each cycle
 
 The throughput ratio depends on the job length: each job also costs a fixed ~0.2-0.3 s on this machine (the
 run wrapper's and the job's Python start, exit detection, the data channel of each submit), which a 4-slot
-worker pays four at a time on 2 shared cores. Measured here: 2-s jobs 3.70x, 0.5-s jobs 2.76x (real jobs are
-trainings of minutes). The default is 2-s jobs.
+worker pays four at a time on 2 shared cores. Measured here: 2-s jobs 3.70x, 0.5-s jobs 2.76x (another loaded
+run: 3.14x; real jobs are trainings of minutes). The default is 2-s jobs. Where the fixed cost goes (1-slot,
+0.5-s jobs: 0.82 s per job): the queue handover to `starting` is ~5 ms; from `starting` to the job's first line
+~0.23 s, two Python starts (the run wrapper, ~0.06 s of it importing asyncio and attrs through
+`shells/runner/detached.py`, then the job's own interpreter); the rest is exit detection and `job_complete`.
 
 Run: ``.venv/bin/python benchmarks/slots.py [--jobs 16] [--rounds 1] [--job-seconds 2]``.
 """

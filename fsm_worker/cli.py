@@ -216,7 +216,7 @@ def status_table(workers: Sequence[WorkerInfo]) -> Table:
         table.add_row(
             worker.peer_id,
             worker.status,
-            str(props.get("gpu_model", "?")),
+            ", ".join(worker.gpu_models) or str(props.get("gpu_model", "?")),
             ",".join(map(str, worker.gpus)) or "-",
             f"{worker.free_slots}/{worker.slots}",
             str(worker.running),

@@ -122,9 +122,19 @@ class WorkerInfo:
 
     @property
     def slot_list(self) -> list[dict[str, Any]]:
-        """`metadata.slots`: one `{index, gpus, memory_mb, state}` per slot (empty from an older worker)."""
+        """`metadata.slots`: one `{index, gpus, memory_mb, state, model?}` per slot (empty from an older worker)."""
         slots = self.metadata.get("slots")
         return [slot for slot in slots if isinstance(slot, dict)] if isinstance(slots, list) else []
+
+    @property
+    def gpu_models(self) -> list[str]:
+        """The models its GPU slots publish (`slots[].model`), each once, in slot order (empty when none does)."""
+        found: list[str] = []
+        for slot in self.slot_list:
+            model = slot.get("model")
+            if isinstance(model, str) and model and model not in found:
+                found.append(model)
+        return found
 
     @property
     def gpus(self) -> list[int]:

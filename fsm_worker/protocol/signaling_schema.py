@@ -58,7 +58,11 @@ WORKER_PROPERTIES = _object(
 
 JOB_SUMMARY = _object(
     {
-        "job_id": {"type": "string"},
+        "run": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the worker's count of the jobs it started (no job id: issue 10)",
+        },
         "job_type": {"type": "string"},
         "status": {"type": "string", "description": "starting | running (the job's job_status)"},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -66,18 +70,22 @@ JOB_SUMMARY = _object(
         "elapsed_seconds": {"type": "number", "minimum": 0},
         "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
     },
-    ["job_id", "job_type", "status", "progress", "elapsed_seconds"],
+    ["run", "job_type", "status", "progress", "elapsed_seconds"],
     description="metadata.job of a worker: its running job (null when idle), for dashboards.",
 )
 
 LAST_JOB = _object(
     {
-        "job_id": {"type": "string"},
+        "run": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the worker's count of the jobs it started (no job id: issue 10)",
+        },
         "job_type": {"type": "string"},
         "outcome": {"type": "string", "enum": ["completed", "stopped", "failed", "cancelled", "expired"]},
         "duration_seconds": {"type": "number", "minimum": 0},
     },
-    ["job_id", "job_type", "outcome", "duration_seconds"],
+    ["run", "job_type", "outcome", "duration_seconds"],
     description="metadata.last_job of a worker: how its last job that started running ended.",
 )
 
@@ -103,7 +111,11 @@ WORKER_METADATA = _object(
                     "index": {"type": "integer", "minimum": 0},
                     "gpus": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                     "memory_mb": {"type": "integer", "minimum": 0},
-                    "state": {"type": "string", "enum": ["available", "reserved", "busy"]},
+                    "state": {"type": "string", "enum": ["available", "held", "reserved", "busy"]},
+                    "model": {
+                        "type": "string",
+                        "description": "the GPU's model, when known (NVML or --gpus)",
+                    },
                 },
                 ["index", "gpus", "memory_mb", "state"],
             ),

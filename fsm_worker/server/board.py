@@ -1,9 +1,10 @@
 """What the dashboard shows of one room: a pure object fed snapshots of the room's peers (no IO).
 
 The server learns about jobs only from what workers publish in their discovery metadata (the worker's
-`fsm_worker.worker.summary`): ``properties.status`` / ``properties.job_id``, ``metadata.job`` (the running
-job's progress and metrics) and ``metadata.last_job`` (how the last one ended). From successive snapshots
-the board keeps each running job's progress/loss series (for the plot) and a bounded list of recent jobs.
+`fsm_worker.worker.summary`): ``properties.status``, ``metadata.job`` (the running job's progress and
+metrics) and ``metadata.last_job`` (how the last one ended). Neither names the job (issue 10): a run is shown
+as its worker and the worker's run number, ``"worker-1 #3"`` (its ``label``). From successive snapshots the
+board keeps each running job's progress/loss series (for the plot) and a bounded list of recent jobs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import attrs
 
 WORKER_FIELDS = (
     "status",
-    "job_id",
     "gpu_model",
     "gpu_memory_mb",
     "cuda_version",
@@ -44,6 +44,14 @@ class BoardLimits:
     recent_jobs: int = 50
     series_jobs: int = 20
     points_per_job: int = 1000
+
+
+def _label(worker_id: str, job: Mapping[str, Any]) -> str | None:
+    """How the board names a run: its worker and the worker's run number (None when malformed)."""
+    run = job.get("run")
+    if not isinstance(run, int) or isinstance(run, bool):
+        return None
+    return f"{worker_id} #{run}"
 
 
 def _number(value: object) -> float | None:
@@ -84,16 +92,15 @@ class RoomBoard:
         worker: dict[str, Any] = {"peer_id": peer.peer_id, "tags": metadata.get("tags") or []}
         worker.update({key: props[key] for key in WORKER_FIELDS if key in props})
         job = metadata.get("job")
-        if isinstance(job, Mapping) and isinstance(job.get("job_id"), str):
-            worker["job"] = dict(job)
-            self._extend_series(job)
+        if isinstance(job, Mapping) and (label := _label(peer.peer_id, job)) is not None:
+            worker["job"] = {**job, "label": label}
+            self._extend_series(label, job)
         last = metadata.get("last_job")
-        if isinstance(last, Mapping) and isinstance(last.get("job_id"), str):
-            self._record_end(peer.peer_id, last, now)
+        if isinstance(last, Mapping) and (label := _label(peer.peer_id, last)) is not None:
+            self._record_end(peer.peer_id, label, last, now)
         return worker
 
-    def _extend_series(self, job: Mapping[str, Any]) -> None:
-        job_id = str(job["job_id"])
+    def _extend_series(self, job_id: str, job: Mapping[str, Any]) -> None:
         metrics = job.get("metrics")
         loss = _number(metrics.get("loss")) if isinstance(metrics, Mapping) else None
         point = [_number(job.get("elapsed_seconds")), _number(job.get("progress")), loss]
@@ -109,18 +116,19 @@ class RoomBoard:
         while len(self.series) > self.limits.series_jobs:
             self.series.popitem(last=False)
 
-    def _record_end(self, worker_id: str, last: Mapping[str, Any], now: float) -> None:
-        key = f"{worker_id}\n{last['job_id']}"
-        if key in self.recent:
-            return
-        self.recent[key] = {
-            "job_id": last["job_id"],
+    def _record_end(self, worker_id: str, label: str, last: Mapping[str, Any], now: float) -> None:
+        ended = {
+            "label": label,
             "worker": worker_id,
             "job_type": last.get("job_type"),
             "outcome": last.get("outcome"),
             "duration_seconds": _number(last.get("duration_seconds")),
-            "seen_at": now,
         }
+        seen = self.recent.get(label)
+        if seen is not None and {k: v for k, v in seen.items() if k != "seen_at"} == ended:
+            return  # the same end, published again (a restarted worker counts its runs from 1 again)
+        self.recent.pop(label, None)
+        self.recent[label] = {**ended, "seen_at": now}
         while len(self.recent) > self.limits.recent_jobs:
             self.recent.popitem(last=False)
 

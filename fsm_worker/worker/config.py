@@ -61,9 +61,10 @@ class WorkerConfig:
     gpus: tuple[str, ...] = attrs.field(
         default=("auto",),
         converter=tuple,
-        validator=attrs.validators.deep_iterable(attrs.validators.matches_re(r"auto|\d+")),
+        validator=attrs.validators.deep_iterable(attrs.validators.matches_re(r"auto|\d+(:\d*(:[^:]+)?)?")),
         metadata={
-            "help": "GPU indices to offer, one slot each (e.g. 0,2,3); auto: every GPU NVML finds",
+            "help": "GPUs to offer, one slot each, as INDEX[:MEMORY_MB[:MODEL]] (e.g. 0,2,3 or "
+            "0:24576:RTX-4090,1:8192:T4; memory and model default to what NVML finds); auto: every GPU NVML finds",
         },
     )
     slots: int = attrs.field(
@@ -74,6 +75,7 @@ class WorkerConfig:
     queue_size: int = _core_default("queue_size")
     queue_lease: float = _core_default("queue_lease")
     max_jobs_per_client: int = _core_default("max_jobs_per_client")
+    queue_bypass_limit: int = _core_default("queue_bypass_limit")
     connect_timeout: float = attrs.field(
         default=10.0, metadata={"help": "seconds to reach the signaling server at start"}
     )

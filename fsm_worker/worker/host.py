@@ -59,7 +59,9 @@ class WorkerHost:
         overrides = {"gpu_memory_mb": config.gpu_memory_mb, "gpu_model": config.gpu_model,
                      "cuda_version": config.cuda_version}  # fmt: skip
         self.slots = detect_slots(config.gpus, config.slots, config.gpu_memory_mb)
-        self.capabilities = with_slots(detect_capabilities(job_types.names, overrides), self.slots)
+        self.capabilities = with_slots(
+            detect_capabilities(job_types.names, overrides), self.slots, config.gpu_model is not None
+        )
         core_config = CoordinatorConfig(
             config.reservation_timeout,
             config.input_timeout,
@@ -68,6 +70,7 @@ class WorkerHost:
             queue_size=config.queue_size,
             queue_lease=config.queue_lease,
             max_jobs_per_client=config.max_jobs_per_client,
+            queue_bypass_limit=config.queue_bypass_limit,
         )
         coordinator = JobCoordinator(self.capabilities, core_config, estimator=job_types.estimate,
                                      check_config=job_types.check_config, slots=self.slots)  # fmt: skip
@@ -99,7 +102,9 @@ class WorkerHost:
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes,
                                     max_input_files=config.max_input_files)  # fmt: skip
-        published = slots_metadata(self.core.status, self.core.view(), self.capabilities.gpu_memory_mb)
+        published = slots_metadata(
+            self.core.status, self.core.view(), self.capabilities.gpu_memory_mb, self.slots
+        )
         properties = {**self.capabilities.as_properties(), **published.pop("properties")}
         if not config.publish_hostname:  # the room sees discovery metadata: the host name only on request
             properties.pop("hostname", None)
@@ -334,7 +339,9 @@ class WorkerHost:
             case core.Send(to=to, message=message):
                 self.outbox.send(to, message)
             case core.Advertise(status=status, view=view) if view is not None:
-                self.outbox.update_metadata(slots_metadata(status, view, self.capabilities.gpu_memory_mb))
+                self.outbox.update_metadata(
+                    slots_metadata(status, view, self.capabilities.gpu_memory_mb, self.slots)
+                )
                 idle = view.free_slots == len(view.slots) and not view.queue_length
                 (self._idle.set if idle else self._idle.clear)()
             case core.StartRun(job=job, cuda_visible_devices=devices):

@@ -3,9 +3,12 @@
 Pure: it reads what the core already decided (its events and instructions) and returns metadata updates.
 The server never reads peer messages; it learns a job's progress only from what the worker publishes here:
 
-- ``metadata.job``: the running job — ``job_id, job_type, status, progress, message, elapsed_seconds`` and
+- ``metadata.job``: the running job — ``run, job_type, status, progress, message, elapsed_seconds`` and
   ``metrics`` (the job's own numbers: loss, epoch, ...), or ``null`` when idle;
-- ``metadata.last_job``: the job that ended last — ``job_id, job_type, outcome, duration_seconds``.
+- ``metadata.last_job``: the job that ended last — ``run, job_type, outcome, duration_seconds``.
+
+``run`` is the worker's own count of the jobs it started (1, 2, ...), not the job id: public metadata names no
+job (issue 10), yet the dashboard can tell one run's progress series from the next.
 
 Updates of a running job are published at most every ``interval`` seconds; starts and ends at once.
 """
@@ -19,6 +22,7 @@ import attrs
 
 from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobFailed, JobStatus, ReservationExpired
 from fsm_worker.protocol.worker.events import Instruction, Send, SlotsView, StartRun, WorkerStatus
+from fsm_worker.protocol.worker.slots import Slot
 
 
 def outcome_of(message: object) -> str | None:
@@ -39,7 +43,7 @@ def outcome_of(message: object) -> str | None:
 
 @attrs.define
 class _Running:
-    job_id: str
+    run: int
     job_type: str
     started_at: float
     fields: dict[str, Any] = attrs.Factory(dict)
@@ -54,6 +58,7 @@ class JobSummary:
     _published_at: float = attrs.field(default=float("-inf"), init=False)
     _dirty: bool = attrs.field(default=False, init=False)
     _last: dict[str, Any] | None = attrs.field(default=None, init=False)
+    _runs: int = attrs.field(default=0, init=False)
 
     def observe(self, instructions: Sequence[Instruction], now: float) -> list[dict[str, Any]]:
         """Metadata updates to publish after the core returned ``instructions`` at ``now``."""
@@ -61,7 +66,9 @@ class JobSummary:
         for instruction in instructions:
             if isinstance(instruction, StartRun):
                 job = instruction.job
-                self._running[job.job_id] = _Running(job.job_id, job.job_type, now)
+                if job.job_id not in self._running:
+                    self._runs += 1
+                self._running[job.job_id] = _Running(self._runs, job.job_type, now)
                 self._running[job.job_id].fields = {"status": "starting", "progress": 0.0, "message": ""}
                 urgent = True
             elif isinstance(instruction, Send):
@@ -89,7 +96,7 @@ class JobSummary:
             return False
         ended = self._running.pop(job_id)
         self._last = {
-            "job_id": ended.job_id,
+            "run": ended.run,
             "job_type": ended.job_type,
             "outcome": outcome,
             "duration_seconds": round(now - ended.started_at, 3),
@@ -102,7 +109,7 @@ class JobSummary:
         if running is not None:
             elapsed = round(now - running.started_at, 3)
             update["job"] = {
-                "job_id": running.job_id,
+                "run": running.run,
                 "job_type": running.job_type,
                 "elapsed_seconds": elapsed,
                 **running.fields,
@@ -118,9 +125,13 @@ def _metrics(metrics: Any) -> dict[str, float]:
     return numbers
 
 
-def slots_metadata(status: WorkerStatus, view: SlotsView, cpu_memory_mb: int) -> dict[str, Any]:
+def slots_metadata(
+    status: WorkerStatus, view: SlotsView, cpu_memory_mb: int, slots: Sequence[Slot] = ()
+) -> dict[str, Any]:
     """The metadata update for the worker's slots and queue (docs/protocol.md, "Discovery"): derived from
-    the core's view, naming no job (issue 10). `cpu_memory_mb` is advertised when the slots have no GPU."""
+    the core's view, naming no job (issue 10). `cpu_memory_mb` is advertised when the slots have no GPU;
+    `slots` (the worker's own) give each GPU slot's `model` when known."""
+    models = {slot.index: slot.model for slot in slots if slot.model}
     gpu_slots = [(memory, state) for _, gpus, memory, state in view.slots if gpus]
     free = [memory for memory, state in gpu_slots if state == "available"]
     memory = max(free or [m for m, _ in gpu_slots], default=cpu_memory_mb) if gpu_slots else cpu_memory_mb
@@ -136,6 +147,7 @@ def slots_metadata(status: WorkerStatus, view: SlotsView, cpu_memory_mb: int) ->
         },
         "slots": [
             {"index": index, "gpus": list(gpus), "memory_mb": memory_mb, "state": state}
+            | ({"model": models[index]} if index in models else {})
             for index, gpus, memory_mb, state in view.slots
         ],
         "queue": {"length": view.queue_length, "size": view.queue_size},

@@ -94,6 +94,15 @@ def test_status_shows_gpus_slots_running_and_queued() -> None:
     laptop = next(line for line in text.splitlines() if "laptop" in line)
     assert "1/1" in laptop and "available" in laptop
 
+    mixed = [{"index": 0, "gpus": [0], "model": "RTX-4090", "state": "busy"},
+             {"index": 1, "gpus": [1], "model": "T4", "state": "available"},
+             {"index": 2, "gpus": [2], "model": "T4", "state": "held"}]  # fmt: skip
+    box = WorkerInfo("mixed", props("busy", 3, 1), {"slots": mixed})
+    assert box.gpu_models == ["RTX-4090", "T4"] and box.running == 1
+    console = Console(record=True, width=140)
+    console.print(status_table([box]))
+    assert "RTX-4090, T4" in console.export_text()  # each GPU's own model, not only the first one
+
 
 def test_the_progress_line_shows_the_queue_position() -> None:
     assert format_queued(3, 41.6) == "queued: position 3, starts in ~42 s"

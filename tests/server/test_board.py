@@ -30,7 +30,7 @@ def worker(status: str, job: dict[str, Any] | None = None, last: dict[str, Any] 
 
 
 def running(progress: float, elapsed: float, loss: float | None = None) -> dict[str, Any]:
-    job: dict[str, Any] = {"job_id": "j-1", "job_type": "t", "status": "running", "progress": progress,
+    job: dict[str, Any] = {"run": 1, "job_type": "t", "status": "running", "progress": progress,
                            "elapsed_seconds": elapsed}  # fmt: skip
     if loss is not None:
         job["metrics"] = {"loss": loss}
@@ -46,27 +46,39 @@ def test_a_job_is_followed_from_start_to_its_end() -> None:
     assert board.observe([worker("busy", running(0.1, 1.0, loss=0.9))], now=1.0)
     assert not board.observe([worker("busy", running(0.1, 1.0, loss=0.9))], now=2.0)  # nothing new
     assert board.observe([worker("busy", running(0.5, 2.0, loss=0.4))], now=3.0)
-    assert board.view()["series"]["j-1"] == [[1.0, 0.1, 0.9], [2.0, 0.5, 0.4]]
-    last = {"job_id": "j-1", "job_type": "t", "outcome": "completed", "duration_seconds": 2.5}
+    assert board.view()["series"]["w-1 #1"] == [[1.0, 0.1, 0.9], [2.0, 0.5, 0.4]]
+    assert board.view()["workers"][0]["job"]["label"] == "w-1 #1"
+    last = {"run": 1, "job_type": "t", "outcome": "completed", "duration_seconds": 2.5}
     assert board.observe([worker("available", None, last)], now=4.0)
     (recent,) = board.view()["recent_jobs"]
-    assert recent == {"job_id": "j-1", "worker": "w-1", "job_type": "t", "outcome": "completed",
+    assert recent == {"label": "w-1 #1", "worker": "w-1", "job_type": "t", "outcome": "completed",
                       "duration_seconds": 2.5, "seen_at": 4.0}  # fmt: skip
     assert not board.observe([worker("available", None, last)], now=5.0)  # the same end counts once
+    again = {**last, "duration_seconds": 7.0}  # a restarted worker's run 1 ended too: a new end
+    assert board.observe([worker("available", None, again)], now=6.0)
+    assert [job["duration_seconds"] for job in board.view()["recent_jobs"]] == [7.0]
+
+
+def test_a_published_job_id_is_neither_needed_nor_shown() -> None:
+    board = RoomBoard()
+    job = {**running(0.5, 1.0), "job_id": "secret-job"}
+    del job["run"]
+    board.observe([worker("busy", job, {"job_id": "secret-job", "job_type": "t", "outcome": "failed"})], 1.0)
+    assert "secret-job" not in json.dumps(board.view())  # no run number: not a job the board follows
 
 
 def test_what_the_board_keeps_is_bounded() -> None:
     board = RoomBoard(BoardLimits(recent_jobs=2, series_jobs=1, points_per_job=10))
     for step in range(30):
         board.observe([worker("busy", running(step / 30, float(step)))], now=float(step))
-    points = board.view()["series"]["j-1"]
+    points = board.view()["series"]["w-1 #1"]
     assert 5 <= len(points) <= 10 and points[-1][0] == 29.0 and points[0][0] == 0.0
     for index in range(4):
-        job = {**running(0.5, 1.0), "job_id": f"k-{index}"}
-        last = {"job_id": f"k-{index}", "job_type": "t", "outcome": "failed", "duration_seconds": 1}
+        job = {**running(0.5, 1.0), "run": 10 + index}
+        last = {"run": 10 + index, "job_type": "t", "outcome": "failed", "duration_seconds": 1}
         board.observe([worker("busy", job, last)], now=100.0 + index)
-    assert [job["job_id"] for job in board.view()["recent_jobs"]] == ["k-3", "k-2"]
-    assert list(board.view()["series"]) == ["k-3"]
+    assert [job["label"] for job in board.view()["recent_jobs"]] == ["w-1 #13", "w-1 #12"]
+    assert list(board.view()["series"]) == ["w-1 #13"]
 
 
 def test_malformed_metadata_is_shown_as_far_as_it_goes() -> None:

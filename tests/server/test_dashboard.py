@@ -86,8 +86,9 @@ async def test_dashboard_follows_a_real_job(dashboard_room: Room, browser: Brows
     result = asyncio.create_task(job.result(tmp_path / "out"))
 
     await page.wait_for_selector('.worker.busy[data-peer="worker-1"]', timeout=WAIT_MS)
-    # the job id shows once the run publishes metadata.job (discovery properties name no job: issue 10)
-    card = f'.worker[data-peer="worker-1"]:has-text("{job.job_id}")'
+    # the run shows once the worker publishes metadata.job, named by worker and run number: public
+    # metadata names no job (issue 10), so the job id is nowhere on the page
+    card = '.worker[data-peer="worker-1"]:has-text("worker-1 #1")'
     await page.wait_for_selector(card, timeout=WAIT_MS)
     await page.wait_for_function(
         "Number(document.querySelector('#plot').dataset.points) >= 2", timeout=WAIT_MS
@@ -102,7 +103,8 @@ async def test_dashboard_follows_a_real_job(dashboard_room: Room, browser: Brows
         }}""",
         timeout=WAIT_MS,
     )  # progress and the plot moved while the job ran
-    assert await page.inner_text("#plot-job") == f"job {job.job_id}"
+    assert await page.inner_text("#plot-job") == "job worker-1 #1"
+    assert job.job_id not in await page.content()
     await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     await page.set_viewport_size({"width": 360, "height": 800})  # a phone-sized window still fits
@@ -115,10 +117,11 @@ async def test_dashboard_follows_a_real_job(dashboard_room: Room, browser: Brows
         await result
     assert isinstance(job.terminal, JobComplete)
     await page.wait_for_selector('.worker.available[data-peer="worker-1"]', timeout=WAIT_MS)
-    row = page.locator("#recent tbody tr", has_text=job.job_id)
+    row = page.locator("#recent tbody tr", has_text="worker-1 #1")
     await row.wait_for(timeout=WAIT_MS)
     cells = await row.locator("td").all_inner_texts()
-    assert cells[0] == job.job_id and cells[2] == "worker-1" and cells[3] == "completed"
+    assert cells[0] == "worker-1 #1" and cells[2] == "worker-1" and cells[3] == "completed"
+    assert job.job_id not in await page.content()
     assert cells[4].endswith((" s", " min", " h"))  # a duration is shown
     assert all(url.startswith(room.url) or url.startswith("data:") for url in requests), requests
 

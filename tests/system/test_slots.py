@@ -24,7 +24,7 @@ import pytest
 from rooms import SCRIPTS, TIMEOUT, Room, advertised, eventually
 
 from fsm_worker.client import AllRejectedError, Job, JobClient, WorkerGoneError
-from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobStatus
+from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobStatus, Requirements
 
 REPO = Path(__file__).resolve().parents[2]
 GPUS = ("0", "1", "2", "3")
@@ -247,5 +247,46 @@ async def test_cli_submit_wait_queues_shows_its_place_and_status_shows_the_queue
         (queued_job,) = [job_id for job_id in by_job if job_id != "holds-the-slot"]
         assert "end" in by_job[queued_job], "the queued job ran to its end once the slot was free"
         assert_no_double_booking(by_job, ("0",))
+    finally:
+        await worker.stop()
+
+
+async def test_discovery_filters_on_free_slots_and_each_gpus_memory_and_model(room: Room) -> None:
+    """Per-GPU memory and model given in `--gpus`, published per slot; discovery finds the worker only while a
+    big enough GPU is free; `metadata.job` names the run, never the job."""
+    worker = await SlotsWorker.start(room, "mixed", gpus=["0:24576:RTX-4090", "1:8192:T4"])
+    try:
+        peer, _ = await room.peer("looker")
+        big_now = {
+            "role": "worker",
+            "properties": {"free_slots": {"$gte": 1}, "gpu_memory_mb": {"$gte": 16000}},
+        }
+        assert [p["peer_id"] for p in await peer.discover(big_now)] == ["mixed"]
+        (found,) = await peer.discover({"role": "worker"})
+        slots = [(s["gpus"], s["memory_mb"], s.get("model")) for s in found["metadata"]["slots"]]
+        assert slots == [([0], 24576, "RTX-4090"), ([1], 8192, "T4")]
+        assert found["metadata"]["properties"]["gpu_model"] == "RTX-4090"
+
+        client = await room.client("big-job")
+        wanted = Requirements(min_gpu_memory_mb=16000)
+        job = await client.submit("slot-long", requirements=wanted, job_id="needs-24-gb")
+        await eventually(lambda: _started(worker, "needs-24-gb"))
+        assert runs(worker.records())["needs-24-gb"]["cuda"] == "0", "the job took the GPU with the memory"
+
+        async def published_run() -> bool:
+            (seen,) = await peer.discover({"role": "worker"})
+            return isinstance(seen["metadata"].get("job"), dict)
+
+        await eventually(published_run)
+        props = await advertised(peer, "mixed")
+        assert (props["free_slots"], props["gpu_memory_mb"]) == (1, 8192)  # only the 8 GB GPU is free
+        assert await peer.discover(big_now) == []
+        assert [p["peer_id"] for p in await peer.discover({"properties": {"free_slots": {"$gte": 1}}})] == [
+            "mixed"
+        ]
+        (seen,) = await peer.discover({"role": "worker"})
+        assert seen["metadata"]["job"]["run"] == 1 and "needs-24-gb" not in json.dumps(seen["metadata"])
+        async with asyncio.timeout(TIMEOUT):
+            await job.cancel()
     finally:
         await worker.stop()

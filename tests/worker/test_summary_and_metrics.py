@@ -41,7 +41,7 @@ def test_a_start_is_published_at_once_and_progress_at_most_every_interval() -> N
     summary = JobSummary(interval=1.0)
     (started,) = summary.observe([StartRun(JOB)], now=10.0)
     assert started == {
-        "job": {"job_id": "job-1", "job_type": "train-demo", "elapsed_seconds": 0.0, "status": "starting",
+        "job": {"run": 1, "job_type": "train-demo", "elapsed_seconds": 0.0, "status": "starting",
                 "progress": 0.0, "message": ""},
     }  # fmt: skip
     assert summary.observe([status(0.1)], now=10.4) == []  # within the interval: held back
@@ -63,7 +63,7 @@ def test_the_end_is_published_at_once_with_outcome_and_duration() -> None:
     assert ended == {
         "job": None,
         "last_job": {
-            "job_id": "job-1",
+            "run": 1,
             "job_type": "train-demo",
             "outcome": "completed",
             "duration_seconds": 4.5,

@@ -151,7 +151,10 @@ class JobCoordinator(SlotActions):
         self._estimate = estimator or (lambda request: estimate_duration_minutes(request.config))
         self._check_config = check_config or (lambda request: [])
         table = SlotTable.of(slots or (Slot(0, (), capabilities.gpu_memory_mb),))
-        self.sched = Scheduler(table, JobQueue(self.config.queue_size, self.config.max_jobs_per_client))
+        queue = JobQueue(
+            self.config.queue_size, self.config.max_jobs_per_client, self.config.queue_bypass_limit
+        )
+        self.sched = Scheduler(table, queue)
         self._jobs: dict[str, JobRecord] = {}  # every job held: reserved, queued or in a slot
         self._focus = JobRecord()
         self.intake = Intake.OPEN
@@ -181,8 +184,8 @@ class JobCoordinator(SlotActions):
 
     @property
     def status(self) -> WorkerStatus:
-        """The advertised status, derived from the slots (`SlotTable.status`)."""
-        return WorkerStatus(self.sched.slots.status())
+        """The advertised status, derived from the slots and the queue (`Scheduler.status`)."""
+        return WorkerStatus(self.sched.status())
 
     def handle(self, event: Event, now: float) -> list[Instruction]:
         """Apply one event at time `now`; return the instructions for the shells, in order."""
@@ -242,8 +245,8 @@ class JobCoordinator(SlotActions):
     def view(self) -> SlotsView:
         """The slots and the queue as published (no job ids)."""
         table = self.sched.slots
-        slots = tuple((slot.index, slot.gpus, slot.memory_mb, table.state_of(i).value)
-                      for i, slot in enumerate(table.slots))  # fmt: skip
+        slots = tuple((slot.index, slot.gpus, slot.memory_mb, state)
+                      for slot, state in zip(table.slots, self.sched.slot_states(), strict=True))  # fmt: skip
         busy = {h.job_id for h in table.holders if h is not None and h.state is SlotState.BUSY}
         return SlotsView(slots, self.sched.queue.length, self.sched.queue.capacity, len(busy))
 

@@ -1,7 +1,10 @@
-"""The worker's bounded FIFO queue of jobs waiting for slots (issue 12): a pure value, no IO, no clock.
+"""The worker's bounded queue of jobs waiting for slots (issue 12): a pure value, no IO, no clock.
 
-Plain FIFO: only the head may take slots, so a later (smaller) job never overtakes it and the head cannot
-starve. Entries are kept alive by their client (`job_sync`); `expired(now)` lists those past `queue_lease`.
+FIFO with bounded bypass (backfill without runtime estimates): a job that fits now may start before earlier
+queued jobs that do not fit yet, but each queued job can be passed at most `bypass_limit` times; once one has
+been passed that often, nobody passes it any more and the free slots are held for it, so it cannot starve.
+`bypass_limit` 0 is strict FIFO. Entries are kept alive by their client (`job_sync`); `expired(now)` lists
+those past `queue_lease`.
 """
 
 from __future__ import annotations
@@ -35,14 +38,17 @@ class QueueEntry:
     estimated_minutes: float
     alive_at: float
     min_memory_mb: int = 0  # per GPU slot, as the request asks
+    #: How often a later job took slots while this one waited (at most the queue's `bypass_limit`).
+    bypassed: int = 0
 
 
 @attrs.frozen
 class JobQueue:
-    """The FIFO queue: an immutable value; every change returns a new queue."""
+    """The queue: an immutable value; every change returns a new queue."""
 
     capacity: int
     max_per_client: int
+    bypass_limit: int = 0
     entries: tuple[QueueEntry, ...] = ()
 
     @property
@@ -80,6 +86,19 @@ class JobQueue:
             entries=tuple(attrs.evolve(e, alive_at=now) if e.job_id == job_id else e for e in self.entries),
         )
 
+    def may_pass(self, before: int | None = None) -> bool:
+        """Whether a job may take slots ahead of the first `before` entries (None: all of them, a new request):
+        each of them may still be passed (`bypass_limit`)."""
+        return all(e.bypassed < self.bypass_limit for e in self.entries[:before])
+
+    def passed(self, before: int | None = None) -> JobQueue:
+        """The first `before` entries (None: all) were passed once more by a job that took slots."""
+        count = len(self.entries) if before is None else before
+        entries = tuple(
+            attrs.evolve(e, bypassed=e.bypassed + 1) if i < count else e for i, e in enumerate(self.entries)
+        )
+        return attrs.evolve(self, entries=entries)
+
     def head(self) -> QueueEntry | None:
         return self.entries[0] if self.entries else None
 
@@ -106,7 +125,8 @@ def estimated_start_seconds(
     gpus: int,
     now: float,
 ) -> float:
-    """Seconds until a job needing `gpus` slots would start, under plain FIFO.
+    """Seconds until a job needing `gpus` slots would start, under plain FIFO (bypassing jobs are not foreseen:
+    with a `bypass_limit` the estimate may be short by up to that many passing jobs' run times).
 
     `running_ends`: the estimated end time of each busy or reserved slot (start + `estimate_duration_minutes`;
     a job past its estimate counts as ending now); `ahead`: (slots, estimated seconds) of each queued job in

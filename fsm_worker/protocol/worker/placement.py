@@ -48,12 +48,10 @@ class SlotActions(CoordinatorActions):
     # --- guards -----------------------------------------------------------------------------------------------
 
     def slot_free(self, s: Stimulus) -> bool:
-        """The request's slots are free now and nobody waits in the queue ahead of it."""
+        """The request's slots are free now, and no queued job holds them (`Scheduler.may_place`)."""
         assert isinstance(s.message, JobRequest)
         wanted = s.message.requirements
-        return not self.sched.queue.entries and self.sched.slots.fits_now(
-            wanted.gpus, wanted.min_gpu_memory_mb
-        )
+        return self.sched.may_place(wanted.gpus, wanted.min_gpu_memory_mb)
 
     def never_fits(self, s: Stimulus) -> bool:
         """The worker does not have the slots the request asks for, even when all are free."""

@@ -2,8 +2,11 @@
 
 The worker's table keeps deciding each job's protocol steps; this value only answers "where does this job
 run, and when": place now (k slots together), queue (with position and estimated start), or refuse with the
-reason issue 12 names (`busy`, `incompatible`, `queue_full`, `client_cap`). When slots free, the queue's head
-starts if it fits; nothing behind it may overtake it (plain FIFO, so the head cannot starve).
+reason issue 12 names (`busy`, `incompatible`, `queue_full`, `client_cap`). When slots free, queued jobs start
+in queue order as they fit. A job that fits now may pass earlier queued jobs that do not fit yet (a new
+request, or a later queued job), but only while each of those has been passed fewer than the queue's
+`bypass_limit` times (`job_queue.py`); past that, the free slots are *held* for the queue: they are not
+advertised as free and the worker's status is not `available` on their account.
 
 The coordinator (`coordinator.py`, `placement.py`) holds one of these: its table's guards ask it whether a
 slot is free or the queue refuses, its actions place, enqueue and release jobs through it.
@@ -75,12 +78,9 @@ class Scheduler:
         queued_by_client = sum(e.client_id == client_id for e in self.queue.entries)
         if self._held_by(client_id) + queued_by_client >= self.queue.max_per_client:
             return self, Decision(job_id, reason="client_cap", detail="max_jobs_per_client")
-        placed = (
-            None if self.queue.entries else self.slots.place(job_id, gpus, SlotState.RESERVED, min_memory_mb)
-        )
+        placed = self.place(job_id, client_id, gpus, estimated_minutes, now, min_memory_mb)
         if placed is not None:
-            held = Held(job_id, client_id, now + estimated_minutes * 60.0)
-            return attrs.evolve(self, slots=placed, held=(*self.held, held)), Decision(job_id, placed=True)
+            return placed, Decision(job_id, placed=True)
         if not may_queue:
             return self, Decision(
                 job_id, reason="busy", detail="no free slot and the request did not ask to queue"
@@ -99,16 +99,37 @@ class Scheduler:
     def place(
         self, job_id: str, client_id: str, gpus: int, minutes: float, now: float, min_memory_mb: int = 0
     ) -> Scheduler | None:
-        """The job reserves `gpus` free slots now, or None when they are not free (or the queue is not empty:
-        nothing overtakes a queued job)."""
-        placed = (
-            None if self.queue.entries else self.slots.place(job_id, gpus, SlotState.RESERVED, min_memory_mb)
-        )
-        if placed is None:
+        """The job reserves `gpus` free slots now, or None when they are not free or held for the queue (it
+        passes every queued job: each counts one more bypass)."""
+        placed = self.slots.place(job_id, gpus, SlotState.RESERVED, min_memory_mb)
+        if placed is None or not self.queue.may_pass():
             return None
-        return attrs.evolve(
-            self, slots=placed, held=(*self.held, Held(job_id, client_id, now + minutes * 60.0))
-        )
+        held = (*self.held, Held(job_id, client_id, now + minutes * 60.0))
+        queue = self.queue.passed() if self.queue.entries else self.queue
+        return attrs.evolve(self, slots=placed, queue=queue, held=held)
+
+    def may_place(self, gpus: int, min_memory_mb: int = 0) -> bool:
+        """Whether a new request for `gpus` slots would be placed now (`place`)."""
+        return self.slots.fits_now(gpus, min_memory_mb) and self.queue.may_pass()
+
+    @property
+    def holds_free_slots(self) -> bool:
+        """The free slots are held for a queued job that may not be passed any more: nothing else takes them."""
+        return bool(self.queue.entries) and not self.queue.may_pass() and bool(self.slots.free)
+
+    def slot_states(self) -> tuple[str, ...]:
+        """`metadata.slots[].state` per slot: `available`, `held` (free, but kept for the queue), `reserved`,
+        `busy`."""
+        free = "held" if self.holds_free_slots else SlotState.AVAILABLE.value
+        return tuple(free if h is None else h.state.value for h in self.slots.holders)
+
+    def status(self) -> str:
+        """The advertised status: `available` while a slot is free for a new job (not held for the queue),
+        else `busy` if any slot runs a job, else `reserved`."""
+        if not self.queue.entries or self.queue.may_pass():
+            return self.slots.status()  # nothing held for the queue: the slots' own status
+        busy = any(h is not None and h.state is SlotState.BUSY for h in self.slots.holders)
+        return "busy" if busy else "reserved"
 
     def enqueue(
         self, job_id: str, client_id: str, gpus: int, minutes: float, now: float, min_memory_mb: int = 0
@@ -125,9 +146,9 @@ class Scheduler:
         return attrs.evolve(self, slots=self.slots.mark(job_id, SlotState.BUSY))
 
     def release(self, job_id: str, now: float, grant: bool = True) -> tuple[Scheduler, tuple[str, ...]]:
-        """The job ended (or its reservation lapsed, or it was cancelled while queued); queue heads that now fit
-        take slots (unless not `grant`: draining), in order, until the head does not fit. Returns the job ids
-        that got slots."""
+        """The job ended (or its reservation lapsed, or it was cancelled while queued); queued jobs that now fit
+        take slots (unless not `grant`: draining), in queue order, each passing the earlier ones that do not
+        fit only while they may be passed (`JobQueue.may_pass`). Returns the job ids that got slots, in order."""
         scheduler = attrs.evolve(
             self,
             slots=self.slots.release(job_id),
@@ -135,19 +156,22 @@ class Scheduler:
             held=tuple(h for h in self.held if h.job_id != job_id),
         )
         started: list[str] = []
-        while grant and (head := scheduler.queue.head()) is not None:
-            placed = scheduler.slots.place(head.job_id, head.gpus, SlotState.BUSY, head.min_memory_mb)
-            if placed is None:
-                break
-            held = Held(head.job_id, head.client_id, now + head.estimated_minutes * 60.0)
-            scheduler = attrs.evolve(
-                scheduler,
-                slots=placed,
-                queue=scheduler.queue.remove(head.job_id),
-                held=(*scheduler.held, held),
-            )
-            started.append(head.job_id)
+        while grant and (next_one := scheduler.start_next(now)) is not None:
+            scheduler = next_one
+            started.append(scheduler.held[-1].job_id)
         return scheduler, tuple(started)
+
+    def start_next(self, now: float) -> Scheduler | None:
+        """The first queued job that fits now and may pass the ones before it, started; None when there is none."""
+        for index, entry in enumerate(self.queue.entries):
+            if not self.queue.may_pass(index):
+                return None  # an earlier job may not be passed any more: the free slots are held for it
+            placed = self.slots.place(entry.job_id, entry.gpus, SlotState.BUSY, entry.min_memory_mb)
+            if placed is not None:
+                held = Held(entry.job_id, entry.client_id, now + entry.estimated_minutes * 60.0)
+                queue = self.queue.passed(index).remove(entry.job_id)
+                return attrs.evolve(self, slots=placed, queue=queue, held=(*self.held, held))
+        return None
 
     def expire(self, now: float, lease: float) -> tuple[Scheduler, tuple[str, ...]]:
         """Queued jobs not kept alive for `lease` seconds leave the queue (`QUEUE_LEASE_EXPIRED`)."""

@@ -23,11 +23,13 @@ class SlotState(enum.Enum):
 
 @attrs.frozen
 class Slot:
-    """One slot: its index, the GPU indices it offers (empty on a CPU slot) and the smallest GPU memory (MiB)."""
+    """One slot: its index, the GPU indices it offers (empty on a CPU slot), the smallest GPU memory (MiB) and
+    the GPU model ("" when unknown)."""
 
     index: int
     gpus: tuple[int, ...] = ()
     memory_mb: int = 0
+    model: str = ""
 
 
 @attrs.frozen

@@ -65,6 +65,14 @@ class CoordinatorConfig:
         default=4,
         metadata={"help": "most jobs one client may have waiting in the queue at once"},
     )
+    queue_bypass_limit: int = attrs.field(
+        default=3,
+        validator=attrs.validators.ge(0),
+        metadata={
+            "help": "times a queued job that does not fit yet may be passed by a later job that fits now; "
+            "then the free slots are held for it (0: strict FIFO)"
+        },
+    )
 
 
 def presents_key(expected_sha256: str | None, s: Stimulus) -> bool:

@@ -69,12 +69,10 @@ function renderWorker(worker) {
   if (worker.hostname) rows.push(["host", worker.hostname]);
   const job = worker.job;
   if (job) {
-    rows.push(["job", `${job.job_id} (${job.job_type || "?"})`]);
+    rows.push(["job", `${job.label} (${job.job_type || "?"})`]);
     rows.push(["phase", `${job.status || ""} ${job.message || ""}`.trim() || "–"]);
     rows.push(["elapsed", fmtSeconds(job.elapsed_seconds)]);
     for (const [key, value] of Object.entries(job.metrics || {})) rows.push([key, fmtNumber(value)]);
-  } else if (worker.job_id) {
-    rows.push(["job", worker.job_id]);
   }
   const list = el("dl");
   for (const [key, value] of rows) list.append(el("dt", {}, key), el("dd", {}, value));
@@ -86,7 +84,7 @@ function renderWorker(worker) {
                             "aria-valuemin": "0", "aria-valuemax": "100" }, el("span"));
     bar.firstChild.style.width = pct + "%";
     card.append(bar, el("div", { class: "pct" }, pct + " %"));
-    card.addEventListener("click", () => { selectedJob = job.job_id; if (lastBoard) drawPlot(lastBoard); });
+    card.addEventListener("click", () => { selectedJob = job.label; if (lastBoard) drawPlot(lastBoard); });
   }
   return card;
 }
@@ -99,14 +97,14 @@ function render(board) {
                                                   : [el("p", {}, "No worker is connected to this room.")]));
   const body = $("recent").tBodies[0];
   body.replaceChildren(...(board.recent_jobs || []).map((job) => el("tr", {},
-    el("td", {}, job.job_id), el("td", {}, job.job_type || "–"), el("td", {}, job.worker),
+    el("td", {}, job.label), el("td", {}, job.job_type || "–"), el("td", {}, job.worker),
     el("td", { class: String(job.outcome) }, job.outcome), el("td", {}, fmtSeconds(job.duration_seconds)))));
   drawPlot(board);
 }
 
 function drawPlot(board) {
   const series = board.series || {};
-  const running = (board.workers || []).map((w) => w.job && w.job.job_id).filter(Boolean);
+  const running = (board.workers || []).map((w) => w.job && w.job.label).filter(Boolean);
   const ids = Object.keys(series);
   const jobId = (selectedJob && series[selectedJob]) ? selectedJob : (running.find((id) => series[id]) || ids[ids.length - 1]);
   $("plot-job").textContent = jobId ? `job ${jobId}` : "no job yet";

@@ -133,3 +133,43 @@ def test_drain_releases_the_queue_before_any_slot_frees() -> None:
     codes = [(m["job_id"], m["error"]["code"]) for _, m in sent(out) if m["app_message_type"] == "job_failed"]
     assert codes == [("b", "WORKER_SHUTDOWN"), ("a", "WORKER_SHUTDOWN")]
     assert d.core.sched.queue.length == 0 and d.core.status is WorkerStatus.AVAILABLE
+
+
+def test_a_small_job_may_pass_a_waiting_big_one_a_bounded_number_of_times_then_slots_are_held() -> None:
+    """Head-of-line blocking: the head needs 2 GPUs, 1 is free. Jobs that fit may pass it `queue_bypass_limit`
+    times; then the free slot is held for it (advertised as `held`, not free) until it can start."""
+    d = SlotDriver(gpus=3, queue_bypass_limit=2, max_jobs_per_client=8)
+    d.run("a", "alice", requirements={"gpus": 2})
+    d.feed(RunStarted("a"))
+    assert sent(d.request("bob", job_id="big", requirements={"gpus": 2}, queue=True))[0][1]["queued"] is True
+    assert d.core.status is WorkerStatus.AVAILABLE  # one slot is free for a one-GPU job: true
+    for n in (1, 2):  # two small jobs pass the big one, each on the free slot, one after the other
+        out = d.run(f"small{n}", "carol")
+        assert [i.cuda_visible_devices for i in out if isinstance(i, StartRun)] == ["2"]
+        d.feed(RunStarted(f"small{n}"))
+        out = d.feed(RunSucceeded(f"small{n}", 1.0, None))
+        if n == 1:
+            assert d.core.status is WorkerStatus.AVAILABLE
+    assert d.core.sched.queue.entries[0].bypassed == 2
+    (advert,) = [i for i in out if isinstance(i, Advertise)]  # the slot freed by small2 is held for "big"
+    assert advert.status is WorkerStatus.BUSY and advert.view is not None and advert.view.free_slots == 0
+    assert [state for *_, state in advert.view.slots] == ["busy", "busy", "held"]
+    refused = d.request("carol", job_id="small3")
+    assert sent(refused)[0][1]["accepted"] is False and sent(refused)[0][1]["reason"] == "busy"
+    queued = d.request("carol", job_id="small3", queue=True)
+    assert sent(queued)[0][1]["queue_position"] == 2  # behind the big one: it may not pass any more
+    d.feed(RunSucceeded("a", 1.0, None))  # two slots free: the big one starts, then small3 on the third
+    assert d.core.job_state("big") is WorkerState.RESERVED  # not assigned while queued: reserved now
+    assert d.core.sched.slots.cuda_visible_devices("big") == "0,1"
+    assert d.core.sched.slots.cuda_visible_devices("small3") == "2"
+    assert d.core.sched.queue.length == 0 and d.core.status is not WorkerStatus.AVAILABLE
+
+
+def test_with_queue_bypass_limit_zero_nothing_passes_the_head_and_the_free_slot_is_not_advertised() -> None:
+    d = SlotDriver(gpus=2, queue_bypass_limit=0)
+    d.run("a", "alice")
+    d.feed(RunStarted("a"))
+    out = d.request("bob", job_id="big", requirements={"gpus": 2}, queue=True)
+    (advert,) = [i for i in out if isinstance(i, Advertise)]
+    assert advert.status is WorkerStatus.BUSY and advert.view is not None and advert.view.free_slots == 0
+    assert sent(d.request("carol", job_id="small"))[0][1]["reason"] == "busy"

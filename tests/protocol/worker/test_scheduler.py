@@ -11,8 +11,9 @@ from fsm_worker.protocol.worker.scheduler import Decision, Scheduler
 from fsm_worker.protocol.worker.slots import Slot, SlotTable
 
 
-def four_gpus(queue_size: int = 16, per_client: int = 4) -> Scheduler:
-    return Scheduler(SlotTable.of(tuple(Slot(i, (i,)) for i in range(4))), JobQueue(queue_size, per_client))
+def four_gpus(queue_size: int = 16, per_client: int = 4, bypass: int = 0) -> Scheduler:
+    slots = SlotTable.of(tuple(Slot(i, (i,)) for i in range(4)))
+    return Scheduler(slots, JobQueue(queue_size, per_client, bypass))
 
 
 def ask(
@@ -47,6 +48,38 @@ def test_the_head_starts_when_slots_free_and_nothing_overtakes_it() -> None:
     s, started = s.release("a", now=10.0)
     assert started == ("head", "small")
     assert s.slots.cuda_visible_devices("head") == "0,1" and s.queue.length == 0
+
+
+def test_a_later_job_that_fits_passes_the_head_at_most_bypass_limit_times() -> None:
+    s, _ = ask(four_gpus(bypass=2), "a", 3)
+    s, _ = ask(s, "head", 2, client="d")
+    s, small = ask(s, "small", 1, client="e")  # one slot free, the head needs two: small passes it
+    assert small.placed and s.queue.entries[0].bypassed == 1 and s.status() == "reserved"
+    s, _ = s.release("small", now=1.0)
+    s, queued = ask(s, "q1", 3, client="f")  # does not fit either: queued behind the head
+    s, other = ask(s, "small2", 1, client="e")  # passes both waiting jobs
+    assert queued.queue_position == 2 and other.placed
+    assert [e.bypassed for e in s.queue.entries] == [2, 1] and s.holds_free_slots is False
+    s, _ = s.release("small2", now=2.0)
+    assert s.holds_free_slots and s.status() == "reserved" and s.slot_states()[3] == "held"
+    assert not s.may_place(1) and ask(s, "small3", 1, client="e", queue=False)[1].reason == "busy"
+    s, started = s.release("a", now=3.0)
+    assert started == ("head",)  # q1 needs 3, 2 are left: it waits, and it may still be passed once
+    assert s.queue.entries[0].bypassed == 1 and not s.holds_free_slots and s.may_place(2)
+
+
+def test_a_queued_job_behind_the_head_starts_first_when_only_it_fits() -> None:
+    s, _ = ask(four_gpus(bypass=1), "a", 4)
+    s, _ = ask(s, "head", 3, client="d")
+    s, _ = ask(s, "small", 1, client="e")
+    s, _ = ask(s, "b", 1, client="f")  # cannot be placed: every slot is taken, so it queues third
+    s, started = s.release("a", now=1.0)
+    assert started == ("head", "small")  # all four free: the head first, then the next in order
+    s, _ = ask(four_gpus(bypass=1), "x", 3)
+    s, _ = ask(s, "big", 2, client="d")
+    s, _ = ask(s, "little", 1, client="e")  # placed at once (passes big once)
+    s, started = s.release("little", now=1.0)
+    assert started == () and s.holds_free_slots  # big was passed once: the slot is kept for it
 
 
 def test_positions_move_and_leases_expire() -> None:

@@ -1,8 +1,16 @@
 """Random event sequences against a worker with 4 slots and a queue (issue 12's property tests).
 
 After every step: never more jobs in slots than slots (and never more GPUs), a GPU never in two jobs, every
-request answered exactly once, slots handed out FIFO from the queue, the core's own invariants
-(`validate_state`). At the end every queued entry was assigned a slot, expired or cancelled.
+request answered exactly once, the core's own invariants (`validate_state`), and the queue's order:
+
+- a job takes slots ahead of an earlier queued job that still waits (it *passes* it: a new request placed while
+  jobs wait, or a later queued job) at most `queue_bypass_limit` times per waiting job; with the limit at 0
+  the jobs that take slots from the queue are always its first ones (strict FIFO);
+- no slot stays idle while a queued job could take it (`Scheduler.start_next` finds nothing);
+- what is advertised is true: `free_slots` are the slots a new one-GPU request would get now, and the status
+  is `available` exactly when there is one.
+
+At the end every queued entry was assigned a slot, expired or cancelled.
 """
 
 from __future__ import annotations
@@ -42,9 +50,18 @@ QUEUED = {WorkerState.QUEUED, WorkerState.QUEUED_ASSIGNED}
 
 
 class SlotsMachine(RuleBasedStateMachine):
+    BYPASS_LIMIT = 2
+
     def __init__(self) -> None:
         super().__init__()
-        config = attrs.evolve(CONFIG, queue_size=6, max_jobs_per_client=2, queue_lease=50.0)
+        config = attrs.evolve(
+            CONFIG,
+            queue_size=6,
+            max_jobs_per_client=2,
+            queue_lease=50.0,
+            queue_bypass_limit=self.BYPASS_LIMIT,
+        )
+        self.passes: dict[str, int] = {}  # queued job id → how often a job took slots ahead of it
         self.core = JobCoordinator(CAPS, config, slots=tuple(Slot(i, (i,), 8192) for i in range(SLOTS)))
         self.now = 0.0
         self.owner: dict[str, str] = {}  # job id → the client whose request was accepted
@@ -57,16 +74,34 @@ class SlotsMachine(RuleBasedStateMachine):
     def feed(self, event: Event) -> list[Instruction]:
         before = {e.job_id for e in self.core.sched.queue.entries}
         order = [e.job_id for e in self.core.sched.queue.entries]
+        in_slots = {h.job_id for h in self.core.sched.slots.holders if h is not None}
         out = self.core.handle(event, self.now)
         self.core.validate_state(self.now)
-        after = {e.job_id for e in self.core.sched.queue.entries}
+        sched = self.core.sched
+        after = {e.job_id for e in sched.queue.entries}
         gone = before - after
         to_slot = [j for j in order if j in gone and self.core.job_state(j) in IN_SLOT]
         for job_id in gone:
             self.left_queue[job_id] = "slot" if job_id in to_slot else self._why_left(job_id, out)
-        # FIFO: the jobs that took slots are the first of the queue once the ones that left otherwise are out
         remaining = [j for j in order if j in to_slot or j in after]
-        assert to_slot == remaining[: len(to_slot)], (to_slot, order)
+        if self.BYPASS_LIMIT == 0:  # strict FIFO: the jobs that took slots were the first of the queue
+            assert to_slot == remaining[: len(to_slot)], (to_slot, order)
+        # who passed whom: a new request placed passes every waiting job, a queued job the ones before it
+        placed_new = {h.job_id for h in sched.slots.holders if h is not None} - in_slots - set(to_slot)
+        for job_id in after & before:
+            ahead_of = order.index(job_id)
+            passed_by = len(placed_new) + sum(order.index(j) > ahead_of for j in to_slot)
+            self.passes[job_id] = self.passes.get(job_id, 0) + passed_by
+        for entry in sched.queue.entries:
+            assert self.passes.get(entry.job_id, 0) == entry.bypassed <= self.BYPASS_LIMIT, (
+                entry,
+                self.passes,
+            )
+        assert sched.start_next(self.now) is None, "a queued job that could start now waits"
+        view = self.core.view()
+        may_take = 0 if sched.holds_free_slots else sched.slots.free
+        assert view.free_slots == may_take and (self.core.status.value == "available") == (may_take > 0)
+        assert sched.may_place(1) == (may_take > 0)
         self.ever_queued |= after
         return out
 
@@ -170,3 +205,13 @@ SlotsMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSlots = SlotsMachine.TestCase
+
+
+class StrictFifoSlotsMachine(SlotsMachine):
+    BYPASS_LIMIT = 0
+
+
+StrictFifoSlotsMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestStrictFifoSlots = StrictFifoSlotsMachine.TestCase

@@ -177,6 +177,9 @@ class Journal:
 def _at_rest(core: Core) -> bool:
     """Nothing in the core depends on what it handled before: no deadline means no reservation, no job waiting
     for inputs, no retained result; the status must also be the starting one."""
+    at_rest = getattr(core, "at_rest", None)
+    if at_rest is not None:  # the coordinator answers cheaply (no status derived from the slots)
+        return bool(at_rest())
     status = getattr(core, "status", None)
     return (  # the cheap tests first: most events leave the core busy
         getattr(status, "value", "available") == "available"

@@ -220,6 +220,10 @@ class JobCoordinator(SlotActions):
         queued = self.sched.queue.next_deadline(self.config.queue_lease)
         return min([*deadlines, *([queued] if queued is not None else [])], default=None)
 
+    def at_rest(self) -> bool:
+        """Nothing here depends on what was handled before: no job held or retained, no queue, not draining."""
+        return not (self._jobs or self._retained or self.sched.queue.length or self.draining)
+
     def _deadlines(self, record: JobRecord) -> list[float]:
         if record.state is WorkerState.RESERVED and record.reservation is not None:
             return [record.reservation.deadline]

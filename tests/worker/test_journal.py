@@ -289,3 +289,16 @@ def test_replay_after_any_kill_point_equals_the_core_that_kept_running(
             back.commit()
     back.journal.close()
     live.journal.close()
+
+
+def test_the_journal_is_kept_while_any_job_is_held(tmp_path: Path) -> None:
+    clock, path = Clock(), tmp_path / "journal.sqlite"
+    live = open_core(path, clock)
+    assert live.core.at_rest()
+    live.handle(request("j1"), 0.0)  # reserved: the history matters now
+    assert not live.core.at_rest()
+    live.commit()
+    live.handle(ev.TimerFired(), CONFIG.reservation_timeout + 1)  # the reservation lapsed: at rest again
+    assert live.core.at_rest()
+    live.commit()
+    assert live.journal.count() <= 1

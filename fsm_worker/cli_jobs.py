@@ -28,6 +28,7 @@ from fsm_worker.client.api import Job, JobOutcome
 from fsm_worker.job_state import JobRecord
 from fsm_worker.progress import JobProgress
 from fsm_worker.protocol.messages import JobCancelled, Requirements
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.settings import Settings, SettingsError
 
 
@@ -110,7 +111,9 @@ def _client(settings: Settings, command: str, record: JobRecord | None = None) -
     if command != "cancel":
         rtc = settings.build(RtcOptions, command_settings(command, RtcOptions))
         ice = settings.build(IceOptions, command_settings(command, IceOptions))
+        limits = settings.build(DownloadLimits, command_settings(command, DownloadLimits))
         extra |= {
+            "download_limits": limits,
             "ice_servers": ice.servers(),
             "loopback_only": rtc.loopback_only,
             "rtc_fast_path": rtc.rtc_fast_path,

@@ -15,6 +15,7 @@ from typing import Literal
 import attrs
 
 from fsm_worker.client import ClientTimeouts
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.server.config import ServerConfig
 from fsm_worker.settings import Setting, add_arguments, settings_of
 from fsm_worker.shells.rtc.config import IceServerConfig
@@ -174,6 +175,7 @@ COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
         RtcOptions,
         IceOptions,
         ClientTimeouts,
+        DownloadLimits,
         LogOptions,
     ),
     "attach": (
@@ -183,6 +185,7 @@ COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
         RtcOptions,
         IceOptions,
         ClientTimeouts,
+        DownloadLimits,
         LogOptions,
     ),
     "cancel": (ConnectionOptions, JobChoice, StateOptions, ClientTimeouts, LogOptions),

@@ -64,6 +64,7 @@ from fsm_worker.protocol.messages import (
     ReservationExpired,
     RtcAnswer,
 )
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import create_peer_connection
@@ -105,6 +106,7 @@ class JobLink:
     timeouts: ClientTimeouts
     rtc_options: RtcOptions
     forget: Callable[[str], None]
+    download_limits: DownloadLimits = attrs.field(factory=DownloadLimits)
 
 
 class Job:
@@ -276,7 +278,10 @@ class Job:
         await wait_channel_open(pc, channel, timeout=timeout)
         window = tuning.transfer_window(profile)
         self._transfer = ClientTransferEndpoint(
-            channel, tuning=TransferTuning(**window), reply_timeout=self._link.timeouts.transfer_reply
+            channel,
+            tuning=TransferTuning(**window),
+            reply_timeout=self._link.timeouts.transfer_reply,
+            download_limits=self._link.download_limits,
         )
 
     async def upload(self, inputs: Sequence[Path], on_progress: ProgressFn | None = None) -> None:

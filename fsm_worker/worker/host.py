@@ -101,7 +101,9 @@ class WorkerHost:
         self.channels = JobChannels(config.workdir, self._feed, rtc_options=self.rtc_options,
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes,
-                                    max_input_files=config.max_input_files)  # fmt: skip
+                                    max_input_files=config.max_input_files,
+                                    store_retention=config.store_retention,
+                                    store_quota_bytes=config.store_quota_bytes)  # fmt: skip
         published = slots_metadata(
             self.core.status, self.core.view(), self.capabilities.gpu_memory_mb, self.slots
         )
@@ -133,6 +135,8 @@ class WorkerHost:
             },
             on_peer_message=self._on_peer_message,
             resume_secret=self.identity.load(),
+            max_inflight_per_peer=config.max_inflight_per_peer,
+            max_queued_per_peer=config.max_queued_per_peer,
         )
         self.outbox = Outbox(self.signaling)
         self.outbox.on_delivered = self.hooks.after_delivery

@@ -79,7 +79,7 @@ async def _follow(job: Job, progress: JobProgress, out: Path, console: Console) 
     try:
         async for event in job.events():
             progress.event(event)
-        return await job.result(out, on_download=progress.download)
+        return await job.result(out, on_download=progress.download, job_folder=True)  # out/<job_id>/
     except asyncio.CancelledError:
         console.log("cancelling ...")
         await asyncio.shield(job.cancel())

@@ -348,15 +348,18 @@ class Job:
         assert self.terminal is not None
         return self.terminal
 
-    async def result(self, out_dir: Path, on_download: ProgressFn | None = None) -> JobOutcome:
-        """Wait for completion, download the result files into `out_dir`, and describe the outcome."""
+    async def result(
+        self, out_dir: Path, on_download: ProgressFn | None = None, *, job_folder: bool = False
+    ) -> JobOutcome:
+        """Wait for completion, download the result files into `out_dir` (with `job_folder`: into a folder
+        `out_dir/<job_id>` of their own), and describe the outcome."""
         terminal = await self.wait()
         if isinstance(terminal, JobFailed):
             raise JobFailedError(terminal.error.code, terminal.error.message, terminal.error.recoverable)
         if not isinstance(terminal, JobComplete):
             raise JobCancelledError(f"job {self.job_id} was cancelled")
         mark = time.perf_counter()
-        files = await self.download(out_dir, on_download)
+        files = await self.download(out_dir, on_download, job_folder=job_folder)
         self.phases["download"] = time.perf_counter() - mark
         await self.close_channel()
         return JobOutcome(
@@ -369,24 +372,30 @@ class Job:
             stopped_early=self.stopped_early,
         )
 
-    async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
+    async def download(
+        self, out_dir: Path, on_progress: ProgressFn | None = None, *, job_folder: bool = False
+    ) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during,
         at most ``channel_retries`` times), resuming from the verified offset of the file in flight.
 
-        A repeat download into the same folder is free for what is unchanged: the results received there
-        before are offered by content (size, sha256) and the worker does not send them again."""
+        With ``job_folder`` they land in a folder ``out_dir/<job_id>`` of their own (what the CLI does: a
+        rogue worker's results never mix with the user's files). A repeat download into the same folder is
+        free for what is unchanged: the results received there before are offered by content (size,
+        sha256) and the worker does not send them again."""
         out_dir.mkdir(parents=True, exist_ok=True)
         kept: list[PartialDownload] = []
-        expect = self._received.get(out_dir.resolve(), ())
+        expect = () if job_folder else self._received.get(out_dir.resolve(), ())
+        job_id = self.job_id if job_folder else None
 
         async def fetch(transfer: ClientTransferEndpoint) -> list[Path]:
             resume = kept.pop() if kept else None
             try:
                 paths = await transfer.download(
-                    out_dir, on_progress, keep_partial=True, resume=resume, expect=expect
+                    out_dir, on_progress, keep_partial=True, resume=resume, expect=expect, job_id=job_id
                 )
-                names = tuple(path.relative_to(out_dir).as_posix() for path in paths)
-                self._received[out_dir.resolve()] = names
+                if not job_folder:
+                    names = tuple(path.relative_to(out_dir).as_posix() for path in paths)
+                    self._received[out_dir.resolve()] = names
                 return paths
             except DownloadInterrupted as interrupted:
                 kept.append(interrupted.partial)

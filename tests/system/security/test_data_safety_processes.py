@@ -231,7 +231,7 @@ async def test_what_a_cancelled_job_uploaded_is_reclaimed_from_the_store(tmp_pat
 
 async def test_a_job_started_by_a_worker_process_sees_none_of_its_secrets(tmp_path: Path) -> None:
     env = {"FSM_WORKER_ICE_CREDENTIAL": "turn-password", "SECRET_X": "hunter2", "OWNER_EXTRA": "allowed",
-           "FSM_WORKER_JOB_ENV_ALLOW": "OWNER_EXTRA", "LANG": "C.UTF-8"}  # fmt: skip
+           "FSM_WORKER_JOB_ENV_ALLOW": "OWNER_EXTRA,FSM_WORKER_*", "LANG": "C.UTF-8"}  # fmt: skip
     async with cluster(tmp_path, worker_env=env, token_in_env=True) as room:
         client = room.client()
         await client.connect()

@@ -93,6 +93,7 @@ class WorkerConfig:
     queue_lease: float = _core_default("queue_lease")
     max_jobs_per_client: int = _core_default("max_jobs_per_client")
     queue_bypass_limit: int = _core_default("queue_bypass_limit")
+    require_job_key: bool = _core_default("require_job_key")
     connect_timeout: float = attrs.field(
         default=10.0, metadata={"help": "seconds to reach the signaling server at start"}
     )

@@ -71,6 +71,7 @@ class WorkerHost:
             queue_lease=config.queue_lease,
             max_jobs_per_client=config.max_jobs_per_client,
             queue_bypass_limit=config.queue_bypass_limit,
+            require_job_key=config.require_job_key,
         )
         coordinator = JobCoordinator(self.capabilities, core_config, estimator=job_types.estimate,
                                      check_config=job_types.check_config, slots=self.slots)  # fmt: skip

@@ -14,47 +14,29 @@ import cattrs
 import cattrs.gen
 
 from fsm_worker.protocol.errors import MessageError
+from fsm_worker.protocol.messages import to_client, to_worker
 from fsm_worker.protocol.messages.base import Message, UnknownMessage
 from fsm_worker.protocol.messages.checks import MAX_ID_LENGTH
-from fsm_worker.protocol.messages.to_client import (
-    AppError,
-    JobCancelled,
-    JobComplete,
-    JobFailed,
-    JobHead,
-    JobResponse,
-    JobStatus,
-    ReservationExpired,
-    RtcAnswer,
-)
-from fsm_worker.protocol.messages.to_worker import (
-    JobAssignment,
-    JobCancel,
-    JobRequest,
-    JobStop,
-    JobSync,
-    RtcOffer,
-)
 from fsm_worker.protocol.messages.values import Metrics, Requirements
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        JobRequest,
-        JobAssignment,
-        JobCancel,
-        JobStop,
-        JobSync,
-        RtcOffer,
-        JobResponse,
-        JobCancelled,
-        ReservationExpired,
-        JobStatus,
-        JobComplete,
-        JobFailed,
-        AppError,
-        JobHead,
-        RtcAnswer,
+        to_worker.JobRequest,
+        to_worker.JobAssignment,
+        to_worker.JobCancel,
+        to_worker.JobStop,
+        to_worker.JobSync,
+        to_worker.RtcOffer,
+        to_client.JobResponse,
+        to_client.JobCancelled,
+        to_client.ReservationExpired,
+        to_client.JobStatus,
+        to_client.JobComplete,
+        to_client.JobFailed,
+        to_client.AppError,
+        to_client.JobHead,
+        to_client.RtcAnswer,
     )
 }
 

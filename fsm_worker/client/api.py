@@ -22,7 +22,8 @@ from typing import Any
 
 import attrs
 
-from fsm_worker.client.job import Job, JobLink, JobOutcome, ProgressFn
+from fsm_worker.client.job import Job, JobLink
+from fsm_worker.client.job_results import JobOutcome, ProgressFn
 from fsm_worker.protocol.client.errors import (
     AllRejectedError,
     ClientTimeoutError,

@@ -129,9 +129,9 @@ def render_table() -> str:
     ]
     for row in INTAKE:
         dest = "(same)" if row["dest"] is None else row["dest"].value
-        guards = ", ".join(row.get("conditions", ())) or "-"
+        when = ", ".join(row.get("conditions", ())) or "-"
         lines.append(
-            f"| `{row['trigger']}` | {row['source'].value} | {dest} | {guards} | `{row['after'][0]}` |"
+            f"| `{row['trigger']}` | {row['source'].value} | {dest} | {when} | `{row['after'][0]}` |"
         )
     return "\n".join(lines) + "\n"
 

@@ -232,7 +232,9 @@ class CoordinatorActions:
 
     def report_channels_lost(self, s: Stimulus) -> None:
         """After a restart: every data channel lived in the old process; tell each one's client (it reopens)."""
-        held = {job.job_id: job.client_id for job, _ in self.held_jobs()}
+        jobs = self.held_jobs()
+        log.info("restored: %s", ", ".join(f"{job.job_id}: {state.value}" for job, state in jobs) or "no job")
+        held = {job.job_id: job.client_id for job, _ in jobs}
         for job_id in list(self._offers):
             retained = self._retained.get(job_id)
             client = held.get(job_id) or (retained.client_id if retained is not None else None)

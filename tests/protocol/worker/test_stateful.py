@@ -417,7 +417,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         """The held job's inputs arrive and its run starts (the happy path to a run a drain waits for)."""
         if self.ref.cur is not None and self.ref.cur["phase"] == "inputs":
             job = self.ref.cur["job"]
-            self.step(InputsReady(job), self.ref.tick(self.now) + self.ref.run_event("inputs_ready", job, self.now))
+            self.step(
+                InputsReady(job), self.ref.tick(self.now) + self.ref.run_event("inputs_ready", job, self.now)
+            )
             self.step(RunStarted(job), self.ref.tick(self.now) + self.ref.run_event("started", job, self.now))
 
     @rule(cancel=st.booleans())

@@ -102,6 +102,8 @@ REACH: dict[WorkerState, Callable[[Driver], None]] = {
     WorkerState.QUEUED: _queued,
     WorkerState.QUEUED_ASSIGNED: _queued_assigned,
 }
+
+
 def _draining(d: Driver) -> None:
     """job-1 runs on while the worker drains (the finish policy)."""
     _running(d)

@@ -14,7 +14,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.protocol.worker.values import DRAIN_MARGIN
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     Advertise,
@@ -39,6 +38,7 @@ from fsm_worker.protocol.worker.events import (
     StopRun,
     TimerFired,
 )
+from fsm_worker.protocol.worker.values import DRAIN_MARGIN
 
 from .conftest import CAPS, CONFIG
 

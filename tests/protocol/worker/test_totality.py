@@ -11,7 +11,6 @@ import pytest
 
 from fsm_worker.protocol.messages import AppError, JobResponse
 from fsm_worker.protocol.worker.coordinator import ANY, INTAKE, TIMED_TRIGGERS, TRANSITIONS, JobCoordinator
-from fsm_worker.protocol.worker.table import INTAKE_TIMED_TRIGGERS
 from fsm_worker.protocol.worker.events import (
     ChannelAnswered,
     ChannelClosed,
@@ -35,6 +34,7 @@ from fsm_worker.protocol.worker.events import (
     TimerFired,
     WorkerState,
 )
+from fsm_worker.protocol.worker.table import INTAKE_TIMED_TRIGGERS
 
 from .conftest import CAPS, CONFIG, Driver
 

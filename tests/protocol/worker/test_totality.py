@@ -116,13 +116,18 @@ def _drain_overdue(d: Driver) -> None:
     d.feed(TimerFired(), at=d.now + CONFIG.shutdown_timeout)
 
 
+def _drained(d: Driver) -> None:
+    """Nothing held: the drain is over at once."""
+    d.feed(Drain())
+
+
 #: Every state, plus situations that guards tell apart: a job finished, and each stage of a drain.
 SITUATIONS: dict[str, Callable[[Driver], None]] = {
     **{state.value: reach for state, reach in REACH.items()},
     "finished": _finished,
     "draining": _draining,
     "drain_overdue": _drain_overdue,
-    "drained": lambda d: d.feed(Drain()),
+    "drained": _drained,
 }
 SENDERS = {"owner": "client", "stranger": "mallory"}
 JOB_IDS = {"held": "job-1", "other": "job-9"}

@@ -191,8 +191,8 @@ class WorkerHost:
                 await asyncio.wait(list(self._tasks))
 
     def _recover(self) -> None:
-        """After a restore: the core reports what expired while the worker was down, tells the clients of the
-        old process's data channels, and answers for each run it held (protocol/worker/adoption.py): `AdoptRun`
+        """After a restore (what expired while the worker was down was reported on `Started`): the core tells
+        the clients of the old process's data channels, and answers for each run it held (protocol/worker/adoption.py): `AdoptRun`
         for a detached run (carried out by the runs shell: it keeps running and its end is reported once, or
         its real end if it ended meanwhile; `LOST` if it left no trace), or the run's end when runs die with
         the worker.

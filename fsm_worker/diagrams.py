@@ -122,14 +122,17 @@ def render_table() -> str:
         )
     lines += [
         "",
-        "## Intake (the second table: whether new jobs are taken; `drain` goes through it first)",
+        "## Intake (the second table: whether new jobs are taken, and the drain; `drain` goes through it first)",
         "",
-        "| trigger | from | to | action |",
-        "| --- | --- | --- | --- |",
+        "| trigger | from | to | guards | action |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for row in INTAKE:
         dest = "(same)" if row["dest"] is None else row["dest"].value
-        lines.append(f"| `{row['trigger']}` | {row['source'].value} | {dest} | `{row['after'][0]}` |")
+        when = ", ".join(row.get("conditions", ())) or "-"
+        lines.append(
+            f"| `{row['trigger']}` | {row['source'].value} | {dest} | {when} | `{row['after'][0]}` |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -151,6 +151,15 @@ class JobChannels:
         await asyncio.to_thread(self.store.collect)
         return JobFilesRemoved(job_id)
 
+    async def prune(self, keep: tuple[str, ...]) -> None:
+        """Delete every job directory under `workdir/jobs` but those of `keep` (left by an earlier process)."""
+        jobs = self.workdir / "jobs"
+        kept = {self.job_dir(job_id).name for job_id in keep}  # directories are named by hash
+        for old in jobs.iterdir() if jobs.is_dir() else ():
+            if old.name not in kept:
+                await asyncio.to_thread(shutil.rmtree, old, True)
+        jobs.mkdir(parents=True, exist_ok=True)
+
     def _results(self, job_id: str) -> list[Path] | None:
         """The job's result files once published, else None (not ready)."""
         if job_id not in self._published:

@@ -20,7 +20,7 @@ GiB = 1024**3
 def _core_default(name: str) -> Any:
     """A `WorkerConfig` field that takes its default and help from `CoordinatorConfig` (one source)."""
     core = getattr(attrs.fields(CoordinatorConfig), name)
-    return attrs.field(default=core.default, metadata=core.metadata)
+    return attrs.field(default=core.default, validator=core.validator, metadata=core.metadata)
 
 
 def _absolute(path: str | Path) -> Path:
@@ -104,9 +104,7 @@ class WorkerConfig:
     job_timeout: float | None = attrs.field(
         default=None, metadata={"help": "seconds a run may take", "default_text": "unlimited"}
     )
-    kill_grace: float = attrs.field(
-        default=5.0, metadata={"help": "seconds a stopped job gets between SIGTERM and SIGKILL"}
-    )
+    kill_grace: float = _core_default("kill_grace")
     job_lifetime: Literal["detached", "with_worker"] = attrs.field(
         default="detached",
         validator=attrs.validators.in_(("detached", "with_worker")),
@@ -127,14 +125,8 @@ class WorkerConfig:
     rtc_setup_timeout: float = attrs.field(
         default=15.0, metadata={"help": "seconds to answer an offer and open the data channel"}
     )
-    shutdown_policy: Literal["finish", "cancel"] = attrs.field(
-        default="finish",
-        validator=attrs.validators.in_(("finish", "cancel")),
-        metadata={"help": "on SIGINT/SIGTERM: let the running job finish, or cancel it"},
-    )
-    shutdown_timeout: float = attrs.field(
-        default=300.0, metadata={"help": "seconds a shutdown waits for the running job before stopping it"}
-    )
+    shutdown_policy: Literal["finish", "cancel"] = _core_default("shutdown_policy")
+    shutdown_timeout: float = _core_default("shutdown_timeout")
     loopback_only: bool = attrs.field(
         default=False, metadata={"help": "127.0.0.1 as the only ICE host candidate (tests, one machine)"}
     )

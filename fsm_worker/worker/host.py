@@ -10,9 +10,7 @@ protocol state and decides nothing: each `if` in it is about IO.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,6 +21,7 @@ import attrs
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
 from fsm_worker.protocol.worker import events as core
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
+from fsm_worker.protocol.worker.values import replay_fingerprint
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SignalingClient
@@ -72,6 +71,9 @@ class WorkerHost:
             max_jobs_per_client=config.max_jobs_per_client,
             queue_bypass_limit=config.queue_bypass_limit,
             require_job_key=config.require_job_key,
+            shutdown_policy=config.shutdown_policy,
+            shutdown_timeout=config.shutdown_timeout,
+            kill_grace=config.kill_grace,
         )
         coordinator = JobCoordinator(self.capabilities, core_config, estimator=job_types.estimate,
                                      check_config=job_types.check_config, slots=self.slots)  # fmt: skip
@@ -81,7 +83,7 @@ class WorkerHost:
         if (
             config.journal
         ):  # restore before anything is advertised: the metadata below shows the restored status
-            fingerprint = {"core": attrs.asdict(core_config), "capabilities": attrs.asdict(self.capabilities),
+            fingerprint = {"core": replay_fingerprint(core_config), "capabilities": attrs.asdict(self.capabilities),
                            "slots": [attrs.asdict(slot) for slot in self.slots]}  # fmt: skip
             journal = Journal(config.workdir / JOURNAL_FILE, fingerprint, durable=config.journal_durable)
             self.journaled = self.core = JournaledCore(coordinator, journal)
@@ -143,8 +145,7 @@ class WorkerHost:
         self.outbox.on_delivered = self.hooks.after_delivery
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[core.Event | None]] = set()
-        self._idle = asyncio.Event()  # the core last advertised `available`
-        self._idle.set()
+        self._drained = asyncio.Event()  # the core said `Drained`
         self._closed = asyncio.Event()
         self._stopping = False
 
@@ -164,13 +165,7 @@ class WorkerHost:
     async def start(self, connect_timeout: float = 10.0) -> None:
         """Connect to the signaling server and start taking jobs."""
         install_rtc_patches()  # idempotent; the per-connection options live in `rtc_options`
-        jobs = self.config.workdir / "jobs"
-        held = {self.job_dir(job_id).name for job_id in self._held_job_ids()}  # directories are named by hash
-        if jobs.is_dir():  # left by an earlier run: only the jobs the restored core holds are reachable
-            for old in jobs.iterdir():
-                if old.name not in held:
-                    await asyncio.to_thread(shutil.rmtree, old, True)
-        jobs.mkdir(parents=True, exist_ok=True)
+        await self._prepare()
         self.outbox.start()
         if self.config.metrics_port is not None:
             await self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
@@ -186,19 +181,23 @@ class WorkerHost:
             self._recover()
         log.info("worker %s ready: %s", self.peer_id, self.capabilities)
 
-    def _held_job_ids(self) -> list[str]:
-        return [*(job.job_id for job, _ in self.core.held_jobs()), *self.core.retained_job_ids()]
+    async def _prepare(self) -> None:
+        """Before connecting: `Started` (the core answers which job directories to keep), carried out in full."""
+        self._feed(core.Started())
+        while self._pending or self._tasks:  # the journal's turn, then the tasks it spawned (the pruning)
+            if self._pending:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait(list(self._tasks))
 
     def _recover(self) -> None:
-        """After a restore: the core reports what expired while the worker was down, tells the clients of the
-        old process's data channels, and answers for each run it held (protocol/worker/adoption.py): `AdoptRun`
+        """After a restore (what expired while the worker was down was reported on `Started`): the core tells
+        the clients of the old process's data channels, and answers for each run it held (protocol/worker/adoption.py): `AdoptRun`
         for a detached run (carried out by the runs shell: it keeps running and its end is reported once, or
         its real end if it ended meanwhile; `LOST` if it left no trace), or the run's end when runs die with
         the worker.
         """
-        held = self.core.held_jobs()
-        states = ", ".join(f"{job.job_id}: {state.value}" for job, state in held) or "no job"
-        log.info("restored %d journaled events: %s", self.restored_events, states)
+        log.info("restored %d journaled events", self.restored_events)  # the core logs the jobs it holds
         offsets = self.journaled.resume_offsets if self.journaled is not None else {}
         self._feed(core.Restored(self.config.job_lifetime == "detached", dict(offsets)))
 
@@ -208,24 +207,16 @@ class WorkerHost:
     async def shutdown(self, cancel_running: bool | None = None) -> None:
         """Stop taking jobs, finish (or cancel) the current one, deliver what is pending, disconnect.
 
-        A second call while the first waits for a running job (a second Ctrl+C) stops that job.
+        The core drains (`Drain`; `cancel_running` None: its `shutdown_policy`), holds the drain's deadlines and
+        says `Drained`; then the IO closes. A second call while the first waits (a second Ctrl+C) stops the runs.
         """
-        if self._stopping:
+        if self._stopping:  # the close below is under way: only tell the core
             self._feed(core.Drain(cancel_running=True))
             await self._closed.wait()
             return
         self._stopping = True
-        cancel = self.config.shutdown_policy == "cancel" if cancel_running is None else cancel_running
-        self._feed(core.Drain(cancel_running=cancel))
-        try:
-            async with asyncio.timeout(self.config.shutdown_timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            log.error("the current job did not end within %.0f s; stopping it", self.config.shutdown_timeout)
-            self._feed(core.Drain(cancel_running=True))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.kill_grace + 10):
-                    await self._idle.wait()
+        self._feed(core.Drain(cancel_running))
+        await self._drained.wait()
         await self.runs.shutdown()
         await self.outbox.close()
         await self.channels.close_all()
@@ -347,8 +338,6 @@ class WorkerHost:
                 self.outbox.update_metadata(
                     slots_metadata(status, view, self.capabilities.gpu_memory_mb, self.slots)
                 )
-                idle = view.free_slots == len(view.slots) and not view.queue_length
-                (self._idle.set if idle else self._idle.clear)()
             case core.StartRun(job=job, cuda_visible_devices=devices):
                 self._spawn(self.runs.start(job, self.job_dir(job.job_id), devices), f"run-{job.job_id}")
             case core.AdoptRun(job=job, resume_offset=offset, stop=stop):
@@ -365,6 +354,12 @@ class WorkerHost:
                 self._spawn(self.channels.close(job_id), f"close-{job_id}")
             case core.CleanupJob(job_id=job_id, reclaim=reclaim):
                 self._spawn(self.channels.remove(job_id, reclaim=reclaim), f"cleanup-{job_id}")
+            case core.PruneJobDirs(keep=keep):
+                self._spawn(self.channels.prune(keep), "prune-job-dirs")
+            case core.Drained(reason=reason):
+                if reason is not None:
+                    log.error("shutting down with jobs left: %s", reason)
+                self._drained.set()
 
     def _spawn(self, task: Task, name: str) -> None:
         spawned = asyncio.create_task(task, name=name)

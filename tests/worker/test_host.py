@@ -4,18 +4,24 @@ the data-channel shell's files. No signaling server: a recorder stands in for th
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     ChannelFailed,
     InputsReady,
+    Intake,
     JobFilesRemoved,
     PeerMessage,
+    RunStarted,
+    RunSucceeded,
     WorkerState,
     WorkerStatus,
 )
@@ -44,10 +50,10 @@ class RecordingLink:
         self.sent.append(("meta", metadata["properties"]["status"]))
 
 
-def host_with_recorder(tmp_path: Path) -> tuple[WorkerHost, RecordingLink]:
+def host_with_recorder(tmp_path: Path, **settings: Any) -> tuple[WorkerHost, RecordingLink]:
     registry = JobTypeRegistry()
     registry.register("sleep", StaticCommandHandler((sys.executable, "-c", "import time; time.sleep(60)")))
-    config = WorkerConfig("http://127.0.0.1:9", "t", peer_id="w", workdir=tmp_path, journal=False)
+    config = WorkerConfig("http://127.0.0.1:9", "t", peer_id="w", workdir=tmp_path, journal=False, **settings)
     host = WorkerHost(config, registry)  # the plain feed: each event carried out as it is handled
     link = RecordingLink()
     host.outbox = Outbox(link)  # type: ignore[arg-type]
@@ -72,9 +78,8 @@ async def test_the_status_leaves_before_the_messages_that_follow_from_it(tmp_pat
     ]
 
 
-async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> None:
-    """StartRun runs a real subprocess; the cancel's StopRun task ends by feeding RunStopped to the core."""
-    host, link = host_with_recorder(tmp_path)
+async def start_a_run(host: WorkerHost) -> None:
+    """job-1 (a real `sleep` subprocess) is assigned, its inputs are in, and its run reported started."""
     host._feed(PeerMessage("client", message("job_request", job_type="sleep")))
     host._feed(PeerMessage("client", message("job_assignment")))
     host.channels.job_dir("job-1").mkdir(parents=True)
@@ -86,8 +91,19 @@ async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> N
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(running(), 30)
+
+
+async def test_a_stopped_run_feeds_its_end_back_to_the_core(tmp_path: Path) -> None:
+    """StartRun runs a real subprocess; the cancel's StopRun task ends by feeding RunStopped to the core."""
+    host, link = host_with_recorder(tmp_path)
+    await start_a_run(host)
     host._feed(PeerMessage("client", message("job_cancel")))
-    await asyncio.wait_for(host._idle.wait(), 30)
+
+    async def ended() -> None:  # the StopRun task feeds RunStopped; the core lets the job go
+        while host.status is not WorkerStatus.AVAILABLE:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(ended(), 30)
     assert host.status is WorkerStatus.AVAILABLE and host.runs.runner.running == []
     await host.outbox.close()
     kinds = [body for kind, body in link.sent if kind == "send"]
@@ -123,3 +139,70 @@ async def test_an_offer_for_finished_results_serves_them_at_once(tmp_path: Path)
         isinstance(failed, ChannelFailed) and failed.client_id == "client" and fed == []
     )  # a bad offer: no answer, the core decides
     assert channels._results("job-1") == []  # published: an empty outputs directory is an empty result
+
+
+# --- shutdown: the core drains and says `Drained`; the host then closes its IO --------------------------------
+
+
+def sends(link: RecordingLink) -> list[tuple[str, str]]:
+    return [body for kind, body in link.sent if kind == "send"]
+
+
+async def test_an_idle_host_shuts_down_at_once(tmp_path: Path) -> None:
+    host, link = host_with_recorder(tmp_path)
+    await asyncio.wait_for(host.shutdown(), 30)
+    assert host._closed.is_set() and host.core.intake is Intake.DRAINED and sends(link) == []
+
+
+async def test_shutdown_with_the_cancel_policy_stops_the_run_before_closing(tmp_path: Path) -> None:
+    host, link = host_with_recorder(tmp_path, shutdown_policy="cancel")
+    await start_a_run(host)
+    await asyncio.wait_for(host.shutdown(), 30)
+    assert host._closed.is_set() and host.runs.runner.running == []
+    assert sends(link) == [("client", "job_response"), ("client", "job_status"), ("client", "job_failed")]
+
+
+async def test_a_run_past_the_shutdown_timeout_is_stopped_by_the_cores_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The finish policy waits for the run; at the core's drain deadline (shutdown_timeout) it is stopped."""
+    host, link = host_with_recorder(tmp_path, shutdown_timeout=0.2)
+    await start_a_run(host)
+    with caplog.at_level(logging.ERROR):
+        await asyncio.wait_for(host.shutdown(), 30)
+    assert "the current job did not end within 0 s; stopping it" in caplog.text
+    assert sends(link)[-1] == ("client", "job_failed") and host.runs.runner.running == []
+
+
+async def test_a_second_shutdown_stops_the_run_the_first_waits_for(tmp_path: Path) -> None:
+    host, link = host_with_recorder(tmp_path)  # the finish policy, shutdown_timeout 300 s
+    await start_a_run(host)
+    first = asyncio.create_task(host.shutdown())
+    while not host.core.draining:
+        await asyncio.sleep(0.01)
+    assert not first.done() and host.core.state is WorkerState.RUNNING  # waiting for the run to finish
+    await asyncio.wait_for(host.shutdown(), 30)  # a second Ctrl+C
+    await asyncio.wait_for(first, 30)
+    assert sends(link)[-1] == ("client", "job_failed") and host.runs.runner.running == []
+
+
+async def test_start_keeps_only_the_job_dirs_the_core_holds(tmp_path: Path) -> None:
+    """`Started`: the core names the jobs whose directories stay (held, or retained with their files)."""
+    host, _ = host_with_recorder(tmp_path)
+    now = asyncio.get_running_loop().time()  # the host's clock
+    request = {"app_message_type": "job_request", "job_type": "sleep"}
+    for event in (  # the core alone (no shells): job-1 ran and is retained with its files; job-2 is assigned
+        PeerMessage("client", {**request, "job_id": "job-1"}),
+        PeerMessage("client", message("job_assignment")),
+        InputsReady("job-1"),
+        RunStarted("job-1"),
+        RunSucceeded("job-1", 1.0, None),
+        PeerMessage("client", {**request, "job_id": "job-2"}),
+        PeerMessage("client", {"app_message_type": "job_assignment", "job_id": "job-2"}),
+    ):
+        host.core.handle(event, now)
+    for job_id in ("job-1", "job-2", "stale"):
+        (host.job_dir(job_id) / "inputs").mkdir(parents=True)
+    await host._prepare()
+    left = sorted(path.name for path in (tmp_path / "jobs").iterdir())
+    assert left == sorted(host.job_dir(job_id).name for job_id in ("job-1", "job-2"))

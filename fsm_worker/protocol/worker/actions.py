@@ -39,6 +39,7 @@ from fsm_worker.protocol.worker.events import (
     Instruction,
     Intake,
     Job,
+    PruneJobDirs,
     PublishResults,
     Reservation,
     RunFailed,
@@ -79,16 +80,21 @@ class CoordinatorActions:
     _mark: int
     _check_config: Callable[[JobRequest], list[str]]
 
-    def held_jobs(self) -> list[tuple[Job, WorkerState]]:
-        """Every assigned job held here, with its state (supplied by `JobCoordinator`)."""
-        raise NotImplementedError
-
+    _jobs: dict[str, JobRecord]  # every job held: reserved, queued or in a slot
     _estimate: Callable[[JobRequest], float]
     #: The record of the job whose machine the current trigger drives (`placement.JobRecord`).
     _focus: JobRecord
 
     def _devices(self, job_id: str) -> str | None:
         return None  # placement.py: the job's slots' GPUs
+
+    def held_jobs(self) -> list[tuple[Job, WorkerState]]:
+        """Every assigned job held here, with its state (adopted, or ended, after a restart)."""
+        return [(r.current_job, r.state) for r in self._jobs.values() if r.current_job is not None]
+
+    def retained_job_ids(self) -> list[str]:
+        """Finished jobs whose files are kept for their clients."""
+        return [job_id for job_id, retained in self._retained.items() if retained.files_kept]
 
     def for_current_job(self, s: Stimulus) -> bool:
         job = self.current_job
@@ -129,11 +135,6 @@ class CoordinatorActions:
     def expire_reservation(self, s: Stimulus) -> None:
         held = self._take_reservation()
         log.info("reservation of job %s for %s expired", held.job_id, held.client_id)
-        self._send(held.client_id, ReservationExpired(held.job_id))
-
-    def release_reservation(self, s: Stimulus) -> None:
-        held = self._take_reservation()
-        log.info("released the reservation of job %s: shutting down", held.job_id)
         self._send(held.client_id, ReservationExpired(held.job_id))
 
     # --- actions: assignment, cancellation, soft stop ---------------------------------------------------------
@@ -231,7 +232,9 @@ class CoordinatorActions:
 
     def report_channels_lost(self, s: Stimulus) -> None:
         """After a restart: every data channel lived in the old process; tell each one's client (it reopens)."""
-        held = {job.job_id: job.client_id for job, _ in self.held_jobs()}
+        jobs = self.held_jobs()
+        log.info("restored: %s", ", ".join(f"{job.job_id}: {state.value}" for job, state in jobs) or "no job")
+        held = {job.job_id: job.client_id for job, _ in jobs}
         for job_id in list(self._offers):
             retained = self._retained.get(job_id)
             client = held.get(job_id) or (retained.client_id if retained is not None else None)
@@ -240,6 +243,11 @@ class CoordinatorActions:
             text = "the worker restarted: its data channel for this job is gone; offer a new one"
             self._send(client, AppError("CHANNEL_LOST", text, job_id))
         self._offers.clear()
+
+    def keep_held_job_dirs(self, s: Stimulus) -> None:
+        """At start: only the work directories of the jobs held or retained with their files are reachable."""
+        held = [job.job_id for job, _ in self.held_jobs()]
+        self._out.append(PruneJobDirs((*held, *self.retained_job_ids())))
 
     def note_files_removed(self, s: Stimulus) -> None:
         log.info("job %s: work directory removed", s.job_id)
@@ -300,9 +308,6 @@ class CoordinatorActions:
         error = s.event.error
         self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=True)
 
-    def fail_stopped_for_shutdown(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=True)
-
     def ignore_stale_run_event(self, s: Stimulus) -> None:
         log.debug("run event for %s ignored: not the current run, or not now", s.job_id)
 
@@ -320,35 +325,6 @@ class CoordinatorActions:
     def fail_awaiting_inputs(self, s: Stimulus) -> None:
         error = JobError("INPUT_TIMEOUT", "the job's inputs did not arrive in time", recoverable=True)
         self._finish_job(s, lambda seq, job_id: JobFailed(job_id, error, seq), keep_files=False)
-
-    # --- actions: shutdown ------------------------------------------------------------------------------------
-
-    def stop_taking_jobs(self, s: Stimulus) -> None:
-        log.info("draining: no new jobs")
-
-    def stop_for_shutdown(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        self._out.append(StopRun(self.current_job.job_id, graceful=False))
-
-    def stop_now(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        log.info("job %s: shutting down, its early stop becomes immediate", self.current_job.job_id)
-        self._out.append(StopRun(self.current_job.job_id, graceful=False))
-
-    def fail_for_shutdown(self, s: Stimulus) -> None:
-        self._finish_job(s, lambda seq, job_id: JobFailed(job_id, _SHUTDOWN_ERROR, seq), keep_files=False)
-
-    def wait_for_run(self, s: Stimulus) -> None:
-        assert self.current_job is not None
-        log.warning(
-            "shutting down: waiting for job %s to finish (again to stop it now)", self.current_job.job_id
-        )
-
-    def already_draining(self, s: Stimulus) -> None:
-        log.debug("drain: already draining")
-
-    def nothing_to_release(self, s: Stimulus) -> None:
-        log.debug("drain: nothing held to release or stop")
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -400,8 +376,3 @@ class CoordinatorActions:
 
     def _send(self, to: str, message: Message) -> None:
         self._out.append(Send(to, message))
-
-
-_SHUTDOWN_ERROR = JobError(
-    "WORKER_SHUTDOWN", "the worker shut down before the job finished", recoverable=True
-)

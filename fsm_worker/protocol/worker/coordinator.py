@@ -41,6 +41,7 @@ from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stim
 from fsm_worker.protocol.worker.adoption import after_restore
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.dispatch import Rows
+from fsm_worker.protocol.worker.drain import DrainActions
 from fsm_worker.protocol.worker.events import (
     AdoptRun,
     Advertise,
@@ -65,6 +66,7 @@ from fsm_worker.protocol.worker.events import (
     RunStopped,
     RunSucceeded,
     SlotsView,
+    Started,
     TimerFired,
     WorkerState,
     WorkerStatus,
@@ -104,12 +106,10 @@ _TRIGGERS: dict[type, str] = {
     ChannelClosed: "channel_closed",
     JobFilesRemoved: "job_files_removed",
     Restored: "restored",
-    Drain: "drain",
+    Started: "started",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 _NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
-#: The order a drain releases jobs in: queued ones first (no freed slot may go to a queued job).
-_DRAIN_ORDER = {WorkerState.QUEUED: 0, WorkerState.QUEUED_ASSIGNED: 0, WorkerState.RESERVED: 1}
 
 
 def _record_property(name: str) -> property:
@@ -122,7 +122,7 @@ def _record_property(name: str) -> property:
     return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
-class JobCoordinator(SlotActions):
+class JobCoordinator(SlotActions, DrainActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
     `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
@@ -200,6 +200,8 @@ class JobCoordinator(SlotActions):
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
             if isinstance(event, Restored):
                 self._after_restore(event, now)
+        if self.intake is not Intake.OPEN:  # draining: `Drained` once nothing is held (the intake table)
+            self._intake_trigger("drain_settled", Stimulus(now, event))
         self._focus = focus = self._primary()
         self.stimulus_log.append((now, event, before, focus.state))
         return self._out
@@ -218,7 +220,8 @@ class JobCoordinator(SlotActions):
         for record in self._jobs.values():
             deadlines += self._deadlines(record)
         queued = self.sched.queue.next_deadline(self.config.queue_lease)
-        return min([*deadlines, *([queued] if queued is not None else [])], default=None)
+        drain = self.drain_deadline
+        return min([*deadlines, *(t for t in (queued, drain) if t is not None)], default=None)
 
     def at_rest(self) -> bool:
         """Nothing here depends on what was handled before: no job held or retained, no queue, not draining."""
@@ -232,14 +235,6 @@ class JobCoordinator(SlotActions):
             return []
         first = [] if record.first_input_seen else [job.assigned_at + self.config.first_input_timeout]
         return [job.assigned_at + self.config.input_timeout, *first]
-
-    def retained_job_ids(self) -> list[str]:
-        """Finished jobs whose files are kept for their clients (for tests and diagnostics)."""
-        return [job_id for job_id, retained in self._retained.items() if retained.files_kept]
-
-    def held_jobs(self) -> list[tuple[Job, WorkerState]]:
-        """Every assigned job held here, with its state (the host adopts their runs after a restart)."""
-        return [(r.current_job, r.state) for r in self._jobs.values() if r.current_job is not None]
 
     def job_state(self, job_id: str) -> WorkerState:
         """One job's state (`available`: not held here)."""
@@ -323,17 +318,6 @@ class JobCoordinator(SlotActions):
             if self._jobs[queued].reported_position != position:
                 self._trigger("queue_moved", Stimulus(now, job_id=queued), self._jobs[queued])
 
-    def _drain(self, stimulus: Stimulus) -> None:
-        self._focus, self._mark = JobRecord(), len(self._out)
-        self.intake_machine.events["drain"].trigger(self, stimulus)
-        held = sorted(self._jobs.values(), key=lambda r: _DRAIN_ORDER.get(r.state, 2))
-        for record in held or [JobRecord()]:
-            self._trigger("drain", attrs.evolve(stimulus, job_id=record.job_id), record)
-
-    @property
-    def draining(self) -> bool:
-        return self.intake is Intake.DRAINING
-
     def _fire_due_deadlines(self, now: float) -> None:
         for record in list(self._jobs.values()) if self._jobs else ():
             if record.job_id not in self._jobs:
@@ -359,11 +343,10 @@ class JobCoordinator(SlotActions):
             del self._retained[job_id]
             if retained.files_kept:
                 self._forget_files(job_id)
+        if self.drain_deadline is not None and now >= self.drain_deadline:
+            self._intake_trigger("drain_overdue", Stimulus(now))
 
     # --- guards -----------------------------------------------------------------------------------------------
-
-    def is_draining(self, s: Stimulus) -> bool:
-        return self.draining
 
     def compatible(self, s: Stimulus) -> bool:
         assert isinstance(s.message, JobRequest)
@@ -409,10 +392,6 @@ class JobCoordinator(SlotActions):
 
     def about_current_job(self, s: Stimulus) -> bool:
         return self.current_job is not None and self.current_job.job_id == s.job_id
-
-    def cancel_running(self, s: Stimulus) -> bool:
-        assert isinstance(s.event, Drain)
-        return s.event.cancel_running
 
     # --- invariants (checked by the tests after every step) ---------------------------------------------------
 

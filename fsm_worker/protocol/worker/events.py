@@ -53,10 +53,17 @@ class WorkerState(enum.Enum):
 
 
 class Intake(enum.Enum):
-    """Whether the worker takes new jobs: the states of the coordinator's second table."""
+    """Whether the worker takes new jobs: the states of the coordinator's second table.
+
+    A drain (`Drain`) waits for the jobs held to end (`draining`); past `shutdown_timeout` it stops them
+    (`draining.overdue`); it is `drained` (`Drained` emitted, once) when nothing is held, or when the jobs
+    stopped still have not ended `kill_grace` + `DRAIN_MARGIN` seconds later.
+    """
 
     OPEN = "open"
     DRAINING = "draining"
+    OVERDUE = "draining.overdue"
+    DRAINED = "drained"
 
 
 _STATUS_OF = {state: WorkerStatus(state.value.split(".", 1)[0]) for state in WorkerState}
@@ -244,10 +251,19 @@ class Restored:
 
 
 @attrs.frozen
-class Drain:
-    """Stop taking jobs; with `cancel_running`, also stop the current job instead of letting it finish."""
+class Started:
+    """The worker process starts (after any restore, before it connects): the core answers `PruneJobDirs`."""
 
-    cancel_running: bool = False
+
+@attrs.frozen
+class Drain:
+    """Stop taking jobs and wait for the jobs held to end (the core answers `Drained` once, when they have).
+
+    `cancel_running`: stop the running jobs now instead of letting them finish; None: as the core's
+    `shutdown_policy` says. A second `Drain(cancel_running=True)` (a second Ctrl+C) stops what still runs.
+    """
+
+    cancel_running: bool | None = None
 
 
 Event = (
@@ -262,6 +278,7 @@ Event = (
     | JobFilesRemoved
     | TimerFired
     | Restored
+    | Started
     | Drain
 )
 
@@ -382,6 +399,22 @@ class Advertise:
     view: SlotsView | None = attrs.field(default=None, eq=False)
 
 
+@attrs.frozen
+class PruneJobDirs:
+    """Delete every job work directory except those of `keep` (left by an earlier process: only the jobs the
+    core holds, assigned or retained with their files, are reachable)."""
+
+    keep: tuple[str, ...]
+
+
+@attrs.frozen
+class Drained:
+    """The drain is over: nothing is held any more, or (`reason`) the jobs stopped did not end within the
+    drain's last bound. The shell may close its IO (a drained core is not one to restore)."""
+
+    reason: str | None = None
+
+
 Instruction = (
     Send
     | StartRun
@@ -392,4 +425,6 @@ Instruction = (
     | CloseChannel
     | CleanupJob
     | Advertise
+    | PruneJobDirs
+    | Drained
 )

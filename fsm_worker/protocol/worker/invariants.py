@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fsm_worker.protocol.worker.events import WorkerState
+from fsm_worker.protocol.worker.events import Intake, WorkerState
 from fsm_worker.protocol.worker.slots import SlotState
 
 if TYPE_CHECKING:
@@ -45,5 +45,7 @@ def check_invariants(core: JobCoordinator, now: float) -> None:
         assert not queued and all(r.state is not WorkerState.RESERVED for r in core._jobs.values()), (
             "a draining worker holds no reservation and no queue"
         )
+    waiting = core.intake in (Intake.DRAINING, Intake.OVERDUE)
+    assert (core.drain_deadline is not None) == waiting, "a drain that waits has its deadline, no other"
     expiries = [retained.expires_at for retained in core._retained.values()]
     assert expiries == sorted(expiries) and all(t > now for t in expiries), "retention in order, future"

@@ -64,6 +64,13 @@ def _row(
     }
 
 
+def _intake(
+    trigger: str, source: Intake, dest: Intake | None, action: str, when: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One row of the intake table (one source state per row)."""
+    return {"trigger": trigger, "source": source, "dest": dest, "conditions": list(when), "after": [action]}
+
+
 # fmt: off
 TRANSITIONS: list[dict[str, Any]] = [
     # trigger              source                  dest                   action                    guards
@@ -110,6 +117,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("channel_closed",  ANY,                    STAY,                  "note_channel_closed"),
     _row("job_files_removed", ANY,                  STAY,                  "note_files_removed"),
     _row("restored",        ANY,                    STAY,                  "report_channels_lost"),
+    _row("started",         ANY,                    STAY,                  "keep_held_job_dirs"),
     # -- replay of job events after a reconnect; a queued job's client keeps its place alive with it
     _row("job_sync",        [QUEUED, QUEUED_ASSIGNED], STAY,               "keep_queued_alive",      when=["for_queued_job"]),
     _row("job_sync",        ANY,                    STAY,                  "replay_events",          when=["for_known_job"]),
@@ -143,14 +151,28 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("drain",           ANY,                    STAY,                  "nothing_to_release"),
 ]
 
-#: The second table, beside the status: whether new jobs are taken. `drain` goes through it first.
+#: The second table, beside the status: whether new jobs are taken, and the drain's progress. `drain` goes
+#: through it first; the core fires `drain_settled` after every event while draining (drained once nothing is
+#: held) and `drain_overdue` at the drain's deadline (`shutdown_timeout`: stop the jobs left; then
+#: `kill_grace` + `DRAIN_MARGIN`: give up waiting for them).
 INTAKE: list[dict[str, Any]] = [
-    # trigger   source           dest             action
-    {"trigger": "drain", "source": Intake.OPEN,     "dest": Intake.DRAINING, "after": ["stop_taking_jobs"]},
-    {"trigger": "drain", "source": Intake.DRAINING, "dest": STAY,            "after": ["already_draining"]},
+    # trigger                source                     dest                       action                guards
+    _intake("drain",         Intake.OPEN,               Intake.DRAINING,           "start_draining"),
+    _intake("drain",         Intake.DRAINING,           STAY,                      "already_draining"),
+    _intake("drain",         Intake.OVERDUE,            STAY,                      "already_draining"),
+    _intake("drain",         Intake.DRAINED,            STAY,                      "already_drained"),
+    _intake("drain_settled", Intake.DRAINING,           Intake.DRAINED,            "report_drained",     when=["holds_nothing"]),
+    _intake("drain_settled", Intake.DRAINING,           STAY,                      "keep_draining"),
+    _intake("drain_settled", Intake.OVERDUE,            Intake.DRAINED,            "report_drained",     when=["holds_nothing"]),
+    _intake("drain_settled", Intake.OVERDUE,            STAY,                      "keep_draining"),
+    _intake("drain_settled", Intake.DRAINED,            STAY,                      "already_drained"),
+    _intake("drain_overdue", Intake.DRAINING,           Intake.OVERDUE,            "stop_what_is_left"),
+    _intake("drain_overdue", Intake.OVERDUE,            Intake.DRAINED,            "give_up_waiting"),
 ]
 # fmt: on
 
 #: Triggers the core fires itself, only when due (no catch-all row): deadlines, and the queue moving on.
 TIMED_TRIGGERS = ("lease_expired", "first_input_overdue", "inputs_overdue", "queue_lease_expired",
                   "slot_granted", "queue_moved")  # fmt: skip
+#: Intake triggers the core fires itself (never from `open`): after each event while draining, at its deadline.
+INTAKE_TIMED_TRIGGERS = ("drain_settled", "drain_overdue")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any, Literal
 
 import attrs
 
@@ -80,6 +81,33 @@ class CoordinatorConfig:
             "then the free slots are held for it (0: strict FIFO)"
         },
     )
+    # The drain's settings: not in the journal's fingerprint (`replay_fingerprint`), see docs/durability.md.
+    shutdown_policy: Literal["finish", "cancel"] = attrs.field(
+        default="finish",
+        validator=attrs.validators.in_(("finish", "cancel")),
+        metadata={"help": "on SIGINT/SIGTERM: let the running job finish, or cancel it", "replay": False},
+    )
+    shutdown_timeout: float = attrs.field(
+        default=300.0,
+        metadata={
+            "help": "seconds a shutdown waits for the running job before stopping it",
+            "replay": False,
+        },
+    )
+    kill_grace: float = attrs.field(
+        default=5.0,
+        metadata={"help": "seconds a stopped job gets between SIGTERM and SIGKILL", "replay": False},
+    )
+
+
+#: Seconds past `kill_grace` a drain waits for the jobs it stopped before it gives up on them (`Drained`).
+DRAIN_MARGIN = 10.0
+
+
+def replay_fingerprint(config: CoordinatorConfig) -> dict[str, Any]:
+    """The settings a journal's replay depends on (its fingerprint): the drain's are left out, so changing
+    them never refuses a restart (a journal with events is one of a core that was not drained)."""
+    return attrs.asdict(config, filter=lambda field, _: field.metadata.get("replay", True))
 
 
 def presents_key(expected_sha256: str | None, s: Stimulus) -> bool:

@@ -22,6 +22,7 @@ from fsm_worker.protocol.worker.events import (
     CleanupJob,
     CloseChannel,
     Drain,
+    Drained,
     Event,
     InputsReady,
     Instruction,
@@ -37,6 +38,7 @@ from fsm_worker.protocol.worker.events import (
     StopRun,
     TimerFired,
 )
+from fsm_worker.protocol.worker.values import DRAIN_MARGIN
 
 from .conftest import CAPS, CONFIG
 
@@ -70,6 +72,9 @@ class Reference:
         self.kept: dict[str, dict[str, Any]] = {}
         self.offers: dict[str, str] = {}  # job → the SDP its channel answers
         self.draining = False
+        #: The drain: None (not asked), "waiting" for the jobs, "stopping" them (its deadline passed), "drained".
+        self.drain_stage: str | None = None
+        self.drain_deadline = 0.0
 
     def held(self) -> dict[str, Any] | None:
         return self.res or self.cur
@@ -87,7 +92,29 @@ class Reference:
                     out.append(("<host>", "cleanup"))
                 del self.kept[job]
                 self.offers.pop(job, None)
+        if self.drain_stage in ("waiting", "stopping") and now >= self.drain_deadline:
+            if self.drain_stage == "waiting":  # past shutdown_timeout: stop what still runs
+                self.drain_stage, self.drain_deadline = "stopping", now + CONFIG.kill_grace + DRAIN_MARGIN
+                out += self.stop_for_drain()
+            else:  # the jobs stopped did not end within the last bound: drained all the same
+                self.drain_stage = "drained"
+                out.append(("<host>", "drained"))
         return out
+
+    def settle(self) -> list[tuple[str, str]]:
+        """After every event: a drain whose jobs are all gone is over (said once)."""
+        if self.drain_stage in ("waiting", "stopping") and self.held() is None:
+            self.drain_stage = "drained"
+            return [("<host>", "drained")]
+        return []
+
+    def stop_for_drain(self) -> list[tuple[str, str]]:
+        if self.cur is None or self.cur["phase"] not in ("starting", "running", "stopping"):
+            return []
+        first = self.cur["phase"] != "stopping" or self.cur["stop"] == "early"
+        self.cur["phase"] = "stopping"
+        self.cur["stop"] = self.cur["stop"] or "shutdown"
+        return [("<host>", "stop")] if first else []
 
     def finish(self, now: float, kind: str, files: bool) -> list[tuple[str, str]]:
         assert self.cur is not None
@@ -214,18 +241,15 @@ class Reference:
 
     def drain(self, cancel: bool, now: float) -> list[tuple[str, str]]:
         self.draining = True
+        if self.drain_stage is None:
+            self.drain_stage, self.drain_deadline = "waiting", now + CONFIG.shutdown_timeout
         if self.res:
             out = [(self.res["client"], "reservation_expired")]
             self.res, self.status = None, "available"
             return out
         if self.cur and self.cur["phase"] == "inputs":
             return self.finish(now, "job_failed", files=False)
-        if self.cur and cancel:
-            first = self.cur["phase"] != "stopping" or self.cur["stop"] == "early"
-            self.cur["phase"] = "stopping"
-            self.cur["stop"] = self.cur["stop"] or "shutdown"
-            return [("<host>", "stop")] if first else []
-        return []
+        return self.stop_for_drain() if cancel else []
 
 
 def _observed(instructions: list[Instruction]) -> tuple[list[tuple[str, str]], list[Send]]:
@@ -237,6 +261,7 @@ def _observed(instructions: list[Instruction]) -> tuple[list[tuple[str, str]], l
         AcceptOffer: "accept_offer",
         PublishResults: "publish",
         CloseChannel: "close",
+        Drained: "drained",
     }
     out, sends = [], []
     for item in instructions:
@@ -263,10 +288,12 @@ class CoordinatorMachine(RuleBasedStateMachine):
         """Feed `event`; what it sends from index `replay_from` on are replays of earlier job events."""
         status_before = self.core.status
         out = self.core.handle(event, self.now)
+        expected = expected + self.ref.settle()
         observed, sends = _observed(out)
         if replay_from is not None:
             observed[replay_from:] = [
-                (to, "replay" if kind != "app_error" else kind) for to, kind in observed[replay_from:]
+                (to, "replay" if kind != "app_error" and to != "<host>" else kind)
+                for to, kind in observed[replay_from:]
             ]
             sends = sends[:replay_from]
         assert observed == expected, (event, observed, expected)
@@ -384,6 +411,30 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.step(TimerFired(), self.ref.tick(self.now))
+
+    @rule()
+    def run_held(self) -> None:
+        """The held job's inputs arrive and its run starts (the happy path to a run a drain waits for)."""
+        if self.ref.cur is not None and self.ref.cur["phase"] == "inputs":
+            job = self.ref.cur["job"]
+            self.step(
+                InputsReady(job), self.ref.tick(self.now) + self.ref.run_event("inputs_ready", job, self.now)
+            )
+            self.step(RunStarted(job), self.ref.tick(self.now) + self.ref.run_event("started", job, self.now))
+
+    @rule(cancel=st.booleans())
+    def drain_a_run(self, cancel: bool) -> None:
+        """The worker drains while a run is going (the runs' own end, or the drain's deadlines, end it)."""
+        if self.ref.cur is not None and self.ref.cur["phase"] in ("starting", "running", "stopping"):
+            expected = self.ref.tick(self.now) + self.ref.drain(cancel, self.now)
+            self.step(Drain(cancel), expected)
+
+    @rule()
+    def drain_deadline_passes(self) -> None:
+        """Time reaches the drain's next bound exactly (its escalation, then its last bound)."""
+        if self.ref.drain_stage in ("waiting", "stopping"):
+            self.now = max(self.now, self.ref.drain_deadline)
+            self.step(TimerFired(), self.ref.tick(self.now))
 
     @rule(cancel=st.booleans())
     def drain(self, cancel: bool) -> None:

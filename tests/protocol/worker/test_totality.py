@@ -30,10 +30,13 @@ from fsm_worker.protocol.worker.events import (
     RunStopped,
     RunSucceeded,
     Send,
+    Started,
+    TimerFired,
     WorkerState,
 )
+from fsm_worker.protocol.worker.table import INTAKE_TIMED_TRIGGERS
 
-from .conftest import CAPS, Driver
+from .conftest import CAPS, CONFIG, Driver
 
 
 def _reserved(d: Driver) -> None:
@@ -99,11 +102,32 @@ REACH: dict[WorkerState, Callable[[Driver], None]] = {
     WorkerState.QUEUED: _queued,
     WorkerState.QUEUED_ASSIGNED: _queued_assigned,
 }
-#: Every state, plus two situations of `available` that guards tell apart: a job finished, and draining.
+
+
+def _draining(d: Driver) -> None:
+    """job-1 runs on while the worker drains (the finish policy)."""
+    _running(d)
+    d.feed(Drain(cancel_running=False))
+
+
+def _drain_overdue(d: Driver) -> None:
+    """The drain's deadline passed: job-1's run is being stopped."""
+    _draining(d)
+    d.feed(TimerFired(), at=d.now + CONFIG.shutdown_timeout)
+
+
+def _drained(d: Driver) -> None:
+    """Nothing held: the drain is over at once."""
+    d.feed(Drain())
+
+
+#: Every state, plus situations that guards tell apart: a job finished, and each stage of a drain.
 SITUATIONS: dict[str, Callable[[Driver], None]] = {
     **{state.value: reach for state, reach in REACH.items()},
     "finished": _finished,
-    "draining": lambda d: d.feed(Drain()),
+    "draining": _draining,
+    "drain_overdue": _drain_overdue,
+    "drained": _drained,
 }
 SENDERS = {"owner": "client", "stranger": "mallory"}
 JOB_IDS = {"held": "job-1", "other": "job-9"}
@@ -141,6 +165,7 @@ def run_events(job_id: str) -> dict[str, Event]:
         "channel_closed": ChannelClosed(job_id),
         "job_files_removed": JobFilesRemoved(job_id),
         "restored": Restored(),
+        "started": Started(),
         "drain": Drain(cancel_running=True),
     }
 
@@ -170,7 +195,8 @@ def snapshot(d: Driver) -> tuple[object, ...]:
     return (
         {job_id: (r.state, r.reservation, r.current_job) for job_id, r in core._jobs.items()},
         core.sched,
-        core.draining,
+        core.intake,
+        core.drain_deadline,
         copy.deepcopy(core._retained),
         dict(core._offers),
     )
@@ -244,8 +270,23 @@ def test_every_guard_and_action_exists() -> None:
 
 
 def test_the_intake_table_is_total() -> None:
-    """Each intake trigger has exactly one unguarded row per intake state, and is also a main-table trigger."""
-    for trigger in {row["trigger"] for row in INTAKE}:
-        sources = [row["source"] for row in INTAKE if row["trigger"] == trigger]
-        assert sorted(sources, key=str) == sorted(Intake, key=str) and len(sources) == len(Intake)
-        assert any(row["trigger"] == trigger for row in TRANSITIONS)
+    """`drain` has exactly one unguarded row per intake state and is also a main-table trigger. The triggers the
+    core fires itself while draining have rows from every state they are fired in (never `open`; the drain's
+    deadline not from `drained`, which has none), each ending in an unguarded row."""
+    external = {row["trigger"] for row in INTAKE} - set(INTAKE_TIMED_TRIGGERS)
+    assert external == {"drain"}
+    sources = [row["source"] for row in INTAKE if row["trigger"] == "drain"]
+    assert sorted(sources, key=str) == sorted(Intake, key=str) and len(sources) == len(Intake)
+    assert all(not row["conditions"] for row in INTAKE if row["trigger"] == "drain")
+    assert any(row["trigger"] == "drain" for row in TRANSITIONS)
+    fired_from = {
+        "drain_settled": {Intake.DRAINING, Intake.OVERDUE, Intake.DRAINED},
+        "drain_overdue": {Intake.DRAINING, Intake.OVERDUE},
+    }
+    assert set(fired_from) == set(INTAKE_TIMED_TRIGGERS)
+    for trigger, states in fired_from.items():
+        rows = [row for row in INTAKE if row["trigger"] == trigger]
+        assert {row["source"] for row in rows} == states, trigger
+        for state in states:
+            last = [row for row in rows if row["source"] is state][-1]
+            assert not last["conditions"], (trigger, state)

@@ -69,9 +69,11 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
+from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered
+from fsm_worker.protocol.worker.holds import HoldActions
 from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
-from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
+from fsm_worker.protocol.worker.placement import JobRecord
 from fsm_worker.protocol.worker.scheduler import Scheduler
 from fsm_worker.protocol.worker.slots import Slot, SlotState, SlotTable
 from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
@@ -105,6 +107,7 @@ _TRIGGERS: dict[type, str] = {
     JobFilesRemoved: "job_files_removed",
     Restored: "restored",
     Drain: "drain",
+    HoldsOffered: "holds_offered",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 _NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
@@ -122,7 +125,7 @@ def _record_property(name: str) -> property:
     return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
-class JobCoordinator(SlotActions):
+class JobCoordinator(HoldActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
     `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
@@ -161,6 +164,7 @@ class JobCoordinator(SlotActions):
         self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
+        self._init_holds()
         self._mark = 0  # where the current trigger's instructions begin in `_out`
         self._advertised = self.view()
         self._advertised_sched = self.sched  # the scheduler `_advertised` was derived from
@@ -196,6 +200,9 @@ class JobCoordinator(SlotActions):
             self._on_peer_message(event, now)
         elif isinstance(event, Drain):
             self._drain(Stimulus(now, event))
+        elif isinstance(event, HoldGranted | HoldRefused):
+            name = "hold_granted" if isinstance(event, HoldGranted) else "hold_refused"
+            self._trigger(name, self._hold_stimulus(event, now))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
             if isinstance(event, Restored):
@@ -206,6 +213,7 @@ class JobCoordinator(SlotActions):
 
     def _after_restore(self, event: Restored, now: float) -> None:
         """Adopt the runs held (`AdoptRun`), or end them through their run-event rows (adoption.py)."""
+        self._drop_claims(Stimulus(now, event), "busy", "the worker restarted before the hold was answered")
         for step in after_restore(event, self.held_jobs()):
             if isinstance(step, AdoptRun):
                 self._out.append(step)
@@ -222,7 +230,7 @@ class JobCoordinator(SlotActions):
 
     def at_rest(self) -> bool:
         """Nothing here depends on what was handled before: no job held or retained, no queue, not draining."""
-        return not (self._jobs or self._retained or self.sched.queue.length or self.draining)
+        return not (self._jobs or self._retained or self.sched.queue.length or self.draining or self._claims)
 
     def _deadlines(self, record: JobRecord) -> list[float]:
         if record.state is WorkerState.RESERVED and record.reservation is not None:
@@ -301,6 +309,7 @@ class JobCoordinator(SlotActions):
         if job_id is not None and state is WorkerState.AVAILABLE:
             if self._jobs.pop(job_id, None) is not None:
                 self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
+                self._release_hold(record)
         elif job_id is not None:
             self._jobs.setdefault(job_id, record)
             wanted = SlotState.RESERVED if state is WorkerState.RESERVED else SlotState.BUSY
@@ -326,6 +335,7 @@ class JobCoordinator(SlotActions):
     def _drain(self, stimulus: Stimulus) -> None:
         self._focus, self._mark = JobRecord(), len(self._out)
         self.intake_machine.events["drain"].trigger(self, stimulus)
+        self._drop_claims(stimulus, "draining", "the worker is shutting down")
         held = sorted(self._jobs.values(), key=lambda r: _DRAIN_ORDER.get(r.state, 2))
         for record in held or [JobRecord()]:
             self._trigger("drain", attrs.evolve(stimulus, job_id=record.job_id), record)

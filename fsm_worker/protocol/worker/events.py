@@ -12,6 +12,16 @@ from typing import Any
 import attrs
 
 from fsm_worker.protocol.messages import JobError, JobRequest, JobResult, Message
+from fsm_worker.protocol.worker.hold_events import (
+    ClaimHold,
+    HoldGranted,
+    HoldRefused,
+    HoldsOffered,
+    ReleaseHold,
+    SyncHolds,
+)
+
+__all__ = ["ClaimHold", "HoldGranted", "HoldRefused", "HoldsOffered", "ReleaseHold", "SyncHolds"]
 
 
 class WorkerStatus(enum.Enum):
@@ -263,6 +273,9 @@ Event = (
     | TimerFired
     | Restored
     | Drain
+    | HoldsOffered
+    | HoldGranted
+    | HoldRefused
 )
 
 
@@ -392,4 +405,7 @@ Instruction = (
     | CloseChannel
     | CleanupJob
     | Advertise
+    | ClaimHold
+    | ReleaseHold
+    | SyncHolds
 )

@@ -121,6 +121,8 @@ class SignalingClient:
         self._closing = False
         self._replaced = False
         self._welcomed_once = False
+        #: The server's `welcome` said it counts holds (the `hold` op; issue 10 item 8).
+        self.holds_offered = False
         self._first: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._requests: set[asyncio.Future[Any]] = set()
@@ -232,6 +234,11 @@ class SignalingClient:
                 return peers
             request["cursor"] = cursor
 
+    async def hold(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one `hold` op (docs/signaling.md) and return its ack; raises :class:`SignalingError` if refused
+        (`HOLD_LIMIT`: over a cap), offline or unanswered."""
+        return await self._request("hold", dict(request))
+
     async def update_metadata(self, update: Mapping[str, Any]) -> bool:
         """Merge ``update`` into the metadata (``properties`` merge, ``null`` deletes) and publish it.
 
@@ -299,6 +306,7 @@ class SignalingClient:
     async def _on_welcome(self, data: Any = None) -> None:
         if isinstance(data, dict) and isinstance(data.get("resume_secret"), str):
             self.resume_secret = data["resume_secret"]
+        self.holds_offered = isinstance(data, dict) and isinstance(data.get("holds"), dict)
         self._up = True
         if self._welcomed_once:
             self.reconnects += 1

@@ -30,6 +30,7 @@ from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.doctor import JOURNAL_FILE
 from fsm_worker.worker.gpus import detect_capabilities, detect_slots, with_slots
+from fsm_worker.worker.holds import HoldLink
 from fsm_worker.worker.hooks import HostHooks
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
@@ -132,8 +133,10 @@ class WorkerHost:
                 },
             },
             on_peer_message=self._on_peer_message,
+            on_connect=self._on_link_up,
             resume_secret=self.identity.load(),
         )
+        self.holds = HoldLink(self.signaling, self._feed)  # the room's hold cap (worker/holds.py)
         self.outbox = Outbox(self.signaling)
         self.outbox.on_delivered = self.hooks.after_delivery
         self._timer: asyncio.TimerHandle | None = None
@@ -222,6 +225,7 @@ class WorkerHost:
                 async with asyncio.timeout(self.config.kill_grace + 10):
                     await self._idle.wait()
         await self.runs.shutdown()
+        await self.holds.close()
         await self.outbox.close()
         await self.channels.close_all()
         await self.metrics.close()
@@ -257,6 +261,7 @@ class WorkerHost:
             return
         self._stopping = True
         left = await self.runs.detach(self.config.kill_grace)
+        await self.holds.close()
         await self.outbox.close()  # what committed events still had to say
         await self.channels.close_all()
         await self.metrics.close()
@@ -334,6 +339,9 @@ class WorkerHost:
     async def _on_peer_message(self, sender: str, payload: dict[str, Any]) -> None:
         self._feed(core.PeerMessage(sender, payload))
 
+    def _on_link_up(self) -> None:
+        self._feed(core.HoldsOffered(self.signaling.holds_offered))
+
     def _execute(self, instruction: core.Instruction) -> None:
         match instruction:
             case core.Send(to=to, message=message):
@@ -360,6 +368,8 @@ class WorkerHost:
                 self._spawn(self.channels.close(job_id), f"close-{job_id}")
             case core.CleanupJob(job_id=job_id, reclaim=reclaim):
                 self._spawn(self.channels.remove(job_id, reclaim=reclaim), f"cleanup-{job_id}")
+            case core.ClaimHold() | core.ReleaseHold() | core.SyncHolds():
+                self.holds.put(instruction)
 
     def _spawn(self, task: Task, name: str) -> None:
         spawned = asyncio.create_task(task, name=name)

@@ -6,12 +6,13 @@ is the connection's own peer id, never a field of the payload. A claim is idempo
 a sync replaces one worker's whole set (a restarted or reconnected worker re-claims what its core holds). A
 worker's holds keep counting while it may resume (`resume_grace`) and are dropped when that runs out.
 
-Per node: with `--redis`, each node counts the holds of the workers connected to it (docs/security.md).
+With `--redis` the holds live in Redis (`redis_holds.py`), counted across nodes; a worker's holds stop counting
+when the registry no longer has it (its grace ran out, or its node died `node_ttl` ago and the grace after).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -32,12 +33,12 @@ class HoldBook:
     _by_worker: dict[Key, dict[str, str]] = attrs.field(factory=dict)  # → {job_ref: client}
     _gone: dict[Key, float] = attrs.field(factory=dict)  # workers away (in their grace) since
 
-    def count(self, room: str, client: str, now: float) -> int:
+    async def count(self, room: str, client: str, now: float) -> int:
         """The holds counted for `client` now."""
         self._expire(now)
         return len(self._by_client.get((room, client), ()))
 
-    def claim(self, room: str, worker: str, client: str, job_ref: str, now: float) -> int:
+    async def claim(self, room: str, worker: str, client: str, job_ref: str, now: float) -> int:
         """Count one hold; return the client's count. Refused (`HOLD_LIMIT`, naming the setting) over a cap."""
         self._expire(now)
         refs = self._by_worker.get((room, worker), {})
@@ -53,13 +54,16 @@ class HoldBook:
             raise SignalingRefusal(
                 SignalingCode.HOLD_LIMIT, f"this worker holds max_holds_per_worker ({self.max_per_worker}) jobs"
             )
-        self.release(room, worker, job_ref)  # the ref held for another client moves
+        self._release(room, worker, job_ref)  # the ref held for another client moves
         self._by_worker.setdefault((room, worker), {})[job_ref] = client
         self._by_client.setdefault((room, client), set()).add((worker, job_ref))
         return held + 1
 
-    def release(self, room: str, worker: str, job_ref: str) -> None:
+    async def release(self, room: str, worker: str, job_ref: str) -> None:
         """Stop counting the worker's hold of `job_ref` (none held: nothing changes)."""
+        self._release(room, worker, job_ref)
+
+    def _release(self, room: str, worker: str, job_ref: str) -> None:
         refs = self._by_worker.get((room, worker))
         client = refs.pop(job_ref, None) if refs is not None else None
         if client is None:
@@ -72,9 +76,9 @@ class HoldBook:
         if not refs:
             del self._by_worker[(room, worker)]
 
-    def sync(self, room: str, worker: str, holds: tuple[HoldClaim, ...]) -> None:
+    async def sync(self, room: str, worker: str, holds: tuple[HoldClaim, ...]) -> None:
         """Replace the worker's holds with `holds` (counted even over the client cap: they are held already)."""
-        self.drop_worker(room, worker)
+        self._drop_worker(room, worker)
         if holds:
             refs = self._by_worker.setdefault((room, worker), {})
             for hold in holds:
@@ -89,20 +93,34 @@ class HoldBook:
     def worker_back(self, room: str, worker: str) -> None:
         self._gone.pop((room, worker), None)
 
-    def drop_worker(self, room: str, worker: str) -> None:
+    def _drop_worker(self, room: str, worker: str) -> None:
         for job_ref in list(self._by_worker.get((room, worker), {})):
-            self.release(room, worker, job_ref)
+            self._release(room, worker, job_ref)
         self._gone.pop((room, worker), None)
 
     def _expire(self, now: float) -> None:
         if self._gone:
             for (room, worker), since in list(self._gone.items()):
                 if now >= since + self.grace:
-                    self.drop_worker(room, worker)
+                    self._drop_worker(room, worker)
 
 
-def hold_event(
-    book: HoldBook | None, room: str, worker: str, role: str, args: tuple[Any, ...], now: float
+class Holds(Protocol):
+    """Where a server keeps the holds: this node's memory (`HoldBook`) or Redis (`redis_holds.RedisHolds`)."""
+
+    max_per_client: int
+    max_per_worker: int
+
+    async def count(self, room: str, client: str, now: float) -> int: ...
+    async def claim(self, room: str, worker: str, client: str, job_ref: str, now: float) -> int: ...
+    async def release(self, room: str, worker: str, job_ref: str) -> None: ...
+    async def sync(self, room: str, worker: str, holds: tuple[HoldClaim, ...]) -> None: ...
+    def worker_left(self, room: str, worker: str, now: float) -> None: ...
+    def worker_back(self, room: str, worker: str) -> None: ...
+
+
+async def hold_event(
+    book: Holds | None, room: str, worker: str, role: str, args: tuple[Any, ...], now: float
 ) -> dict[str, Any]:
     """Answer one `hold` event of the connection holding `worker` (raises `SignalingRefusal`; nothing changes)."""
     if book is None:
@@ -113,11 +131,11 @@ def hold_event(
         raise SignalingRefusal(SignalingCode.NOT_A_WORKER, "hold: only a worker may claim or release holds")
     request = parse_hold(args, max_entries=book.max_per_worker)
     if request.sync is not None:
-        book.sync(room, worker, request.sync)
+        await book.sync(room, worker, request.sync)
         return ok_ack(holds=len(request.sync))
     claim = request.claim
     assert claim is not None
     if not claim.held:
-        book.release(room, worker, claim.job_ref)
-        return ok_ack(held=book.count(room, claim.client, now))
-    return ok_ack(held=book.claim(room, worker, claim.client, claim.job_ref, now))
+        await book.release(room, worker, claim.job_ref)
+        return ok_ack(held=await book.count(room, claim.client, now))
+    return ok_ack(held=await book.claim(room, worker, claim.client, claim.job_ref, now))

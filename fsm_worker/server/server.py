@@ -38,8 +38,9 @@ from fsm_worker.server.config import ServerConfig
 from fsm_worker.server.dashboard import Dashboard
 from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.guard import EIO_SID_KEY, ConnectionGuard
-from fsm_worker.server.holds import HoldBook, hold_event
+from fsm_worker.server.holds import HoldBook, Holds, hold_event
 from fsm_worker.server.metrics import ServerMetrics
+from fsm_worker.server.redis_holds import RedisHolds
 from fsm_worker.server.redis_registry import RedisRegistry
 from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key
@@ -113,11 +114,11 @@ class SignalingServer:
         self.guard = ConnectionGuard(self.sio, config)
         self.peers: dict[str, LocalPeer] = {}
         #: The room-wide hold cap (issue 10 item 8); None: off (`max_holds_per_client = 0`).
-        self.holds = (
-            HoldBook(config.max_holds_per_client, config.max_holds_per_worker, grace)
-            if config.max_holds_per_client
-            else None
-        )
+        self.holds: Holds | None = None
+        if config.max_holds_per_client and isinstance(registry, RedisRegistry):
+            self.holds = RedisHolds(registry, config.max_holds_per_client, config.max_holds_per_worker)
+        elif config.max_holds_per_client:
+            self.holds = HoldBook(config.max_holds_per_client, config.max_holds_per_worker, grace)
         self._local: dict[
             tuple[str, str], str
         ] = {}  # (room, peer id) → sid of the local connection holding it
@@ -285,7 +286,7 @@ class SignalingServer:
             return None
         self._forget(peer)
         if self.holds is not None and peer.role == "worker":
-            self.holds.worker_left(peer.room, peer.peer_id, time.monotonic())
+            self.holds.worker_left(peer.room, peer.peer_id, time.time())
         try:
             await self.registry.release(peer.room, peer.peer_id, sid, time.time())
         except Exception as exc:
@@ -364,7 +365,7 @@ class SignalingServer:
 
     async def _hold(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
         """A worker claims, releases or syncs the holds it keeps for clients (docs/signaling.md, `hold`)."""
-        return hold_event(self.holds, peer.room, peer.peer_id, peer.role, args, time.monotonic())
+        return await hold_event(self.holds, peer.room, peer.peer_id, peer.role, args, time.time())
 
 
 def create_app(config: ServerConfig, registry: Registry | None = None) -> web.Application:

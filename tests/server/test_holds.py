@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from support.signaling import DEFAULT_TIMEOUT, ClientFactory, ServerInfo, loopback_config, wait_until
+from support.configured_server import start_configured_server
+from support.signaling import DEFAULT_TIMEOUT, ClientFactory, RedisProcess, ServerInfo, loopback_config
 
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import HoldClaim, room_for_token
@@ -19,62 +21,62 @@ from fsm_worker.shells.signaling import SignalingError
 REF1, REF2, REF3 = hold_ref("job-1"), hold_ref("job-2"), hold_ref("job-3")
 
 
-def test_the_book_counts_per_client_across_workers_and_names_the_cap() -> None:
+async def test_the_book_counts_per_client_across_workers_and_names_the_cap() -> None:
     book = HoldBook(max_per_client=2, max_per_worker=8, grace=5.0)
-    assert book.claim("r", "w1", "greedy", REF1, 0.0) == 1
-    assert book.claim("r", "w2", "greedy", REF2, 0.0) == 2
+    assert await book.claim("r", "w1", "greedy", REF1, 0.0) == 1
+    assert await book.claim("r", "w2", "greedy", REF2, 0.0) == 2
     with pytest.raises(SignalingRefusal) as refused:
-        book.claim("r", "w3", "greedy", REF3, 0.0)
+        await book.claim("r", "w3", "greedy", REF3, 0.0)
     assert refused.value.code is SignalingCode.HOLD_LIMIT
     assert "max_holds_per_client (2)" in refused.value.message
-    assert book.count("r", "greedy", 0.0) == 2, "a refused claim changes nothing"
-    assert book.claim("r", "w3", "honest", REF3, 0.0) == 1
-    assert book.count("other-room", "greedy", 0.0) == 0
+    assert await book.count("r", "greedy", 0.0) == 2, "a refused claim changes nothing"
+    assert await book.claim("r", "w3", "honest", REF3, 0.0) == 1
+    assert await book.count("other-room", "greedy", 0.0) == 0
 
 
-def test_a_repeated_claim_counts_once_and_release_is_idempotent() -> None:
+async def test_a_repeated_claim_counts_once_and_release_is_idempotent() -> None:
     book = HoldBook(max_per_client=2, max_per_worker=8, grace=5.0)
     for _ in range(5):
-        assert book.claim("r", "w1", "c", REF1, 0.0) == 1
-    book.release("r", "w1", REF1)
-    book.release("r", "w1", REF1)
-    book.release("r", "w2", REF2)  # never held
-    assert book.count("r", "c", 0.0) == 0
+        assert await book.claim("r", "w1", "c", REF1, 0.0) == 1
+    await book.release("r", "w1", REF1)
+    await book.release("r", "w1", REF1)
+    await book.release("r", "w2", REF2)  # never held
+    assert await book.count("r", "c", 0.0) == 0
 
 
-def test_a_worker_releases_only_its_own_holds() -> None:
+async def test_a_worker_releases_only_its_own_holds() -> None:
     book = HoldBook(max_per_client=4, max_per_worker=8, grace=5.0)
-    book.claim("r", "w1", "c", REF1, 0.0)
-    book.release("r", "w2", REF1)  # the same ref, another worker
-    assert book.count("r", "c", 0.0) == 1
+    await book.claim("r", "w1", "c", REF1, 0.0)
+    await book.release("r", "w2", REF1)  # the same ref, another worker
+    assert await book.count("r", "c", 0.0) == 1
 
 
-def test_a_worker_cannot_claim_more_than_its_own_cap() -> None:
+async def test_a_worker_cannot_claim_more_than_its_own_cap() -> None:
     book = HoldBook(max_per_client=0, max_per_worker=2, grace=5.0)
-    book.claim("r", "w1", "a", REF1, 0.0)
-    book.claim("r", "w1", "b", REF2, 0.0)
+    await book.claim("r", "w1", "a", REF1, 0.0)
+    await book.claim("r", "w1", "b", REF2, 0.0)
     with pytest.raises(SignalingRefusal, match=r"max_holds_per_worker \(2\)"):
-        book.claim("r", "w1", "c", REF3, 0.0)
+        await book.claim("r", "w1", "c", REF3, 0.0)
 
 
-def test_a_departed_workers_holds_count_through_its_grace_then_go() -> None:
+async def test_a_departed_workers_holds_count_through_its_grace_then_go() -> None:
     book = HoldBook(max_per_client=2, max_per_worker=8, grace=5.0)
-    book.claim("r", "w1", "c", REF1, 0.0)
+    await book.claim("r", "w1", "c", REF1, 0.0)
     book.worker_left("r", "w1", 1.0)
-    assert book.count("r", "c", 5.9) == 1
+    assert await book.count("r", "c", 5.9) == 1
     book.worker_back("r", "w1")  # resumed: nothing is dropped
-    assert book.count("r", "c", 100.0) == 1
+    assert await book.count("r", "c", 100.0) == 1
     book.worker_left("r", "w1", 100.0)
-    assert book.count("r", "c", 105.0) == 0
+    assert await book.count("r", "c", 105.0) == 0
 
 
-def test_a_sync_replaces_the_workers_set() -> None:
+async def test_a_sync_replaces_the_workers_set() -> None:
     book = HoldBook(max_per_client=1, max_per_worker=8, grace=5.0)
-    book.claim("r", "w1", "c", REF1, 0.0)
-    book.sync("r", "w1", (HoldClaim("c", REF2), HoldClaim("d", REF3)))
-    assert book.count("r", "c", 0.0) == 1 and book.count("r", "d", 0.0) == 1
-    book.sync("r", "w1", ())
-    assert book.count("r", "c", 0.0) == book.count("r", "d", 0.0) == 0
+    await book.claim("r", "w1", "c", REF1, 0.0)
+    await book.sync("r", "w1", (HoldClaim("c", REF2), HoldClaim("d", REF3)))
+    assert await book.count("r", "c", 0.0) == 1 and await book.count("r", "d", 0.0) == 1
+    await book.sync("r", "w1", ())
+    assert await book.count("r", "c", 0.0) == await book.count("r", "d", 0.0) == 0
 
 
 @pytest.fixture
@@ -101,7 +103,9 @@ async def test_hold_over_a_real_server(capped: ServerInfo, make_client: ClientFa
     book = capped.running.server.holds
     assert book is not None
     room = room_for_token(capped.token)
-    await wait_until(lambda: book.count(room, "greedy", time.monotonic()) == 1, timeout=DEFAULT_TIMEOUT)
+    async with asyncio.timeout(DEFAULT_TIMEOUT):
+        while await book.count(room, "greedy", time.time()) != 1:
+            await asyncio.sleep(0.05)
     ack = await workers[2].hold({"client": "greedy", "job_ref": hold_ref("job-2"), "held": True})
     assert ack["held"] == 2
 
@@ -128,7 +132,7 @@ async def test_only_workers_may_hold_and_malformed_holds_are_refused(
             await worker.hold(payload)
         assert refused.value.code in ("INVALID_MESSAGE", "HOLD_LIMIT"), payload
     book = capped.running.server.holds
-    assert book is not None and not book._by_worker, "a refused hold changes nothing"
+    assert isinstance(book, HoldBook) and not book._by_worker, "a refused hold changes nothing"
 
 
 async def test_a_server_without_the_cap_does_not_offer_holds(make_client: ClientFactory) -> None:
@@ -142,3 +146,46 @@ async def test_a_server_without_the_cap_does_not_offer_holds(make_client: Client
         assert refused.value.code == "UNKNOWN_EVENT" and "max_holds_per_client = 0" in str(refused.value)
     finally:
         await running.stop()
+
+
+async def test_redis_counts_holds_across_nodes_and_forgets_a_dead_nodes_workers(
+    redis_server: RedisProcess, make_client: ClientFactory
+) -> None:
+    token = secrets.token_hex(8)
+    common = {
+        "redis_url": redis_server.url, "resume_key": secrets.token_hex(32), "node_ttl_seconds": 1.0,
+        "resume_grace_seconds": 0.5, "redis_timeout_seconds": 0.5, "max_holds_per_client": 2,
+    }  # fmt: skip
+    a = await start_configured_server([token], node_id="node-a", **common)
+    b = await start_configured_server([token], node_id="node-b", **common)
+    try:
+        w1, _ = await make_client(a.url, token, "w1", "worker")
+        w2, _ = await make_client(b.url, token, "w2", "worker")
+        w3, _ = await make_client(b.url, token, "w3", "worker")
+        assert w1.holds_offered and w2.holds_offered
+        claim = {"client": "greedy", "held": True}
+        assert (await w1.hold({**claim, "job_ref": REF1}))["held"] == 1
+        assert (await w1.hold({**claim, "job_ref": REF1}))["held"] == 1  # the same claim again: once
+        assert (await w2.hold({**claim, "job_ref": REF2}))["held"] == 2  # on the other node: the same count
+        with pytest.raises(SignalingError) as refused:
+            await w3.hold({**claim, "job_ref": REF3})
+        assert refused.value.code == "HOLD_LIMIT" and "max_holds_per_client (2)" in str(refused.value)
+        # a release on one node frees the count on every node
+        assert (await w2.hold({"client": "greedy", "job_ref": REF2, "held": False}))["held"] == 1
+        assert (await w3.hold({**claim, "job_ref": REF3}))["held"] == 2
+        # node A dies with w1: once its heartbeat is node_ttl old and the grace has passed, w1's hold goes
+        await a.kill()
+        async with asyncio.timeout(DEFAULT_TIMEOUT):
+            while True:
+                try:
+                    assert (await w2.hold({**claim, "job_ref": REF2}))["held"] == 2
+                    break
+                except SignalingError as exc:
+                    assert exc.code == "HOLD_LIMIT"
+                    await asyncio.sleep(0.2)
+        # a worker's sync replaces its holds: w3 (on B) lets its own go, nobody else's
+        await w3.hold({"sync": []})
+        assert (await w2.hold({**claim, "job_ref": REF1}))["held"] == 2
+    finally:
+        await a.stop()
+        await b.stop()

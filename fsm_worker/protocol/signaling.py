@@ -282,4 +282,6 @@ def parse_hold(args: tuple[Any, ...], *, max_entries: int) -> HoldRequest:
             SignalingCode.HOLD_LIMIT,
             f"hold.sync lists {len(entries)} holds; a worker may hold max_holds_per_worker ({max_entries})",
         )
-    return HoldRequest(None, tuple(_hold_entry(e, f"hold.sync[{i}]", with_held=False) for i, e in enumerate(entries)))
+    return HoldRequest(
+        None, tuple(_hold_entry(e, f"hold.sync[{i}]", with_held=False) for i, e in enumerate(entries))
+    )

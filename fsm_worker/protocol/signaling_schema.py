@@ -224,7 +224,11 @@ HOLD = {
     ],
 }  # fmt: skip
 HOLD_ACK = _object(
-    {"ok": {"const": True}, "held": {"type": "integer", "minimum": 0}, "holds": {"type": "integer", "minimum": 0}},
+    {
+        "ok": {"const": True},
+        "held": {"type": "integer", "minimum": 0},
+        "holds": {"type": "integer", "minimum": 0},
+    },
     ["ok"],
     description="held: the client's holds counted now; holds: the holds a sync stored.",
 )
@@ -293,7 +297,12 @@ PEER_EVENTS = (
     ),
     ("discover_peers", "DiscoverPeers", "DiscoverPeersAck", "List the room's connected peers that match."),
     ("update_metadata", "UpdateMetadata", "UpdateMetadataResult", "Change this peer's metadata."),
-    ("hold", "Hold", "HoldResult", "A worker claims or releases the room hold of a job (HOLD_LIMIT: over a cap)."),
+    (
+        "hold",
+        "Hold",
+        "HoldResult",
+        "A worker claims or releases the room hold of a job (HOLD_LIMIT: over a cap).",
+    ),
 )
 #: Socket.IO events the server emits: (event, schema, summary).
 SERVER_EVENTS = (

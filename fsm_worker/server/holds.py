@@ -52,7 +52,8 @@ class HoldBook:
             )
         if job_ref not in refs and len(refs) >= self.max_per_worker:
             raise SignalingRefusal(
-                SignalingCode.HOLD_LIMIT, f"this worker holds max_holds_per_worker ({self.max_per_worker}) jobs"
+                SignalingCode.HOLD_LIMIT,
+                f"this worker holds max_holds_per_worker ({self.max_per_worker}) jobs",
             )
         self._release(room, worker, job_ref)  # the ref held for another client moves
         self._by_worker.setdefault((room, worker), {})[job_ref] = client

@@ -48,7 +48,9 @@ for i = 1, #held, 2 do
 end
 """
 # KEYS: client holds, worker holds. ARGV[6..]: worker, job_ref, client, cap, worker cap.
-_CLAIM = _PRUNE + """
+_CLAIM = (
+    _PRUNE
+    + """
 local worker, ref, client = ARGV[6], ARGV[7], ARGV[8]
 local cap, wcap = tonumber(ARGV[9]), tonumber(ARGV[10])
 local field = worker .. '\\n' .. ref
@@ -64,6 +66,7 @@ redis.call('HSET', KEYS[2], ref, client)
 redis.call('HSET', KEYS[1], field, worker)
 return count + 1
 """
+)
 _COUNT = _PRUNE + "return redis.call('HLEN', KEYS[1])"
 # KEYS: worker holds. ARGV: prefix, room, worker, job_ref.
 _RELEASE = """
@@ -105,7 +108,13 @@ class RedisHolds:
         return f"{self.registry.prefix}:{kind}:{room}:{peer}"
 
     def _prune_args(self, room: str, now: float) -> list[Any]:
-        return [self.registry.prefix, room, repr(now), repr(self.registry.grace), repr(self.registry.node_ttl)]
+        return [
+            self.registry.prefix,
+            room,
+            repr(now),
+            repr(self.registry.grace),
+            repr(self.registry.node_ttl),
+        ]
 
     async def count(self, room: str, client: str, now: float) -> int:
         keys = [self._keys(room, "holds", client)]
@@ -113,7 +122,14 @@ class RedisHolds:
 
     async def claim(self, room: str, worker: str, client: str, job_ref: str, now: float) -> int:
         keys = [self._keys(room, "holds", client), self._keys(room, "wholds", worker)]
-        args = [*self._prune_args(room, now), worker, job_ref, client, self.max_per_client, self.max_per_worker]
+        args = [
+            *self._prune_args(room, now),
+            worker,
+            job_ref,
+            client,
+            self.max_per_client,
+            self.max_per_worker,
+        ]
         held = int(await self._script("claim", _CLAIM)(keys=keys, args=args))
         if held == -1:
             raise SignalingRefusal(
@@ -122,7 +138,8 @@ class RedisHolds:
             )
         if held == -2:
             raise SignalingRefusal(
-                SignalingCode.HOLD_LIMIT, f"this worker holds max_holds_per_worker ({self.max_per_worker}) jobs"
+                SignalingCode.HOLD_LIMIT,
+                f"this worker holds max_holds_per_worker ({self.max_per_worker}) jobs",
             )
         return held
 

@@ -362,7 +362,6 @@ class SignalingServer:
         peer.metadata = merged
         return ok_ack(metadata=merged)
 
-
     async def _hold(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
         """A worker claims, releases or syncs the holds it keeps for clients (docs/signaling.md, `hold`)."""
         return await hold_event(self.holds, peer.room, peer.peer_id, peer.role, args, time.time())

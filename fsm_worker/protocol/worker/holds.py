@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from fsm_worker.protocol.messages import JobRequest, JobResponse
+from fsm_worker.protocol.messages import JobRequest
 from fsm_worker.protocol.worker.events import Instruction
 from fsm_worker.protocol.worker.hold_events import (
     ClaimHold,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
 
@@ -129,23 +131,41 @@ def test_claims_are_bounded_by_what_the_worker_could_take(holds: Driver) -> None
     assert response["reason"] == "busy"
 
 
-ENDINGS = {
+def _run(d: Driver) -> None:
+    d.assign()
+    d.feed(InputsReady("job-1"))
+    d.feed(RunStarted("job-1"))
+
+
+def _complete(d: Driver) -> list[Instruction]:
+    _run(d)
+    return d.feed(RunSucceeded("job-1", 1.0, None))
+
+
+def _failed(d: Driver) -> list[Instruction]:
+    _run(d)
+    return d.feed(RunFailed("job-1", "E", "m", False))
+
+
+def _cancel_running(d: Driver) -> list[Instruction]:
+    _run(d)
+    d.cancel()
+    return d.feed(RunFailed("job-1", "STOPPED", "stopped", False))
+
+
+def _first_input_timeout(d: Driver) -> list[Instruction]:
+    d.assign()
+    return d.feed(TimerFired(), at=61.0)
+
+
+ENDINGS: dict[str, Callable[[Driver], list[Instruction]]] = {
     "lease_expiry": lambda d: d.feed(TimerFired(), at=CONFIG.reservation_timeout),
     "cancel": lambda d: d.cancel(),
     "drain": lambda d: d.feed(Drain()),
-    "first_input_timeout": lambda d: (d.assign(), d.feed(TimerFired(), at=61.0))[-1],
-    "complete": lambda d: (
-        d.assign(), d.feed(InputsReady("job-1")), d.feed(RunStarted("job-1")),
-        d.feed(RunSucceeded("job-1", 1.0, None)),
-    )[-1],  # fmt: skip
-    "failed": lambda d: (
-        d.assign(), d.feed(InputsReady("job-1")), d.feed(RunStarted("job-1")),
-        d.feed(RunFailed("job-1", "E", "m", False)),
-    )[-1],  # fmt: skip
-    "cancel_running": lambda d: (
-        d.assign(), d.feed(InputsReady("job-1")), d.feed(RunStarted("job-1")), d.cancel(),
-        d.feed(RunFailed("job-1", "STOPPED", "stopped", False)),
-    )[-1],  # fmt: skip
+    "first_input_timeout": _first_input_timeout,
+    "complete": _complete,
+    "failed": _failed,
+    "cancel_running": _cancel_running,
 }
 
 

@@ -217,7 +217,8 @@ def test_every_combination_is_allowed_or_refused_without_change(
     silent = trigger == "drain" or (trigger, before_state, sender_kind, job_kind) in SILENT_CHANGES
     # a drain or a restore answers the request whose hold is out (refused), and that is a change
     answers_claim = situation == "claiming" and trigger in ("drain", "restored")
-    if (refused and not answers_claim) or (not out and not silent):  # everything else that says nothing is inert
+    # everything else that says nothing is inert
+    if (refused and not answers_claim) or (not out and not silent):
         assert snapshot(d) == before
 
 

@@ -58,7 +58,11 @@ async def ask(client: SignalingClient, inbox: Inbox, worker: str, job_id: str) -
     assert (await client.send(worker, request)).delivered
     while True:
         sender, payload = await inbox.next(timeout=TIMEOUT)
-        if sender == worker and payload.get("app_message_type") == "job_response" and payload["job_id"] == job_id:
+        if (
+            sender == worker
+            and payload.get("app_message_type") == "job_response"
+            and payload["job_id"] == job_id
+        ):
             break
     if payload["accepted"]:
         assignment = {"app_message_type": "job_assignment", "job_id": job_id}

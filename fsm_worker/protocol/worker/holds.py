@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from fsm_worker.protocol.messages import JobRequest
+from fsm_worker.protocol.messages import JobCancelled, JobRequest
 from fsm_worker.protocol.worker.events import Instruction
 from fsm_worker.protocol.worker.hold_events import (
     ClaimHold,
@@ -100,6 +100,14 @@ class HoldActions(SlotActions):
         self._claims.pop(s.job_id or "")
         log.info("job %s from %s refused: room hold cap (%s)", s.job_id, s.sender, s.event.message)
         self._reply_rejected(s, "room_cap", [s.event.message])
+
+    def cancel_claim(self, s: Stimulus) -> None:
+        """The client released its bid before the hold was answered (it lost elsewhere): drop the claim."""
+        assert s.sender is not None and s.job_id is not None
+        del self._claims[s.job_id]
+        self._out.append(ReleaseHold(s.sender, s.job_id))
+        self._send(s.sender, JobCancelled(s.job_id))
+        log.info("job %s: cancelled by its client while its hold was claimed", s.job_id)
 
     def ignore_hold_answer(self, s: Stimulus) -> None:
         log.debug("hold answer for %s ignored: no claim of it is pending", s.job_id)

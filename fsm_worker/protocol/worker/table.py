@@ -107,6 +107,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("job_cancel",      [*RUN, STOPPING_EARLY], STOPPING_FOR_CANCEL,   "stop_run",               when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_SHUTDOWN,  STOPPING_FOR_CANCEL,   "note_cancel",            when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_CANCEL,    STAY,                  "note_cancel",            when=["for_current_job"]),
+    _row("job_cancel",      AVAILABLE,              STAY,                  "cancel_claim",           when=["claim_pending"]),
     _row("job_cancel",      ANY,                    STAY,                  "ignore_cancel"),
     # -- the job's own client stops a running job early: it ends as completed and keeps its outputs
     _row("job_stop",        RUNNING,                STOPPING_EARLY,        "stop_early",             when=["for_current_job"]),

@@ -212,3 +212,13 @@ def test_the_job_ref_is_opaque_and_stable() -> None:
     claim = ClaimHold("client", "job-1")
     assert claim.job_ref == ReleaseHold("client", "job-1").job_ref == hold_ref("job-1")
     assert "job-1" not in claim.job_ref and len(claim.job_ref) == 32
+
+
+def test_a_cancel_while_claimed_drops_the_claim_and_its_late_grant(holds: Driver) -> None:
+    """A client that won elsewhere cancels its other bids before they are answered."""
+    _claimed(holds)
+    out = holds.cancel()
+    assert [payload["app_message_type"] for _, payload in sent(out)] == ["job_cancelled"]
+    assert _released(out) == [ReleaseHold("client", "job-1")]
+    assert holds.feed(HoldGranted("job-1")) == []
+    assert holds.core.job_state("job-1") is WorkerState.AVAILABLE and holds.core.at_rest()

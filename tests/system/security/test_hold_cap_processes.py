@@ -107,8 +107,51 @@ async def test_one_client_cannot_hold_every_worker_of_the_room(room: tuple[str, 
             answer = await ask(greedy, inbox, "w3", f"greedy-again-{attempt}")
             if answer["accepted"]:
                 break
-            assert answer["reason"] == "room_cap", answer
+            assert not answer["accepted"] and answer["reason"] == "room_cap", answer
             await asyncio.sleep(0.1)
         assert answer["accepted"], answer
     finally:
         await greedy.close()
+
+
+async def test_a_restarted_worker_claims_again_what_its_journal_holds(tmp_path: Path) -> None:
+    """w1 (with its journal) holds a greedy job and is SIGKILLed; after the server dropped its holds (the grace
+    ended), the restarted w1 re-syncs the job it restored, so the cap still counts it."""
+    token, port = secrets.token_hex(12), free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = await cli_processes.start(
+        "server", "--port", str(port), "--token", token, "--max-holds-per-client", "1", "--resume-grace", "1",
+        ready="listening on", timeout=TIMEOUT,
+    )  # fmt: skip
+
+    def worker_args(name: str) -> tuple[str, ...]:
+        return (
+            "worker", "--server", url, "--token", token, "--peer-id", name, "--gpu-memory-mb", "8192",
+            "--workdir", str(tmp_path / name), "--journal", "--first-input-timeout", "600",
+        )  # fmt: skip
+
+    workers = {name: await cli_processes.start(*worker_args(name), ready="connected", timeout=TIMEOUT)
+               for name in ("w1", "w2")}  # fmt: skip
+    inbox = Inbox()
+    greedy = SignalingClient(url, token, "greedy", on_peer_message=inbox)
+    try:
+        await greedy.connect(timeout=TIMEOUT)
+        assert (await ask(greedy, inbox, "w1", "held-on-w1"))["accepted"]
+        workers["w1"].kill()
+        await workers["w1"].wait()
+        # while w1 is down its hold counts through the grace; then the server drops it
+        await asyncio.sleep(2.0)
+        workers["w1"] = await cli_processes.start(*worker_args("w1"), ready="connected", timeout=TIMEOUT)
+        for attempt in range(20):  # the restarted worker's sync follows its connect
+            answer = await ask(greedy, inbox, "w2", f"second-{attempt}")
+            if not answer["accepted"]:
+                break
+            cancel = {"app_message_type": "job_cancel", "job_id": f"second-{attempt}"}
+            assert (await greedy.send("w2", cancel)).delivered
+            await asyncio.sleep(0.2)
+        assert not answer["accepted"] and answer["reason"] == "room_cap", answer
+    finally:
+        await greedy.close()
+        for proc in workers.values():
+            await cli_processes.stop(proc, TIMEOUT)
+        await cli_processes.stop(server, TIMEOUT)

@@ -28,6 +28,7 @@ from fsm_worker.client.api import Job, JobOutcome
 from fsm_worker.job_state import JobRecord
 from fsm_worker.progress import JobProgress
 from fsm_worker.protocol.messages import JobCancelled, Requirements
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.settings import Settings, SettingsError
 
 
@@ -78,7 +79,7 @@ async def _follow(job: Job, progress: JobProgress, out: Path, console: Console) 
     try:
         async for event in job.events():
             progress.event(event)
-        return await job.result(out, on_download=progress.download)
+        return await job.result(out, on_download=progress.download, job_folder=True)  # out/<job_id>/
     except asyncio.CancelledError:
         console.log("cancelling ...")
         await asyncio.shield(job.cancel())
@@ -110,7 +111,9 @@ def _client(settings: Settings, command: str, record: JobRecord | None = None) -
     if command != "cancel":
         rtc = settings.build(RtcOptions, command_settings(command, RtcOptions))
         ice = settings.build(IceOptions, command_settings(command, IceOptions))
+        limits = settings.build(DownloadLimits, command_settings(command, DownloadLimits))
         extra |= {
+            "download_limits": limits,
             "ice_servers": ice.servers(),
             "loopback_only": rtc.loopback_only,
             "rtc_fast_path": rtc.rtc_fast_path,

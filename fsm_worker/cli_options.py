@@ -15,6 +15,7 @@ from typing import Literal
 import attrs
 
 from fsm_worker.client import ClientTimeouts
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.server.config import ServerConfig
 from fsm_worker.settings import Setting, add_arguments, settings_of
 from fsm_worker.shells.rtc.config import IceServerConfig
@@ -94,6 +95,12 @@ class StateOptions:
     )
 
 
+_OUT_METADATA = {
+    "help": "directory for the results: each job's go into a folder OUT/<job_id>/ of their own, "
+    "and no existing file is replaced"
+}
+
+
 @attrs.frozen
 class SubmitOptions:
     job_type: str = attrs.field(metadata={"help": "the job type, e.g. train-demo"})
@@ -105,7 +112,7 @@ class SubmitOptions:
     min_gpu_memory_mb: int = attrs.field(
         default=0, metadata={"help": "only workers with at least this much GPU memory"}
     )
-    out: Path = attrs.field(default=Path("results"), metadata={"help": "directory for the results"})
+    out: Path = attrs.field(default=Path("results"), metadata=_OUT_METADATA)
     bid_window: float = attrs.field(
         default=0.0, metadata={"help": "seconds to collect offers and take the fastest (0: the first)"}
     )
@@ -127,7 +134,7 @@ class JobChoice:
         default=None,
         metadata={"help": "the job (as printed by submit)", "default_text": "the latest one submitted"},
     )
-    out: Path = attrs.field(default=Path("results"), metadata={"help": "directory for the results"})
+    out: Path = attrs.field(default=Path("results"), metadata=_OUT_METADATA)
 
 
 @attrs.frozen
@@ -174,6 +181,7 @@ COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
         RtcOptions,
         IceOptions,
         ClientTimeouts,
+        DownloadLimits,
         LogOptions,
     ),
     "attach": (
@@ -183,6 +191,7 @@ COMMAND_GROUPS: dict[str, tuple[type, ...]] = {
         RtcOptions,
         IceOptions,
         ClientTimeouts,
+        DownloadLimits,
         LogOptions,
     ),
     "cancel": (ConnectionOptions, JobChoice, StateOptions, ClientTimeouts, LogOptions),

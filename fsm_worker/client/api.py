@@ -22,7 +22,8 @@ from typing import Any
 
 import attrs
 
-from fsm_worker.client.job import Job, JobLink, JobOutcome, ProgressFn
+from fsm_worker.client.job import Job, JobLink
+from fsm_worker.client.job_results import JobOutcome, ProgressFn
 from fsm_worker.protocol.client.errors import (
     AllRejectedError,
     ClientTimeoutError,
@@ -45,6 +46,7 @@ from fsm_worker.protocol.messages import (
     parse_message,
     to_wire,
 )
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.shells.rtc.config import IceServerConfig
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import install_rtc_patches
@@ -165,11 +167,13 @@ class JobClient:
         rtc_fast_path: str | None = None,
         trace: Callable[[str, str, Message], None] | None = None,
         resume_secret: str | None = None,
+        download_limits: DownloadLimits | None = None,
     ) -> None:
         """`loopback_only` makes 127.0.0.1 the only ICE host candidate (tests, the demo); `rtc_fast_path`
         ("loopback" or "lan") offers larger SCTP packets, used only when the worker offers them too; `trace` sees
         every protocol message as ("sent" | "received", peer id, message); `resume_secret` (from an earlier
-        session's `resume_secret`) reclaims this peer id, e.g. to `attach` to a job submitted before."""
+        session's `resume_secret`) reclaims this peer id, e.g. to `attach` to a job submitted before;
+        `download_limits` caps the count and size of each job's results (a rogue worker's too)."""
         self.peer_id = peer_id or f"client-{uuid.uuid4().hex[:10]}"
         self.timeouts = timeouts or ClientTimeouts()
         self.ice_servers = tuple(ice_servers)
@@ -187,7 +191,9 @@ class JobClient:
         self.rtc_options = RtcOptions.from_settings(
             self.ice_servers, loopback_only=loopback_only, fast_path=rtc_fast_path
         )
-        self._link = JobLink(self._send, self.timeouts, self.rtc_options, self._forget)
+        self._link = JobLink(
+            self._send, self.timeouts, self.rtc_options, self._forget, download_limits or DownloadLimits()
+        )
 
     async def __aenter__(self) -> JobClient:
         await self.connect()

@@ -18,16 +18,15 @@ import attrs
 from aiortc import RTCPeerConnection
 
 from fsm_worker.client.channel_ops import over_channels
+from fsm_worker.client.job_channel import JobChannel
+from fsm_worker.client.job_results import JobOutcome, ProgressFn, ResultDownloads
 from fsm_worker.client.outbox import Outbox, SendFn
 from fsm_worker.protocol.client import channel_retry as retry
 from fsm_worker.protocol.client.errors import (
     ClientTimeoutError,
-    DataChannelError,
     JobCancelledError,
     JobFailedError,
-    ReservationExpiredError,
     WorkerGoneError,
-    WorkerRefusedError,
 )
 from fsm_worker.protocol.client.events import (
     Abandoned,
@@ -54,47 +53,23 @@ from fsm_worker.protocol.client.events import (
 )
 from fsm_worker.protocol.client.job import ClientJobCore
 from fsm_worker.protocol.messages import (
-    AppError,
     JobComplete,
     JobEvent,
     JobFailed,
     JobRequest,
     Message,
     Metrics,
-    ReservationExpired,
-    RtcAnswer,
 )
-from fsm_worker.shells.rtc import tuning
+from fsm_worker.protocol.transfer.download import DownloadLimits
 from fsm_worker.shells.rtc.options import RtcOptions
-from fsm_worker.shells.rtc.peer import create_peer_connection
-from fsm_worker.shells.rtc.session import RtcSetupError, accept_answer, create_offer, wait_channel_open
-from fsm_worker.shells.transfer import destination
 from fsm_worker.shells.transfer.client import (
     ClientTransferEndpoint,
-    DownloadInterrupted,
-    PartialDownload,
     UploadedFile,
 )
-from fsm_worker.shells.transfer.flow import TransferTuning
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 T = TypeVar("T")
-
-
-@attrs.frozen
-class JobOutcome:
-    """A completed job: where its results are and what the worker reported."""
-
-    job_id: str
-    worker_id: str
-    files: tuple[Path, ...]
-    training_duration_minutes: float
-    model_size_mb: float | None
-    phases: dict[str, float]
-    #: True when `Job.stop()` ended the run early (the outputs are what it had made so far).
-    stopped_early: bool = False
 
 
 @attrs.frozen
@@ -105,6 +80,7 @@ class JobLink:
     timeouts: ClientTimeouts
     rtc_options: RtcOptions
     forget: Callable[[str], None]
+    download_limits: DownloadLimits = attrs.field(factory=DownloadLimits)
 
 
 class Job:
@@ -122,10 +98,8 @@ class Job:
         self._settled = asyncio.Event()  # bidding is over (won or failed)
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()  # None: the job is lost
         self._control: asyncio.Queue[Message] = asyncio.Queue()
-        self._pc: RTCPeerConnection | None = None
-        self._closing: set[asyncio.Task[None]] = set()  # dropped peer connections being closed
-        self._received: dict[Path, tuple[str, ...]] = {}  # destination → the result names downloaded there
-        self._transfer: ClientTransferEndpoint | None = None
+        self._channel = JobChannel(link.rtc_options, link.timeouts, link.download_limits)
+        self._downloads = ResultDownloads()
         self.uploaded: list[UploadedFile] = []
 
     # --- what the core knows -----------------------------------------------------------------------------
@@ -219,7 +193,7 @@ class Job:
                 case WorkerChosen():
                     self._settled.set()
                 case ChannelLost():
-                    self._drop_channel()
+                    self._channel.drop(self.job_id, self.worker_id)
                 case Fail():
                     self._events.put_nowait(None)
                     self._settled.set()
@@ -250,34 +224,16 @@ class Job:
 
     async def open_channel(self) -> None:
         """Offer a data channel to the worker and wait until it is open (replacing any earlier one)."""
-        try:
-            await self._open_channel()
-        except RtcSetupError as error:
-            await self.close_channel()
-            raise DataChannelError("RTC_SETUP_FAILED", str(error)) from error
+        await self._channel.open(self)
 
-    async def _open_channel(self) -> None:
-        await self.close_channel()
-        timeout = self._link.timeouts.rtc_setup
-        self._pc = pc = create_peer_connection(self._link.rtc_options)
-        channel, offer = await create_offer(pc, timeout=timeout)
-        self._feed(OfferReady(offer, tuning.capability_options(self._link.rtc_options)))
-        reply = await self._next_control((RtcAnswer, AppError, ReservationExpired), timeout)
-        if isinstance(reply, ReservationExpired):
-            raise ReservationExpiredError(
-                f"worker {self.worker_id} released job {self.job_id} before it was assigned"
-            )
-        if isinstance(reply, AppError):
-            raise WorkerRefusedError(reply.code, reply.message)
-        assert isinstance(reply, RtcAnswer)
-        profile = tuning.negotiate(self._link.rtc_options, reply.options.get(tuning.CAPABILITY_KEY))
-        tuning.apply_fast_path(pc, profile)  # before the answer: the worker may send large records at once
-        await accept_answer(pc, reply.sdp, timeout=timeout)
-        await wait_channel_open(pc, channel, timeout=timeout)
-        window = tuning.transfer_window(profile)
-        self._transfer = ClientTransferEndpoint(
-            channel, tuning=TransferTuning(**window), reply_timeout=self._link.timeouts.transfer_reply
-        )
+    def offer_ready(self, sdp: str, options: dict[str, object]) -> None:
+        """The channel's SDP offer is made: the core sends it."""
+        self._feed(OfferReady(sdp, options))
+
+    @property
+    def _pc(self) -> RTCPeerConnection | None:
+        """The data channel's peer connection (None: no channel)."""
+        return self._channel.pc
 
     async def upload(self, inputs: Sequence[Path], on_progress: ProgressFn | None = None) -> None:
         """Upload the inputs and commit them: the worker starts the run.
@@ -300,11 +256,11 @@ class Job:
 
     def open_transfer(self) -> ClientTransferEndpoint | None:
         """The transfer endpoint of the job's data channel while that channel is open."""
-        if self._transfer is not None and self._transfer.channel.readyState == "open":
-            return self._transfer
-        return None
+        return self._channel.open_transfer()
 
-    async def _next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
+    async def next_control(self, kinds: tuple[type[Message], ...], timeout: float) -> Message:
+        """The next control reply of one of ``kinds`` (others are passed over); `ClientTimeoutError` after
+        ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -343,15 +299,18 @@ class Job:
         assert self.terminal is not None
         return self.terminal
 
-    async def result(self, out_dir: Path, on_download: ProgressFn | None = None) -> JobOutcome:
-        """Wait for completion, download the result files into `out_dir`, and describe the outcome."""
+    async def result(
+        self, out_dir: Path, on_download: ProgressFn | None = None, *, job_folder: bool = False
+    ) -> JobOutcome:
+        """Wait for completion, download the result files into `out_dir` (with `job_folder`: into a folder
+        `out_dir/<job_id>` of their own), and describe the outcome."""
         terminal = await self.wait()
         if isinstance(terminal, JobFailed):
             raise JobFailedError(terminal.error.code, terminal.error.message, terminal.error.recoverable)
         if not isinstance(terminal, JobComplete):
             raise JobCancelledError(f"job {self.job_id} was cancelled")
         mark = time.perf_counter()
-        files = await self.download(out_dir, on_download)
+        files = await self.download(out_dir, on_download, job_folder=job_folder)
         self.phases["download"] = time.perf_counter() - mark
         await self.close_channel()
         return JobOutcome(
@@ -364,36 +323,22 @@ class Job:
             stopped_early=self.stopped_early,
         )
 
-    async def download(self, out_dir: Path, on_progress: ProgressFn | None = None) -> list[Path]:
+    async def download(
+        self, out_dir: Path, on_progress: ProgressFn | None = None, *, job_folder: bool = False
+    ) -> list[Path]:
         """Fetch the job's result files; reopens the data channel when it has dropped (before or during,
         at most ``channel_retries`` times), resuming from the verified offset of the file in flight.
 
-        A repeat download into the same folder is free for what is unchanged: the results received there
-        before are offered by content (size, sha256) and the worker does not send them again."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        kept: list[PartialDownload] = []
-        expect = self._received.get(out_dir.resolve(), ())
-
-        async def fetch(transfer: ClientTransferEndpoint) -> list[Path]:
-            resume = kept.pop() if kept else None
-            try:
-                paths = await transfer.download(
-                    out_dir, on_progress, keep_partial=True, resume=resume, expect=expect
-                )
-                names = tuple(path.relative_to(out_dir).as_posix() for path in paths)
-                self._received[out_dir.resolve()] = names
-                return paths
-            except DownloadInterrupted as interrupted:
-                kept.append(interrupted.partial)
-                raise
-
-        try:
-            files = await self._over_channel("download", fetch)
-            assert files is not None  # a download finishes only with its files
-            return files
-        finally:
-            for partial in kept:  # the last attempt dropped too: nothing is left behind
-                await asyncio.to_thread(destination.discard, partial.staging)
+        With ``job_folder`` they land in a folder ``out_dir/<job_id>`` of their own (what the CLI does: a
+        rogue worker's results never mix with the user's files). A repeat download into the same folder is
+        free for what is unchanged: the results received there before are offered by content (size,
+        sha256) and the worker does not send them again."""
+        return await self._downloads.fetch(
+            out_dir,
+            on_progress,
+            lambda fetch: self._over_channel("download", fetch),
+            job_id=self.job_id if job_folder else None,
+        )
 
     async def cancel(self) -> None:
         """Ask the worker to cancel the job and wait for its acknowledgement (a queued job leaves the queue)."""
@@ -432,27 +377,5 @@ class Job:
             self._timer = None
         await self.close_channel()
 
-    def _drop_channel(self) -> None:
-        """The worker restarted: its end of the data channel is gone though ours looks open (SCTP has not
-        noticed). A transfer waiting on it fails at once with `ChannelClosedError` and goes on over a new one."""
-        if (
-            self._transfer is None
-        ):  # no channel, or one being set up now: the worker sent this before its answer
-            return
-        log.info("job %s: worker %s restarted; dropping the data channel", self.job_id, self.worker_id)
-        self._transfer.close()
-        self._transfer = None
-        if self._pc is not None:
-            pc, self._pc = self._pc, None
-            task = asyncio.get_running_loop().create_task(pc.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
     async def close_channel(self) -> None:
-        if self._transfer is not None:
-            self._transfer.close()
-            self._transfer = None
-        if self._pc is not None:
-            with contextlib.suppress(Exception):
-                await self._pc.close()
-            self._pc = None
+        await self._channel.close()

@@ -17,6 +17,7 @@ import attrs
 
 import fsm_worker.shells.transfer  # noqa: F401  (first: frames ↔ shells.transfer import each other today)
 from fsm_worker.protocol import messages
+from fsm_worker.protocol.messages import checks
 from fsm_worker.protocol.transfer import frames
 
 Schema = dict[str, Any]
@@ -29,17 +30,17 @@ def _ref(cls: type) -> Schema:
 
 #: What each validator of the message and frame types allows, as JSON Schema keywords.
 VALIDATORS: dict[Callable[..., Any], Schema] = {
-    messages._identifier: {"minLength": 1, "maxLength": messages.MAX_ID_LENGTH},
-    messages._bounded_text: {"maxLength": messages.MAX_TEXT_LENGTH},
-    messages._non_negative: {"minimum": 0},
-    messages._positive: {"minimum": 1},
-    messages._opt_positive: {"minimum": 1},
-    messages._opt_non_negative: {"minimum": 0},
-    messages._fraction: {"minimum": 0, "maximum": 1},
-    messages._sha256_hex: {"pattern": SHA256["pattern"]},
-    messages._job_key: {"minLength": 16, "maxLength": messages.MAX_ID_LENGTH},
-    messages._metric_extra: {
-        "maxProperties": messages.MAX_METRIC_FIELDS,
+    checks.identifier: {"minLength": 1, "maxLength": checks.MAX_ID_LENGTH},
+    checks.bounded_text: {"maxLength": checks.MAX_TEXT_LENGTH},
+    checks.non_negative: {"minimum": 0},
+    checks.positive: {"minimum": 1},
+    checks.opt_positive: {"minimum": 1},
+    checks.opt_non_negative: {"minimum": 0},
+    checks.fraction: {"minimum": 0, "maximum": 1},
+    checks.sha256_hex: {"pattern": SHA256["pattern"]},
+    checks.job_key: {"minLength": 16, "maxLength": checks.MAX_ID_LENGTH},
+    checks.metric_extra: {
+        "maxProperties": checks.MAX_METRIC_FIELDS,
         "propertyNames": {"minLength": 1, "maxLength": 64},
     },
     frames._sha256: {"pattern": SHA256["pattern"]},

@@ -31,6 +31,10 @@ log = logging.getLogger("fsm_worker.shells.signaling")
 PeerMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 Hook = Callable[[], Awaitable[None] | None]
 
+#: How many messages to one peer may await their ack at once, and wait for one peer (the worker's settings).
+DEFAULT_MAX_INFLIGHT_PER_PEER = 64
+DEFAULT_MAX_QUEUED_PER_PEER = 1024
+
 #: The refusal code of a message that finds its peer's queue full (a link-side limit, not the server's).
 QUEUE_FULL = SignalingCode.QUEUE_FULL
 
@@ -92,8 +96,8 @@ class SignalingClient:
         backoff_initial: float = 0.25,
         backoff_max: float = 10.0,
         queued_peer_wait: float = 30.0,
-        max_queued_per_peer: int = 1024,
-        max_inflight_per_peer: int = 64,
+        max_queued_per_peer: int = DEFAULT_MAX_QUEUED_PER_PEER,
+        max_inflight_per_peer: int = DEFAULT_MAX_INFLIGHT_PER_PEER,
     ) -> None:
         """`backoff_*` are python-socketio's reconnection delays; `queued_peer_wait` is how long a message that
         waited for the link keeps retrying a peer the server does not know (it may be reconnecting too)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.store_policy import DEFAULT_STORE_QUOTA_BYTES, DEFAULT_STORE_RETENTION
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
     ChannelAnswered,
@@ -53,9 +54,11 @@ class JobChannels:
         setup_timeout: float = 15.0,
         max_upload_bytes: int,
         max_input_files: int = 1000,
+        store_retention: float = DEFAULT_STORE_RETENTION,
+        store_quota_bytes: int = DEFAULT_STORE_QUOTA_BYTES,
     ) -> None:
         self.workdir = workdir
-        self.store = ContentStore(workdir / "store")
+        self.store = ContentStore(workdir / "store", retention=store_retention, quota_bytes=store_quota_bytes)
         self._feed = feed
         self._rtc = rtc_options
         self._setup_timeout = setup_timeout

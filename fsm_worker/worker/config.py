@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 import attrs
 
+from fsm_worker.protocol.transfer.store_policy import DEFAULT_STORE_QUOTA_BYTES, DEFAULT_STORE_RETENTION
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig
 from fsm_worker.shells.rtc.config import IceServerConfig
+from fsm_worker.shells.signaling import DEFAULT_MAX_INFLIGHT_PER_PEER, DEFAULT_MAX_QUEUED_PER_PEER
 
 GiB = 1024**3
 
@@ -23,6 +25,21 @@ def _core_default(name: str) -> Any:
 
 def _absolute(path: str | Path) -> Path:
     return Path(path).expanduser().absolute()
+
+
+def _at_least(minimum: float) -> Any:
+    """A validator whose refusal names the setting (its `name` metadata, else the field) and the bound."""
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        if value < minimum:
+            name = attribute.metadata.get("name", attribute.name)
+            scale = attribute.metadata.get("scale", 1)
+            shown = value / scale if scale != 1 else value
+            raise ValueError(
+                f"{name} must be at least {minimum / scale if scale != 1 else minimum}, not {shown}"
+            )
+
+    return check
 
 
 @attrs.frozen
@@ -76,6 +93,7 @@ class WorkerConfig:
     queue_lease: float = _core_default("queue_lease")
     max_jobs_per_client: int = _core_default("max_jobs_per_client")
     queue_bypass_limit: int = _core_default("queue_bypass_limit")
+    require_job_key: bool = _core_default("require_job_key")
     connect_timeout: float = attrs.field(
         default=10.0, metadata={"help": "seconds to reach the signaling server at start"}
     )
@@ -169,5 +187,34 @@ class WorkerConfig:
     )
     max_input_files: int = attrs.field(
         default=1000,
+        validator=_at_least(1),
         metadata={"help": "most input files one job may upload (the refusal names this setting)"},
+    )
+    store_retention: float = attrs.field(
+        default=DEFAULT_STORE_RETENTION,
+        validator=_at_least(0),
+        metadata={
+            "help": "seconds an unused content-store entry is kept (collected after each job's cleanup)"
+        },
+    )
+    store_quota_bytes: int = attrs.field(
+        default=DEFAULT_STORE_QUOTA_BYTES,
+        validator=_at_least(0),
+        metadata={
+            "name": "store_quota_mb",
+            "scale": 1024 * 1024,
+            "help": "most MiB the content store keeps; above it the least recently used entries go",
+        },
+    )
+    max_inflight_per_peer: int = attrs.field(
+        default=DEFAULT_MAX_INFLIGHT_PER_PEER,
+        validator=_at_least(1),
+        metadata={"help": "messages to one peer whose server ack the signaling link awaits at once"},
+    )
+    max_queued_per_peer: int = attrs.field(
+        default=DEFAULT_MAX_QUEUED_PER_PEER,
+        validator=_at_least(1),
+        metadata={
+            "help": "messages waiting for one peer in the signaling link; more are refused `QUEUE_FULL`"
+        },
     )

@@ -72,6 +72,7 @@ class WorkerHost:
             queue_lease=config.queue_lease,
             max_jobs_per_client=config.max_jobs_per_client,
             queue_bypass_limit=config.queue_bypass_limit,
+            require_job_key=config.require_job_key,
         )
         coordinator = JobCoordinator(self.capabilities, core_config, estimator=job_types.estimate,
                                      check_config=job_types.check_config, slots=self.slots)  # fmt: skip
@@ -102,7 +103,9 @@ class WorkerHost:
         self.channels = JobChannels(config.workdir, self._feed, rtc_options=self.rtc_options,
                                     setup_timeout=config.rtc_setup_timeout,
                                     max_upload_bytes=config.max_upload_bytes,
-                                    max_input_files=config.max_input_files)  # fmt: skip
+                                    max_input_files=config.max_input_files,
+                                    store_retention=config.store_retention,
+                                    store_quota_bytes=config.store_quota_bytes)  # fmt: skip
         published = slots_metadata(
             self.core.status, self.core.view(), self.capabilities.gpu_memory_mb, self.slots
         )
@@ -135,6 +138,8 @@ class WorkerHost:
             on_peer_message=self._on_peer_message,
             on_connect=self._on_link_up,
             resume_secret=self.identity.load(),
+            max_inflight_per_peer=config.max_inflight_per_peer,
+            max_queued_per_peer=config.max_queued_per_peer,
         )
         self.holds = HoldLink(self.signaling, self._feed)  # the room's hold cap (worker/holds.py)
         self.outbox = Outbox(self.signaling)

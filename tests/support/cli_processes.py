@@ -6,15 +6,19 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 CLI = [sys.executable, "-m", "fsm_worker.cli"]
 
 
-async def start(*args: str, ready: str, timeout: float) -> asyncio.subprocess.Process:
-    """Start a long-running CLI command and wait for the line containing `ready` on its stdout."""
+async def start(
+    *args: str, ready: str, timeout: float, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start a long-running CLI command and wait for the line containing `ready` on its stdout (`env`: more
+    environment variables for it)."""
     proc = await asyncio.create_subprocess_exec(
         *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
     )  # fmt: skip
     assert proc.stdout is not None
     async with asyncio.timeout(timeout):

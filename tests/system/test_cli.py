@@ -102,7 +102,9 @@ async def test_submit_and_status_against_a_real_server_and_worker(
     )
     assert code == 0, err
     assert "completed on cli-worker" in out and "model.npz" in out
-    model = load_model(tmp_path / "results" / "model.npz")
+    (job_dir,) = (tmp_path / "results").iterdir()  # results/<job_id>/: a folder of the job's own
+    assert job_dir.name.startswith("job-") and f"job {job_dir.name} running" in err
+    model = load_model(job_dir / "model.npz")
     assert model.predict(np.zeros((1, 4))) in (["0"], ["1"])
 
 
@@ -126,7 +128,7 @@ async def test_submit_with_settings_from_environment_and_toml(
         env={"FSM_WORKER_TOKEN": token},
     )
     assert code == 0, err
-    assert (tmp_path / "toml-out" / "model.npz").is_file()
+    assert [p.name for p in (tmp_path / "toml-out").glob("*/model.npz")] == ["model.npz"]
 
 
 async def test_clear_errors_for_bad_settings(tmp_path: Path) -> None:

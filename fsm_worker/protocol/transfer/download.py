@@ -42,12 +42,25 @@ DEFAULT_MAX_DOWNLOAD_FILES = 10_000
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * GiB
 
 
+def _not_negative(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.metadata['name']} must be at least 0, not {value}")
+
+
 @attrs.frozen
 class DownloadLimits:
-    """Caps on one download (defaults fit SLEAP model folders); each refusal names its setting."""
+    """Caps on one download of results (defaults fit SLEAP model folders); each refusal names its setting."""
 
-    max_files: int = attrs.field(default=DEFAULT_MAX_DOWNLOAD_FILES, validator=attrs.validators.ge(0))
-    max_bytes: int = attrs.field(default=DEFAULT_MAX_DOWNLOAD_BYTES, validator=attrs.validators.ge(0))
+    max_files: int = attrs.field(
+        default=DEFAULT_MAX_DOWNLOAD_FILES,
+        validator=_not_negative,
+        metadata={"name": "max_download_files", "help": "most result files one download may bring"},
+    )
+    max_bytes: int = attrs.field(
+        default=DEFAULT_MAX_DOWNLOAD_BYTES,
+        validator=_not_negative,
+        metadata={"name": "max_download_bytes", "help": "most bytes of results one download may bring"},
+    )
 
 
 # --- events (besides FrameIn, BadFrameIn, ChunkIn and Failed) -----------------------------------------

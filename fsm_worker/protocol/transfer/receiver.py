@@ -26,6 +26,7 @@ from fsm_worker.protocol.transfer.frames import (
 )
 from fsm_worker.protocol.transfer.paths import check_name
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_limits import DEFAULT_MAX_INPUT_FILES, InputTally, UploadLimits
 from fsm_worker.protocol.transfer.upload_steps import (
     AddToStore,
     BadFrameIn,
@@ -56,16 +57,6 @@ from fsm_worker.protocol.transfer.upload_steps import (
     UploadOpened,
     WriteChunk,
 )
-
-DEFAULT_MAX_INPUT_FILES = 1000
-
-
-@attrs.frozen
-class UploadLimits:
-    """Per-job input limits; each refusal names the limit it hit."""
-
-    max_upload_bytes: int = attrs.field(validator=attrs.validators.ge(0))
-    max_files: int = attrs.field(default=DEFAULT_MAX_INPUT_FILES, validator=attrs.validators.ge(1))
 
 
 @attrs.define
@@ -121,16 +112,31 @@ class UploadReceiver:
         stats: TransferStats | None = None,
     ) -> None:
         self.limits = limits
-        self.inputs: dict[str, int] = dict(inputs or {})
-        self.partials: dict[str, int] = dict(partials or {})
+        self.tally = InputTally(inputs, partials)
         self.committed = committed
-        self.input_bytes = sum(self.inputs.values())  # running totals: a put never sums or scans
-        self.partial_bytes = sum(self.partials.values())
         self.stats = stats if stats is not None else TransferStats()
         self.upload: _Upload | None = None
         self.challenge: _Challenge | None = None
         self._pending: _Pending | None = None
         self._stray_reported = False
+
+    @property
+    def inputs(self) -> dict[str, int]:
+        """The job's finished inputs: name → size."""
+        return self.tally.inputs
+
+    @property
+    def partials(self) -> dict[str, int]:
+        """The job's partial uploads: sha256 → bytes so far."""
+        return self.tally.partials
+
+    @property
+    def input_bytes(self) -> int:
+        return self.tally.input_bytes
+
+    @property
+    def partial_bytes(self) -> int:
+        return self.tally.partial_bytes
 
     # --- entry point ---------------------------------------------------------------------------------
     def handle(self, event: ReceiverEvent) -> list[ReceiverInstruction]:
@@ -149,10 +155,7 @@ class UploadReceiver:
 
     def validate_state(self) -> None:
         """Invariants (tests call this after every step)."""
-        assert all(size >= 0 for size in self.inputs.values())
-        assert all(size >= 0 for size in self.partials.values())
-        assert self.input_bytes == sum(self.inputs.values())
-        assert self.partial_bytes == sum(self.partials.values())
+        self.tally.validate()
         assert self.upload is None or self.challenge is None
         if self.upload is not None:
             assert not self.committed
@@ -182,29 +185,11 @@ class UploadReceiver:
             raise FrameError("inputs are already committed", FrameCode.COMMITTED)
         check_name(put.name)
         out: list[ReceiverInstruction] = self._abandon()  # a new put abandons an open upload
-        refusal = self._over_limit(put)
+        refusal = self.tally.refusal(put, self.limits)
         if refusal is not None:
             return [*out, self._error(refusal.code, str(refusal), put.name, Put.TYPE)]
         self._pending = _Pending("probe", put)
         return [*out, Probe(put.name, put.size, put.sha256)]
-
-    def _over_limit(self, put: Put) -> FrameError | None:
-        """The refusal of ``put`` by the job's file-count or byte limit, if any (running totals)."""
-        if put.name not in self.inputs and len(self.inputs) >= self.limits.max_files:
-            return FrameError(
-                f"{put.name!r}: the job already has {len(self.inputs)} input files "
-                f"(max_input_files = {self.limits.max_files})",
-                FrameCode.TOO_MANY_FILES,
-            )
-        used = self.input_bytes - self.inputs.get(put.name, 0)
-        used += self.partial_bytes - self.partials.get(put.sha256, 0)
-        if used + put.size > self.limits.max_upload_bytes:
-            return FrameError(
-                f"{put.name!r} ({put.size} bytes) exceeds the job upload limit "
-                f"({used} of {self.limits.max_upload_bytes} bytes used; max_upload_bytes)",
-                FrameCode.TOO_LARGE,
-            )
-        return None
 
     def _on_proof(self, proof: Proof, challenge: _Challenge | None) -> list[ReceiverInstruction]:
         if challenge is None or proof.name != challenge.put.name:
@@ -256,7 +241,7 @@ class UploadReceiver:
             message = f"{put.name!r}: chunk would exceed the announced size {put.size}"
             return [self._error(FrameCode.SIZE_MISMATCH, message, put.name, CHUNK_REF)]
         upload.done += len(data)
-        self._set_partial(put.sha256, upload.done)
+        self.tally.set_partial(put.sha256, upload.done)
         self.stats.chunk_bytes_received += len(data)
         self.stats.chunks_received += 1
         return [WriteChunk(data), Progress(put.name, upload.done, put.size)]
@@ -288,8 +273,8 @@ class UploadReceiver:
         if pending.kind == "materialize" and isinstance(event, Materialized) and put is not None:
             if not event.ok:
                 return self._open(put, 0)
-            self._set_partial(put.sha256, None)
-            self._set_input(put.name, put.size)
+            self.tally.set_partial(put.sha256, None)
+            self.tally.set_input(put.name, put.size)
             self.stats.files_deduped += 1
             self.stats.bytes_skipped += put.size
             return [DiscardPartial(put.sha256), Send(Have(name=put.name, size=put.size, sha256=put.sha256))]
@@ -303,7 +288,7 @@ class UploadReceiver:
         if pending.kind == "finish" and isinstance(event, UploadFinished) and put is not None:
             self.upload = None
             if event.sha256 != put.sha256:
-                self._set_partial(put.sha256, None)
+                self.tally.set_partial(put.sha256, None)
                 message = f"{put.name!r}: sha256 {event.sha256} does not match the announced {put.sha256}"
                 return [
                     DiscardPartial(put.sha256),
@@ -312,8 +297,8 @@ class UploadReceiver:
             self._pending = _Pending("place", put)
             return [PlaceInput(put.name, put.sha256)]
         if pending.kind == "place" and isinstance(event, InputPlaced) and put is not None:
-            self._set_partial(put.sha256, None)
-            self._set_input(put.name, put.size)
+            self.tally.set_partial(put.sha256, None)
+            self.tally.set_input(put.name, put.size)
             self.stats.files_received += 1
             # shared before the ack, so a put right after the ack can already be deduplicated
             return [
@@ -322,34 +307,23 @@ class UploadReceiver:
             ]
         if pending.kind == "commit" and isinstance(event, CommitAccepted):
             self.committed = True
-            self.partials.clear()
-            self.partial_bytes = 0
+            self.tally.clear_partials()
             return [RemovePartials(), Send(Committed(files=sorted(self.inputs)))]
         self._pending = pending  # not the answer we wait for: keep waiting
         return []
 
     def _open(self, put: Put, offset: int) -> list[ReceiverInstruction]:
         self.upload = _Upload(put, offset, offset)
-        self._set_partial(put.sha256, offset)
+        self.tally.set_partial(put.sha256, offset)
         self._pending = _Pending("open", put)
         return [OpenUpload(put.name, put.size, put.sha256, offset)]
 
     def _restore(self, event: Restored) -> list[ReceiverInstruction]:
         for name, size in event.inputs.items():
-            self._set_input(name, size)
+            self.tally.set_input(name, size)
         for sha256, size in event.partials.items():
-            self._set_partial(sha256, size)
+            self.tally.set_partial(sha256, size)
         return []
-
-    def _set_input(self, name: str, size: int) -> None:
-        self.input_bytes += size - self.inputs.get(name, 0)
-        self.inputs[name] = size
-
-    def _set_partial(self, sha256: str, size: int | None) -> None:
-        self.partial_bytes -= self.partials.pop(sha256, 0)
-        if size is not None:
-            self.partials[sha256] = size
-            self.partial_bytes += size
 
     def _write_failed(self, event: Failed) -> list[ReceiverInstruction]:
         self.upload = None  # e.g. disk full: stop this upload, keep its partial

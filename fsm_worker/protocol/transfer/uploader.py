@@ -31,7 +31,6 @@ the operation, without an outcome; replies still on their way are queued for the
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Sequence
 
@@ -43,7 +42,6 @@ from fsm_worker.protocol.transfer.frames import (
     Committed,
     End,
     Error,
-    Frame,
     Have,
     Proof,
     Prove,
@@ -52,6 +50,7 @@ from fsm_worker.protocol.transfer.frames import (
 )
 from fsm_worker.protocol.transfer.paths import check_name
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.uploader_phases import TASKS, WAITS, Phase
 from fsm_worker.protocol.transfer.uploader_steps import (
     Abandoned,
     AbortStream,
@@ -87,30 +86,6 @@ from fsm_worker.protocol.transfer.uploader_steps import (
 
 DEFAULT_REPLY_TIMEOUT = 60.0
 
-
-class Phase(enum.StrEnum):
-    """Where the operation in progress is."""
-
-    IDLE = "idle"
-    ANNOUNCED = "announced"  # put sent: waiting for ready / have / prove
-    PROVING = "proving"  # ComputeProof in flight
-    PROVED = "proved"  # proof sent: waiting for ready / have
-    CHECKING = "checking"  # HashPrefix in flight (a ready at offset > 0)
-    STREAMING = "streaming"  # StreamFile in flight
-    ACKING = "acking"  # end sent (or the stream stopped early): waiting for ack
-    COMMITTING = "committing"  # commit sent: waiting for committed
-
-
-WAITS: dict[Phase, tuple[type[Frame], ...]] = {
-    Phase.ANNOUNCED: (Ready, Have, Prove),
-    Phase.PROVED: (Ready, Have),
-    Phase.ACKING: (Ack,),
-    Phase.COMMITTING: (Committed,),
-}
-"""The phases that wait for a reply, and the frames each accepts."""
-
-TASKS = frozenset({Phase.PROVING, Phase.CHECKING, Phase.STREAMING})
-"""The phases in which a task of the shell is running."""
 
 _Arrival = FrameIn | BadFrameIn | ChannelClosed
 

@@ -9,7 +9,6 @@ from fsm_worker.protocol.transfer.receiver import (
     FrameIn,
     ReceiverEvent,
     ReceiverInstruction,
-    UploadLimits,
     UploadReceiver,
 )
 from fsm_worker.protocol.transfer.sender import (
@@ -22,6 +21,7 @@ from fsm_worker.protocol.transfer.sender import (
     SendingFailed,
 )
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_limits import UploadLimits
 
 WorkerEvent: TypeAlias = ReceiverEvent | SenderEvent
 WorkerInstruction: TypeAlias = ReceiverInstruction | SenderInstruction

@@ -356,6 +356,8 @@ class CoordinatorActions:
         reasons = self.capabilities.incompatibilities(request) or self._check_config(request)
         if request.job_id in self._retained:
             reasons.append(f"job id {request.job_id!r} was already used on this worker")
+        if self.config.require_job_key and request.job_key_sha256 is None:
+            reasons.append("job_key_sha256 is missing: this worker requires a per-job key (require_job_key)")
         return reasons
 
     def _reply_rejected(self, s: Stimulus, reason: str, details: list[str] | None) -> None:

@@ -65,6 +65,13 @@ class CoordinatorConfig:
         default=4,
         metadata={"help": "most jobs one client may have waiting in the queue at once"},
     )
+    require_job_key: bool = attrs.field(
+        default=False,
+        metadata={
+            "help": "refuse a job_request without job_key_sha256 (`incompatible`, naming this setting): every "
+            "job is then bound to a key its client holds, never to its peer id alone"
+        },
+    )
     queue_bypass_limit: int = attrs.field(
         default=3,
         validator=attrs.validators.ge(0),

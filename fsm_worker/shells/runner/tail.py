@@ -1,7 +1,7 @@
 """Following a detached run's output: ``stdout.log`` read across rotations, cut into lines at exact logical
 offsets and handed to the run's parser one line at a time (``run.line_end`` is the resume offset's source).
 
-Also the fresh run directory a detached launch starts from. The runner (``runner.py``) drives these.
+Also the fresh run directory a detached launch starts from. The runner drives these (``watch.py``, ``spawn.py``).
 """
 
 from __future__ import annotations

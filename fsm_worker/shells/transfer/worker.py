@@ -22,8 +22,8 @@ from fsm_worker.protocol.transfer import receiver as rx
 from fsm_worker.protocol.transfer import sender as tx
 from fsm_worker.protocol.transfer.errors import FrameCode, FrameError, TransferError
 from fsm_worker.protocol.transfer.frames import parse_frame
-from fsm_worker.protocol.transfer.receiver import DEFAULT_MAX_INPUT_FILES, UploadLimits
 from fsm_worker.protocol.transfer.stats import TransferStats
+from fsm_worker.protocol.transfer.upload_limits import DEFAULT_MAX_INPUT_FILES, UploadLimits
 from fsm_worker.protocol.transfer.worker import WorkerEvent, WorkerInstruction, WorkerTransferCore
 from fsm_worker.shells.transfer.files import FileSink, HashAhead, sha256_of
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off

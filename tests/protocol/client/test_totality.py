@@ -24,7 +24,7 @@ from fsm_worker.protocol.client.events import (
     StopRequested,
     TimerFired,
 )
-from fsm_worker.protocol.client.job import TRANSITIONS
+from fsm_worker.protocol.client.table import TRANSITIONS
 from fsm_worker.protocol.messages import AppError, JobSync
 
 

@@ -23,7 +23,8 @@ from fsm_worker.protocol.transfer.frames import (
     Put,
     Ready,
 )
-from fsm_worker.protocol.transfer.uploader import Phase, UploadSender, check_upload_names
+from fsm_worker.protocol.transfer.uploader import UploadSender, check_upload_names
+from fsm_worker.protocol.transfer.uploader_phases import Phase
 
 A = b"0123456789"
 B = b"hello"

@@ -41,7 +41,8 @@ from fsm_worker.protocol.transfer.frames import (
     encode_frame,
     parse_frame,
 )
-from fsm_worker.protocol.transfer.uploader import TASKS, WAITS, UploadSender
+from fsm_worker.protocol.transfer.uploader import UploadSender
+from fsm_worker.protocol.transfer.uploader_phases import TASKS, WAITS
 from fsm_worker.protocol.transfer.worker import WorkerTransferCore
 
 NAMES = ["a", "b", "c", "d"]

@@ -238,10 +238,12 @@ class SignalingClient:
                 return peers
             request["cursor"] = cursor
 
-    async def hold(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def hold(
+        self, request: Mapping[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
         """Send one `hold` op (docs/signaling.md) and return its ack; raises :class:`SignalingError` if refused
-        (`HOLD_LIMIT`: over a cap), offline or unanswered."""
-        return await self._request("hold", dict(request))
+        (`HOLD_LIMIT`: over a cap), offline or unanswered. `on_sent`: called when it left, before the ack."""
+        return await self._request("hold", dict(request), on_sent)
 
     async def update_metadata(self, update: Mapping[str, Any]) -> bool:
         """Merge ``update`` into the metadata (``properties`` merge, ``null`` deletes) and publish it.
@@ -365,7 +367,10 @@ class SignalingClient:
 
     # -- requests and the send queues ------------------------------------------------------------------------
 
-    async def _request(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def _request(
+        self, event: str, data: dict[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Emit `event` and wait for its ack; `on_sent` is called once it left (then the ack is awaited)."""
         sio = self._sio
         if sio is None or not self._up:
             raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected")
@@ -378,6 +383,8 @@ class SignalingClient:
 
         try:
             await sio.emit(event, data, callback=on_ack)
+            if on_sent is not None:
+                on_sent()
             async with asyncio.timeout(self._ack_timeout):
                 ack = await future
         except (_LinkDown, socketio.exceptions.SocketIOError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
+from typing import cast
 
 from support.signaling import DEFAULT_TIMEOUT, loopback_config
 
@@ -38,11 +40,11 @@ async def test_claims_are_granted_then_refused_naming_the_cap_and_releases_free_
         link.put(core.ClaimHold("greedy", "job-2"))
         link.put(core.ReleaseHold("greedy", "job-1"))
         link.put(core.ClaimHold("greedy", "job-3"))
-        answers = await _answers(fed, 3)
-        assert answers[0] == core.HoldGranted("job-1")
-        assert isinstance(answers[1], core.HoldRefused) and answers[1].job_id == "job-2"
-        assert "max_holds_per_client (1)" in answers[1].message
-        assert answers[2] == core.HoldGranted("job-3"), "the release went out before the next claim"
+        answers = {getattr(event, "job_id", None): event for event in await _answers(fed, 3)}
+        assert answers["job-1"] == core.HoldGranted("job-1")
+        refused = answers["job-2"]
+        assert isinstance(refused, core.HoldRefused) and "max_holds_per_client (1)" in refused.message
+        assert answers["job-3"] == core.HoldGranted("job-3"), "the release went out before the next claim"
         link.put(core.SyncHolds(()))
         await link.close()
         await worker.close()
@@ -70,3 +72,37 @@ async def test_without_holds_offered_or_without_a_link_a_claim_is_a_degraded_gra
         await link.close()
     finally:
         await running.stop()
+
+
+class _StalledServer:
+    """A link whose server never answers the first claim (it was sent); every later op is answered at once."""
+
+    holds_offered = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    async def hold(
+        self, request: dict[str, object], on_sent: Callable[[], None] | None = None
+    ) -> dict[str, object]:
+        self.sent.append(request)
+        if on_sent is not None:
+            on_sent()
+        if len(self.sent) == 1:
+            await asyncio.Event().wait()  # no ack, ever
+        return {"ok": True, "held": 1}
+
+
+async def test_an_unanswered_claim_holds_up_no_later_op() -> None:
+    server = _StalledServer()
+    fed: list[core.Event] = []
+    link = HoldLink(cast(SignalingClient, server), fed.append)
+    link.put(core.ClaimHold("a", "job-1"))
+    link.put(core.ClaimHold("b", "job-2"))
+    link.put(core.ReleaseHold("b", "job-2"))
+    assert await _answers(fed, 1) == [core.HoldGranted("job-2")]
+    await link.close(timeout=0.2)  # the stalled one is given up
+    assert [request.get("job_ref") for request in server.sent] == [
+        core.ClaimHold("a", "job-1").job_ref, core.ClaimHold("b", "job-2").job_ref,
+        core.ReleaseHold("b", "job-2").job_ref,
+    ]  # fmt: skip

@@ -4,7 +4,7 @@ target, met?).
 Run: ``.venv/bin/python benchmarks/run_all.py [--only scale,end_to_end] [--quick]``. Each script prints its own
 table (passed through as it runs); the figures of the summary are read from that output: ``SUMMARY {json}``
 lines where a script prints them (rtc_throughput, datachannel, transfer_files, scale, end_to_end, slots, flood,
-slow_reader),
+slow_reader, hold_cap),
 otherwise parsed from its table.
 Every same-run comparison interleaves ours and the baseline (ABBA order) inside the script that measures it.
 """
@@ -167,6 +167,7 @@ BENCHES = (
     # issue 10: a bystander's round trip under a job_request flood (item 5); server memory with a slow reader (item 6)
     Bench("flood", ("flood.py",), parse_summary_lines, ("--quick",)),
     Bench("slow_reader", ("slow_reader.py", "--rounds", "2"), parse_summary_lines, ("--quick",)),
+    Bench("hold_cap", ("hold_cap.py", "--rounds", "2"), parse_summary_lines, ("--quick",)),
 )
 
 

@@ -68,6 +68,9 @@ class SignalingCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     INVALID_FRAME = "INVALID_FRAME"
+    # the room-wide hold cap (issue 10 item 8, `hold`)
+    HOLD_LIMIT = "HOLD_LIMIT"
+    NOT_A_WORKER = "NOT_A_WORKER"
     # client side only (the Python link reports them; the server never sends them)
     NOT_CONNECTED = "NOT_CONNECTED"
     TIMEOUT = "TIMEOUT"

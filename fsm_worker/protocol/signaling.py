@@ -229,3 +229,59 @@ def parse_update_metadata(args: tuple[Any, ...], *, max_bytes: int) -> dict[str,
     if "metadata" not in data:
         raise SignalingRefusal(SignalingCode.INVALID_MESSAGE, "update_metadata needs a metadata object")
     return parse_metadata(data["metadata"], max_bytes=max_bytes, allow_null=True)
+
+
+#: A hold's job reference: an opaque hex digest the worker derives from the job (never the job id).
+_JOB_REF_RE = re.compile(r"[0-9a-f]{16,64}")
+
+
+@attrs.frozen
+class HoldClaim:
+    """One hold a worker claims (``held``) or releases for a client of its room."""
+
+    client: str
+    job_ref: str
+    held: bool = True
+
+
+@attrs.frozen
+class HoldRequest:
+    """A validated ``hold``: one claim or release, or (``sync``) the worker's whole set of holds."""
+
+    claim: HoldClaim | None
+    sync: tuple[HoldClaim, ...] | None = None
+
+
+def _hold_entry(value: object, where: str, *, with_held: bool) -> HoldClaim:
+    code = SignalingCode.INVALID_MESSAGE
+    if not isinstance(value, dict):
+        raise SignalingRefusal(code, f"{where} must be an object with client and job_ref")
+    client = parse_peer_id(value.get("client"), field=f"{where}.client")
+    job_ref = value.get("job_ref")
+    if not isinstance(job_ref, str) or not _JOB_REF_RE.fullmatch(job_ref):
+        raise SignalingRefusal(code, f"{where}.job_ref must be 16-64 lowercase hex characters")
+    held = value.get("held", True) if with_held else True
+    if not isinstance(held, bool):
+        raise SignalingRefusal(code, f"{where}.held must be true or false")
+    extra = set(value) - {"client", "job_ref", *(("held",) if with_held else ())}
+    if extra:
+        raise SignalingRefusal(code, f"{where} has unknown fields: {', '.join(sorted(map(str, extra)))}")
+    return HoldClaim(client, job_ref, held)
+
+
+def parse_hold(args: tuple[Any, ...], *, max_entries: int) -> HoldRequest:
+    """Validate ``hold`` ``{"client", "job_ref", "held"}`` or ``{"sync": [{"client", "job_ref"}, ...]}``."""
+    data = single_arg(args, "hold")
+    if "sync" not in data:
+        return HoldRequest(_hold_entry(data, "hold", with_held=True))
+    entries = data["sync"]
+    if set(data) != {"sync"} or not isinstance(entries, list):
+        raise SignalingRefusal(SignalingCode.INVALID_MESSAGE, "hold.sync must be the only field, a list")
+    if len(entries) > max_entries:
+        raise SignalingRefusal(
+            SignalingCode.HOLD_LIMIT,
+            f"hold.sync lists {len(entries)} holds; a worker may hold max_holds_per_worker ({max_entries})",
+        )
+    return HoldRequest(
+        None, tuple(_hold_entry(e, f"hold.sync[{i}]", with_held=False) for i, e in enumerate(entries))
+    )

@@ -159,7 +159,15 @@ CONNECT_ERROR = _object(
 )
 
 WELCOME = _object(
-    {"peer_id": PEER_ID, "resume_secret": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{32,128}$"}},
+    {
+        "peer_id": PEER_ID,
+        "resume_secret": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{32,128}$"},
+        "holds": _object(
+            {"max_per_client": {"type": "integer", "minimum": 1}},
+            ["max_per_client"],
+            description="To workers only, when the server counts holds (`hold`): claim them.",
+        ),
+    },
     ["peer_id", "resume_secret"],
     description="Sent by the server right after a connect is accepted.",
 )
@@ -198,6 +206,31 @@ DISCOVER = _object(
 UPDATE_METADATA = _object(
     {"metadata": {"type": "object", "description": "properties merge key by key; null deletes"}},
     ["metadata"],
+)
+
+JOB_REF: Schema = {"type": "string", "pattern": "^[0-9a-f]{16,64}$", "description": "opaque per-job hash"}
+HOLD = {
+    "description": "Only a worker: claim (held true) or release a hold for a client, or replace all its holds "
+    "(sync). The worker is the connection's peer id.",
+    "oneOf": [
+        _object({"client": PEER_ID, "job_ref": JOB_REF, "held": {"type": "boolean"}}, ["client", "job_ref"],
+                closed=True),
+        _object(
+            {"sync": {"type": "array", "items": _object({"client": PEER_ID, "job_ref": JOB_REF},
+                                                        ["client", "job_ref"], closed=True)}},
+            ["sync"],
+            closed=True,
+        ),
+    ],
+}  # fmt: skip
+HOLD_ACK = _object(
+    {
+        "ok": {"const": True},
+        "held": {"type": "integer", "minimum": 0},
+        "holds": {"type": "integer", "minimum": 0},
+    },
+    ["ok"],
+    description="held: the client's holds counted now; holds: the holds a sync stored.",
 )
 
 OK_ACK = _object({"ok": {"const": True}}, ["ok"])
@@ -249,6 +282,9 @@ SCHEMAS: dict[str, Schema] = {
     "PeerMessageAck": _ack("OkAck"),
     "DiscoverPeersAck": _ack("DiscoverAck"),
     "UpdateMetadataResult": _ack("UpdateMetadataAck"),
+    "Hold": HOLD,
+    "HoldAck": HOLD_ACK,
+    "HoldResult": _ack("HoldAck"),
 }
 
 #: Socket.IO events a peer emits: (event, request schema, ack schema, summary).
@@ -261,6 +297,12 @@ PEER_EVENTS = (
     ),
     ("discover_peers", "DiscoverPeers", "DiscoverPeersAck", "List the room's connected peers that match."),
     ("update_metadata", "UpdateMetadata", "UpdateMetadataResult", "Change this peer's metadata."),
+    (
+        "hold",
+        "Hold",
+        "HoldResult",
+        "A worker claims or releases the room hold of a job (HOLD_LIMIT: over a cap).",
+    ),
 )
 #: Socket.IO events the server emits: (event, schema, summary).
 SERVER_EVENTS = (

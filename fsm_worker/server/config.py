@@ -172,6 +172,19 @@ class ServerConfig:
             "help": "per connection, refusals after the first of each kind are logged as one summary per interval"
         },
     )
+    max_holds_per_client: int = attrs.field(
+        default=16,
+        validator=attrs.validators.ge(0),
+        metadata={
+            "help": "jobs the room's workers may reserve, queue or run at once for one client (the `hold` op; "
+            "per node with `--redis`); more get `job_response` `room_cap`. 0: no cap"
+        },
+    )
+    max_holds_per_worker: int = attrs.field(
+        default=256,
+        validator=_positive,
+        metadata={"help": "holds one worker may claim at once (bounds the server's memory per worker)"},
+    )
     resume_key: str | None = attrs.field(
         default=None,
         repr=False,

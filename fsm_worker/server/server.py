@@ -38,7 +38,9 @@ from fsm_worker.server.config import ServerConfig
 from fsm_worker.server.dashboard import Dashboard
 from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.guard import EIO_SID_KEY, ConnectionGuard
+from fsm_worker.server.holds import HoldBook, Holds, hold_event
 from fsm_worker.server.metrics import ServerMetrics
+from fsm_worker.server.redis_holds import RedisHolds
 from fsm_worker.server.redis_registry import RedisRegistry
 from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key
@@ -111,6 +113,12 @@ class SignalingServer:
         )
         self.guard = ConnectionGuard(self.sio, config)
         self.peers: dict[str, LocalPeer] = {}
+        #: The room-wide hold cap (issue 10 item 8); None: off (`max_holds_per_client = 0`).
+        self.holds: Holds | None = None
+        if config.max_holds_per_client and isinstance(registry, RedisRegistry):
+            self.holds = RedisHolds(registry, config.max_holds_per_client, config.max_holds_per_worker)
+        elif config.max_holds_per_client:
+            self.holds = HoldBook(config.max_holds_per_client, config.max_holds_per_worker, grace)
         self._local: dict[
             tuple[str, str], str
         ] = {}  # (room, peer id) → sid of the local connection holding it
@@ -125,6 +133,7 @@ class SignalingServer:
             "peer_message": self._peer_message,
             "discover_peers": self._discover,
             "update_metadata": self._update_metadata,
+            "hold": self._hold,
         }
         for name, handler in events.items():
             self.sio.on(name, self.metrics.metered_event(name, self._guarded(name, handler)))
@@ -240,6 +249,8 @@ class SignalingServer:
         if EIO_SID_KEY in environ:
             self.guard.authenticated(environ[EIO_SID_KEY], req.peer_id)
         await self.sio.enter_room(sid, route_room(room, req.peer_id))
+        if self.holds is not None and req.role == "worker":
+            self.holds.worker_back(room, req.peer_id)
         if decision.replaced_sid is not None:
             await self._drop_replaced(decision.replaced_sid, fields)
         self.sio.start_background_task(self._welcome, sid)
@@ -262,7 +273,10 @@ class SignalingServer:
     async def _welcome(self, sid: str) -> None:
         peer = self.peers.get(sid)
         if peer is not None:
-            await self.sio.emit("welcome", {"peer_id": peer.peer_id, "resume_secret": peer.secret}, to=sid)
+            welcome: dict[str, Any] = {"peer_id": peer.peer_id, "resume_secret": peer.secret}
+            if self.holds is not None and peer.role == "worker":  # this server counts holds: claim them
+                welcome["holds"] = {"max_per_client": self.holds.max_per_client}
+            await self.sio.emit("welcome", welcome, to=sid)
 
     async def _on_disconnect(self, sid: str, *args: Any) -> Any:
         if self.sio.manager.is_connected(sid, "/"):  # an event named "disconnect", not a disconnect
@@ -271,6 +285,8 @@ class SignalingServer:
         if peer is None:
             return None
         self._forget(peer)
+        if self.holds is not None and peer.role == "worker":
+            self.holds.worker_left(peer.room, peer.peer_id, time.time())
         try:
             await self.registry.release(peer.room, peer.peer_id, sid, time.time())
         except Exception as exc:
@@ -345,6 +361,10 @@ class SignalingServer:
             )
         peer.metadata = merged
         return ok_ack(metadata=merged)
+
+    async def _hold(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
+        """A worker claims, releases or syncs the holds it keeps for clients (docs/signaling.md, `hold`)."""
+        return await hold_event(self.holds, peer.room, peer.peer_id, peer.role, args, time.time())
 
 
 def create_app(config: ServerConfig, registry: Registry | None = None) -> web.Application:

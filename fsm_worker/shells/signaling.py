@@ -125,6 +125,8 @@ class SignalingClient:
         self._closing = False
         self._replaced = False
         self._welcomed_once = False
+        #: The server's `welcome` said it counts holds (the `hold` op; issue 10 item 8).
+        self.holds_offered = False
         self._first: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._requests: set[asyncio.Future[Any]] = set()
@@ -236,6 +238,13 @@ class SignalingClient:
                 return peers
             request["cursor"] = cursor
 
+    async def hold(
+        self, request: Mapping[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Send one `hold` op (docs/signaling.md) and return its ack; raises :class:`SignalingError` if refused
+        (`HOLD_LIMIT`: over a cap), offline or unanswered. `on_sent`: called when it left, before the ack."""
+        return await self._request("hold", dict(request), on_sent)
+
     async def update_metadata(self, update: Mapping[str, Any]) -> bool:
         """Merge ``update`` into the metadata (``properties`` merge, ``null`` deletes) and publish it.
 
@@ -303,6 +312,7 @@ class SignalingClient:
     async def _on_welcome(self, data: Any = None) -> None:
         if isinstance(data, dict) and isinstance(data.get("resume_secret"), str):
             self.resume_secret = data["resume_secret"]
+        self.holds_offered = isinstance(data, dict) and isinstance(data.get("holds"), dict)
         self._up = True
         if self._welcomed_once:
             self.reconnects += 1
@@ -357,7 +367,10 @@ class SignalingClient:
 
     # -- requests and the send queues ------------------------------------------------------------------------
 
-    async def _request(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def _request(
+        self, event: str, data: dict[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Emit `event` and wait for its ack; `on_sent` is called once it left (then the ack is awaited)."""
         sio = self._sio
         if sio is None or not self._up:
             raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected")
@@ -370,6 +383,8 @@ class SignalingClient:
 
         try:
             await sio.emit(event, data, callback=on_ack)
+            if on_sent is not None:
+                on_sent()
             async with asyncio.timeout(self._ack_timeout):
                 ack = await future
         except (_LinkDown, socketio.exceptions.SocketIOError):

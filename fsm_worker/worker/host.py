@@ -29,6 +29,7 @@ from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.doctor import JOURNAL_FILE
 from fsm_worker.worker.gpus import detect_capabilities, detect_slots, with_slots
+from fsm_worker.worker.holds import HoldLink
 from fsm_worker.worker.hooks import HostHooks
 from fsm_worker.worker.identity import ResumeSecret
 from fsm_worker.worker.job_types import ConfiguredJobTypes
@@ -137,10 +138,12 @@ class WorkerHost:
                 },
             },
             on_peer_message=self._on_peer_message,
+            on_connect=self._on_link_up,
             resume_secret=self.identity.load(),
             max_inflight_per_peer=config.max_inflight_per_peer,
             max_queued_per_peer=config.max_queued_per_peer,
         )
+        self.holds = HoldLink(self.signaling, self._feed)  # the room's hold cap (worker/holds.py)
         self.outbox = Outbox(self.signaling)
         self.outbox.on_delivered = self.hooks.after_delivery
         self._timer: asyncio.TimerHandle | None = None
@@ -218,6 +221,7 @@ class WorkerHost:
         self._feed(core.Drain(cancel_running))
         await self._drained.wait()
         await self.runs.shutdown()
+        await self.holds.close()
         await self.outbox.close()
         await self.channels.close_all()
         await self.metrics.close()
@@ -253,6 +257,7 @@ class WorkerHost:
             return
         self._stopping = True
         left = await self.runs.detach(self.config.kill_grace)
+        await self.holds.close()
         await self.outbox.close()  # what committed events still had to say
         await self.channels.close_all()
         await self.metrics.close()
@@ -330,6 +335,9 @@ class WorkerHost:
     async def _on_peer_message(self, sender: str, payload: dict[str, Any]) -> None:
         self._feed(core.PeerMessage(sender, payload))
 
+    def _on_link_up(self) -> None:
+        self._feed(core.HoldsOffered(self.signaling.holds_offered))
+
     def _execute(self, instruction: core.Instruction) -> None:
         match instruction:
             case core.Send(to=to, message=message):
@@ -360,6 +368,8 @@ class WorkerHost:
                 if reason is not None:
                     log.error("shutting down with jobs left: %s", reason)
                 self._drained.set()
+            case core.ClaimHold() | core.ReleaseHold() | core.SyncHolds():
+                self.holds.put(instruction)
 
     def _spawn(self, task: Task, name: str) -> None:
         spawned = asyncio.create_task(task, name=name)

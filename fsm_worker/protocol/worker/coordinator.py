@@ -71,9 +71,11 @@ from fsm_worker.protocol.worker.events import (
     WorkerState,
     WorkerStatus,
 )
+from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered
+from fsm_worker.protocol.worker.holds import HoldActions
 from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
-from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
+from fsm_worker.protocol.worker.placement import JobRecord
 from fsm_worker.protocol.worker.scheduler import Scheduler
 from fsm_worker.protocol.worker.slots import Slot, SlotState, SlotTable
 from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
@@ -107,6 +109,7 @@ _TRIGGERS: dict[type, str] = {
     JobFilesRemoved: "job_files_removed",
     Restored: "restored",
     Started: "started",
+    HoldsOffered: "holds_offered",
 }
 _WORKER_BOUND = JobRequest | JobAssignment | JobCancel | JobStop | RtcOffer | JobSync
 _NOT_IN_SLOT = frozenset((WorkerState.AVAILABLE, *QUEUED))
@@ -122,7 +125,7 @@ def _record_property(name: str) -> property:
     return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
-class JobCoordinator(SlotActions, DrainActions):
+class JobCoordinator(HoldActions, DrainActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
     `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
@@ -161,6 +164,7 @@ class JobCoordinator(SlotActions, DrainActions):
         self._retained: dict[str, Retained] = {}
         self._offers: dict[str, str] = {}  # job id → the SDP of the offer its channel answers
         self._out: list[Instruction] = []
+        self._init_holds()
         self._mark = 0  # where the current trigger's instructions begin in `_out`
         self._advertised = self.view()
         self._advertised_sched = self.sched  # the scheduler `_advertised` was derived from
@@ -196,6 +200,9 @@ class JobCoordinator(SlotActions, DrainActions):
             self._on_peer_message(event, now)
         elif isinstance(event, Drain):
             self._drain(Stimulus(now, event))
+        elif isinstance(event, HoldGranted | HoldRefused):
+            name = "hold_granted" if isinstance(event, HoldGranted) else "hold_refused"
+            self._trigger(name, self._hold_stimulus(event, now))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
             if isinstance(event, Restored):
@@ -208,6 +215,7 @@ class JobCoordinator(SlotActions, DrainActions):
 
     def _after_restore(self, event: Restored, now: float) -> None:
         """Adopt the runs held (`AdoptRun`), or end them through their run-event rows (adoption.py)."""
+        self._drop_claims(Stimulus(now, event), "busy", "the worker restarted before the hold was answered")
         for step in after_restore(event, self.held_jobs()):
             if isinstance(step, AdoptRun):
                 self._out.append(step)
@@ -225,7 +233,7 @@ class JobCoordinator(SlotActions, DrainActions):
 
     def at_rest(self) -> bool:
         """Nothing here depends on what was handled before: no job held or retained, no queue, not draining."""
-        return not (self._jobs or self._retained or self.sched.queue.length or self.draining)
+        return not (self._jobs or self._retained or self.sched.queue.length or self.draining or self._claims)
 
     def _deadlines(self, record: JobRecord) -> list[float]:
         if record.state is WorkerState.RESERVED and record.reservation is not None:
@@ -296,6 +304,7 @@ class JobCoordinator(SlotActions, DrainActions):
         if job_id is not None and state is WorkerState.AVAILABLE:
             if self._jobs.pop(job_id, None) is not None:
                 self.sched, granted = self.sched.release(job_id, now, grant=not self.draining)
+                self._release_hold(record)
         elif job_id is not None:
             self._jobs.setdefault(job_id, record)
             wanted = SlotState.RESERVED if state is WorkerState.RESERVED else SlotState.BUSY
@@ -317,6 +326,13 @@ class JobCoordinator(SlotActions, DrainActions):
         for queued, position, _ in self.sched.positions(now):
             if self._jobs[queued].reported_position != position:
                 self._trigger("queue_moved", Stimulus(now, job_id=queued), self._jobs[queued])
+
+    def _drain(self, stimulus: Stimulus) -> None:
+        """A `Drain`: the intake table, then claims still waiting for the server are answered, then each held
+        job's `drain` rows."""
+        self._intake_trigger("drain", stimulus)
+        self._drop_claims(stimulus, "draining", "the worker is shutting down")
+        self._drain_jobs(stimulus)
 
     def _fire_due_deadlines(self, now: float) -> None:
         for record in list(self._jobs.values()) if self._jobs else ():

@@ -12,6 +12,16 @@ from typing import Any
 import attrs
 
 from fsm_worker.protocol.messages import JobError, JobRequest, JobResult, Message
+from fsm_worker.protocol.worker.hold_events import (
+    ClaimHold,
+    HoldGranted,
+    HoldRefused,
+    HoldsOffered,
+    ReleaseHold,
+    SyncHolds,
+)
+
+__all__ = ["ClaimHold", "HoldGranted", "HoldRefused", "HoldsOffered", "ReleaseHold", "SyncHolds"]
 
 
 class WorkerStatus(enum.Enum):
@@ -280,6 +290,9 @@ Event = (
     | Restored
     | Started
     | Drain
+    | HoldsOffered
+    | HoldGranted
+    | HoldRefused
 )
 
 
@@ -427,4 +440,7 @@ Instruction = (
     | Advertise
     | PruneJobDirs
     | Drained
+    | ClaimHold
+    | ReleaseHold
+    | SyncHolds
 )

@@ -17,6 +17,7 @@ def check_invariants(core: JobCoordinator, now: float) -> None:
     """Raise AssertionError when the core's data contradicts its state: per job, per slot, the queue."""
     table, queue = core.sched.slots, core.sched.queue
     queued = [entry.job_id for entry in queue.entries]
+    assert not core._claims.keys() & core._jobs.keys(), "a job waits for its hold or is held, not both"
     for job_id, record in core._jobs.items():
         state, held = record.state, record.reservation or record.current_job
         assert record.job_id == job_id and held is not None and held.job_id == job_id, "a record per job"

@@ -37,6 +37,8 @@ class JobRecord:
     started_at: float = 0.0
     #: The queue position last told to the client (`job_response` or `job_status queued`).
     reported_position: int | None = None
+    #: The client the server counts this job's room hold for (holds.py); None: no hold claimed.
+    hold_client: str | None = None
 
 
 class SlotActions(CoordinatorActions):

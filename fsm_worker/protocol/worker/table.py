@@ -76,14 +76,28 @@ TRANSITIONS: list[dict[str, Any]] = [
     # trigger              source                  dest                   action                    guards
     # -- a client asks the worker to take a job: a free slot reserves it; else busy, unless it asked to queue
     #    (or asks more slots than the worker has at all: incompatible)
+    _row("job_request",     AVAILABLE,              STAY,                  "await_hold",             when=["claim_pending"]),
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            when=["job_id_claimed"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            unless=["slot_free", "wants_queue", "never_fits"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_draining",        when=["is_draining"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_incompatible",    unless=["compatible"]),
+    #    when the server counts holds (issue 10 item 8, holds.py), a request it would take first claims one
+    _row("job_request",     AVAILABLE,              STAY,                  "reject_busy",            when=["needs_hold", "claims_saturate"]),
+    _row("job_request",     AVAILABLE,              STAY,                  "claim_hold",             when=["needs_hold", "would_accept"]),
     _row("job_request",     AVAILABLE,              RESERVED,              "accept_request",         when=["slot_free"]),
     _row("job_request",     AVAILABLE,              STAY,                  "reject_queue_refusal",   when=["queue_refuses"]),
     _row("job_request",     AVAILABLE,              QUEUED,                "accept_queued"),
     _row("job_request",     HELD,                   STAY,                  "accept_again",           when=["repeats_held_request"]),
     _row("job_request",     ANY,                    STAY,                  "reject_busy"),
+    # -- the server answers a hold claim: reserve or queue the request then (if its slot or place is still
+    #    there), or refuse it: the client holds the room's cap. The link (re)connects: re-claim what is held.
+    _row("hold_granted",    AVAILABLE,              RESERVED,              "accept_held_request",    when=["claim_answered", "slot_free"]),
+    _row("hold_granted",    AVAILABLE,              QUEUED,                "accept_held_queued",     when=["claim_answered", "wants_queue"], unless=["queue_refuses"]),
+    _row("hold_granted",    AVAILABLE,              STAY,                  "busy_after_claim",       when=["claim_answered"]),
+    _row("hold_granted",    ANY,                    STAY,                  "ignore_hold_answer"),
+    _row("hold_refused",    AVAILABLE,              STAY,                  "reject_room_cap",        when=["claim_answered"]),
+    _row("hold_refused",    ANY,                    STAY,                  "ignore_hold_answer"),
+    _row("holds_offered",   ANY,                    STAY,                  "sync_holds"),
     # -- the client that holds the reservation assigns the job (a queued one waits for its slot assigned)
     _row("job_assignment",  RESERVED,               AWAITING_INPUTS,       "assign",                 when=["for_reservation"]),
     _row("job_assignment",  QUEUED,                 QUEUED_ASSIGNED,       "assign",                 when=["for_reservation"]),
@@ -100,6 +114,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     _row("job_cancel",      [*RUN, STOPPING_EARLY], STOPPING_FOR_CANCEL,   "stop_run",               when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_SHUTDOWN,  STOPPING_FOR_CANCEL,   "note_cancel",            when=["for_current_job"]),
     _row("job_cancel",      STOPPING_FOR_CANCEL,    STAY,                  "note_cancel",            when=["for_current_job"]),
+    _row("job_cancel",      AVAILABLE,              STAY,                  "cancel_claim",           when=["claim_pending"]),
     _row("job_cancel",      ANY,                    STAY,                  "ignore_cancel"),
     # -- the job's own client stops a running job early: it ends as completed and keeps its outputs
     _row("job_stop",        RUNNING,                STOPPING_EARLY,        "stop_early",             when=["for_current_job"]),

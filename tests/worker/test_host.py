@@ -26,6 +26,7 @@ from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.host import WorkerHost
 from fsm_worker.worker.outbox import Outbox
+from support.job_keys import keyed, keyed_request
 
 
 class RecordingLink:
@@ -56,7 +57,10 @@ def host_with_recorder(tmp_path: Path) -> tuple[WorkerHost, RecordingLink]:
 
 
 def message(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"app_message_type": kind, "job_id": "job-1", **fields}
+    """A message about job-1 from its client: the request carries the key's hash, the others the key."""
+    if kind == "job_request":
+        return keyed_request("job-1", **fields)
+    return keyed(kind, "job-1", **fields)
 
 
 async def test_the_status_leaves_before_the_messages_that_follow_from_it(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ class CoordinatorConfig:
         metadata={"help": "most jobs one client may have waiting in the queue at once"},
     )
     require_job_key: bool = attrs.field(
-        default=False,
+        default=True,
         metadata={
             "help": "refuse a job_request without job_key_sha256 (`incompatible`, naming this setting): every "
             "job is then bound to a key its client holds, never to its peer id alone"

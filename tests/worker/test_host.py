@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from support.job_keys import keyed, keyed_request
+
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
 from fsm_worker.protocol.worker.events import (
     AcceptOffer,
@@ -26,7 +28,6 @@ from fsm_worker.worker.channels import JobChannels
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.host import WorkerHost
 from fsm_worker.worker.outbox import Outbox
-from support.job_keys import keyed, keyed_request
 
 
 class RecordingLink:

@@ -14,6 +14,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
@@ -26,8 +27,6 @@ from fsm_worker.worker.journal import (
     JournalError,
     check_journal,
 )
-
-from support.job_keys import keyed, keyed_request
 
 from ..protocol.worker.conftest import CAPS
 from ..protocol.worker.conftest import CONFIG as KEYLESS_CONFIG

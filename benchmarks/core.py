@@ -17,6 +17,7 @@ medians is printed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import subprocess
@@ -46,6 +47,11 @@ TARGET_JOURNALED_EVENTS_PER_SECOND = 25_000
 TARGET_JOURNAL_COST = 2.0  # plain / journaled
 
 
+#: A worker requires a per-job key by default: the request carries the key's hash, the assignment the key.
+JOB_KEY = "bench-job-key-" + "k" * 29
+JOB_KEY_SHA256 = hashlib.sha256(JOB_KEY.encode()).hexdigest()
+
+
 def workload(cycles: int) -> list[Event]:
     events: list[Event] = []
     for n in range(cycles):
@@ -55,11 +61,13 @@ def workload(cycles: int) -> list[Event]:
             "job_id": job,
             "job_type": "train-demo",
             "config": {"epochs": 5},
+            "job_key_sha256": JOB_KEY_SHA256,
         }
+        assignment = {"app_message_type": "job_assignment", "job_id": job, "job_key": JOB_KEY}
         events += [
             PeerMessage("client", request),
             PeerMessage("rival", {**request, "job_id": f"rival-{n}"}),
-            PeerMessage("client", {"app_message_type": "job_assignment", "job_id": job}),
+            PeerMessage("client", assignment),
             InputsReady(job),
             RunStarted(job),
             *(RunProgress(job, step / 6, f"epoch {step}") for step in range(1, 6)),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from rooms import Room
+from support.job_keys import keyed_request
 
 from fsm_worker.client import AllRejectedError, Job
 from fsm_worker.jobs import JobRunner, JobSpec, RunProgress, RunSucceeded, default_registry
@@ -215,12 +216,7 @@ async def test_bad_config_and_non_slp_input_refused_at_request_time(room: Room, 
 
     peer, inbox = await room.peer("raw-client")
     manifest = [{"name": "movie.h5", "size": 200_000_000}]
-    request = {
-        "app_message_type": "job_request",
-        "job_id": "j-h5",
-        "job_type": "sleap-train",
-        "inputs": manifest,
-    }
+    request = keyed_request("j-h5", "sleap-train", inputs=manifest)
     await peer.send("worker-1", request)
     reply = await inbox.next_of("job_response")
     assert (reply["accepted"], reply["reason"]) == (False, "incompatible")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 from rooms import Room, advertised, eventually
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.protocol.worker.events import WorkerStatus
 from fsm_worker.shells.rtc.config import make_configuration
@@ -15,7 +16,8 @@ from fsm_worker.shells.rtc.session import accept_answer, create_offer, wait_chan
 
 
 def request(job_id: str = "job-1", **extra: Any) -> dict[str, Any]:
-    return {"app_message_type": "job_request", "job_id": job_id, "job_type": "train-demo", **extra}
+    """A keyed request (a worker requires a per-job key by default); its client's later messages are `keyed`."""
+    return keyed_request(job_id, "train-demo", **extra)
 
 
 async def test_accept_compatible_job_when_available(room: Room) -> None:
@@ -49,7 +51,7 @@ async def test_reject_job_when_busy(room: Room) -> None:
     second, second_inbox = await room.peer("client-b")
     await first.send("worker-1", request())
     await first_inbox.next()
-    await first.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
+    await first.send("worker-1", keyed("job_assignment", "job-1"))
     await eventually(lambda: _status_is(second, "busy"))
     await second.send("worker-1", request("job-2"))
     _, reply = await second_inbox.next()
@@ -79,7 +81,7 @@ async def test_store_job_assignment_details(room: Room, caplog: pytest.LogCaptur
     await client.send("worker-1", request())
     await inbox.next()
     with caplog.at_level(logging.INFO):
-        await client.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
+        await client.send("worker-1", keyed("job_assignment", "job-1"))
         await eventually(lambda: _status_is(client, "busy"))
     job = worker.core.current_job
     assert job is not None and (job.job_id, job.client_id) == ("job-1", "client-a") and job.assigned_at > 0
@@ -91,8 +93,8 @@ async def test_cancel_active_job(room: Room) -> None:
     client, inbox = await room.peer("client-a")
     await client.send("worker-1", request())
     await inbox.next()
-    await client.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
-    await client.send("worker-1", {"app_message_type": "job_cancel", "job_id": "job-1"})
+    await client.send("worker-1", keyed("job_assignment", "job-1"))
+    await client.send("worker-1", keyed("job_cancel", "job-1"))
     _, ack = await inbox.next()
     assert ack == {
         "app_message_type": "job_cancelled",
@@ -208,11 +210,11 @@ async def test_an_offer_delivered_twice_is_answered_once(
     client, inbox = await room.peer("client-a")
     await client.send("worker-1", request())
     await inbox.next()
-    await client.send("worker-1", {"app_message_type": "job_assignment", "job_id": "job-1"})
+    await client.send("worker-1", keyed("job_assignment", "job-1"))
     pc = RTCPeerConnection(make_configuration())
     try:
         channel, sdp = await create_offer(pc)
-        offer = {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": sdp}
+        offer = keyed("rtc_offer", "job-1", sdp=sdp)
         with caplog.at_level(logging.INFO):
             await client.send("worker-1", offer)
             await client.send("worker-1", offer)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
 from fsm_worker.protocol.worker.events import (
@@ -62,7 +63,10 @@ def host_with_recorder(tmp_path: Path, **settings: Any) -> tuple[WorkerHost, Rec
 
 
 def message(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"app_message_type": kind, "job_id": "job-1", **fields}
+    """A message about job-1 from its client: the request carries the key's hash, the others the key."""
+    if kind == "job_request":
+        return keyed_request("job-1", **fields)
+    return keyed(kind, "job-1", **fields)
 
 
 async def test_the_status_leaves_before_the_messages_that_follow_from_it(tmp_path: Path) -> None:
@@ -190,15 +194,14 @@ async def test_start_keeps_only_the_job_dirs_the_core_holds(tmp_path: Path) -> N
     """`Started`: the core names the jobs whose directories stay (held, or retained with their files)."""
     host, _ = host_with_recorder(tmp_path)
     now = asyncio.get_running_loop().time()  # the host's clock
-    request = {"app_message_type": "job_request", "job_type": "sleep"}
     for event in (  # the core alone (no shells): job-1 ran and is retained with its files; job-2 is assigned
-        PeerMessage("client", {**request, "job_id": "job-1"}),
+        PeerMessage("client", keyed_request("job-1", "sleep")),
         PeerMessage("client", message("job_assignment")),
         InputsReady("job-1"),
         RunStarted("job-1"),
         RunSucceeded("job-1", 1.0, None),
-        PeerMessage("client", {**request, "job_id": "job-2"}),
-        PeerMessage("client", {"app_message_type": "job_assignment", "job_id": "job-2"}),
+        PeerMessage("client", keyed_request("job-2", "sleep")),
+        PeerMessage("client", keyed("job_assignment", "job-2")),
     ):
         host.core.handle(event, now)
     for job_id in ("job-1", "job-2", "stale"):

@@ -14,6 +14,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
@@ -27,8 +28,11 @@ from fsm_worker.worker.journal import (
     check_journal,
 )
 
-from ..protocol.worker.conftest import CAPS, CONFIG
+from ..protocol.worker.conftest import CAPS
+from ..protocol.worker.conftest import CONFIG as KEYLESS_CONFIG
 
+#: The default: every request carries a per-job key, and the journal must bring the key's hash back.
+CONFIG = attrs.evolve(KEYLESS_CONFIG, require_job_key=True)
 FINGERPRINT = {"config": attrs.asdict(CONFIG), "capabilities": attrs.asdict(CAPS)}
 
 
@@ -47,17 +51,15 @@ def open_core(path: Path, clock: Clock, host_now: float = 0.0) -> JournaledCore:
 
 
 def request(job: str, client: str = "client") -> ev.PeerMessage:
-    return ev.PeerMessage(
-        client, {"app_message_type": "job_request", "job_id": job, "job_type": "train-demo"}
-    )
+    return ev.PeerMessage(client, keyed_request(job, "train-demo"))
 
 
 def assign(job: str, client: str = "client") -> ev.PeerMessage:
-    return ev.PeerMessage(client, {"app_message_type": "job_assignment", "job_id": job})
+    return ev.PeerMessage(client, keyed("job_assignment", job))
 
 
 def sync(job: str, after: int, client: str = "client") -> ev.PeerMessage:
-    return ev.PeerMessage(client, {"app_message_type": "job_sync", "job_id": job, "after_seq": after})
+    return ev.PeerMessage(client, keyed("job_sync", job, after_seq=after))
 
 
 def wire(instructions: list[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -114,6 +116,11 @@ def test_a_running_job_comes_back_with_its_seq_and_history(tmp_path: Path) -> No
     clock.wall += 100
     back = open_core(path, clock, host_now=5.0)
     assert back.status is ev.WorkerStatus.BUSY and back.current_job is not None
+    # The job's key hash came back with it: a sync without the key learns nothing.
+    keyless = ev.PeerMessage("client", {"app_message_type": "job_sync", "job_id": "j1", "after_seq": 0})
+    assert [(to, m["app_message_type"], m.get("code")) for to, m in wire(back.handle(keyless, 5.0))] == [
+        ("client", "app_error", "UNKNOWN_JOB")
+    ]
     # The client re-attaches: every event exactly once, in seq order, then the next one continues the sequence.
     replayed = seqs(back.handle(sync("j1", 0), 5.0))
     assert replayed == list(range(1, sent_before[-1] + 1))

@@ -69,6 +69,34 @@ async def test_link_limits_reach_the_workers_signaling_link(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("argv", "env", "toml", "required"),
+    [
+        ([], None, {}, True),  # the default: a per-job key is required
+        (["--no-require-job-key"], None, {}, False),
+        ([], "false", {}, False),
+        ([], None, {"require_job_key": False}, False),
+        (["--require-job-key"], "false", {}, True),  # a flag beats the environment
+    ],
+)
+def test_require_job_key_is_on_by_default_and_its_owner_can_turn_it_off(
+    argv: list[str],
+    env: str | None,
+    toml: dict[str, object],
+    required: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("FSM_WORKER_REQUIRE_JOB_KEY", env)
+    args = cli._parser().parse_args(
+        ["worker", "--server", "http://127.0.0.1:9", "--token", "t", "--peer-id", "w", "--workdir",
+         str(tmp_path / "wd"), "--no-journal", *argv]
+    )  # fmt: skip
+    host = WorkerHost(cli.worker_config(Settings(args, toml)))
+    assert host.core.config.require_job_key is required
+
+
+@pytest.mark.parametrize(
     ("argv", "named"),
     [
         (["--store-quota-mb", "-1"], "store_quota_mb must be at least 0"),

@@ -60,6 +60,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fsm_worker.protocol.worker.coordinator")
 
+#: The refusal of a keyless `job_request` while `require_job_key` is on: what is missing and both fixes.
+MISSING_KEY = (
+    "job_key_sha256 is missing: this worker requires a per-job key (require_job_key); send job_key_sha256 "
+    "(sha256 hex of the job's key), or its owner sets require_job_key = false"
+)
+
 
 class CoordinatorActions:
     """The actions of the table's rows; `JobCoordinator` supplies the state they read and change."""
@@ -333,7 +339,7 @@ class CoordinatorActions:
         if request.job_id in self._retained:
             reasons.append(f"job id {request.job_id!r} was already used on this worker")
         if self.config.require_job_key and request.job_key_sha256 is None:
-            reasons.append("job_key_sha256 is missing: this worker requires a per-job key (require_job_key)")
+            reasons.append(MISSING_KEY)
         return reasons
 
     def _reply_rejected(self, s: Stimulus, reason: str, details: list[str] | None) -> None:

@@ -67,10 +67,11 @@ class CoordinatorConfig:
         metadata={"help": "most jobs one client may have waiting in the queue at once"},
     )
     require_job_key: bool = attrs.field(
-        default=False,
+        default=True,
         metadata={
-            "help": "refuse a job_request without job_key_sha256 (`incompatible`, naming this setting): every "
-            "job is then bound to a key its client holds, never to its peer id alone"
+            "help": "refuse a job_request without job_key_sha256 (`incompatible`, naming this setting), so every "
+            "job is bound to a key its client holds; false: a keyless job is bound to its client's peer id alone, "
+            "which another peer may take after its resume grace"
         },
     )
     queue_bypass_limit: int = attrs.field(

@@ -1,4 +1,4 @@
-"""`require_job_key`: a worker that requires a per-job key refuses a keyless `job_request`, naming the setting."""
+"""`require_job_key` (default true): a keyless `job_request` is refused, naming the setting and how to fix it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import attrs
 
-from fsm_worker.protocol.worker.coordinator import JobCoordinator
+from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
 from fsm_worker.protocol.worker.events import WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, sent
@@ -15,8 +15,10 @@ KEY_SHA256 = hashlib.sha256(b"k" * 43).hexdigest()
 
 
 def strict_driver() -> Driver:
+    """A core with the default `require_job_key` (the shared CONFIG turns it off for keyless core tests)."""
     driver = Driver()
-    driver.core = JobCoordinator(CAPS, attrs.evolve(CONFIG, require_job_key=True))
+    default = CoordinatorConfig().require_job_key
+    driver.core = JobCoordinator(CAPS, attrs.evolve(CONFIG, require_job_key=default))
     return driver
 
 
@@ -33,7 +35,8 @@ def test_a_keyless_request_is_refused_naming_the_setting_and_changes_nothing() -
                 "accepted": False,
                 "reason": "incompatible",
                 "details": [
-                    "job_key_sha256 is missing: this worker requires a per-job key (require_job_key)"
+                    "job_key_sha256 is missing: this worker requires a per-job key (require_job_key); send "
+                    "job_key_sha256 (sha256 hex of the job's key), or its owner sets require_job_key = false"
                 ],
             },
         )
@@ -46,7 +49,12 @@ def test_a_keyless_request_is_refused_naming_the_setting_and_changes_nothing() -
     assert driver.core.status is WorkerStatus.RESERVED
 
 
-def test_by_default_a_keyless_request_is_still_accepted() -> None:
-    driver = Driver()
+def test_a_key_is_required_by_default() -> None:
+    assert CoordinatorConfig().require_job_key is True
+    assert strict_driver().core.config.require_job_key is True
+
+
+def test_the_owner_can_turn_the_requirement_off_then_a_keyless_job_is_bound_to_the_peer_id() -> None:
+    driver = Driver()  # CONFIG: require_job_key=False
     assert not driver.core.config.require_job_key
     assert [p["accepted"] for _, p in sent(driver.request())] == [True]

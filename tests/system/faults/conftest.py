@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 from aiortc import RTCDataChannel, RTCPeerConnection
 from rooms import SCRIPTS, TIMEOUT, Inbox, job_types
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.protocol.worker.events import WorkerStatus
 from fsm_worker.shells.rtc.config import make_configuration
@@ -78,7 +79,7 @@ async def open_raw_channel(
     use_loopback_candidates(True)
     pc = RTCPeerConnection(make_configuration(()))
     channel, offer = await create_offer(pc, timeout=TIMEOUT)
-    await peer.send(worker_id, {"app_message_type": "rtc_offer", "job_id": job_id, "sdp": offer})
+    await peer.send(worker_id, keyed("rtc_offer", job_id, sdp=offer))
     answer = await inbox.next_of("rtc_answer")
     await accept_answer(pc, answer["sdp"], timeout=TIMEOUT)
     await wait_channel_open(pc, channel, timeout=TIMEOUT)
@@ -88,12 +89,11 @@ async def open_raw_channel(
 async def reserve_and_assign(
     peer: SignalingClient, inbox: Inbox, worker_id: str, job_id: str, job_type: str
 ) -> None:
-    """As `peer`: request `job_id` from the worker (it must accept), then assign it."""
-    request = {"app_message_type": "job_request", "job_id": job_id, "job_type": job_type}
-    assert (await peer.send(worker_id, request)).delivered
+    """As `peer`: request `job_id` from the worker (it must accept), then assign it; keyed with `TEST_JOB_KEY`."""
+    assert (await peer.send(worker_id, keyed_request(job_id, job_type))).delivered
     response = await inbox.next_of("job_response")
     assert response["accepted"] is True, response
-    assert (await peer.send(worker_id, {"app_message_type": "job_assignment", "job_id": job_id})).delivered
+    assert (await peer.send(worker_id, keyed("job_assignment", job_id))).delivered
 
 
 @attrs.define

@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 from rooms import TIMEOUT, Inbox, Room, advertised, eventually, holds
+from support.job_keys import keyed_request
 
 from fsm_worker.client import Job, JobClient
 from fsm_worker.protocol.messages import JobComplete, JobStatus, JobSync, to_wire
@@ -33,7 +34,7 @@ async def test_vanished_while_reserved_the_lease_frees_the_worker(room: Room) ->
     worker = await room.worker(reservation_timeout=0.5)
     sent = record_sends(worker)
     ghost, ghost_inbox = await room.peer("ghost")
-    request = {"app_message_type": "job_request", "job_id": "j-ghost", "job_type": "ticker"}
+    request = keyed_request("j-ghost", "ticker")
     assert (await ghost.send("worker-1", request)).delivered
     assert (await ghost_inbox.next_of("job_response"))["accepted"] is True
     await ghost.close()  # gone without assigning or cancelling
@@ -146,6 +147,12 @@ async def test_after_the_grace_whoever_takes_the_id_cannot_read_the_job_without_
     offer = {"app_message_type": "rtc_offer", "job_id": job.job_id, "sdp": "v=0\r\n"}
     await mallory.send("worker-1", offer)
     assert (await inbox.next_of("app_error"))["code"] == "NOT_ASSIGNED"
+    # By default a worker takes no keyless job either: Mallory's keyless request is refused, naming the setting.
+    keyless = {"app_message_type": "job_request", "job_id": "keyless", "job_type": "ticker"}
+    await mallory.send("worker-1", keyless)
+    refused = await inbox.next_of("job_response")
+    assert (refused["accepted"], refused["reason"]) == (False, "incompatible")
+    assert "require_job_key" in refused["details"][0] and "job_key_sha256" in refused["details"][0]
     # The key's holder still gets every event, under the same id.
     await mallory.send("worker-1", to_wire(JobSync(job.job_id, 0, job_key=key)))
     replayed = [await inbox.next_of("job_status"), await inbox.next_of("job_complete")]

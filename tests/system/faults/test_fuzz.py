@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
 from rooms import TIMEOUT, Inbox, Room, advertised
+from support.job_keys import TEST_JOB_KEY_SHA256
 from support.signaling import auth_for
 
 from fsm_worker.protocol.errors import SignalingCode
@@ -139,7 +140,13 @@ weird_values = json_values | huge | st.integers(1, 80).map(nested) | st.just(2**
 MESSAGE_TYPES = ["job_request", "job_assignment", "job_cancel", "rtc_offer", "job_sync", "job_response",
                  "job_status", "app_error", "rtc_answer"]  # fmt: skip
 TEMPLATES: dict[str, dict[str, Any]] = {
-    "job_request": {"job_id": "fz", "job_type": "no-such-type", "config": {}, "requirements": {}},
+    "job_request": {
+        "job_id": "fz",
+        "job_type": "no-such-type",
+        "config": {},
+        "requirements": {},
+        "job_key_sha256": TEST_JOB_KEY_SHA256,
+    },
     "job_assignment": {"job_id": "fz"},
     "job_cancel": {"job_id": "fz"},
     "rtc_offer": {"job_id": "fz", "sdp": "v=0\r\n", "options": {}},

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rooms import TIMEOUT, Room
+from support.job_keys import keyed, keyed_request
 
 from fsm_worker.client import ClientTimeouts, Job, JobClient
 from fsm_worker.protocol.client import Outcome
@@ -39,7 +40,7 @@ async def test_a_held_reservation_survives_a_sigkill(room: Room, tmp_path: Path)
     worker = await WorkerProcess.start(room.url, room.token, "phoenix", workdir, journal=True)
     try:
         peer, inbox = await room.peer("holder")
-        request = {"app_message_type": "job_request", "job_id": "j1", "job_type": "train-demo"}
+        request = keyed_request("j1", "train-demo")
         assert (await peer.send("phoenix", request)).delivered
         assert (await inbox.next_of("job_response"))["accepted"] is True
         await worker.kill()
@@ -48,10 +49,10 @@ async def test_a_held_reservation_survives_a_sigkill(room: Room, tmp_path: Path)
         rival, rival_inbox = await room.peer("rival")
         assert (await rival.send("phoenix", {**request, "job_id": "j2"})).delivered
         assert (await rival_inbox.next_of("job_response"))["accepted"] is False
-        assignment = {"app_message_type": "job_assignment", "job_id": "j1"}
+        assignment = keyed("job_assignment", "j1")
         assert (await peer.send("phoenix", assignment)).delivered
         assert await probe(peer, inbox, "phoenix") == []  # taken without a word, as before the restart
-        cancel = {"app_message_type": "job_cancel", "job_id": "j1"}
+        cancel = keyed("job_cancel", "j1")
         # The job is this client's: its cancel ends it, numbered as the job's first event.
         assert (await peer.send("phoenix", cancel)).delivered
         cancelled = await inbox.next_of("job_cancelled")
@@ -220,7 +221,7 @@ async def test_killed_around_the_send_loses_and_repeats_nothing(
     )
     try:
         peer, inbox = await room.peer("holder")
-        request = {"app_message_type": "job_request", "job_id": "j1", "job_type": "train-demo"}
+        request = keyed_request("j1", "train-demo")
         assert (await peer.send("phoenix", request)).delivered
         async with asyncio.timeout(TIMEOUT):
             assert await worker.process.wait() == -9  # the kill point was reached
@@ -236,8 +237,8 @@ async def test_killed_around_the_send_loses_and_repeats_nothing(
         rival, rival_inbox = await room.peer("rival")
         assert (await rival.send("phoenix", {**request, "job_id": "j2"})).delivered
         assert (await rival_inbox.next_of("job_response"))["accepted"] is False  # j1 is still held, once
-        assert (await peer.send("phoenix", {"app_message_type": "job_assignment", "job_id": "j1"})).delivered
-        assert (await peer.send("phoenix", {"app_message_type": "job_cancel", "job_id": "j1"})).delivered
+        assert (await peer.send("phoenix", keyed("job_assignment", "j1"))).delivered
+        assert (await peer.send("phoenix", keyed("job_cancel", "j1"))).delivered
         cancelled = await inbox.next_of("job_cancelled")
         assert cancelled["seq"] == 1
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 from rooms import TIMEOUT, Inbox, eventually, holds, job_types
+from support.job_keys import keyed, keyed_request
 from support.signaling import start_server_process
 
 from fsm_worker.protocol.worker.events import Event, Instruction, WorkerStatus
@@ -103,7 +104,7 @@ async def client_rounds(
         job_id = f"{peer.peer_id}-r{round_no}"
         asked = rng.sample(workers, FANOUT)
         await asyncio.sleep(rng.random() * 0.2)
-        request = {"app_message_type": "job_request", "job_id": job_id, "job_type": "ticker"}
+        request = keyed_request(job_id, "ticker")
         results = await asyncio.gather(*(peer.send(worker, request) for worker in asked))
         assert all(result.delivered for result in results), results
         outcomes = {worker: seen.setdefault((worker, job_id), Outcome()) for worker in asked}
@@ -128,9 +129,9 @@ async def client_rounds(
                 else:
                     outcome.action = "cancel"  # a losing bid is released at once, as JobClient does
                 if outcome.action.startswith("assign"):
-                    await peer.send(sender, {"app_message_type": "job_assignment", "job_id": job_id})
+                    await peer.send(sender, keyed("job_assignment", job_id))
                 if outcome.action in ("assign-cancel", "cancel"):
-                    await peer.send(sender, {"app_message_type": "job_cancel", "job_id": job_id})
+                    await peer.send(sender, keyed("job_cancel", job_id))
     return seen
 
 

@@ -14,6 +14,7 @@ import pytest
 import socketio
 from aiortc import RTCDataChannel
 from rooms import TIMEOUT, Inbox, Room, eventually, holds
+from support.job_keys import keyed, keyed_request
 from support.signaling import auth_for
 
 from fsm_worker.client import JobClient, JobClientError
@@ -25,9 +26,12 @@ from fsm_worker.worker import WorkerHost
 from .conftest import idle, open_raw_channel, probe, reserve_and_assign
 
 JOB = "job-victim"
+#: Mallory's own key for her own request (she never learns the victim's, `support.job_keys.TEST_JOB_KEY`).
+MALLORY_KEY = "mallory-key-" + "m" * 31
 
 
 def msg(kind: str, job_id: str = JOB, **fields: Any) -> dict[str, Any]:
+    """A message as a stranger sends it: without the victim's job key."""
     return {"app_message_type": kind, "job_id": job_id, **fields}
 
 
@@ -39,7 +43,7 @@ def held_by(worker: WorkerHost) -> tuple[str, str, str] | None:
 
 
 async def reserve(victim: SignalingClient, inbox: Inbox, job_type: str = "long-ticker") -> None:
-    assert (await victim.send("worker-1", msg("job_request", job_type=job_type))).delivered
+    assert (await victim.send("worker-1", keyed_request(JOB, job_type))).delivered
     assert (await inbox.next_of("job_response"))["accepted"] is True
 
 
@@ -123,7 +127,7 @@ async def test_strangers_cannot_assign_cancel_offer_or_sync(room: Room) -> None:
     assert await probe(mallory, inbox, "worker-1") == []  # a stranger's cancel is ignored, not answered
     assert held_by(worker) == ("reserved", "victim", JOB)
 
-    await victim.send("worker-1", msg("job_assignment"))
+    await victim.send("worker-1", keyed("job_assignment", JOB))
     await eventually(holds(lambda: worker.status is WorkerStatus.BUSY))
     for stranger_message, code in [
         (msg("rtc_offer", sdp="v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"), "NOT_ASSIGNED"),
@@ -134,14 +138,14 @@ async def test_strangers_cannot_assign_cancel_offer_or_sync(room: Room) -> None:
         error = await inbox.next_of("app_error")
         assert (error["code"], error["job_id"]) == (code, JOB)
     await mallory.send("worker-1", msg("job_cancel"))
-    await mallory.send("worker-1", msg("job_request", job_type="ticker"))
+    await mallory.send("worker-1", keyed_request(JOB, "ticker", key=MALLORY_KEY))
     response = await inbox.next_of("job_response")
     assert response["accepted"] is False and response["reason"] == "busy"
     assert await probe(mallory, inbox, "worker-1") == []
     assert held_by(worker) == ("busy", "victim", JOB)
     assert await probe(victim, victim_inbox, "worker-1") == []  # nothing of this reached the victim
 
-    await victim.send("worker-1", msg("job_cancel"))
+    await victim.send("worker-1", keyed("job_cancel", JOB))
     assert (await victim_inbox.next_of("job_cancelled"))["job_id"] == JOB
     await eventually(holds(lambda: idle(worker)))
 

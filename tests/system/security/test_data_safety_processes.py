@@ -125,8 +125,8 @@ def raw_channel(job: Job) -> RawPeer:
 
 async def test_after_alices_grace_mallory_under_her_id_reads_nothing_without_the_key(tmp_path: Path) -> None:
     async with cluster(
-        tmp_path, server_args=("--resume-grace", "0.5"), worker_args=("--require-job-key",)
-    ) as room:
+        tmp_path, server_args=("--resume-grace", "0.5")
+    ) as room:  # require_job_key: the default
         alice = room.client("alice")
         await alice.connect()
         job = await alice.submit("copy", inputs=[write(tmp_path / "secret.txt", b"alice's data\n")])
@@ -155,7 +155,7 @@ async def test_after_alices_grace_mallory_under_her_id_reads_nothing_without_the
         answer = await inbox.next()  # no data channel, so no files
         assert (answer["app_message_type"], answer["code"]) == ("app_error", "NOT_ASSIGNED")
         keyless = {"app_message_type": "job_request", "job_id": "keyless", "job_type": "copy", "config": {}}
-        await mallory.send(WORKER, keyless)  # a job bound to a peer id alone: refused by this worker
+        await mallory.send(WORKER, keyless)  # a job bound to a peer id alone: refused by default
         answer = await inbox.next()
         assert (answer["accepted"], answer["reason"]) == (False, "incompatible")
         assert "require_job_key" in answer["details"][0]

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import socketio
 from support import cli_processes
+from support.job_keys import keyed_request
 from support.signaling import Inbox, auth_for, free_port
 
 from fsm_worker.shells.signaling import SignalingClient
@@ -103,8 +104,9 @@ async def test_an_honest_client_is_answered_while_another_floods_the_worker(
                 await asyncio.sleep(0.05)
         for _ in range(20):  # the honest client keeps being answered while the flood goes on
             await barrier(honest, honest_inbox)
-        request = {"app_message_type": "job_request", "job_id": "honest-job", "job_type": "train-demo",
-                   "config": {}, "requirements": {"min_gpu_memory_mb": 4096}}  # fmt: skip
+        request = keyed_request(
+            "honest-job", "train-demo", config={}, requirements={"min_gpu_memory_mb": 4096}
+        )
         assert (await honest.send("gpu-1", request)).delivered
         while True:
             sender, payload = await honest_inbox.next(timeout=TIMEOUT)

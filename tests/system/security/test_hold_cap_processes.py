@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from support import cli_processes
 from support.cli_processes import CLI
+from support.job_keys import keyed, keyed_request
 from support.signaling import Inbox, free_port
 
 from fsm_worker.jobs.sample_data import generate_sample_csv
@@ -54,7 +55,7 @@ async def room(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 async def ask(client: SignalingClient, inbox: Inbox, worker: str, job_id: str) -> dict[str, Any]:
     """Request `job_id` from `worker` (train-demo); assign it when accepted. Returns the `job_response`."""
-    request = {"app_message_type": "job_request", "job_id": job_id, "job_type": "train-demo"}
+    request = keyed_request(job_id, "train-demo")
     assert (await client.send(worker, request)).delivered
     while True:
         sender, payload = await inbox.next(timeout=TIMEOUT)
@@ -65,7 +66,7 @@ async def ask(client: SignalingClient, inbox: Inbox, worker: str, job_id: str) -
         ):
             break
     if payload["accepted"]:
-        assignment = {"app_message_type": "job_assignment", "job_id": job_id}
+        assignment = keyed("job_assignment", job_id)
         assert (await client.send(worker, assignment)).delivered
     return payload
 
@@ -101,7 +102,7 @@ async def test_one_client_cannot_hold_every_worker_of_the_room(room: tuple[str, 
         assert "completed on w3" in out, out
 
         # the greedy client lets one job go: its hold is released, and it may take the free worker again
-        cancel = {"app_message_type": "job_cancel", "job_id": "greedy-w1"}
+        cancel = keyed("job_cancel", "greedy-w1")
         assert (await greedy.send("w1", cancel)).delivered
         for attempt in range(50):  # the release travels beside the cancel's answer: retry until it counted
             answer = await ask(greedy, inbox, "w3", f"greedy-again-{attempt}")
@@ -146,7 +147,7 @@ async def test_a_restarted_worker_claims_again_what_its_journal_holds(tmp_path: 
             answer = await ask(greedy, inbox, "w2", f"second-{attempt}")
             if not answer["accepted"]:
                 break
-            cancel = {"app_message_type": "job_cancel", "job_id": f"second-{attempt}"}
+            cancel = keyed("job_cancel", f"second-{attempt}")
             assert (await greedy.send("w2", cancel)).delivered
             await asyncio.sleep(0.2)
         assert not answer["accepted"] and answer["reason"] == "room_cap", answer

@@ -16,9 +16,11 @@ from typing import Any, Final
 
 import attrs
 from aiortc import rtcsctptransport as _sctp
+from OpenSSL import SSL
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from fsm_worker.shells.rtc.coalesce import Coalescer, install_record_split, is_application_record
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
 
 # Room for the DTLS record header, explicit nonce and AEAD tag around a full record.
@@ -54,6 +56,17 @@ class ConnectionTuning:
     largest_datagram: int = 0
     split_packets: int = 0
     prober: Any = None
+    datagram_limit: int | None = None
+    """Largest UDP datagram of coalesced records the peer splits (None: one record per datagram)."""
+    coalesce_from: int | None = None
+    """Records are coalesced only while the path carries packets of this size (the largest probed)."""
+    coalescer: Coalescer = attrs.field(factory=Coalescer)
+
+    def coalescing(self) -> int | None:
+        """The datagram limit now: only while the largest probed packet size is in use."""
+        if self.datagram_limit is None or self.coalesce_from is None or self.packet_size < self.coalesce_from:
+            return None
+        return self.datagram_limit
 
     def use_packet_size(self, size: int) -> None:
         """New DATA chunks are cut for ``size``-byte packets; anything larger already queued is split."""
@@ -133,6 +146,41 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
     async def send_unsplit(self, data: bytes) -> None:
         """Send ``data`` as one record whatever its size (probe packets)."""
         await super()._send_data(data)
+
+    async def _write_ssl(self) -> None:
+        state = self._fsm_state
+        coalescer = state.coalescer
+        limit = state.coalescing() if coalescer.depth else None
+        if limit is None:
+            await self.flush_coalesced()  # order: what is held goes first
+            await super()._write_ssl()
+            return
+        try:
+            record: bytes = self._ssl._conn.bio_read(max(state.bio_read_size, _STOCK_DTLS_READ))
+        except SSL.Error:
+            return
+        if not is_application_record(record):
+            await self.flush_coalesced()
+            await self._send_datagram(record)
+            return
+        if not coalescer.room(record, limit):
+            await self.flush_coalesced()
+        coalescer.add(record)
+
+    async def flush_coalesced(self) -> None:
+        """Send the records held for the current burst as one datagram."""
+        data = self._fsm_state.coalescer.take()
+        if data is not None:
+            await self._send_datagram(data)
+
+    async def _send_datagram(self, data: bytes) -> None:
+        state = self._fsm_state
+        state.datagrams_sent += 1
+        state.bytes_sent += len(data)
+        state.largest_datagram = max(state.largest_datagram, len(data))
+        await self.transport._send(data)
+        self._RTCDtlsTransport__tx_bytes += len(data)
+        self._RTCDtlsTransport__tx_packets += 1
 
 
 def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
@@ -227,6 +275,52 @@ def install_sctp_scope(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
         setattr(sctp, name, _scoped_sync(getattr(sctp, name), state))
 
 
+def install_coalescing(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
+    """Hold the records of each SCTP transmit burst and send them in as few datagrams as fit."""
+    dtls = sctp.transport
+    if not isinstance(dtls, _TunedDtlsTransport) or state.datagram_limit is None:
+        return
+    transmit, coalescer = sctp._transmit, state.coalescer
+
+    async def transmit_burst() -> None:
+        coalescer.depth += 1
+        try:
+            await transmit()
+        finally:
+            coalescer.depth -= 1
+            if not coalescer.depth:
+                await dtls.flush_coalesced()
+
+    sctp._transmit = transmit_burst  # type: ignore[method-assign]
+
+
+def install_longer_bursts(sctp: RTCSctpTransport, packets: int) -> None:
+    """Let one transmit send up to ``packets`` new DATA packets (aiortc: 4, RFC 9260's Max.Burst).
+
+    With delayed SACKs one acknowledgement frees more than 4 packets of window; at 4 per SACK the flight
+    would shrink. Outside fast recovery only; the congestion window still bounds the flight.
+    """
+    transmit = sctp._transmit
+    per_call = _sctp.SCTP_MAX_BURST
+
+    async def transmit_more() -> None:
+        await transmit()
+        budget = packets - per_call
+        while (
+            budget > 0
+            and sctp._outbound_queue
+            and sctp._flight_size < sctp._cwnd
+            and sctp._fast_recovery_exit is None
+        ):
+            before = len(sctp._outbound_queue)
+            await transmit()
+            if len(sctp._outbound_queue) >= before:
+                return
+            budget -= per_call
+
+    sctp._transmit = transmit_more  # type: ignore[method-assign]
+
+
 # Delayed SACK: skip the SACK while more datagrams wait in the ICE receive queue (they are handled in the
 # same task step), but never more than ``every`` packets in a row.
 
@@ -288,6 +382,7 @@ def tune_sockets(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):  # keep the OS default
                     sock.setsockopt(socket.SOL_SOCKET, option, options.socket_buffer)
+        install_record_split(protocol)  # before the batched reader takes the bound method
         if options.read_batch > 1:
             _batch_reads(transport, protocol, options.read_batch)
 

@@ -33,19 +33,22 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     ConnectionTuning,
     enable_large_records,
     install_delayed_sack,
+    install_coalescing,
     install_dtls_buffers,
+    install_longer_bursts,
     install_sctp_scope,
     tune_sockets,
     tuned,
     user_data_size,
     when_connected,
 )
-from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
+from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
 from fsm_worker.shells.rtc.peer import options_of
 from fsm_worker.shells.rtc.probing import PathProber, install_prober, split_packet
 
 __all__ = [
     "BROWSER_SAFE_MESSAGE",
+    "Agreement",
     "CAPABILITY_KEY",
     "CAPABILITY_VERSION",
     "DTLS_MAX_PLAINTEXT",
@@ -67,11 +70,30 @@ CAPABILITY_VERSION: Final = 2
 BROWSER_SAFE_MESSAGE: Final = 64 * 1024
 
 
+class Agreement(int):
+    """:func:`negotiate`'s result: the largest packet both ends read (an ``int``), and ``datagram``: the
+    largest datagram of coalesced records both ends split (None: one record per datagram)."""
+
+    datagram: int | None
+
+    def __new__(cls, max_packet: int, datagram: int | None = None) -> Agreement:
+        agreement = super().__new__(cls, max_packet)
+        agreement.datagram = datagram
+        return agreement
+
+
 def local_capability(options: RtcOptions) -> dict[str, int] | None:
-    """What to advertise under :data:`CAPABILITY_KEY` (None with the "stock" packet-size policy)."""
+    """What to advertise under :data:`CAPABILITY_KEY` (None with the "stock" packet-size policy).
+
+    ``datagram`` (optional; older peers neither send nor read it): I split UDP datagrams of up to this many
+    bytes made of several DTLS records, and may send such datagrams to a peer that said the same.
+    """
     if options.packet_size == "stock":
         return None
-    return {"version": CAPABILITY_VERSION, "max_packet": options.max_packet}
+    capability = {"version": CAPABILITY_VERSION, "max_packet": options.max_packet}
+    if options.max_datagram:
+        capability["datagram"] = options.max_datagram
+    return capability
 
 
 def capability_options(options: RtcOptions) -> dict[str, Any]:
@@ -80,17 +102,22 @@ def capability_options(options: RtcOptions) -> dict[str, Any]:
     return {CAPABILITY_KEY: capability} if capability else {}
 
 
-def negotiate(options: RtcOptions, remote: object) -> int | None:
+def negotiate(options: RtcOptions, remote: object) -> Agreement | None:
     """The largest packet both ends read, from the peer's advertised capability; None: stock peer.
 
-    Never raises: a missing or malformed capability means "stock peer".
+    Never raises: a missing or malformed capability means "stock peer"; a missing or malformed
+    ``datagram`` means one record per datagram.
     """
     if options.packet_size == "stock" or not isinstance(remote, Mapping):
         return None
     version, peer_max = remote.get("version"), remote.get("max_packet")
     if version != CAPABILITY_VERSION or type(peer_max) is not int or peer_max < STOCK_MAX_PACKET:
         return None
-    return min(options.max_packet, peer_max, DTLS_MAX_PLAINTEXT)
+    peer_datagram = remote.get("datagram")
+    datagram = None
+    if options.max_datagram and type(peer_datagram) is int and peer_datagram >= 2 * STOCK_MAX_PACKET:
+        datagram = min(options.max_datagram, peer_datagram, MAX_DATAGRAM)
+    return Agreement(min(options.max_packet, peer_max, DTLS_MAX_PLAINTEXT), datagram)
 
 
 def transfer_window(agreed: int | None) -> dict[str, int]:
@@ -104,6 +131,12 @@ def recommended_message_size(max_packet: int | None, limit: int = 262144) -> int
     """Largest data-channel message <= ``limit`` that is a whole number of full DATA chunks."""
     chunk = user_data_size(max_packet) if max_packet is not None else STOCK_USER_DATA
     return max(chunk, limit // chunk * chunk)
+
+
+def _sctp_max_burst() -> int:
+    from aiortc.rtcsctptransport import SCTP_MAX_BURST
+
+    return int(SCTP_MAX_BURST)
 
 
 def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
@@ -130,7 +163,13 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     dtls = sctp.transport
     ids = itertools.count(1)
     enable_large_records(dtls, state, lambda data, limit: split_packet(next(ids), data, limit))
-    install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
+    prober = install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
+    if state.options.burst_packets > _sctp_max_burst():
+        install_longer_bursts(sctp, state.options.burst_packets)
+    state.datagram_limit = getattr(agreed, "datagram", None)
+    if prober is not None and state.datagram_limit is not None:
+        state.coalesce_from = prober.core.settings.candidates[0]
+        install_coalescing(sctp, state)
     install_sctp_scope(sctp, state)
     sctp._cwnd = max(sctp._cwnd, state.options.initial_cwnd_packets * STOCK_USER_DATA)
     if state.options.sack_every > 1:

@@ -54,19 +54,29 @@ def is_application_record(record: bytes) -> bool:
 
 
 def install_record_split(protocol: Any) -> None:
-    """Wrap one aioice protocol's ``datagram_received``: coalesced records reach aiortc one at a time."""
+    """Wrap one aioice protocol's ``datagram_received``: coalesced records reach aiortc one at a time.
+
+    A datagram whose first byte is 20..63 is DTLS, never STUN (RFC 7983), so it goes straight to the
+    connection's queue, where aioice would first try, and fail, to parse it as STUN.
+    """
     received = protocol.datagram_received
     if getattr(received, "_fsm_split", False):
         return
+    receiver = getattr(protocol, "receiver", None)
+    deliver = getattr(receiver, "data_received", None)
+    component = getattr(getattr(protocol, "local_candidate", None), "component", None)
+    if deliver is None or component is None:
+        deliver = None
 
     def datagram_received(data: bytes, addr: Any) -> None:
-        if data and data[0] in _CONTENT_TYPES and len(data) > DTLS_HEADER:
-            records = split_records(data)
-            if records is not None:
-                for record in records:
-                    received(record, addr)
-                return
-        received(data, addr)
+        if not data or not 20 <= data[0] < 64:
+            received(data, addr)
+        elif deliver is None:
+            for record in split_records(data) or (data,):
+                received(record, addr)
+        else:
+            for record in split_records(data) or (data,):
+                deliver(record, component)
 
     datagram_received._fsm_split = True  # type: ignore[attr-defined]
     protocol.datagram_received = datagram_received

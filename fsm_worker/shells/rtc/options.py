@@ -69,11 +69,11 @@ class RtcOptions:
     """SO_RCVBUF / SO_SNDBUF for the ICE sockets (0: the OS default)."""
     read_batch: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     """Datagrams read per readiness event (1: stock asyncio behaviour)."""
-    sack_every: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    sack_every: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     """At most this many packets per SACK while more are queued, with a capable peer (1: SACK every packet)."""
     initial_cwnd_packets: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     """Initial congestion window in stock-size packets, with a capable peer (aiortc: 3)."""
-    burst_packets: int = attrs.field(default=16, validator=[attrs.validators.ge(4), attrs.validators.le(64)])
+    burst_packets: int = attrs.field(default=32, validator=[attrs.validators.ge(4), attrs.validators.le(64)])
     """At most this many new DATA packets per transmit, with a capable peer (aiortc, RFC 9260: 4)."""
     max_datagram: int = attrs.field(default=MAX_DATAGRAM, validator=_check_max_datagram)
     """Largest UDP datagram of several DTLS records this end splits and sends, with a capable peer (0: off)."""

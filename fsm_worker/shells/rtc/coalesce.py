@@ -93,7 +93,9 @@ class Coalescer:
         self.depth = 0
         """Nesting of open bursts (records are held only while > 0)."""
         self.records = 0
+        """Records sent in datagrams carrying more than one."""
         self.datagrams = 0
+        """Datagrams that carried more than one record."""
 
     def room(self, record: bytes, limit: int) -> bool:
         """Whether ``record`` fits into the pending datagram."""
@@ -102,14 +104,17 @@ class Coalescer:
     def add(self, record: bytes) -> None:
         self._parts.append(record)
         self._size += len(record)
-        self.records += 1
 
     def take(self) -> bytes | None:
         """The pending datagram (None: nothing pending); the collector is empty afterwards."""
         if not self._parts:
             return None
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        if len(self._parts) == 1:
+            data = self._parts[0]
+        else:
+            data = b"".join(self._parts)
+            self.records += len(self._parts)
+            self.datagrams += 1
         self._parts.clear()
         self._size = 0
-        self.datagrams += 1
         return data

@@ -190,6 +190,9 @@ class PathReport:
         self.bytes_sent = state.bytes_sent
         self.largest_datagram = state.largest_datagram
         self.split_packets = state.split_packets
+        self.coalesced_records = state.coalescer.records
+        """Records sent in datagrams shared with others (and how many such datagrams)."""
+        self.coalesced_datagrams = state.coalescer.datagrams
         self.probes_sent = prober.probes_sent if prober else 0
         self.probes_acked = prober.probes_acked if prober else 0
         self.fallbacks = prober.fallbacks if prober else 0

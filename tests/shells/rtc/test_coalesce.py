@@ -84,4 +84,6 @@ def test_coalescer_holds_records_until_taken() -> None:
     coalescer.add(b)
     assert coalescer.take() == a + b
     assert coalescer.take() is None
+    coalescer.add(a)
+    assert coalescer.take() == a  # alone: not counted as coalesced
     assert (coalescer.records, coalescer.datagrams) == (2, 1)

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import attrs
 from aiortc import rtcsctptransport as _sctp
-from OpenSSL import SSL
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
+from OpenSSL import SSL
 
 from fsm_worker.shells.rtc.coalesce import Coalescer, install_record_split, is_application_record
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
@@ -179,8 +179,9 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
         state.bytes_sent += len(data)
         state.largest_datagram = max(state.largest_datagram, len(data))
         await self.transport._send(data)
-        self._RTCDtlsTransport__tx_bytes += len(data)
-        self._RTCDtlsTransport__tx_packets += 1
+        counters = self.__dict__  # aiortc's own (name-mangled) statistics, as its _write_ssl keeps them
+        counters["_RTCDtlsTransport__tx_bytes"] = counters.get("_RTCDtlsTransport__tx_bytes", 0) + len(data)
+        counters["_RTCDtlsTransport__tx_packets"] = counters.get("_RTCDtlsTransport__tx_packets", 0) + 1
 
 
 def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
@@ -292,64 +293,6 @@ def install_coalescing(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
                 await dtls.flush_coalesced()
 
     sctp._transmit = transmit_burst  # type: ignore[method-assign]
-
-
-def install_longer_bursts(sctp: RTCSctpTransport, packets: int) -> None:
-    """Let one transmit send up to ``packets`` new DATA packets (aiortc: 4, RFC 9260's Max.Burst).
-
-    With delayed SACKs one acknowledgement frees more than 4 packets of window; at 4 per SACK the flight
-    would shrink. Outside fast recovery only; the congestion window still bounds the flight.
-    """
-    transmit = sctp._transmit
-    per_call = _sctp.SCTP_MAX_BURST
-
-    async def transmit_more() -> None:
-        await transmit()
-        budget = packets - per_call
-        while (
-            budget > 0
-            and sctp._outbound_queue
-            and sctp._flight_size < sctp._cwnd
-            and sctp._fast_recovery_exit is None
-        ):
-            before = len(sctp._outbound_queue)
-            await transmit()
-            if len(sctp._outbound_queue) >= before:
-                return
-            budget -= per_call
-
-    sctp._transmit = transmit_more  # type: ignore[method-assign]
-
-
-# Delayed SACK: skip the SACK while more datagrams wait in the ICE receive queue (they are handled in the
-# same task step), but never more than ``every`` packets in a row.
-
-
-def _pending_datagrams(sctp: RTCSctpTransport) -> int:
-    queue = getattr(getattr(sctp.transport.transport, "_connection", None), "_queue", None)
-    return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
-
-
-def install_delayed_sack(sctp: RTCSctpTransport, state: ConnectionTuning, every: int) -> None:
-    send_sack = sctp._send_sack
-
-    def flush() -> None:
-        state.sack_flush_pending = False
-        if sctp._sack_needed:
-            state.unsacked = 0
-            spawn(send_sack())
-
-    async def delayed_send_sack() -> None:
-        state.unsacked += 1
-        if state.unsacked < every and _pending_datagrams(sctp) > 0:
-            if not state.sack_flush_pending:  # safety net if no further SCTP packet follows
-                state.sack_flush_pending = True
-                asyncio.get_running_loop().call_soon(flush)
-            return
-        state.unsacked = 0
-        await send_sack()
-
-    sctp._send_sack = delayed_send_sack  # type: ignore[method-assign]
 
 
 # --- Sockets: bigger buffers and batched reads, once ICE has its sockets (local, wire-invisible) ----------

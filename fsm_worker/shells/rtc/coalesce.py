@@ -50,7 +50,11 @@ def split_records(datagram: bytes) -> list[bytes] | None:
 
 def is_application_record(record: bytes) -> bool:
     """One whole DTLS 1.2 application-data record (what may be coalesced)."""
-    return len(record) > DTLS_HEADER and record[0] == _APPLICATION_DATA and _record_length(record, 0) == len(record)
+    return (
+        len(record) > DTLS_HEADER
+        and record[0] == _APPLICATION_DATA
+        and _record_length(record, 0) == len(record)
+    )
 
 
 def install_record_split(protocol: Any) -> None:

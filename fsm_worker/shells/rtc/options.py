@@ -10,7 +10,14 @@ import attrs
 from fsm_worker.protocol.rtc.packet_size import SearchSettings
 from fsm_worker.shells.rtc.config import IceServerConfig
 
-__all__ = ["DTLS_MAX_PLAINTEXT", "LOOPBACK_MODES", "MAX_DATAGRAM", "PACKET_SIZE_POLICIES", "STOCK_MAX_PACKET", "RtcOptions"]
+__all__ = [
+    "DTLS_MAX_PLAINTEXT",
+    "LOOPBACK_MODES",
+    "MAX_DATAGRAM",
+    "PACKET_SIZE_POLICIES",
+    "STOCK_MAX_PACKET",
+    "RtcOptions",
+]
 
 #: DTLS caps a record's plaintext at 2**14 bytes (RFC 6347 / 8446); one SCTP packet is one record.
 DTLS_MAX_PLAINTEXT: Final = 16384
@@ -38,7 +45,9 @@ MAX_DATAGRAM: Final = 65507
 
 def _check_max_datagram(_options: object, _attr: object, value: int) -> None:
     if type(value) is not int or not (value == 0 or 2 * STOCK_MAX_PACKET <= value <= MAX_DATAGRAM):
-        raise ValueError(f"RtcOptions.max_datagram must be 0 (off) or {2 * STOCK_MAX_PACKET}..{MAX_DATAGRAM}, got {value!r}")
+        raise ValueError(
+            f"RtcOptions.max_datagram must be 0 (off) or {2 * STOCK_MAX_PACKET}..{MAX_DATAGRAM}, got {value!r}"
+        )
 
 
 def _ice_servers(value: Iterable[IceServerConfig]) -> tuple[IceServerConfig, ...]:

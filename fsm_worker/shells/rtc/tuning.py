@@ -32,10 +32,8 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     STOCK_USER_DATA,
     ConnectionTuning,
     enable_large_records,
-    install_delayed_sack,
     install_coalescing,
     install_dtls_buffers,
-    install_longer_bursts,
     install_sctp_scope,
     tune_sockets,
     tuned,
@@ -43,15 +41,16 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     when_connected,
 )
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
+from fsm_worker.shells.rtc.pacing import install_delayed_sack, install_longer_bursts
 from fsm_worker.shells.rtc.peer import options_of
 from fsm_worker.shells.rtc.probing import PathProber, install_prober, split_packet
 
 __all__ = [
     "BROWSER_SAFE_MESSAGE",
-    "Agreement",
     "CAPABILITY_KEY",
     "CAPABILITY_VERSION",
     "DTLS_MAX_PLAINTEXT",
+    "Agreement",
     "PathReport",
     "apply_fast_path",
     "capability_options",
@@ -133,12 +132,6 @@ def recommended_message_size(max_packet: int | None, limit: int = 262144) -> int
     return max(chunk, limit // chunk * chunk)
 
 
-def _sctp_max_burst() -> int:
-    from aiortc.rtcsctptransport import SCTP_MAX_BURST
-
-    return int(SCTP_MAX_BURST)
-
-
 def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     """Tune ``pc``'s data-channel transports with its own options; idempotent per connection.
 
@@ -164,8 +157,7 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     ids = itertools.count(1)
     enable_large_records(dtls, state, lambda data, limit: split_packet(next(ids), data, limit))
     prober = install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
-    if state.options.burst_packets > _sctp_max_burst():
-        install_longer_bursts(sctp, state.options.burst_packets)
+    install_longer_bursts(sctp, state.options.burst_packets)
     state.datagram_limit = getattr(agreed, "datagram", None)
     if prober is not None and state.datagram_limit is not None:
         state.coalesce_from = prober.core.settings.candidates[0]

@@ -15,7 +15,14 @@ from fsm_worker.shells.rtc.coalesce import (
 
 def record(payload: bytes, content_type: int = 23, version: bytes = b"\xfe\xfd") -> bytes:
     """A DTLS 1.2-style record: type, version, epoch, sequence number, length, payload."""
-    return bytes([content_type]) + version + b"\x00\x01" + b"\x00" * 6 + struct.pack("!H", len(payload)) + payload
+    return (
+        bytes([content_type])
+        + version
+        + b"\x00\x01"
+        + b"\x00" * 6
+        + struct.pack("!H", len(payload))
+        + payload
+    )
 
 
 def test_split_records_only_for_whole_dtls12_records() -> None:

@@ -156,8 +156,11 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
             await super()._write_ssl()
             return
         try:
-            record: bytes = self._ssl._conn.bio_read(max(state.bio_read_size, _STOCK_DTLS_READ))
+            conn = getattr(self._ssl, "_conn", self._ssl)  # past the proxy: counted when the datagram goes
+            record: bytes = conn.bio_read(max(state.bio_read_size, _STOCK_DTLS_READ))
         except SSL.Error:
+            return
+        if not record:
             return
         if not is_application_record(record):
             await self.flush_coalesced()

@@ -20,6 +20,14 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 from OpenSSL import SSL
 
+try:  # pyOpenSSL's cffi binding: how many bytes wait in a connection's outgoing memory BIO
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    _BIO_PENDING: Callable[[Any, Any], int] | None = _lib.BIO_get_mem_data
+except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL: always read, as aiortc does
+    _BIO_PENDING = None
+
 from fsm_worker.shells.rtc.coalesce import Coalescer, install_record_split, is_application_record
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
 
@@ -153,7 +161,8 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
         limit = state.coalescing() if coalescer.depth else None
         if limit is None:
             await self.flush_coalesced()  # order: what is held goes first
-            await super()._write_ssl()
+            if not _nothing_to_write(self._ssl):
+                await super()._write_ssl()
             return
         try:
             conn = getattr(self._ssl, "_conn", self._ssl)  # past the proxy: counted when the datagram goes
@@ -185,6 +194,12 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
         counters = self.__dict__  # aiortc's own (name-mangled) statistics, as its _write_ssl keeps them
         counters["_RTCDtlsTransport__tx_bytes"] = counters.get("_RTCDtlsTransport__tx_bytes", 0) + len(data)
         counters["_RTCDtlsTransport__tx_packets"] = counters.get("_RTCDtlsTransport__tx_packets", 0) + 1
+
+
+def _nothing_to_write(ssl: Any) -> bool:
+    """True when the connection's outgoing BIO is known to be empty (aiortc would read, fail and catch)."""
+    bio = getattr(getattr(ssl, "_conn", ssl), "_from_ssl", None)
+    return _BIO_PENDING is not None and bio is not None and _BIO_PENDING(bio, _ffi.NULL) == 0
 
 
 def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:

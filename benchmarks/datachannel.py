@@ -69,6 +69,12 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time so far (user + system, all threads)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def drop_fragments() -> None:
     """nftables: drop IP fragments before the kernel reassembles them (prerouting, priority -450)."""
     for command in (
@@ -147,6 +153,9 @@ class Receiver:
         self.rss_before = maxrss_mib()
         return self.rss_before
 
+    async def do_cpu(self, _arg: None) -> float:
+        return cpu_seconds()
+
     async def do_memory(self, _arg: None) -> tuple[float, float]:
         return self.rss_before, maxrss_mib()
 
@@ -216,6 +225,7 @@ class Bench:
         self.src = src
         self.results = [src]  # what the worker offers for download (one folder)
         self.runs = 0
+        self.cpu: dict[str, list[float]] = {}  # "variant direction side" -> CPU ms per MiB, per run
 
     async def call(self, command: str, arg: Any = None) -> Any:
         self.conn.send((command, arg))
@@ -243,16 +253,28 @@ class Bench:
         pc, client = await self.connect(variant)
         if on_connected is not None:
             on_connected(pc)
+        mib = self.src.stat().st_size / MiB
+        cpu = (cpu_seconds(), await self.call("cpu"))
         start = time.perf_counter()
         await client.upload([self.src])
         up = time.perf_counter() - start
+        cpu = await self.note_cpu(variant, "up", mib, cpu)
         start = time.perf_counter()
         await client.download(self.root / f"down{self.runs}")
         down = time.perf_counter() - start
+        await self.note_cpu(variant, "down", mib, cpu)
         await pc.close()
         await self.call("close")
         (self.root / f"down{self.runs}" / self.src.name).unlink(missing_ok=True)
         return up, down, pc
+
+    async def note_cpu(self, variant: str, direction: str, mib: float, before: tuple[float, float]
+                       ) -> tuple[float, float]:  # fmt: skip
+        """Record both processes' CPU ms per MiB since ``before``; return the new readings."""
+        now = (cpu_seconds(), await self.call("cpu"))
+        for side, a, b in (("client", before[0], now[0]), ("worker", before[1], now[1])):
+            self.cpu.setdefault(f"{variant} {direction} {side}", []).append((b - a) * 1000 / mib)
+        return now
 
     async def tcp_run(self) -> tuple[float, float]:
         self.runs += 1
@@ -360,6 +382,7 @@ async def abba(bench: Bench, args: argparse.Namespace) -> None:
     results: dict[str, dict[str, list[float]]] = {v: {"up": [], "down": []} for v in ("ours", "stock", "tcp")}
     ratios: dict[str, list[float]] = {"up/stock": [], "down/stock": [], "up/tcp": [], "down/tcp": []}
     mib = args.size_mb
+    bench.cpu.clear()  # the ABBA rounds only
     for _round in range(args.rounds):
         got: dict[str, dict[str, list[float]]] = {v: {"up": [], "down": []} for v in results}
         for variant in ("ours", "stock", "tcp", "tcp", "stock", "ours"):
@@ -390,6 +413,10 @@ async def abba(bench: Bench, args: argparse.Namespace) -> None:
              "tcp": "raw TCP (same disk + sha256 work)"}  # fmt: skip
     for variant, name in names.items():
         print(f"{name:<40}{spread(results[variant]['up']):<34}{spread(results[variant]['down']):<34}")
+    for variant in ("ours", "stock"):
+        print(f"CPU ms per MiB, {names[variant]}, median (min-max): " + "; ".join(
+            f"{d} {side} {spread(bench.cpu[f'{variant} {d} {side}'])}"
+            for d in ("up", "down") for side in ("client", "worker")))  # fmt: skip
     for key, values in ratios.items():
         print(f"ratio ours / {key.split('/')[1]:<6} {key.split('/')[0]:<5}: per round " +
               ", ".join(f"{v:.2f}x" for v in values))  # fmt: skip

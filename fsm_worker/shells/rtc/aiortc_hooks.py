@@ -18,7 +18,17 @@ import attrs
 from aiortc import rtcsctptransport as _sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcsctptransport import RTCSctpTransport
+from OpenSSL import SSL
 
+try:  # pyOpenSSL's cffi binding: how many bytes wait in a connection's outgoing memory BIO
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    _BIO_PENDING: Callable[[Any, Any], int] | None = _lib.BIO_get_mem_data
+except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL: always read, as aiortc does
+    _BIO_PENDING = None
+
+from fsm_worker.shells.rtc.coalesce import Coalescer, install_record_split, is_application_record
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
 
 # Room for the DTLS record header, explicit nonce and AEAD tag around a full record.
@@ -54,6 +64,17 @@ class ConnectionTuning:
     largest_datagram: int = 0
     split_packets: int = 0
     prober: Any = None
+    datagram_limit: int | None = None
+    """Largest UDP datagram of coalesced records the peer splits (None: one record per datagram)."""
+    coalesce_from: int | None = None
+    """Records are coalesced only while the path carries packets of this size (the largest probed)."""
+    coalescer: Coalescer = attrs.field(factory=Coalescer)
+
+    def coalescing(self) -> int | None:
+        """The datagram limit now: only while the largest probed packet size is in use."""
+        if self.datagram_limit is None or self.coalesce_from is None or self.packet_size < self.coalesce_from:
+            return None
+        return self.datagram_limit
 
     def use_packet_size(self, size: int) -> None:
         """New DATA chunks are cut for ``size``-byte packets; anything larger already queued is split."""
@@ -133,6 +154,52 @@ class _TunedDtlsTransport(RTCDtlsTransport):  # type: ignore[misc]
     async def send_unsplit(self, data: bytes) -> None:
         """Send ``data`` as one record whatever its size (probe packets)."""
         await super()._send_data(data)
+
+    async def _write_ssl(self) -> None:
+        state = self._fsm_state
+        coalescer = state.coalescer
+        limit = state.coalescing() if coalescer.depth else None
+        if limit is None:
+            await self.flush_coalesced()  # order: what is held goes first
+            if not _nothing_to_write(self._ssl):
+                await super()._write_ssl()
+            return
+        try:
+            conn = getattr(self._ssl, "_conn", self._ssl)  # past the proxy: counted when the datagram goes
+            record: bytes = conn.bio_read(max(state.bio_read_size, _STOCK_DTLS_READ))
+        except SSL.Error:
+            return
+        if not record:
+            return
+        if not is_application_record(record):
+            await self.flush_coalesced()
+            await self._send_datagram(record)
+            return
+        if not coalescer.room(record, limit):
+            await self.flush_coalesced()
+        coalescer.add(record)
+
+    async def flush_coalesced(self) -> None:
+        """Send the records held for the current burst as one datagram."""
+        data = self._fsm_state.coalescer.take()
+        if data is not None:
+            await self._send_datagram(data)
+
+    async def _send_datagram(self, data: bytes) -> None:
+        state = self._fsm_state
+        state.datagrams_sent += 1
+        state.bytes_sent += len(data)
+        state.largest_datagram = max(state.largest_datagram, len(data))
+        await self.transport._send(data)
+        counters = self.__dict__  # aiortc's own (name-mangled) statistics, as its _write_ssl keeps them
+        counters["_RTCDtlsTransport__tx_bytes"] = counters.get("_RTCDtlsTransport__tx_bytes", 0) + len(data)
+        counters["_RTCDtlsTransport__tx_packets"] = counters.get("_RTCDtlsTransport__tx_packets", 0) + 1
+
+
+def _nothing_to_write(ssl: Any) -> bool:
+    """True when the connection's outgoing BIO is known to be empty (aiortc would read, fail and catch)."""
+    bio = getattr(getattr(ssl, "_conn", ssl), "_from_ssl", None)
+    return _BIO_PENDING is not None and bio is not None and _BIO_PENDING(bio, _ffi.NULL) == 0
 
 
 def install_dtls_buffers(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
@@ -227,35 +294,23 @@ def install_sctp_scope(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
         setattr(sctp, name, _scoped_sync(getattr(sctp, name), state))
 
 
-# Delayed SACK: skip the SACK while more datagrams wait in the ICE receive queue (they are handled in the
-# same task step), but never more than ``every`` packets in a row.
+def install_coalescing(sctp: RTCSctpTransport, state: ConnectionTuning) -> None:
+    """Hold the records of each SCTP transmit burst and send them in as few datagrams as fit."""
+    dtls = sctp.transport
+    if not isinstance(dtls, _TunedDtlsTransport) or state.datagram_limit is None:
+        return
+    transmit, coalescer = sctp._transmit, state.coalescer
 
+    async def transmit_burst() -> None:
+        coalescer.depth += 1
+        try:
+            await transmit()
+        finally:
+            coalescer.depth -= 1
+            if not coalescer.depth:
+                await dtls.flush_coalesced()
 
-def _pending_datagrams(sctp: RTCSctpTransport) -> int:
-    queue = getattr(getattr(sctp.transport.transport, "_connection", None), "_queue", None)
-    return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
-
-
-def install_delayed_sack(sctp: RTCSctpTransport, state: ConnectionTuning, every: int) -> None:
-    send_sack = sctp._send_sack
-
-    def flush() -> None:
-        state.sack_flush_pending = False
-        if sctp._sack_needed:
-            state.unsacked = 0
-            spawn(send_sack())
-
-    async def delayed_send_sack() -> None:
-        state.unsacked += 1
-        if state.unsacked < every and _pending_datagrams(sctp) > 0:
-            if not state.sack_flush_pending:  # safety net if no further SCTP packet follows
-                state.sack_flush_pending = True
-                asyncio.get_running_loop().call_soon(flush)
-            return
-        state.unsacked = 0
-        await send_sack()
-
-    sctp._send_sack = delayed_send_sack  # type: ignore[method-assign]
+    sctp._transmit = transmit_burst  # type: ignore[method-assign]
 
 
 # --- Sockets: bigger buffers and batched reads, once ICE has its sockets (local, wire-invisible) ----------
@@ -288,6 +343,7 @@ def tune_sockets(dtls: RTCDtlsTransport, state: ConnectionTuning) -> None:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):  # keep the OS default
                     sock.setsockopt(socket.SOL_SOCKET, option, options.socket_buffer)
+        install_record_split(protocol)  # before the batched reader takes the bound method
         if options.read_batch > 1:
             _batch_reads(transport, protocol, options.read_batch)
 

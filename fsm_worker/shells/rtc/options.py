@@ -10,7 +10,14 @@ import attrs
 from fsm_worker.protocol.rtc.packet_size import SearchSettings
 from fsm_worker.shells.rtc.config import IceServerConfig
 
-__all__ = ["DTLS_MAX_PLAINTEXT", "LOOPBACK_MODES", "PACKET_SIZE_POLICIES", "STOCK_MAX_PACKET", "RtcOptions"]
+__all__ = [
+    "DTLS_MAX_PLAINTEXT",
+    "LOOPBACK_MODES",
+    "MAX_DATAGRAM",
+    "PACKET_SIZE_POLICIES",
+    "STOCK_MAX_PACKET",
+    "RtcOptions",
+]
 
 #: DTLS caps a record's plaintext at 2**14 bytes (RFC 6347 / 8446); one SCTP packet is one record.
 DTLS_MAX_PLAINTEXT: Final = 16384
@@ -30,6 +37,17 @@ _FAST_PATH_SETTINGS: Final = {
     "off": "stock",
     "stock": "stock",
 }
+
+
+#: Largest UDP payload over IPv4: the most records one coalesced datagram may carry.
+MAX_DATAGRAM: Final = 65507
+
+
+def _check_max_datagram(_options: object, _attr: object, value: int) -> None:
+    if type(value) is not int or not (value == 0 or 2 * STOCK_MAX_PACKET <= value <= MAX_DATAGRAM):
+        raise ValueError(
+            f"RtcOptions.max_datagram must be 0 (off) or {2 * STOCK_MAX_PACKET}..{MAX_DATAGRAM}, got {value!r}"
+        )
 
 
 def _ice_servers(value: Iterable[IceServerConfig]) -> tuple[IceServerConfig, ...]:
@@ -60,10 +78,14 @@ class RtcOptions:
     """SO_RCVBUF / SO_SNDBUF for the ICE sockets (0: the OS default)."""
     read_batch: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     """Datagrams read per readiness event (1: stock asyncio behaviour)."""
-    sack_every: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    sack_every: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     """At most this many packets per SACK while more are queued, with a capable peer (1: SACK every packet)."""
     initial_cwnd_packets: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     """Initial congestion window in stock-size packets, with a capable peer (aiortc: 3)."""
+    burst_packets: int = attrs.field(default=32, validator=[attrs.validators.ge(4), attrs.validators.le(64)])
+    """At most this many new DATA packets per transmit, with a capable peer (aiortc, RFC 9260: 4)."""
+    max_datagram: int = attrs.field(default=MAX_DATAGRAM, validator=_check_max_datagram)
+    """Largest UDP datagram of several DTLS records this end splits and sends, with a capable peer (0: off)."""
 
     @classmethod
     def from_settings(

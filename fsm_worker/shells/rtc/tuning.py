@@ -32,7 +32,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     STOCK_USER_DATA,
     ConnectionTuning,
     enable_large_records,
-    install_delayed_sack,
+    install_coalescing,
     install_dtls_buffers,
     install_sctp_scope,
     tune_sockets,
@@ -40,7 +40,8 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     user_data_size,
     when_connected,
 )
-from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, STOCK_MAX_PACKET, RtcOptions
+from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
+from fsm_worker.shells.rtc.pacing import install_delayed_sack, install_longer_bursts
 from fsm_worker.shells.rtc.peer import options_of
 from fsm_worker.shells.rtc.probing import PathProber, install_prober, split_packet
 
@@ -49,6 +50,7 @@ __all__ = [
     "CAPABILITY_KEY",
     "CAPABILITY_VERSION",
     "DTLS_MAX_PLAINTEXT",
+    "Agreement",
     "PathReport",
     "apply_fast_path",
     "capability_options",
@@ -67,11 +69,30 @@ CAPABILITY_VERSION: Final = 2
 BROWSER_SAFE_MESSAGE: Final = 64 * 1024
 
 
+class Agreement(int):
+    """:func:`negotiate`'s result: the largest packet both ends read (an ``int``), and ``datagram``: the
+    largest datagram of coalesced records both ends split (None: one record per datagram)."""
+
+    datagram: int | None
+
+    def __new__(cls, max_packet: int, datagram: int | None = None) -> Agreement:
+        agreement = super().__new__(cls, max_packet)
+        agreement.datagram = datagram
+        return agreement
+
+
 def local_capability(options: RtcOptions) -> dict[str, int] | None:
-    """What to advertise under :data:`CAPABILITY_KEY` (None with the "stock" packet-size policy)."""
+    """What to advertise under :data:`CAPABILITY_KEY` (None with the "stock" packet-size policy).
+
+    ``datagram`` (optional; older peers neither send nor read it): I split UDP datagrams of up to this many
+    bytes made of several DTLS records, and may send such datagrams to a peer that said the same.
+    """
     if options.packet_size == "stock":
         return None
-    return {"version": CAPABILITY_VERSION, "max_packet": options.max_packet}
+    capability = {"version": CAPABILITY_VERSION, "max_packet": options.max_packet}
+    if options.max_datagram:
+        capability["datagram"] = options.max_datagram
+    return capability
 
 
 def capability_options(options: RtcOptions) -> dict[str, Any]:
@@ -80,17 +101,22 @@ def capability_options(options: RtcOptions) -> dict[str, Any]:
     return {CAPABILITY_KEY: capability} if capability else {}
 
 
-def negotiate(options: RtcOptions, remote: object) -> int | None:
+def negotiate(options: RtcOptions, remote: object) -> Agreement | None:
     """The largest packet both ends read, from the peer's advertised capability; None: stock peer.
 
-    Never raises: a missing or malformed capability means "stock peer".
+    Never raises: a missing or malformed capability means "stock peer"; a missing or malformed
+    ``datagram`` means one record per datagram.
     """
     if options.packet_size == "stock" or not isinstance(remote, Mapping):
         return None
     version, peer_max = remote.get("version"), remote.get("max_packet")
     if version != CAPABILITY_VERSION or type(peer_max) is not int or peer_max < STOCK_MAX_PACKET:
         return None
-    return min(options.max_packet, peer_max, DTLS_MAX_PLAINTEXT)
+    peer_datagram = remote.get("datagram")
+    datagram = None
+    if options.max_datagram and type(peer_datagram) is int and peer_datagram >= 2 * STOCK_MAX_PACKET:
+        datagram = min(options.max_datagram, peer_datagram, MAX_DATAGRAM)
+    return Agreement(min(options.max_packet, peer_max, DTLS_MAX_PLAINTEXT), datagram)
 
 
 def transfer_window(agreed: int | None) -> dict[str, int]:
@@ -130,7 +156,12 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     dtls = sctp.transport
     ids = itertools.count(1)
     enable_large_records(dtls, state, lambda data, limit: split_packet(next(ids), data, limit))
-    install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
+    prober = install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
+    install_longer_bursts(sctp, state.options.burst_packets)
+    state.datagram_limit = getattr(agreed, "datagram", None)
+    if prober is not None and state.datagram_limit is not None:
+        state.coalesce_from = prober.core.settings.candidates[0]
+        install_coalescing(sctp, state)
     install_sctp_scope(sctp, state)
     sctp._cwnd = max(sctp._cwnd, state.options.initial_cwnd_packets * STOCK_USER_DATA)
     if state.options.sack_every > 1:
@@ -151,6 +182,9 @@ class PathReport:
         self.bytes_sent = state.bytes_sent
         self.largest_datagram = state.largest_datagram
         self.split_packets = state.split_packets
+        self.coalesced_records = state.coalescer.records
+        """Records sent in datagrams shared with others (and how many such datagrams)."""
+        self.coalesced_datagrams = state.coalescer.datagrams
         self.probes_sent = prober.probes_sent if prober else 0
         self.probes_acked = prober.probes_acked if prober else 0
         self.fallbacks = prober.fallbacks if prober else 0

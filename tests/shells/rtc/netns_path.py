@@ -6,7 +6,8 @@ each direction, both ends' path reports and the nftables counters. Scenarios:
 - ``clean``: 1500-MTU loopback, both ends capable;
 - ``fragdrop``: IP fragments dropped (nftables, prerouting priority -450) from the start;
 - ``midway``: fragments start being dropped once a third of the upload went out on 16 KiB packets;
-- ``stock``: the answerer is a plain aiortc peer; fragments are only counted.
+- ``stock``: the answerer is a plain aiortc peer; fragments are only counted;
+- ``older``: the answerer is capable but does not split coalesced datagrams (no ``datagram`` advertised).
 """
 
 from __future__ import annotations
@@ -79,12 +80,15 @@ def receiver(channel: RTCDataChannel, size: int) -> asyncio.Future[str]:
     return done
 
 
-async def open_pair(answerer_capable: bool) -> tuple[RTCPeerConnection, RTCPeerConnection, Any, Any]:
+async def open_pair(
+    answerer_capable: bool, answerer_splits: bool = True
+) -> tuple[RTCPeerConnection, RTCPeerConnection, Any, Any]:
     install_rtc_patches()
     options = RtcOptions(loopback="only")
+    answerer_options = RtcOptions(loopback="only", max_datagram=0) if not answerer_splits else options
     offerer = create_peer_connection(options)
     answerer = create_peer_connection(
-        options if answerer_capable else RtcOptions(loopback="only", packet_size="stock")
+        answerer_options if answerer_capable else RtcOptions(loopback="only", packet_size="stock")
     )
     out = offerer.createDataChannel("t")
     incoming: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
@@ -95,9 +99,9 @@ async def open_pair(answerer_capable: bool) -> tuple[RTCPeerConnection, RTCPeerC
     await answerer.setRemoteDescription(offerer.localDescription)
     tuning.apply_fast_path(offerer, None)
     offer_cap = tuning.local_capability(options)
-    answer_cap = tuning.local_capability(options) if answerer_capable else None
+    answer_cap = tuning.local_capability(answerer_options) if answerer_capable else None
     if answerer_capable:
-        tuning.apply_fast_path(answerer, tuning.negotiate(options, offer_cap))
+        tuning.apply_fast_path(answerer, tuning.negotiate(answerer_options, offer_cap))
     tuning.apply_fast_path(offerer, tuning.negotiate(options, answer_cap))
     await answerer.setLocalDescription(await answerer.createAnswer())
     await offerer.setRemoteDescription(answerer.localDescription)
@@ -115,7 +119,9 @@ async def main(scenario: str, size: int) -> dict[str, Any]:
     if scenario in ("fragdrop", "stock"):
         add_fragment_rule(drop=scenario == "fragdrop")
     async with asyncio.timeout(STEP):
-        offerer, answerer, out, back = await open_pair(answerer_capable=scenario != "stock")
+        offerer, answerer, out, back = await open_pair(
+            answerer_capable=scenario != "stock", answerer_splits=scenario != "older"
+        )
         up, down = os.urandom(size), os.urandom(size // 2)
         hostile_at: float | None = None
         size_before: int | None = None

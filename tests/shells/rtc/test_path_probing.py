@@ -18,6 +18,7 @@ import pytest
 SCRIPT = Path(__file__).with_name("netns_path.py")
 SIZE = 8_000_000
 MTU_PAYLOAD = 1500 - 20 - 8  # the largest UDP payload one unfragmented IPv4 datagram carries
+ONE_RECORD = 16384 + 256  # the largest datagram carrying one DTLS record of a 16 KiB SCTP packet
 
 
 def _namespaces_refused() -> str | None:
@@ -52,6 +53,8 @@ def test_clean_1500_mtu_path_chooses_large_packets() -> None:
         seen = result[end]
         assert 16384 in seen["sizes"] and seen["probes_acked"] >= 1, seen  # chosen by an acknowledged probe
         assert seen["largest_datagram"] > MTU_PAYLOAD  # the kernel fragmented and reassembled them
+        assert seen["coalesced_records"] > seen["coalesced_datagrams"] > 0, seen  # records shared datagrams
+        assert seen["largest_datagram"] > ONE_RECORD
 
 
 def test_fragment_dropping_path_probe_fails_and_unfragmented_packets_are_used() -> None:
@@ -72,9 +75,18 @@ def test_path_turns_hostile_midway_recovers_and_loses_nothing() -> None:
     assert seen["split_packets"] > 0  # chunks queued at 16 KiB were resent as pieces that fit
 
 
+def test_peer_that_does_not_split_is_never_sent_coalesced_records() -> None:
+    result = run_scenario("older")
+    for end in ("offerer", "answerer"):
+        seen = result[end]
+        assert 16384 in seen["sizes"], seen  # still the large packets
+        assert seen["coalesced_records"] == 0 and seen["largest_datagram"] <= ONE_RECORD, seen
+
+
 def test_stock_peer_is_never_sent_a_large_packet() -> None:
     result = run_scenario("stock")
     seen = result["offerer"]
     assert seen["agreed"] is None and seen["probes_sent"] == 0, seen
     assert 0 < seen["largest_datagram"] <= MTU_PAYLOAD
+    assert seen["coalesced_records"] == 0
     assert result["fragments"] == 0  # not one IP fragment on the path, either direction

@@ -14,6 +14,7 @@ from aiortc import rtcsctptransport as sctp_module
 
 from fsm_worker.shells.rtc import RtcOptions, create_peer_connection, install_rtc_patches, tuning
 from fsm_worker.shells.rtc.aiortc_hooks import tuned
+from fsm_worker.shells.rtc.options import MAX_DATAGRAM
 from fsm_worker.shells.rtc.probing import MAX_PARTIAL_PACKETS, PIECE_MAGIC, Reassembler, split_packet
 
 STEP = 30.0
@@ -239,7 +240,11 @@ async def test_local_only_then_upgrade() -> None:
 def test_capability_and_negotiation() -> None:
     options = RtcOptions()
     cap = tuning.local_capability(options)
-    assert cap == {"version": tuning.CAPABILITY_VERSION, "max_packet": tuning.DTLS_MAX_PLAINTEXT}
+    assert cap == {
+        "version": tuning.CAPABILITY_VERSION,
+        "max_packet": tuning.DTLS_MAX_PLAINTEXT,
+        "datagram": MAX_DATAGRAM,
+    }
     assert tuning.negotiate(options, cap) == 16384
     assert tuning.negotiate(options, {"version": 2, "max_packet": 4000}) == 4000
     assert tuning.negotiate(RtcOptions(max_packet=8192), cap) == 8192
@@ -258,6 +263,23 @@ def test_capability_and_negotiation() -> None:
         assert tuning.negotiate(options, bad) is None
 
 
+def test_datagram_coalescing_is_negotiated_only_when_both_ends_split() -> None:
+    options = RtcOptions()
+    both = tuning.negotiate(options, tuning.local_capability(options))
+    assert both == 16384 and both is not None and both.datagram == MAX_DATAGRAM
+    older = tuning.negotiate(options, {"version": 2, "max_packet": 16384})  # a peer before coalescing
+    assert older == 16384 and older is not None and older.datagram is None
+    smaller = tuning.negotiate(options, {"version": 2, "max_packet": 16384, "datagram": 40000})
+    assert smaller is not None and smaller.datagram == 40000
+    off = RtcOptions(max_datagram=0)
+    assert "datagram" not in (tuning.local_capability(off) or {})
+    theirs = tuning.negotiate(off, tuning.local_capability(options))
+    assert theirs is not None and theirs.datagram is None
+    for bad in ("65507", 100, True, None, [1]):
+        got = tuning.negotiate(options, {"version": 2, "max_packet": 16384, "datagram": bad})
+        assert got == 16384 and got is not None and got.datagram is None
+
+
 def test_options_refuse_bad_values_naming_them() -> None:
     with pytest.raises(ValueError, match="loopback"):
         RtcOptions(loopback="sometimes")
@@ -265,6 +287,11 @@ def test_options_refuse_bad_values_naming_them() -> None:
         RtcOptions(packet_size="huge")
     with pytest.raises(ValueError, match="max_packet"):
         RtcOptions(max_packet=70000)
+    for datagram in (1000, 70000, -1):
+        with pytest.raises(ValueError, match="max_datagram"):
+            RtcOptions(max_datagram=datagram)
+    with pytest.raises(ValueError, match="burst_packets"):
+        RtcOptions(burst_packets=2)
     with pytest.raises(ValueError, match="rtc_fast_path"):
         RtcOptions.from_settings(fast_path="warp")
     assert RtcOptions.from_settings(loopback_only=True, fast_path="off") == RtcOptions(

@@ -43,8 +43,6 @@ from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate
 from fsm_worker.protocol.worker.dispatch import Rows
 from fsm_worker.protocol.worker.drain import DrainActions
 from fsm_worker.protocol.worker.events import (
-    AdoptRun,
-    Advertise,
     ChannelAnswered,
     ChannelClosed,
     ChannelFailed,
@@ -53,31 +51,26 @@ from fsm_worker.protocol.worker.events import (
     Event,
     InputsReady,
     InputsStarted,
-    Instruction,
-    Intake,
-    Job,
     JobFilesRemoved,
     PeerMessage,
-    Reservation,
     Restored,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
-    SlotsView,
     Started,
     TimerFired,
-    WorkerState,
-    WorkerStatus,
 )
 from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered
 from fsm_worker.protocol.worker.holds import HoldActions
+from fsm_worker.protocol.worker.instructions import AdoptRun, Advertise, Instruction, SlotsView
 from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord
 from fsm_worker.protocol.worker.scheduler import Scheduler
 from fsm_worker.protocol.worker.slots import Slot, SlotState, SlotTable
+from fsm_worker.protocol.worker.states import Intake, Job, Reservation, WorkerState, WorkerStatus
 from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
 
 log = logging.getLogger(__name__)

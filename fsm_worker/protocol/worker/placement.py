@@ -76,7 +76,7 @@ class SlotActions(CoordinatorActions):
         return self.for_reservation(s) or self.for_current_job(s)
 
     def for_reservation(self, s: Stimulus) -> bool:
-        raise NotImplementedError  # JobCoordinator's (coordinator.py)
+        raise NotImplementedError  # CoordinatorGuards' (guards.py), ahead of this class in JobCoordinator's bases
 
     # --- actions ----------------------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import attrs
 
 from fsm_worker.shells.transfer import destination
-from fsm_worker.shells.transfer.client import ClientTransferEndpoint, DownloadInterrupted, PartialDownload
+from fsm_worker.shells.transfer.client import ClientTransferEndpoint
+from fsm_worker.shells.transfer.results import DownloadInterrupted, PartialDownload
 
 ProgressFn = Callable[[int, int], None]
 OverChannel = Callable[

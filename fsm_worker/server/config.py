@@ -177,7 +177,7 @@ class ServerConfig:
         validator=attrs.validators.ge(0),
         metadata={
             "help": "jobs the room's workers may reserve, queue or run at once for one client (the `hold` op; "
-            "per node with `--redis`); more get `job_response` `room_cap`. 0: no cap"
+            "counted across nodes with `--redis`); more get `job_response` `room_cap`. 0: no cap"
         },
     )
     max_holds_per_worker: int = attrs.field(

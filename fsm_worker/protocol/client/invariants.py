@@ -19,12 +19,12 @@ def check_invariants(core: ClientJobCore) -> None:
     assert [e.seq for e in core.history] == list(range(1, core.last_seq + 1)), "history is 1..last_seq"
     assert (core.state is BIDDING) == (core.bids.response_deadline is not None)
     if core.state is ASSIGNED:
-        assert core._probe_at is not None, "a followed job always has a liveness deadline"
+        assert core.liveness.probe_at is not None, "a followed job always has a liveness deadline"
     else:
         assert core.seq.head_due is None, "only a followed job waits for a job_head"
     if core.queued:
         assert core.state in (ASSIGNED, FAILED, ABANDONED), "only a held job waits in a queue"
-    assert (core._keepalive_at is not None) == (core.queued and core.state is ASSIGNED), (
+    assert (core.lease.keepalive_at is not None) == (core.queued and core.state is ASSIGNED), (
         "a job waiting in a queue (and only that) keeps its queue lease alive"
     )
     core.bids.validate(core.worker, settled=core.state is not BIDDING and core.state is not NEW)

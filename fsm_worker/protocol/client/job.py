@@ -6,9 +6,9 @@ does IO, never sleeps and never raises out of `handle`. `next_deadline()` says w
 Bidding is `bidding.py` (the choice; every other offer is released with `job_cancel` at once, so a job
 holds at most one queue entry in the room); following the numbered events, with bounded `job_sync` asks and
 the fallback to full replays, is `replay.py`; the state table is `table.py`. Liveness (a silent worker is
-probed, an unreachable one given up) and the queue lease are here: a request with `queue: true` may be
-answered `accepted, queued` by a worker with no free slot (issue 12); while the job waits, the core sends
-`job_sync` every `queue_keepalive` seconds (whatever it hears), which keeps the worker's queue lease.
+probed, an unreachable one given up) is `liveness.py`; a job waiting in the worker's queue, with the
+`job_sync` keep-alives that renew its lease, is `queue_lease.py`; how the job ended is `outcome.py`. What is
+here: the dispatch of events, which message from the worker means what, the deadlines due and the endings.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ from fsm_worker.protocol.client.events import (
     WorkerChosen,
 )
 from fsm_worker.protocol.client.invariants import check_invariants
+from fsm_worker.protocol.client.liveness import Liveness
+from fsm_worker.protocol.client.outcome import outcome_of
+from fsm_worker.protocol.client.queue_lease import QueueLease
 from fsm_worker.protocol.client.replay import SeqTracker, Sync
 from fsm_worker.protocol.client.table import ABANDONED, ASSIGNED, BIDDING, FAILED, FINISHED, NEW, TRANSITIONS
 from fsm_worker.protocol.messages import (
@@ -92,15 +95,8 @@ class ClientJobCore:
         self.metrics: Metrics | None = None
         self.error: Exception | None = None
         self.bids = Bidding()
-        # liveness
-        self._probe_at: float | None = None
-        self._unreachable_since: float | None = None
-        # waiting in the winner's queue (no slot yet)
-        self.queued = False
-        self.queue_position: int | None = None
-        self.estimated_start_seconds: float | None = None
-        self._keepalive_at: float | None = None
-        self._left_queue = False  # a numbered event other than "queued" arrived: the job has a slot
+        self.liveness = Liveness(self.timeouts.liveness)
+        self.lease = QueueLease(self.timeouts.queue_keepalive)  # waiting in the winner's queue (no slot yet)
         self._out: list[Instruction] = []
 
     @property
@@ -125,22 +121,26 @@ class ClientJobCore:
         return self.seq.early
 
     @property
+    def queued(self) -> bool:
+        """The job waits in its worker's queue (no slot yet)."""
+        return self.lease.queued
+
+    @property
+    def queue_position(self) -> int | None:
+        return self.lease.position
+
+    @property
+    def estimated_start_seconds(self) -> float | None:
+        return self.lease.estimated_start_seconds
+
+    @property
     def finished(self) -> bool:
         return self.terminal is not None
 
     @property
     def outcome(self) -> Outcome:
         """How the job ended (PENDING while it runs)."""
-        match self.terminal:
-            case JobComplete(stopped_early=True):
-                return Outcome.STOPPED_EARLY
-            case JobComplete():
-                return Outcome.COMPLETED
-            case JobFailed():
-                return Outcome.FAILED
-            case JobCancelled():
-                return Outcome.CANCELLED
-        return {FAILED: Outcome.LOST, ABANDONED: Outcome.ABANDONED}.get(self.state, Outcome.PENDING)
+        return outcome_of(self.terminal, self.state)
 
     # --- the one entry point ---------------------------------------------------------------------------------
 
@@ -162,7 +162,8 @@ class ClientJobCore:
         if self.state is BIDDING:
             return self.bids.deadline()
         if self.state is ASSIGNED:
-            return min(t for t in (self._probe_at, self._keepalive_at, self.seq.head_due) if t is not None)
+            deadlines = (self.liveness.probe_at, self.lease.keepalive_at, self.seq.head_due)
+            return min(t for t in deadlines if t is not None)
         return None
 
     def _dispatch(self, event: Event, now: float) -> None:
@@ -207,8 +208,7 @@ class ClientJobCore:
 
     def _sync(self, sync: Sync, now: float) -> None:
         """Send a `job_sync`; while queued this also renews the queue lease."""
-        if self.queued:
-            self._keepalive_at = now + self.timeouts.queue_keepalive
+        self.lease.synced(now)
         self._send(JobSync(self.job_id, sync.after_seq, job_key=self.job_key, upto_seq=sync.upto_seq))
 
     # --- bidding -----------------------------------------------------------------------------------------------
@@ -244,9 +244,7 @@ class ClientJobCore:
         )
         self._assign(winner, now)
         if queued:
-            self.queued, self._keepalive_at = True, now + self.timeouts.queue_keepalive
-            self.queue_position = choice.queue_position
-            self.estimated_start_seconds = choice.estimated_start_seconds
+            self.lease.won(choice.queue_position, choice.estimated_start_seconds, now)
         self._send(JobAssignment(self.job_id, job_key=self.job_key))
         self._out.append(
             WorkerChosen(winner, queued, self.queue_position, self.estimated_start_seconds)
@@ -258,7 +256,7 @@ class ClientJobCore:
         self.state, self.worker = ASSIGNED, worker
         self.bids.end()
         self.bids.pending.clear()
-        self._probe_at = now + self.timeouts.liveness
+        self.liveness.follow(now)
 
     # --- following the job -------------------------------------------------------------------------------------
 
@@ -280,13 +278,13 @@ class ClientJobCore:
             self.seq.head_due = (
                 None  # the queue report answers a keep-alive (a head is awaited again once it runs)
             )
-            if self.state is ASSIGNED and not self._left_queue:
-                self._enter_queue(message, now)
+            if self.state is ASSIGNED and not self.lease.left:
+                self.lease.enter(message, now)
                 self._out.append(QueueUpdate(message))
         elif isinstance(message, JobFailed) and self.queued and self.state is ASSIGNED:
             self._heard(now)  # a queue entry that ended before the job had numbered events (its lease, ...)
             error = message.error
-            self._fail(JobFailedError(error.code, error.message + self._queued_note(), error.recoverable))
+            self._fail(JobFailedError(error.code, error.message + self.lease.note(), error.recoverable))
         elif isinstance(message, JobHead):
             self._heard(now)
             for sync in self.seq.on_head(message, now, may_ask=self.state is ASSIGNED):
@@ -299,7 +297,7 @@ class ClientJobCore:
                 self._fail(
                     WorkerGoneError(
                         f"worker {sender} no longer holds job {self.job_id} (it restarted or let it go)"
-                        + self._queued_note()
+                        + self.lease.note()
                     )
                 )
         elif isinstance(message, JobResponse):
@@ -322,73 +320,55 @@ class ClientJobCore:
         if isinstance(event, JobStatus | JobComplete) and event.metrics is not None:
             self.metrics = event.metrics
         if isinstance(event, JobStatus) and event.status == "queued" and self.state is ASSIGNED:
-            self._enter_queue(event, now)
+            self.lease.enter(event, now)
         else:  # any other status (starting, running, ...) or the end: the job has left the queue
-            self.queued, self._keepalive_at, self._left_queue = False, None, True
-            self.queue_position = self.estimated_start_seconds = None
+            self.lease.leave()
         self._out.append(Deliver(event))
         if not isinstance(event, JobStatus):
-            self.terminal, self.state, self._probe_at, self.seq.head_due = event, FINISHED, None, None
-
-    def _enter_queue(self, status: JobStatus, now: float) -> None:
-        """The worker says the job waits in its queue (at `queue_position`): keep its lease alive from now."""
-        if not self.queued:
-            self._keepalive_at = now + self.timeouts.queue_keepalive
-        self.queued = True
-        self.queue_position = status.queue_position
-        self.estimated_start_seconds = status.estimated_start_seconds
+            self.terminal, self.state, self.seq.head_due = event, FINISHED, None
+            self.liveness.stop()
 
     def _heard(self, now: float) -> None:
-        self._unreachable_since = None
-        if self.state is ASSIGNED:
-            self._probe_at = now + self.timeouts.liveness
+        self.liveness.heard(now, following=self.state is ASSIGNED)
 
     def _on_send_report(self, report: SendReported, now: float) -> None:
         if self.state is not ASSIGNED or report.to != self.worker:
             return
         if not report.refused:
-            self._unreachable_since = None
+            self.liveness.delivered()
             return
-        since = self._unreachable_since if self._unreachable_since is not None else now
-        self._unreachable_since = since
-        if now - since >= self.timeouts.worker_gone:
+        if self.liveness.refused(now) >= self.timeouts.worker_gone:
             self._fail(
                 WorkerGoneError(
                     f"worker {self.worker} left while holding job {self.job_id} ({report.code})"
-                    + self._queued_note()
+                    + self.lease.note()
                 )
             )
-
-    def _queued_note(self) -> str:
-        if not self.queued:
-            return ""
-        place = f" at position {self.queue_position}" if self.queue_position is not None else ""
-        return f"; the job was still waiting in its queue{place} and never started: submit it again"
 
     def _fire_due_deadlines(self, now: float) -> None:
         if self.state is BIDDING:
             if self.bids.due(now):
                 self._close_bidding(now)
         elif self.state is ASSIGNED:
-            probe_due = self._probe_at is not None and self._probe_at <= now
-            keepalive_due = self._keepalive_at is not None and self._keepalive_at <= now
+            probe_due, keepalive_due = self.liveness.due(now), self.lease.due(now)
             head_due = self.seq.head_due
             head_overdue = head_due is not None and head_due <= now
-            if head_overdue and self._unreachable_since is not None:
+            if head_overdue and self.liveness.unreachable:
                 self.seq.head_due = None  # the request may never have reached the worker: ask again below
             if head_overdue and self.seq.head_due is not None:  # the replay also probes and keeps alive
-                self._probe_at = now + self.timeouts.liveness
+                self.liveness.follow(now)
                 self._sync(self.seq.replay_all(self.worker), now)
             elif probe_due or keepalive_due:
                 # a silent worker is asked how far the job goes (replaying nothing); a queued job's lease is renewed
-                self._probe_at = now + self.timeouts.liveness
+                self.liveness.follow(now)
                 self._sync(self.seq.probe(now), now)
 
     # --- endings ----------------------------------------------------------------------------------------------
 
     def _fail(self, error: Exception) -> None:
-        self.state, self.error, self._probe_at, self._keepalive_at = FAILED, error, None, None
-        self.seq.head_due = None
+        self.state, self.error, self.seq.head_due = FAILED, error, None
+        self.liveness.stop()
+        self.lease.end()
         self.bids.end()
         self._out.append(Fail(error))  # type: ignore[arg-type]
 
@@ -400,8 +380,9 @@ class ClientJobCore:
         elif self.state is not NEW:
             self._refuse_unless(event)
             return
-        self.state, self._probe_at, self._keepalive_at = ABANDONED, None, None
-        self.seq.head_due = None
+        self.state, self.seq.head_due = ABANDONED, None
+        self.liveness.stop()
+        self.lease.end()
         self.bids.end()
 
     def validate_state(self) -> None:

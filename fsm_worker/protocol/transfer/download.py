@@ -4,7 +4,7 @@ The worker announces ``results``, then the manifest (``manifest`` frames: name, 
 every file, in sending order) before any byte; each ``file`` header (or ``same``) must match its
 manifest entry exactly. It trusts nothing the worker says: every name must be a safe relative path
 that collides with no other, and the count and total size are capped (:class:`DownloadLimits`) whatever the worker
-announced. The shell (``shells/transfer/client.py``) writes into a fresh folder of its own.
+announced. The shell (``shells/transfer/results.py``) writes into a fresh folder of its own.
 A ``same`` frame (a file the client listed in ``fetch_results.have``, equal on the worker) counts as
 done without bytes; it is kept in place (:attr:`DownloadReceiver.kept`).
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.signaling import loopback_config
 
-from fsm_worker.server.server import start_server
+from fsm_worker.server.app import start_server
 from fsm_worker.shells.signaling import SignalingClient
 
 

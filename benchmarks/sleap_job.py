@@ -24,8 +24,8 @@ from fsm_worker.jobs import JobSpec
 from fsm_worker.jobs.sleap import SleapTrainHandler, sleap_available
 from fsm_worker.jobs.sleap.synthetic import make_labels
 from fsm_worker.protocol.messages import JobStatus
+from fsm_worker.server.app import start_server
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.server import start_server
 from fsm_worker.worker import WorkerConfig, WorkerHost
 
 CONFIG = {**TINY_SLEAP, "max_epochs": 2}

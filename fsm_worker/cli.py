@@ -36,8 +36,8 @@ from fsm_worker.cli_options import (
 )
 from fsm_worker.client import ClientTimeouts, JobClient, JobClientError, WorkerInfo
 from fsm_worker.jobs.registry import JobTypeRegistry
+from fsm_worker.server.app import RunningServer, run_server
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.server import RunningServer, run_server
 from fsm_worker.settings import Settings, SettingsError, load_toml
 from fsm_worker.shells.rtc.session import RtcSetupError
 from fsm_worker.shells.signaling import SignalingError

@@ -16,8 +16,8 @@ from fsm_worker.client import JobClient, JobOutcome
 from fsm_worker.jobs.sample_data import generate_sample_csv
 from fsm_worker.progress import JobProgress
 from fsm_worker.protocol.messages import JobStatus, Message, RtcAnswer, RtcOffer, to_wire
+from fsm_worker.server.app import start_server
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.server import start_server
 from fsm_worker.worker import WorkerConfig, WorkerHost
 
 

@@ -19,7 +19,7 @@ from transitions.extensions import HierarchicalGraphMachine
 from transitions.extensions.nesting import NestedState
 
 from fsm_worker.protocol.worker.coordinator import ANY, INTAKE, TRANSITIONS
-from fsm_worker.protocol.worker.events import WorkerState
+from fsm_worker.protocol.worker.states import WorkerState
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
 TITLE = "fsm_worker: worker status"

@@ -18,7 +18,7 @@ from support.signaling import loopback_config
 
 from fsm_worker.client import ClientTimeouts, JobClient
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler, default_registry
-from fsm_worker.server.server import RunningServer, start_server
+from fsm_worker.server.app import RunningServer, start_server
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker import WorkerConfig, WorkerHost
 

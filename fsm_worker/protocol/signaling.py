@@ -163,6 +163,18 @@ def merge_metadata(current: Mapping[str, Any], update: Mapping[str, Any]) -> dic
     return merged
 
 
+def metadata_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``update_metadata`` body that turns ``old`` into ``new`` (``None`` deletes)."""
+    delta: dict[str, Any] = {k: None for k in old if k not in new}
+    delta.update({k: v for k, v in new.items() if k != "properties"})
+    old_props, new_props = old.get("properties") or {}, new.get("properties") or {}
+    if old_props or new_props:
+        props = {k: None for k in old_props if k not in new_props}
+        props.update(new_props)
+        delta["properties"] = props
+    return delta
+
+
 @attrs.frozen
 class AuthRequest:
     """A validated connect ``auth`` dict."""

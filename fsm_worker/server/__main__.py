@@ -13,7 +13,7 @@ import sys
 from fsm_worker import logs
 from fsm_worker.cli import add_settings_file, server_config
 from fsm_worker.cli_options import LogOptions, add_command_arguments, command_settings
-from fsm_worker.server.server import RunningServer, run_server
+from fsm_worker.server.app import RunningServer, run_server
 from fsm_worker.settings import Settings, SettingsError, load_toml
 
 

@@ -1,4 +1,6 @@
-"""The Socket.IO signaling server (python-socketio ``AsyncServer`` on aiohttp).
+"""The Socket.IO signaling server (python-socketio ``AsyncServer`` on aiohttp): its connections (auth, resume).
+
+The events a connected peer sends are handled in `peer_events`; the aiohttp app and its start in `app`.
 
 Peers connect with ``auth={"token", "peer_id", "role", "metadata", "resume_secret"?}``; a token is a room.
 Identity is bound to the connection; messages are routed through Socket.IO rooms named after the peer id,
@@ -10,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import socketio
 from aiohttp import WSCloseCode, web
 
@@ -24,52 +24,23 @@ from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import (
-    check_json,
     error_ack,
     hash_secret,
-    merge_metadata,
-    ok_ack,
     parse_auth,
-    parse_peer_message,
-    parse_update_metadata,
     room_for_token,
 )
 from fsm_worker.server.config import ServerConfig
 from fsm_worker.server.dashboard import Dashboard
-from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.guard import EIO_SID_KEY, ConnectionGuard
-from fsm_worker.server.holds import HoldBook, Holds, hold_event
+from fsm_worker.server.holds import HoldBook, Holds
 from fsm_worker.server.metrics import ServerMetrics
+from fsm_worker.server.peer_events import LocalPeer, PeerEvents, route_room
 from fsm_worker.server.redis_holds import RedisHolds
 from fsm_worker.server.redis_registry import RedisRegistry
 from fsm_worker.server.registry import ClaimKind, ClaimRequest, MemoryRegistry, Registry
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key
 
 log = logging.getLogger("fsm_worker.server.server")
-
-Handler = Callable[["LocalPeer", tuple[Any, ...]], Awaitable[dict[str, Any]]]
-
-
-def route_room(room: str, peer_id: str) -> str:
-    """The Socket.IO room that reaches one peer of one token room."""
-    return f"peer:{room}:{peer_id}"
-
-
-@attrs.define
-class LocalPeer:
-    """A peer connected to this node."""
-
-    sid: str
-    room: str
-    peer_id: str
-    role: str
-    metadata: dict[str, Any]
-    secret: str
-
-    @property
-    def room_tag(self) -> str:
-        """Short room id for logs."""
-        return self.room[:12]
 
 
 class SignalingServer:
@@ -128,15 +99,8 @@ class SignalingServer:
         )
         self.sio.on("connect", self.metrics.metered_connect(self._on_connect))
         self.sio.on("disconnect", self._on_disconnect)
-        self.sio.on("*", self._on_unknown)
-        events: dict[str, Handler] = {
-            "peer_message": self._peer_message,
-            "discover_peers": self._discover,
-            "update_metadata": self._update_metadata,
-            "hold": self._hold,
-        }
-        for name, handler in events.items():
-            self.sio.on(name, self.metrics.metered_event(name, self._guarded(name, handler)))
+        self.events = PeerEvents(config, registry, self.sio, self.guard, self.holds, self.peers, self._local)
+        self.events.register(self.metrics)
 
     def attach(self, app: web.Application) -> None:
         """Mount Socket.IO and ``/healthz`` on ``app`` and tie the registry to its lifecycle."""
@@ -302,143 +266,3 @@ class SignalingServer:
     def _forget(self, peer: LocalPeer | None) -> None:
         if peer is not None and self._local.get((peer.room, peer.peer_id)) == peer.sid:
             del self._local[(peer.room, peer.peer_id)]
-
-    def _eio_sid(self, sid: str | None) -> str | None:
-        return self.sio.manager.eio_sid_from_sid(sid, "/") if sid is not None else None
-
-    # -- events ---------------------------------------------------------------------------------------------
-
-    def _guarded(self, name: str, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
-        async def run(sid: str, *args: Any) -> dict[str, Any]:
-            peer = self.peers.get(sid)
-            if peer is None:
-                return error_ack(SignalingCode.NOT_REGISTERED, "this connection holds no peer id")
-            try:
-                return await handler(peer, args)
-            except SignalingRefusal as exc:
-                self.guard.notice(
-                    self._eio_sid(sid), "event_refused", name=name, code=exc.code, reason=exc.message
-                )
-                return exc.ack()
-            except Exception as exc:
-                log.exception("%s", f"event=event_failed name={name} peer_id={peer.peer_id}")
-                return error_ack(SignalingCode.INTERNAL_ERROR, f"{name} failed: {type(exc).__name__}")
-
-        return run
-
-    async def _on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
-        return error_ack(SignalingCode.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
-
-    async def _peer_message(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        msg = parse_peer_message(args, max_bytes=self.config.max_event_bytes)
-        if not await self.registry.is_connected(peer.room, msg.to_peer_id):
-            raise SignalingRefusal(SignalingCode.PEER_NOT_FOUND, f"no peer {msg.to_peer_id!r} is connected")
-        data = {"from_peer_id": peer.peer_id, "to_peer_id": msg.to_peer_id, "payload": msg.payload}
-        await self.sio.emit("peer_message", data, to=route_room(peer.room, msg.to_peer_id))
-        recipient = self._local.get((peer.room, msg.to_peer_id))  # None: on another node (no credit there)
-        self.guard.routed(self._eio_sid(peer.sid), peer.peer_id, self._eio_sid(recipient), msg.to_peer_id)
-        return ok_ack()
-
-    async def _discover(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        config = self.config
-        request = parse_discovery(
-            args, max_bytes=config.max_event_bytes, default_limit=config.discover_default_limit,
-            max_limit=config.discover_max_limit,
-        )  # fmt: skip
-        found, cursor = page(await self.registry.peers(peer.room), request, exclude=peer.peer_id)
-        return ok_ack(peers=found, next_cursor=cursor)
-
-    async def _update_metadata(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        update = parse_update_metadata(args, max_bytes=self.config.max_metadata_bytes)
-        merged = merge_metadata(peer.metadata, update)
-        check_json(
-            merged, what="metadata", max_bytes=self.config.max_metadata_bytes, code=SignalingCode.INVALID_METADATA,
-            setting="max_metadata_bytes",
-        )  # fmt: skip
-        if not await self.registry.set_metadata(peer.room, peer.peer_id, peer.sid, merged):
-            raise SignalingRefusal(
-                SignalingCode.NOT_REGISTERED, "this connection no longer holds its peer id"
-            )
-        peer.metadata = merged
-        return ok_ack(metadata=merged)
-
-    async def _hold(self, peer: LocalPeer, args: tuple[Any, ...]) -> dict[str, Any]:
-        """A worker claims, releases or syncs the holds it keeps for clients (docs/signaling.md, `hold`)."""
-        return await hold_event(self.holds, peer.room, peer.peer_id, peer.role, args, time.time())
-
-
-def create_app(config: ServerConfig, registry: Registry | None = None) -> web.Application:
-    """An aiohttp application serving Socket.IO and ``GET /healthz``."""
-    app = web.Application()
-    server = SignalingServer(config, registry)
-    server.attach(app)
-    app[SERVER_KEY] = server
-    return app
-
-
-SERVER_KEY = web.AppKey("signaling_server", SignalingServer)
-
-
-@attrs.define
-class RunningServer:
-    """A started server; ``port`` is the bound port (useful with ``port=0``)."""
-
-    app: web.Application
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        """Base URL for clients."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def server(self) -> SignalingServer:
-        """The handlers and registry."""
-        return self.app[SERVER_KEY]
-
-    async def stop(self) -> None:
-        """Close every connection, release this node's peers and stop listening."""
-        await self.runner.cleanup()
-
-
-async def start_server(config: ServerConfig, registry: Registry | None = None) -> RunningServer:
-    """Start listening on ``config.host:config.port`` (0 picks a free port)."""
-    app = create_app(config, registry)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    port = int(runner.addresses[0][1])
-    log_event(log, logging.INFO, "server_listening", host=config.host, port=port, node=config.node_id)
-    return RunningServer(app=app, runner=runner, host=config.host, port=port)
-
-
-async def run_server(
-    config: ServerConfig,
-    *,
-    ready: Callable[[RunningServer], None] | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    running = await start_server(config)
-    try:
-        if ready is not None:
-            ready(running)
-        await stop.wait()
-    finally:
-        await running.stop()
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -23,8 +23,9 @@ import socketio
 from fsm_worker.json_packet import JsonPacket
 from fsm_worker.logfmt import log_event
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
-from fsm_worker.protocol.signaling import merge_metadata, parse_metadata
+from fsm_worker.protocol.signaling import merge_metadata, metadata_delta, parse_metadata
 from fsm_worker.shells.send_queue import Outgoing, SendQueues, SendResult, SendStatus
+from fsm_worker.shells.signaling_requests import AckRequests, SignalingError
 
 log = logging.getLogger("fsm_worker.shells.signaling")
 
@@ -38,32 +39,7 @@ DEFAULT_MAX_QUEUED_PER_PEER = 1024
 #: The refusal code of a message that finds its peer's queue full (a link-side limit, not the server's).
 QUEUE_FULL = SignalingCode.QUEUE_FULL
 
-__all__ = ["QUEUE_FULL", "SendResult", "SendStatus", "SignalingClient", "SignalingError", "metadata_delta"]
-
-
-class SignalingError(Exception):
-    """The server refused a connection or a request."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class _LinkDown(Exception):
-    """The link dropped before an ack arrived."""
-
-
-def metadata_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``update_metadata`` body that turns ``old`` into ``new`` (``None`` deletes)."""
-    delta: dict[str, Any] = {k: None for k in old if k not in new}
-    delta.update({k: v for k, v in new.items() if k != "properties"})
-    old_props, new_props = old.get("properties") or {}, new.get("properties") or {}
-    if old_props or new_props:
-        props = {k: None for k in old_props if k not in new_props}
-        props.update(new_props)
-        delta["properties"] = props
-    return delta
+__all__ = ["QUEUE_FULL", "SendResult", "SendStatus", "SignalingClient", "SignalingError"]
 
 
 async def _call_hook(hook: Callable[..., Awaitable[None] | None] | None, *args: Any) -> None:
@@ -129,7 +105,7 @@ class SignalingClient:
         self.holds_offered = False
         self._first: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._requests: set[asyncio.Future[Any]] = set()
+        self._requests = AckRequests(ack_timeout)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.reconnects = 0
@@ -345,9 +321,7 @@ class SignalingClient:
         if not self._up:
             return
         self._up = False
-        for future in self._requests:
-            if not future.done():
-                future.set_exception(_LinkDown())
+        self._requests.link_lost()
         self._queues.link_lost()
         if not self._closing and not self._replaced:
             log_event(log, logging.WARNING, "link_lost", peer_id=self.peer_id, queued=self.queued)
@@ -374,31 +348,7 @@ class SignalingClient:
         sio = self._sio
         if sio is None or not self._up:
             raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._requests.add(future)
-
-        def on_ack(*args: Any) -> None:
-            if not future.done():
-                future.set_result(args[0] if args else None)
-
-        try:
-            await sio.emit(event, data, callback=on_ack)
-            if on_sent is not None:
-                on_sent()
-            async with asyncio.timeout(self._ack_timeout):
-                ack = await future
-        except (_LinkDown, socketio.exceptions.SocketIOError):
-            raise SignalingError(SignalingCode.NOT_CONNECTED, f"{event}: not connected") from None
-        except TimeoutError:
-            raise SignalingError(
-                SignalingCode.TIMEOUT, f"{event}: no answer in {self._ack_timeout}s"
-            ) from None
-        finally:
-            self._requests.discard(future)
-        if not isinstance(ack, dict) or not ack.get("ok"):
-            code, message = (ack.get("code"), ack.get("message")) if isinstance(ack, dict) else (None, None)
-            raise SignalingError(str(code or SignalingCode.INTERNAL_ERROR), str(message or f"{event} failed"))
-        return ack
+        return await self._requests.request(sio, event, data, on_sent)
 
     async def _flush_loop(self) -> None:
         """Emit what waits, in order per destination, up to the in-flight window of each; never awaits an ack."""

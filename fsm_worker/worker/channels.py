@@ -21,7 +21,6 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from fsm_worker.protocol.transfer.stats import TransferStats
 from fsm_worker.protocol.transfer.store_policy import DEFAULT_STORE_QUOTA_BYTES, DEFAULT_STORE_RETENTION
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
     ChannelAnswered,
     ChannelClosed,
     ChannelFailed,
@@ -31,6 +30,7 @@ from fsm_worker.protocol.worker.events import (
     InputsStarted,
     JobFilesRemoved,
 )
+from fsm_worker.protocol.worker.instructions import AcceptOffer
 from fsm_worker.shells.rtc import tuning
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import create_peer_connection

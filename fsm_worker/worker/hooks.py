@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from fsm_worker.protocol.worker.events import Instruction
+from fsm_worker.protocol.worker.instructions import Instruction
 
 __all__ = ["HostHooks"]
 

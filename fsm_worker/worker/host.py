@@ -20,7 +20,9 @@ import attrs
 
 from fsm_worker.jobs.registry import JobTypeRegistry, default_registry
 from fsm_worker.protocol.worker import events as core
+from fsm_worker.protocol.worker import instructions as out
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.protocol.worker.values import replay_fingerprint
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import install_rtc_patches
@@ -157,7 +159,7 @@ class WorkerHost:
         return self.config.peer_id
 
     @property
-    def status(self) -> core.WorkerStatus:
+    def status(self) -> WorkerStatus:
         return self.core.status
 
     def job_dir(self, job_id: str) -> Path:
@@ -307,22 +309,20 @@ class WorkerHost:
             self._carry_out(instructions)
 
     @staticmethod
-    def _observe(
-        hook: Callable[[list[core.Instruction]], None], instructions: list[core.Instruction]
-    ) -> None:
+    def _observe(hook: Callable[[list[out.Instruction]], None], instructions: list[out.Instruction]) -> None:
         try:
             hook(instructions)
         except Exception:
             log.exception("the after_commit hook failed")
 
-    def _handle(self, event: core.Event) -> list[core.Instruction]:
+    def _handle(self, event: core.Event) -> list[out.Instruction]:
         try:
             return self.core.handle(event, asyncio.get_running_loop().time())
         except Exception:
             log.exception("the core failed on %r; state kept", event)
             return []
 
-    def _carry_out(self, instructions: list[core.Instruction]) -> None:
+    def _carry_out(self, instructions: list[out.Instruction]) -> None:
         for update in self.metrics.observe(instructions, asyncio.get_running_loop().time()):
             self.outbox.update_metadata(update)  # the dashboard's job summary (worker/summary.py)
         for instruction in instructions:
@@ -338,33 +338,33 @@ class WorkerHost:
     def _on_link_up(self) -> None:
         self._feed(core.HoldsOffered(self.signaling.holds_offered))
 
-    def _execute(self, instruction: core.Instruction) -> None:
+    def _execute(self, instruction: out.Instruction) -> None:
         match instruction:
-            case core.Send(to=to, message=message):
+            case out.Send(to=to, message=message):
                 self.outbox.send(to, message)
-            case core.Advertise(status=status, view=view) if view is not None:
+            case out.Advertise(status=status, view=view) if view is not None:
                 self.outbox.update_metadata(
                     slots_metadata(status, view, self.capabilities.gpu_memory_mb, self.slots)
                 )
-            case core.StartRun(job=job, cuda_visible_devices=devices):
+            case out.StartRun(job=job, cuda_visible_devices=devices):
                 self._spawn(self.runs.start(job, self.job_dir(job.job_id), devices), f"run-{job.job_id}")
-            case core.AdoptRun(job=job, resume_offset=offset, stop=stop):
+            case out.AdoptRun(job=job, resume_offset=offset, stop=stop):
                 self._spawn(
                     self.runs.adopt(job, self.job_dir(job.job_id), offset, stop=stop), f"adopt-{job.job_id}"
                 )
-            case core.StopRun(job_id=job_id, graceful=graceful):
+            case out.StopRun(job_id=job_id, graceful=graceful):
                 self._spawn(self.runs.stop(job_id, graceful), f"stop-{job_id}")
-            case core.AcceptOffer(job_id=job_id):
+            case out.AcceptOffer(job_id=job_id):
                 self._spawn(self.channels.open(instruction), f"offer-{job_id}")
-            case core.PublishResults(job_id=job_id):
+            case out.PublishResults(job_id=job_id):
                 self.channels.publish(job_id)
-            case core.CloseChannel(job_id=job_id):
+            case out.CloseChannel(job_id=job_id):
                 self._spawn(self.channels.close(job_id), f"close-{job_id}")
-            case core.CleanupJob(job_id=job_id, reclaim=reclaim):
+            case out.CleanupJob(job_id=job_id, reclaim=reclaim):
                 self._spawn(self.channels.remove(job_id, reclaim=reclaim), f"cleanup-{job_id}")
-            case core.PruneJobDirs(keep=keep):
+            case out.PruneJobDirs(keep=keep):
                 self._spawn(self.channels.prune(keep), "prune-job-dirs")
-            case core.Drained(reason=reason):
+            case out.Drained(reason=reason):
                 if reason is not None:
                     log.error("shutting down with jobs left: %s", reason)
                 self._drained.set()

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from fsm_worker.protocol.worker.events import Instruction, Send, StartRun
+from fsm_worker.protocol.worker.instructions import Instruction, Send, StartRun
 from fsm_worker.worker.summary import JobSummary, outcome_of
 
 log = logging.getLogger(__name__)

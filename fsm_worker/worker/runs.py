@@ -10,7 +10,8 @@ import attrs
 from fsm_worker import logs
 from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.spec import ErrorCode, JobSpec
-from fsm_worker.protocol.worker.events import Event, Job, RunEvent, RunFailed, RunProgress, RunStopped
+from fsm_worker.protocol.worker.events import Event, RunEvent, RunFailed, RunProgress, RunStopped
+from fsm_worker.protocol.worker.states import Job
 from fsm_worker.shells.runner.environment import DEFAULT_ALLOW
 from fsm_worker.shells.runner.joblog import DEFAULT_MAX_BYTES
 from fsm_worker.shells.runner.run import EventSink

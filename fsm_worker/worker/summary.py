@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 
 from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobFailed, JobStatus, ReservationExpired
-from fsm_worker.protocol.worker.events import Instruction, Send, SlotsView, StartRun, WorkerStatus
+from fsm_worker.protocol.worker.instructions import Instruction, Send, SlotsView, StartRun
 from fsm_worker.protocol.worker.slots import Slot
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 
 def outcome_of(message: object) -> str | None:

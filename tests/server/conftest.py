@@ -22,7 +22,7 @@ from support.signaling import (
     start_redis,
 )
 
-from fsm_worker.server.server import start_server
+from fsm_worker.server.app import start_server
 from fsm_worker.shells.signaling import SignalingClient
 
 

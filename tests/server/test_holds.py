@@ -14,8 +14,8 @@ from support.signaling import DEFAULT_TIMEOUT, ClientFactory, RedisProcess, Serv
 from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import HoldClaim, room_for_token
 from fsm_worker.protocol.worker.hold_events import hold_ref
+from fsm_worker.server.app import start_server
 from fsm_worker.server.holds import HoldBook
-from fsm_worker.server.server import start_server
 from fsm_worker.shells.signaling import SignalingError
 
 REF1, REF2, REF3 = hold_ref("job-1"), hold_ref("job-2"), hold_ref("job-3")

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rooms import Room, eventually
 
 from fsm_worker.protocol.messages import JobComplete
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

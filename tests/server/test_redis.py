@@ -16,7 +16,7 @@ from support.signaling import (
     wait_until,
 )
 
-from fsm_worker.server.server import RunningServer, start_server
+from fsm_worker.server.app import RunningServer, start_server
 from fsm_worker.shells.signaling import SendStatus, SignalingClient, SignalingError
 
 WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_mb": 24576}}

@@ -8,9 +8,9 @@ import secrets
 from support.signaling import DEFAULT_TIMEOUT as TIMEOUT
 from support.signaling import ClientFactory, ServerInfo, loopback_config, wait_until
 
-from fsm_worker.protocol.signaling import merge_metadata
-from fsm_worker.server.server import start_server
-from fsm_worker.shells.signaling import QUEUE_FULL, SendStatus, SignalingClient, metadata_delta
+from fsm_worker.protocol.signaling import merge_metadata, metadata_delta
+from fsm_worker.server.app import start_server
+from fsm_worker.shells.signaling import QUEUE_FULL, SendStatus, SignalingClient
 
 WORKER_MD = {"tags": ["gpu"], "properties": {"status": "available", "gpu_memory_mb": 16384}}
 

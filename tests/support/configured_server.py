@@ -65,8 +65,8 @@ async def start_configured_server(
 def main() -> None:
     """Run one node until SIGTERM."""
     from fsm_worker.logfmt import configure_logging
+    from fsm_worker.server.app import RunningServer, run_server
     from fsm_worker.server.config import ServerConfig
-    from fsm_worker.server.server import RunningServer, run_server
 
     options = json.loads(sys.argv[1])
     configure_logging(getattr(logging, sys.argv[2] if len(sys.argv) > 2 else "WARNING"))

@@ -26,6 +26,7 @@ from jsonschema import Draft7Validator
 
 from fsm_worker.protocol import asyncapi, messages, signaling_schema
 from fsm_worker.protocol.transfer import frames
+from fsm_worker.server.peer_events import PeerEvents
 from fsm_worker.server.server import SignalingServer
 
 COMPONENTS = asyncapi.build()["components"]
@@ -81,7 +82,7 @@ class WireCheck:
         self._rebind(monkeypatch, messages.parse_message, self._parse_message)
         self._rebind(monkeypatch, frames.encode_frame, self._encode_frame)
         self._rebind(monkeypatch, frames.parse_frame, self._parse_frame)
-        monkeypatch.setattr(SignalingServer, "_guarded", self._guarded(SignalingServer._guarded))
+        monkeypatch.setattr(PeerEvents, "guarded", self._guarded(PeerEvents.guarded))
         monkeypatch.setattr(SignalingServer, "_on_connect", self._on_connect(SignalingServer._on_connect))
         monkeypatch.setattr(socketio.AsyncServer, "emit", self._emit(socketio.AsyncServer.emit))
 
@@ -132,8 +133,8 @@ class WireCheck:
     def _guarded(self, original: Callable[..., Any]) -> Callable[..., Any]:
         check = self.check
 
-        def guarded(server: SignalingServer, name: str, handler: Any) -> Any:
-            run = original(server, name, handler)
+        def guarded(events: PeerEvents, name: str, handler: Any) -> Any:
+            run = original(events, name, handler)
 
             async def checked(sid: str, *args: Any) -> dict[str, Any]:
                 ack: dict[str, Any] = await run(sid, *args)

@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from fsm_worker.protocol.worker.events import Instruction, Send
+from fsm_worker.protocol.worker.instructions import Instruction, Send
 from fsm_worker.worker.hooks import HostHooks
 
 __all__ = ["kill_point_hooks"]

@@ -19,8 +19,8 @@ import attrs
 import redis.asyncio as aioredis
 import socketio
 
+from fsm_worker.server.app import RunningServer, start_server
 from fsm_worker.server.config import ServerConfig
-from fsm_worker.server.server import RunningServer, start_server
 from fsm_worker.shells.signaling import SignalingClient
 
 REDIS_SERVER_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")

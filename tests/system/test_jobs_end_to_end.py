@@ -21,7 +21,7 @@ from fsm_worker.client import (
 )
 from fsm_worker.jobs.train_demo import load_model
 from fsm_worker.protocol.messages import JobCancelled, JobComplete, JobStatus, Requirements
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 
 async def first_running(job: Job) -> None:

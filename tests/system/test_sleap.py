@@ -20,7 +20,7 @@ from fsm_worker.client import AllRejectedError, Job
 from fsm_worker.jobs import JobRunner, JobSpec, RunProgress, RunSucceeded, default_registry
 from fsm_worker.jobs.sleap import sleap_available
 from fsm_worker.protocol.messages import JobComplete, JobStatus
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.shells.runner.runner import Adoption
 
 pytestmark = pytest.mark.sleap

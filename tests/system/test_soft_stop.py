@@ -9,7 +9,7 @@ from rooms import TIMEOUT, Room
 
 from fsm_worker.client import Job
 from fsm_worker.protocol.messages import JobComplete, JobStatus
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 
 async def first_running(job: Job) -> None:

@@ -10,7 +10,7 @@ from aiortc import RTCPeerConnection
 from rooms import Room, advertised, eventually
 from support.job_keys import keyed, keyed_request
 
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.shells.rtc.config import make_configuration
 from fsm_worker.shells.rtc.session import accept_answer, create_offer, wait_channel_open
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
-from fsm_worker.protocol.worker.events import SlotsView, WorkerStatus
+from fsm_worker.protocol.worker.instructions import SlotsView
 from fsm_worker.protocol.worker.slots import Slot
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.server.filters import Filters
 from fsm_worker.worker.config import WorkerConfig
 from fsm_worker.worker.gpus import detect_capabilities, detect_slots, with_slots

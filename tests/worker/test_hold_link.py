@@ -11,7 +11,7 @@ from support.signaling import DEFAULT_TIMEOUT, loopback_config
 
 from fsm_worker.protocol.signaling import room_for_token
 from fsm_worker.protocol.worker import events as core
-from fsm_worker.server.server import start_server
+from fsm_worker.server.app import start_server
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker.holds import HoldLink
 

@@ -15,17 +15,15 @@ from support.job_keys import keyed, keyed_request
 
 from fsm_worker.jobs.registry import JobTypeRegistry, StaticCommandHandler
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
     ChannelFailed,
     InputsReady,
-    Intake,
     JobFilesRemoved,
     PeerMessage,
     RunStarted,
     RunSucceeded,
-    WorkerState,
-    WorkerStatus,
 )
+from fsm_worker.protocol.worker.instructions import AcceptOffer
+from fsm_worker.protocol.worker.states import Intake, WorkerState, WorkerStatus
 from fsm_worker.shells.rtc.options import RtcOptions
 from fsm_worker.shells.rtc.peer import install_rtc_patches
 from fsm_worker.shells.signaling import SendResult, SendStatus

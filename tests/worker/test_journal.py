@@ -19,6 +19,8 @@ from support.job_keys import keyed, keyed_request
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
+from fsm_worker.protocol.worker.instructions import Send
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.worker.journal import (
     PAGE_SIZE,
     EventCodec,
@@ -63,7 +65,7 @@ def sync(job: str, after: int, client: str = "client") -> ev.PeerMessage:
 
 
 def wire(instructions: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(i.to, to_wire(i.message)) for i in instructions if isinstance(i, ev.Send)]
+    return [(i.to, to_wire(i.message)) for i in instructions if isinstance(i, Send)]
 
 
 def seqs(instructions: list[Any]) -> list[int]:
@@ -115,7 +117,7 @@ def test_a_running_job_comes_back_with_its_seq_and_history(tmp_path: Path) -> No
     # The process dies; a new one starts on a fresh monotonic clock, 100 s of wall time later.
     clock.wall += 100
     back = open_core(path, clock, host_now=5.0)
-    assert back.status is ev.WorkerStatus.BUSY and back.current_job is not None
+    assert back.status is WorkerStatus.BUSY and back.current_job is not None
     # The job's key hash came back with it: a sync without the key learns nothing.
     keyless = ev.PeerMessage("client", {"app_message_type": "job_sync", "job_id": "j1", "after_seq": 0})
     assert [(to, m["app_message_type"], m.get("code")) for to, m in wire(back.handle(keyless, 5.0))] == [
@@ -136,7 +138,7 @@ def test_a_reservation_that_expired_while_down_is_reported_once(tmp_path: Path) 
     # Restarted within the lease: the reservation is held, with its deadline moved onto the new clock.
     clock.wall += 10
     back = open_core(path, clock, host_now=500.0)
-    assert back.status is ev.WorkerStatus.RESERVED
+    assert back.status is WorkerStatus.RESERVED
     assert back.next_deadline() == pytest.approx(500.0 + CONFIG.reservation_timeout - 10)
     # Restarted after it: the first TimerFired reports the expiry, and only that one.
     clock.wall += 60
@@ -146,7 +148,7 @@ def test_a_reservation_that_expired_while_down_is_reported_once(tmp_path: Path) 
     assert [m["app_message_type"] for _, m in out] == ["reservation_expired"]
     again = open_core(path, clock, host_now=9.0)
     assert wire(again.handle(ev.TimerFired(), 9.0)) == []
-    assert again.status is ev.WorkerStatus.AVAILABLE
+    assert again.status is WorkerStatus.AVAILABLE
 
 
 def test_events_not_committed_are_not_replayed(tmp_path: Path) -> None:
@@ -157,10 +159,10 @@ def test_events_not_committed_are_not_replayed(tmp_path: Path) -> None:
     live.commit()
     live.handle(assign("j1"), 1.0)  # handled, never committed: its instructions never ran
     back = open_core(path, clock, host_now=1.0)
-    assert back.status is ev.WorkerStatus.RESERVED
+    assert back.status is WorkerStatus.RESERVED
     # The client, having got no answer, repeats the assignment: handled once now.
     back.handle(assign("j1"), 2.0)
-    assert back.status is ev.WorkerStatus.BUSY
+    assert back.status is WorkerStatus.BUSY
 
 
 def test_a_finished_and_expired_job_compacts_the_journal(tmp_path: Path) -> None:
@@ -175,7 +177,7 @@ def test_a_finished_and_expired_job_compacts_the_journal(tmp_path: Path) -> None
         live.handle(ev.TimerFired(), t + CONFIG.retention + 2)  # retention over: the core is at rest
         live.commit()
     assert live.journal.count() <= 1
-    assert open_core(path, clock).status is ev.WorkerStatus.AVAILABLE
+    assert open_core(path, clock).status is WorkerStatus.AVAILABLE
 
 
 def test_other_settings_with_jobs_held_are_refused_by_name(tmp_path: Path) -> None:

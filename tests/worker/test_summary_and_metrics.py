@@ -16,7 +16,8 @@ from fsm_worker.protocol.messages import (
     JobStatus,
     Metrics,
 )
-from fsm_worker.protocol.worker.events import Job, Send, StartRun
+from fsm_worker.protocol.worker.instructions import Send, StartRun
+from fsm_worker.protocol.worker.states import Job
 from fsm_worker.worker.metrics import WorkerMetrics
 from fsm_worker.worker.summary import JobSummary
 

@@ -31,26 +31,25 @@ from fsm_worker.protocol.messages import (
 )
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
     ChannelAnswered,
     ChannelFailed,
-    CleanupJob,
-    CloseChannel,
-    Instruction,
-    Intake,
-    Job,
-    PruneJobDirs,
-    PublishResults,
-    Reservation,
     RunFailed,
     RunProgress,
     RunSucceeded,
+)
+from fsm_worker.protocol.worker.instructions import (
+    AcceptOffer,
+    CleanupJob,
+    CloseChannel,
+    Instruction,
+    PruneJobDirs,
+    PublishResults,
     Send,
     StartRun,
     StopRun,
-    WorkerState,
 )
 from fsm_worker.protocol.worker.metrics import wire_metrics
+from fsm_worker.protocol.worker.states import Intake, Job, Reservation, WorkerState
 from fsm_worker.protocol.worker.values import CoordinatorConfig, Retained, Stimulus, presents_key
 
 __all__ = ["CoordinatorActions", "CoordinatorConfig", "Retained", "Stimulus", "presents_key"]

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fsm_worker.protocol.errors import AppErrorCode
-from fsm_worker.protocol.worker.events import AdoptRun, Job, Restored, RunFailed, RunStopped, WorkerState
+from fsm_worker.protocol.worker.events import Restored, RunFailed, RunStopped
+from fsm_worker.protocol.worker.instructions import AdoptRun
+from fsm_worker.protocol.worker.states import Job, WorkerState
 
 __all__ = ["KILLED_MESSAGE", "RUN_STATES", "STOPPING_STATES", "after_restore"]
 

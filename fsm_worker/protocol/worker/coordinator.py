@@ -1,10 +1,10 @@
 """The job coordinator: the worker's side of the job protocol as one explicit, sans-IO state machine.
 
-`table.TRANSITIONS` is the whole protocol; this module holds its guards and invariants, `actions.py` and
-`placement.py` its actions. `JobCoordinator.handle(event, now)` is the only entry point: it takes one event and
-the current time and returns the instructions for the shells, in the order they must be carried out. It does
-no IO and never sleeps; deadlines are data (`next_deadline()`), and the shell feeds `TimerFired` when its
-single timer goes off.
+`table.TRANSITIONS` is the whole protocol; this module routes each event to its job's machine, `guards.py`
+holds its guards, `actions.py` and `placement.py` its actions. `JobCoordinator.handle(event, now)` is the only
+entry point: it takes one event and the current time and returns the instructions for the shells, in the order
+they must be carried out. It does no IO and never sleeps; deadlines are data (`next_deadline()`), and the shell
+feeds `TimerFired` when its single timer goes off.
 
 Issue 12: each job the worker holds has its own machine on the one table (a `JobRecord`: its state and data).
 The coordinator's `state`, `reservation`, `current_job`, … are those of the focused record: `_trigger` focuses
@@ -37,14 +37,12 @@ from fsm_worker.protocol.messages import (
     UnknownMessage,
     parse_message,
 )
-from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus, presents_key
+from fsm_worker.protocol.worker.actions import CoordinatorConfig, Retained, Stimulus
 from fsm_worker.protocol.worker.adoption import after_restore
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities, estimate_duration_minutes
 from fsm_worker.protocol.worker.dispatch import Rows
 from fsm_worker.protocol.worker.drain import DrainActions
 from fsm_worker.protocol.worker.events import (
-    AdoptRun,
-    Advertise,
     ChannelAnswered,
     ChannelClosed,
     ChannelFailed,
@@ -53,31 +51,27 @@ from fsm_worker.protocol.worker.events import (
     Event,
     InputsReady,
     InputsStarted,
-    Instruction,
-    Intake,
-    Job,
     JobFilesRemoved,
     PeerMessage,
-    Reservation,
     Restored,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
-    SlotsView,
     Started,
     TimerFired,
-    WorkerState,
-    WorkerStatus,
 )
+from fsm_worker.protocol.worker.guards import CoordinatorGuards
 from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered
 from fsm_worker.protocol.worker.holds import HoldActions
+from fsm_worker.protocol.worker.instructions import AdoptRun, Advertise, Instruction, SlotsView
 from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
 from fsm_worker.protocol.worker.job_queue import JobQueue
 from fsm_worker.protocol.worker.placement import JobRecord
 from fsm_worker.protocol.worker.scheduler import Scheduler
 from fsm_worker.protocol.worker.slots import Slot, SlotState, SlotTable
+from fsm_worker.protocol.worker.states import Intake, Job, Reservation, WorkerState, WorkerStatus
 from fsm_worker.protocol.worker.table import ANY, INTAKE, STAY, TIMED_TRIGGERS, TRANSITIONS
 
 log = logging.getLogger(__name__)
@@ -125,7 +119,7 @@ def _record_property(name: str) -> property:
     return property(operator.attrgetter(f"_focus.{name}"), put)
 
 
-class JobCoordinator(HoldActions, DrainActions):
+class JobCoordinator(CoordinatorGuards, HoldActions, DrainActions):
     """The worker's protocol state: its jobs (each a machine on the table), slots, queue, retained results.
 
     `state` (moved by the table's rows) is the focused job's `WorkerState`; `status` is the worker's advertised
@@ -361,53 +355,6 @@ class JobCoordinator(HoldActions, DrainActions):
                 self._forget_files(job_id)
         if self.drain_deadline is not None and now >= self.drain_deadline:
             self._intake_trigger("drain_overdue", Stimulus(now))
-
-    # --- guards -----------------------------------------------------------------------------------------------
-
-    def compatible(self, s: Stimulus) -> bool:
-        assert isinstance(s.message, JobRequest)
-        return not self._refusals(s.message)
-
-    def repeats_held_request(self, s: Stimulus) -> bool:
-        held = self.reservation or self.current_job
-        return held is not None and (held.job_id, held.client_id) == (s.job_id, s.sender)
-
-    def for_reservation(self, s: Stimulus) -> bool:
-        held = self.reservation
-        return (
-            held is not None
-            and (held.job_id, held.client_id) == (s.job_id, s.sender)
-            # Releasing a reservation needs no key: a client cancels its losing bids without telling the losers
-            # the key (only assigning, which hands the job over, must present it).
-            and (isinstance(s.message, JobCancel) or presents_key(held.request.job_key_sha256, s))
-        )
-
-    def for_retained_job(self, s: Stimulus) -> bool:
-        retained = self._retained.get(s.job_id or "")
-        return (
-            retained is not None
-            and retained.files_kept
-            and retained.client_id == s.sender
-            and presents_key(retained.key_sha256, s)
-        )
-
-    def for_known_job(self, s: Stimulus) -> bool:
-        retained = self._retained.get(s.job_id or "")
-        return self.for_current_job(s) or (
-            retained is not None and retained.client_id == s.sender and presents_key(retained.key_sha256, s)
-        )
-
-    def for_channel_job(self, s: Stimulus) -> bool:
-        assert isinstance(s.event, ChannelAnswered)
-        owner = Stimulus(s.now, s.event, s.event.client_id, job_id=s.job_id)
-        return self.for_current_job(owner) or self.for_retained_job(owner)
-
-    def repeats_last_offer(self, s: Stimulus) -> bool:
-        assert isinstance(s.message, RtcOffer)
-        return self._offers.get(s.message.job_id) == s.message.sdp
-
-    def about_current_job(self, s: Stimulus) -> bool:
-        return self.current_job is not None and self.current_job.job_id == s.job_id
 
     # --- invariants (checked by the tests after every step) ---------------------------------------------------
 

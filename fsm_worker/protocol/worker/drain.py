@@ -16,8 +16,10 @@ import attrs
 
 from fsm_worker.protocol.messages import JobError, JobFailed, ReservationExpired
 from fsm_worker.protocol.worker.actions import CoordinatorActions
-from fsm_worker.protocol.worker.events import Drain, Drained, Intake, StopRun, WorkerState
+from fsm_worker.protocol.worker.events import Drain
+from fsm_worker.protocol.worker.instructions import Drained, StopRun
 from fsm_worker.protocol.worker.placement import JobRecord
+from fsm_worker.protocol.worker.states import Intake, WorkerState
 from fsm_worker.protocol.worker.values import DRAIN_MARGIN, Stimulus
 
 if TYPE_CHECKING:

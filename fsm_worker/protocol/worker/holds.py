@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 
 from fsm_worker.protocol.messages import JobCancelled, JobRequest
-from fsm_worker.protocol.worker.events import Instruction
 from fsm_worker.protocol.worker.hold_events import (
     ClaimHold,
     HoldGranted,
@@ -23,6 +22,7 @@ from fsm_worker.protocol.worker.hold_events import (
     ReleaseHold,
     SyncHolds,
 )
+from fsm_worker.protocol.worker.instructions import Instruction
 from fsm_worker.protocol.worker.placement import JobRecord, SlotActions
 from fsm_worker.protocol.worker.values import Stimulus
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fsm_worker.protocol.worker.events import Intake, WorkerState
 from fsm_worker.protocol.worker.slots import SlotState
+from fsm_worker.protocol.worker.states import Intake, WorkerState
 
 if TYPE_CHECKING:
     from fsm_worker.protocol.worker.coordinator import JobCoordinator

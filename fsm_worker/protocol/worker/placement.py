@@ -15,8 +15,8 @@ import attrs
 from fsm_worker.protocol.errors import AppErrorCode
 from fsm_worker.protocol.messages import JobError, JobEvent, JobFailed, JobRequest, JobResponse, JobStatus
 from fsm_worker.protocol.worker.actions import CoordinatorActions, Stimulus
-from fsm_worker.protocol.worker.events import Job, Reservation, WorkerState
 from fsm_worker.protocol.worker.scheduler import Scheduler
+from fsm_worker.protocol.worker.states import Job, Reservation, WorkerState
 
 log = logging.getLogger("fsm_worker.protocol.worker.coordinator")
 
@@ -76,7 +76,7 @@ class SlotActions(CoordinatorActions):
         return self.for_reservation(s) or self.for_current_job(s)
 
     def for_reservation(self, s: Stimulus) -> bool:
-        raise NotImplementedError  # JobCoordinator's (coordinator.py)
+        raise NotImplementedError  # CoordinatorGuards' (guards.py), ahead of this class in JobCoordinator's bases
 
     # --- actions ----------------------------------------------------------------------------------------------
 

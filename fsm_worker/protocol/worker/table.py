@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fsm_worker.protocol.worker.events import Intake, WorkerState
+from fsm_worker.protocol.worker.states import Intake, WorkerState
 
 AVAILABLE, RESERVED = WorkerState.AVAILABLE, WorkerState.RESERVED
 AWAITING_INPUTS, STARTING, RUNNING = WorkerState.AWAITING_INPUTS, WorkerState.STARTING, WorkerState.RUNNING

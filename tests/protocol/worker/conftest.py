@@ -9,7 +9,8 @@ import pytest
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
-from fsm_worker.protocol.worker.events import Event, Instruction, PeerMessage, Send
+from fsm_worker.protocol.worker.events import Event, PeerMessage
+from fsm_worker.protocol.worker.instructions import Instruction, Send
 
 CAPS = WorkerCapabilities(
     gpu_memory_mb=8192,

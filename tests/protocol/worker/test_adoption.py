@@ -4,19 +4,9 @@ run-event rows when runs die with the worker. The host only carries the instruct
 
 from __future__ import annotations
 
-from fsm_worker.protocol.worker.events import (
-    AdoptRun,
-    Advertise,
-    CleanupJob,
-    InputsReady,
-    PublishResults,
-    Restored,
-    RunProgress,
-    RunStarted,
-    RunSucceeded,
-    WorkerState,
-    WorkerStatus,
-)
+from fsm_worker.protocol.worker.events import InputsReady, Restored, RunProgress, RunStarted, RunSucceeded
+from fsm_worker.protocol.worker.instructions import AdoptRun, Advertise, CleanupJob, PublishResults
+from fsm_worker.protocol.worker.states import WorkerState, WorkerStatus
 
 from .conftest import Driver, others, sent
 

@@ -11,7 +11,7 @@ import pytest
 from transitions import Machine, MachineError
 
 from fsm_worker.protocol.worker.dispatch import Rows
-from fsm_worker.protocol.worker.events import WorkerState
+from fsm_worker.protocol.worker.states import WorkerState
 from fsm_worker.protocol.worker.table import TRANSITIONS
 
 ACTIONS = {name for row in TRANSITIONS for name in row["after"]}

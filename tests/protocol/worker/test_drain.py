@@ -11,21 +11,16 @@ import pytest
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
 from fsm_worker.protocol.worker.events import (
     Drain,
-    Drained,
     InputsReady,
-    Instruction,
-    Intake,
-    PruneJobDirs,
     RunStarted,
     RunStopped,
     RunSucceeded,
     Started,
-    StopRun,
     TimerFired,
-    WorkerState,
-    WorkerStatus,
 )
+from fsm_worker.protocol.worker.instructions import Drained, Instruction, PruneJobDirs, StopRun
 from fsm_worker.protocol.worker.slots import Slot
+from fsm_worker.protocol.worker.states import Intake, WorkerState, WorkerStatus
 from fsm_worker.protocol.worker.values import DRAIN_MARGIN, replay_fingerprint
 
 from .conftest import CAPS, CONFIG, Driver, sent

@@ -5,7 +5,9 @@ from __future__ import annotations
 import attrs
 
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.protocol.worker.events import Advertise, CleanupJob, InputsStarted, TimerFired, WorkerStatus
+from fsm_worker.protocol.worker.events import InputsStarted, TimerFired
+from fsm_worker.protocol.worker.instructions import Advertise, CleanupJob
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, others, sent
 

@@ -14,17 +14,16 @@ from fsm_worker.protocol.worker.events import (
     HoldRefused,
     HoldsOffered,
     InputsReady,
-    Instruction,
     Restored,
     RunFailed,
     RunStarted,
     RunSucceeded,
     TimerFired,
-    WorkerState,
-    WorkerStatus,
 )
 from fsm_worker.protocol.worker.hold_events import ClaimHold, ReleaseHold, SyncHolds, hold_ref
 from fsm_worker.protocol.worker.holds import hold_instructions
+from fsm_worker.protocol.worker.instructions import Instruction
+from fsm_worker.protocol.worker.states import WorkerState, WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, sent
 

@@ -8,19 +8,10 @@ import attrs
 
 from fsm_worker.protocol.messages import JobStatus
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
-from fsm_worker.protocol.worker.events import (
-    Advertise,
-    Drain,
-    InputsReady,
-    RunStarted,
-    RunSucceeded,
-    Send,
-    StartRun,
-    TimerFired,
-    WorkerState,
-    WorkerStatus,
-)
+from fsm_worker.protocol.worker.events import Drain, InputsReady, RunStarted, RunSucceeded, TimerFired
+from fsm_worker.protocol.worker.instructions import Advertise, Send, StartRun
 from fsm_worker.protocol.worker.slots import Slot
+from fsm_worker.protocol.worker.states import WorkerState, WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, sent
 

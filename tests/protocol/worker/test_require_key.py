@@ -7,7 +7,7 @@ import hashlib
 import attrs
 
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 
 from .conftest import CAPS, CONFIG, Driver, sent
 

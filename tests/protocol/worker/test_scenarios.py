@@ -11,32 +11,33 @@ import logging
 import pytest
 
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
-    AdoptRun,
-    Advertise,
     ChannelAnswered,
     ChannelFailed,
     ChannelOpened,
-    CleanupJob,
-    CloseChannel,
     Drain,
     InputsReady,
-    Instruction,
     PeerMessage,
-    PublishResults,
     Restored,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
+    TimerFired,
+)
+from fsm_worker.protocol.worker.instructions import (
+    AcceptOffer,
+    AdoptRun,
+    Advertise,
+    CleanupJob,
+    CloseChannel,
+    Instruction,
+    PublishResults,
     Send,
     StartRun,
     StopRun,
-    TimerFired,
-    WorkerState,
-    WorkerStatus,
 )
+from fsm_worker.protocol.worker.states import WorkerState, WorkerStatus
 
 from .conftest import Driver, others, sent
 

@@ -28,16 +28,15 @@ from fsm_worker.protocol.worker.events import (
     Drain,
     Event,
     InputsReady,
-    Instruction,
     PeerMessage,
     RunFailed,
     RunStarted,
     RunSucceeded,
-    Send,
     TimerFired,
-    WorkerState,
 )
+from fsm_worker.protocol.worker.instructions import Instruction, Send
 from fsm_worker.protocol.worker.slots import Slot
+from fsm_worker.protocol.worker.states import WorkerState
 
 from .conftest import CAPS, CONFIG
 

@@ -15,28 +15,30 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker.coordinator import JobCoordinator
 from fsm_worker.protocol.worker.events import (
-    AcceptOffer,
-    Advertise,
     ChannelAnswered,
     ChannelFailed,
-    CleanupJob,
-    CloseChannel,
     Drain,
-    Drained,
     Event,
     InputsReady,
-    Instruction,
     PeerMessage,
-    PublishResults,
     RunFailed,
     RunProgress,
     RunStarted,
     RunStopped,
     RunSucceeded,
+    TimerFired,
+)
+from fsm_worker.protocol.worker.instructions import (
+    AcceptOffer,
+    Advertise,
+    CleanupJob,
+    CloseChannel,
+    Drained,
+    Instruction,
+    PublishResults,
     Send,
     StartRun,
     StopRun,
-    TimerFired,
 )
 from fsm_worker.protocol.worker.values import DRAIN_MARGIN
 

@@ -23,7 +23,6 @@ from fsm_worker.protocol.worker.events import (
     HoldsOffered,
     InputsReady,
     InputsStarted,
-    Intake,
     JobFilesRemoved,
     PeerMessage,
     Restored,
@@ -32,11 +31,11 @@ from fsm_worker.protocol.worker.events import (
     RunStarted,
     RunStopped,
     RunSucceeded,
-    Send,
     Started,
     TimerFired,
-    WorkerState,
 )
+from fsm_worker.protocol.worker.instructions import Send
+from fsm_worker.protocol.worker.states import Intake, WorkerState
 from fsm_worker.protocol.worker.table import INTAKE_TIMED_TRIGGERS
 
 from .conftest import CAPS, CONFIG, Driver

@@ -19,7 +19,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from rooms import SCRIPTS, TIMEOUT, Inbox, job_types
 from support.job_keys import keyed, keyed_request
 
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.shells.rtc.config import make_configuration
 from fsm_worker.shells.rtc.loopback import use_loopback_candidates
 from fsm_worker.shells.rtc.session import accept_answer, create_offer, wait_channel_open

@@ -18,7 +18,9 @@ from rooms import TIMEOUT, Inbox, eventually, holds, job_types
 from support.job_keys import keyed, keyed_request
 from support.signaling import start_server_process
 
-from fsm_worker.protocol.worker.events import Event, Instruction, WorkerStatus
+from fsm_worker.protocol.worker.events import Event
+from fsm_worker.protocol.worker.instructions import Instruction
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.shells.signaling import SignalingClient
 from fsm_worker.worker import WorkerConfig, WorkerHost
 

@@ -18,7 +18,7 @@ from support.job_keys import keyed, keyed_request
 from support.signaling import auth_for
 
 from fsm_worker.client import JobClient, JobClientError
-from fsm_worker.protocol.worker.events import WorkerStatus
+from fsm_worker.protocol.worker.states import WorkerStatus
 from fsm_worker.shells.signaling import SignalingClient, SignalingError
 from fsm_worker.shells.transfer.errors import TransferError
 from fsm_worker.worker import WorkerHost

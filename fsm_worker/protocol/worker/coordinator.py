@@ -198,6 +198,8 @@ class JobCoordinator(CoordinatorGuards, HoldActions, DrainActions):
             name = "hold_granted" if isinstance(event, HoldGranted) else "hold_refused"
             self._trigger(name, self._hold_stimulus(event, now))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
+            if isinstance(event, Started):  # intake first: a new process takes jobs again
+                self._intake_trigger("started", Stimulus(now, event))
             self._trigger(_TRIGGERS[type(event)], Stimulus(now, event, job_id=getattr(event, "job_id", None)))
             if isinstance(event, Restored):
                 self._after_restore(event, now)

@@ -90,6 +90,13 @@ class DrainActions(CoordinatorActions):
     def keep_draining(self, s: Stimulus) -> None:
         pass  # jobs are still held: `Drained` waits for them (or for the deadline)
 
+    def already_open(self, s: Stimulus) -> None:
+        pass  # the usual start: nothing was being drained
+
+    def reopen_intake(self, s: Stimulus) -> None:
+        log.warning("the journal's worker was stopped while draining; this process takes jobs again")
+        self.drain_deadline = None
+
     def report_drained(self, s: Stimulus) -> None:
         self.drain_deadline = None
         self._out.append(Drained())

@@ -183,6 +183,11 @@ INTAKE: list[dict[str, Any]] = [
     _intake("drain_settled", Intake.DRAINED,            STAY,                      "already_drained"),
     _intake("drain_overdue", Intake.DRAINING,           Intake.OVERDUE,            "stop_what_is_left"),
     _intake("drain_overdue", Intake.OVERDUE,            Intake.DRAINED,            "give_up_waiting"),
+    # a process started on a journal whose worker was killed mid-drain: its operator started it to take jobs
+    _intake("started",       Intake.OPEN,               STAY,                      "already_open"),
+    _intake("started",       Intake.DRAINING,           Intake.OPEN,               "reopen_intake"),
+    _intake("started",       Intake.OVERDUE,            Intake.OPEN,               "reopen_intake"),
+    _intake("started",       Intake.DRAINED,            Intake.OPEN,               "reopen_intake"),
 ]
 # fmt: on
 

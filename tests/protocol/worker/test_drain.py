@@ -171,3 +171,25 @@ def test_the_drains_settings_stay_out_of_the_journal_fingerprint() -> None:
         for name, value in attrs.asdict(CONFIG).items()
         if name not in ("shutdown_policy", "shutdown_timeout", "kill_grace")
     }
+
+
+def test_a_process_started_on_a_journal_killed_mid_drain_takes_jobs_again() -> None:
+    """The replayed events end inside a drain (the old process was killed waiting for its run): `Started`, the
+    new process's first event, re-opens intake; the drained jobs' fate stands and no `Drained` follows."""
+    d = DrainDriver(gpus=2)
+    d.run("a", "alice")
+    d.feed(Drain())  # finish policy: the run goes on, new jobs are refused
+    refused = d.request("bob", job_id="b")
+    assert [m.get("reason") for _, m in sent(refused)] == ["draining"]
+    out = d.feed(Started())
+    assert intake(d) is Intake.OPEN and d.core.drain_deadline is None and drained(out) == []
+    accepted = d.request("bob", job_id="b2")
+    assert [m.get("accepted") for _, m in sent(accepted) if m["app_message_type"] == "job_response"] == [True]
+    out = d.feed(RunSucceeded("a", 1.0, None))
+    assert drained(out) == [] and d.core.job_state("a") is not WorkerState.RUNNING
+
+
+def test_started_keeps_an_open_intake_open() -> None:
+    d = DrainDriver()
+    d.feed(Started())
+    assert intake(d) is Intake.OPEN and d.core.drain_deadline is None

@@ -282,15 +282,17 @@ def test_every_guard_and_action_exists() -> None:
 
 
 def test_the_intake_table_is_total() -> None:
-    """`drain` has exactly one unguarded row per intake state and is also a main-table trigger. The triggers the
+    """`drain` and `started` each have exactly one unguarded row per intake state and are also main-table
+    triggers. The triggers the
     core fires itself while draining have rows from every state they are fired in (never `open`; the drain's
     deadline not from `drained`, which has none), each ending in an unguarded row."""
     external = {row["trigger"] for row in INTAKE} - set(INTAKE_TIMED_TRIGGERS)
-    assert external == {"drain"}
-    sources = [row["source"] for row in INTAKE if row["trigger"] == "drain"]
-    assert sorted(sources, key=str) == sorted(Intake, key=str) and len(sources) == len(Intake)
-    assert all(not row["conditions"] for row in INTAKE if row["trigger"] == "drain")
-    assert any(row["trigger"] == "drain" for row in TRANSITIONS)
+    assert external == {"drain", "started"}
+    for trigger in external:
+        sources = [row["source"] for row in INTAKE if row["trigger"] == trigger]
+        assert sorted(sources, key=str) == sorted(Intake, key=str) and len(sources) == len(Intake), trigger
+        assert all(not row["conditions"] for row in INTAKE if row["trigger"] == trigger), trigger
+        assert any(row["trigger"] == trigger for row in TRANSITIONS), trigger
     fired_from = {
         "drain_settled": {Intake.DRAINING, Intake.OVERDUE, Intake.DRAINED},
         "drain_overdue": {Intake.DRAINING, Intake.OVERDUE},

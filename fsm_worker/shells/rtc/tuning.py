@@ -35,6 +35,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     install_coalescing,
     install_dtls_buffers,
     install_sctp_scope,
+    tiled_packet_size,
     tune_sockets,
     tuned,
     user_data_size,
@@ -123,7 +124,9 @@ def transfer_window(agreed: int | None) -> dict[str, int]:
     """Message size and buffered-amount window for a sender: larger with a capable peer."""
     if agreed is None:
         return {"chunk_size": recommended_message_size(None, BROWSER_SAFE_MESSAGE)}
-    return {"chunk_size": 256 * 1024, "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024}
+    # A whole number of full DATA chunks at the expected packet size: no short packet per message.
+    packet = tiled_packet_size(min(agreed, DTLS_MAX_PLAINTEXT), getattr(agreed, "datagram", None))
+    return {"chunk_size": recommended_message_size(packet), "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024}
 
 
 def recommended_message_size(max_packet: int | None, limit: int = 262144) -> int:

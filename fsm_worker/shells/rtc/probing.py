@@ -209,7 +209,7 @@ def install_prober(sctp: RTCSctpTransport, state: ConnectionTuning, send_unsplit
     receive_sack, transmit = sctp._receive_sack_chunk, sctp._transmit
 
     async def handled(data: bytes) -> None:
-        if data[:4] == PIECE_MAGIC:
+        if data.startswith(PIECE_MAGIC):
             whole = reassembler.add(data)
             if whole is None:
                 return

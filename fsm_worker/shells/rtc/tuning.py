@@ -35,6 +35,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     install_coalescing,
     install_dtls_buffers,
     install_sctp_scope,
+    tiled_packet_size,
     tune_sockets,
     tuned,
     user_data_size,
@@ -42,6 +43,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
 )
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
 from fsm_worker.shells.rtc.pacing import install_delayed_sack, install_longer_bursts
+from fsm_worker.shells.rtc.packets import install_packet_codec
 from fsm_worker.shells.rtc.peer import options_of
 from fsm_worker.shells.rtc.probing import PathProber, install_prober, split_packet
 
@@ -123,7 +125,13 @@ def transfer_window(agreed: int | None) -> dict[str, int]:
     """Message size and buffered-amount window for a sender: larger with a capable peer."""
     if agreed is None:
         return {"chunk_size": recommended_message_size(None, BROWSER_SAFE_MESSAGE)}
-    return {"chunk_size": 256 * 1024, "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024}
+    # A whole number of full DATA chunks at the expected packet size: no short packet per message.
+    packet = tiled_packet_size(min(agreed, DTLS_MAX_PLAINTEXT), getattr(agreed, "datagram", None))
+    return {
+        "chunk_size": recommended_message_size(packet),
+        "high_water": 4 * 1024 * 1024,
+        "low_water": 1024 * 1024,
+    }
 
 
 def recommended_message_size(max_packet: int | None, limit: int = 262144) -> int:
@@ -156,6 +164,7 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     dtls = sctp.transport
     ids = itertools.count(1)
     enable_large_records(dtls, state, lambda data, limit: split_packet(next(ids), data, limit))
+    install_packet_codec(sctp)  # below the prober's hooks
     prober = install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
     install_longer_bursts(sctp, state.options.burst_packets)
     state.datagram_limit = getattr(agreed, "datagram", None)

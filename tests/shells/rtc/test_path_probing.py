@@ -55,6 +55,7 @@ def test_clean_1500_mtu_path_chooses_large_packets() -> None:
         assert seen["largest_datagram"] > MTU_PAYLOAD  # the kernel fragmented and reassembled them
         assert seen["coalesced_records"] > seen["coalesced_datagrams"] > 0, seen  # records shared datagrams
         assert seen["largest_datagram"] > ONE_RECORD
+        assert 3 * ONE_RECORD < seen["largest_datagram"] <= 65507, seen  # four records share one datagram
 
 
 def test_fragment_dropping_path_probe_fails_and_unfragmented_packets_are_used() -> None:

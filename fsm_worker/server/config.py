@@ -114,7 +114,7 @@ class ServerConfig:
         metadata={"help": "events one connection may send in a burst above the rate (token bucket size)"},
     )
     rate_limit_hold_seconds: float = attrs.field(
-        default=0.05,
+        default=0.01,
         validator=_positive,
         metadata={
             "help": "after a `RATE_LIMITED` refusal, the connection is not read again until this much of its rate "

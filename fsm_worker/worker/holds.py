@@ -5,8 +5,8 @@ One task emits them in the core's order (a release never overtakes its claim: th
 connection's events in arrival order); acks are awaited concurrently, so a slow answer holds up no later op
 (each waits at most the link's ack timeout). A claim's answer becomes
 `HoldGranted` or, when the server refuses it `HOLD_LIMIT`, `HoldRefused`; any other failure (link down, no
-answer within the link's ack timeout, a server without holds) is fed as a degraded grant: availability over
-strictness, the job is taken and the warning logged. Releases and syncs are not answered; one that cannot be
+answer within the link's ack timeout, a server without holds) is fed as `HoldUnanswered`, and the core decides
+(it takes the job: availability over strictness). Releases and syncs are not answered; one that cannot be
 sent is repaired by the sync of the next (re)connect.
 """
 
@@ -77,7 +77,7 @@ class HoldLink:
         offered = self.signaling.holds_offered
         if isinstance(item, core.ClaimHold):
             if not offered:
-                self._feed(core.HoldGranted(item.job_id, degraded=True))
+                self._feed(core.HoldUnanswered(item.job_id, "the server does not count holds"))
                 return
             self._feed(await self._claim(item, on_sent))
         elif not offered:
@@ -96,8 +96,7 @@ class HoldLink:
         except SignalingError as exc:
             if exc.code == SignalingCode.HOLD_LIMIT:
                 return core.HoldRefused(item.job_id, exc.message)
-            log.warning("hold claim for job %s not answered (%s); taking the job anyway", item.job_id, exc)
-            return core.HoldGranted(item.job_id, degraded=True)
+            return core.HoldUnanswered(item.job_id, str(exc))
         return core.HoldGranted(item.job_id)
 
     async def _quiet(self, request: dict[str, object], on_sent: Callable[[], None]) -> None:

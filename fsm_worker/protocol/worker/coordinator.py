@@ -63,7 +63,7 @@ from fsm_worker.protocol.worker.events import (
     TimerFired,
 )
 from fsm_worker.protocol.worker.guards import CoordinatorGuards
-from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered
+from fsm_worker.protocol.worker.hold_events import HoldGranted, HoldRefused, HoldsOffered, HoldUnanswered
 from fsm_worker.protocol.worker.holds import HoldActions
 from fsm_worker.protocol.worker.instructions import AdoptRun, Advertise, Instruction, SlotsView
 from fsm_worker.protocol.worker.invariants import QUEUED, check_invariants
@@ -194,8 +194,8 @@ class JobCoordinator(CoordinatorGuards, HoldActions, DrainActions):
             self._on_peer_message(event, now)
         elif isinstance(event, Drain):
             self._drain(Stimulus(now, event))
-        elif isinstance(event, HoldGranted | HoldRefused):
-            name = "hold_granted" if isinstance(event, HoldGranted) else "hold_refused"
+        elif isinstance(event, HoldGranted | HoldRefused | HoldUnanswered):  # unanswered: taken as granted
+            name = "hold_refused" if isinstance(event, HoldRefused) else "hold_granted"
             self._trigger(name, self._hold_stimulus(event, now))
         elif not isinstance(event, TimerFired):  # deadlines were fired above
             if isinstance(event, Started):  # intake first: a new process takes jobs again

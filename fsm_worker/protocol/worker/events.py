@@ -15,11 +15,20 @@ from fsm_worker.protocol.worker.hold_events import (
     HoldGranted,
     HoldRefused,
     HoldsOffered,
+    HoldUnanswered,
     ReleaseHold,
     SyncHolds,
 )
 
-__all__ = ["ClaimHold", "HoldGranted", "HoldRefused", "HoldsOffered", "ReleaseHold", "SyncHolds"]
+__all__ = [
+    "ClaimHold",
+    "HoldGranted",
+    "HoldRefused",
+    "HoldUnanswered",
+    "HoldsOffered",
+    "ReleaseHold",
+    "SyncHolds",
+]
 
 
 @attrs.frozen
@@ -202,5 +211,6 @@ Event = (
     | Drain
     | HoldsOffered
     | HoldGranted
+    | HoldUnanswered
     | HoldRefused
 )

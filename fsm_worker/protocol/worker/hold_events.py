@@ -32,11 +32,18 @@ class HoldsOffered:
 
 @attrs.frozen
 class HoldGranted:
-    """The server counted the hold of `job_id`. `degraded`: it did not answer (link down, timeout, an older
-    server): the worker goes on as if granted (availability over strictness, docs/security.md)."""
+    """The server counted the hold of `job_id`."""
 
     job_id: str
-    degraded: bool = False
+
+
+@attrs.frozen
+class HoldUnanswered:
+    """The claim of `job_id` got no answer (`reason`: link down, no ack in time, a server without holds). The
+    core takes the job anyway (row `hold_granted`: availability over strictness, docs/security.md)."""
+
+    job_id: str
+    reason: str
 
 
 @attrs.frozen

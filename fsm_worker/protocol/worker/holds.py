@@ -19,6 +19,7 @@ from fsm_worker.protocol.worker.hold_events import (
     HoldGranted,
     HoldRefused,
     HoldsOffered,
+    HoldUnanswered,
     ReleaseHold,
     SyncHolds,
 )
@@ -133,8 +134,10 @@ class HoldActions(SlotActions):
         self._claims.pop(s.job_id or "")
         assert s.sender is not None
         self._focus.hold_client = s.sender
-        if isinstance(s.event, HoldGranted) and s.event.degraded:
-            log.warning("job %s: the server did not answer the hold claim; taken anyway", s.job_id)
+        if isinstance(s.event, HoldUnanswered):
+            log.warning(
+                "job %s: the hold claim was not answered (%s); taken anyway", s.job_id, s.event.reason
+            )
 
     def _drop_claims(self, s: Stimulus, reason: str, details: str) -> None:
         """Answer every pending claim `reason` and release its hold (a drain; a restore of the old process's)."""
@@ -150,7 +153,7 @@ class HoldActions(SlotActions):
             self._out.append(ReleaseHold(record.hold_client, record.job_id))
             record.hold_client = None
 
-    def _hold_stimulus(self, event: HoldGranted | HoldRefused, now: float) -> Stimulus:
+    def _hold_stimulus(self, event: HoldGranted | HoldRefused | HoldUnanswered, now: float) -> Stimulus:
         """The stimulus of a hold answer: with its pending claim's sender and request, if any."""
         claim = self._claims.get(event.job_id)
         if claim is None:

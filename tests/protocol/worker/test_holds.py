@@ -13,6 +13,7 @@ from fsm_worker.protocol.worker.events import (
     HoldGranted,
     HoldRefused,
     HoldsOffered,
+    HoldUnanswered,
     InputsReady,
     Restored,
     RunFailed,
@@ -75,7 +76,7 @@ def test_refused_claim_answers_room_cap_and_reserves_nothing(holds: Driver) -> N
 
 def test_degraded_grant_takes_the_job(holds: Driver) -> None:
     _claimed(holds)
-    ((_, response),) = sent(holds.feed(HoldGranted("job-1", degraded=True)))
+    ((_, response),) = sent(holds.feed(HoldUnanswered("job-1", "no ack")))
     assert response["accepted"] is True
 
 

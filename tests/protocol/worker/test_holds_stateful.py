@@ -19,6 +19,7 @@ from fsm_worker.protocol.worker.events import (
     HoldGranted,
     HoldRefused,
     HoldsOffered,
+    HoldUnanswered,
     InputsReady,
     InputsStarted,
     PeerMessage,
@@ -77,7 +78,7 @@ class HoldBalance(RuleBasedStateMachine):
             self.counted = {key for key in self.counted if key[1] != job}  # the server counted nothing
             self._feed(HoldRefused(job, "max_holds_per_client (2)"))
         else:
-            self._feed(HoldGranted(job, degraded=answer == "degraded"))
+            self._feed(HoldUnanswered(job, "no ack") if answer == "degraded" else HoldGranted(job))
 
     @rule(job=JOBS)
     def stray_answer(self, job: str) -> None:

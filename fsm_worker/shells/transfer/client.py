@@ -27,7 +27,7 @@ from fsm_worker.protocol.transfer.uploader_steps import (
     UploadedFile,
     UploadStatus,
 )
-from fsm_worker.shells.transfer.download import DownloadShell, ProgressFn
+from fsm_worker.shells.transfer.download import ProgressFn
 from fsm_worker.shells.transfer.errors import ChannelClosedError, FrameError
 from fsm_worker.shells.transfer.flow import ChannelWriter, DataChannel, TransferTuning, off
 from fsm_worker.shells.transfer.results import PartialDownload, ResultsDownloader
@@ -85,21 +85,6 @@ class ClientTransferEndpoint:
     @property
     def download_limits(self) -> DownloadLimits:
         return self._results.limits
-
-    @property
-    def _download(self) -> DownloadShell | None:
-        """The download in progress, if any."""
-        return self._results.current
-
-    @property
-    def _tasks(self) -> set[asyncio.Task[None]]:
-        """The upload's tasks still running (hashing, streaming)."""
-        return self._upload.tasks
-
-    @property
-    def _timer(self) -> asyncio.TimerHandle | None:
-        """The upload's one timer, armed at its core's ``next_deadline()``."""
-        return self._upload.timer
 
     def close(self) -> None:
         """Stop listening to the channel (the channel itself is left to its owner)."""

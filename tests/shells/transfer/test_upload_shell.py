@@ -46,7 +46,7 @@ async def test_a_silent_worker_fails_the_upload_on_the_reply_deadline(
     assert (failed.value.code, failed.value.message) == (FrameCode.TIMEOUT, "no reply within 0.3 s")
     assert len(received) == 1 and '"type":"put"' in str(received[0]).replace(" ", "")
     assert client.uploader.next_deadline() is None and not client.uploader.busy
-    assert client._timer is None  # the shell's one timer is disarmed with the deadline
+    assert client._upload.timer is None  # the shell's one timer is disarmed with the deadline
 
 
 async def test_a_silent_worker_fails_the_download_on_the_cores_idle_deadline(
@@ -63,7 +63,7 @@ async def test_a_silent_worker_fails_the_download_on_the_cores_idle_deadline(
     assert (failed.value.code, failed.value.message) == (FrameCode.TIMEOUT, "download stalled for 0.3 s")
     assert asyncio.get_running_loop().time() - started >= 0.3
     assert len(received) == 1 and '"type":"fetch_results"' in str(received[0]).replace(" ", "")
-    assert client._download is None
+    assert client._results.current is None
     assert list((tmp_path / "out").iterdir()) == []  # the staging folder went with the failure
 
 
@@ -82,7 +82,7 @@ async def test_a_cancelled_upload_leaves_the_endpoint_usable(link: Any, tmp_path
     with pytest.raises(asyncio.CancelledError):
         await first
     link.worker.remove_listener("message", received.append)
-    assert not client.uploader.busy and not client._tasks
+    assert not client.uploader.busy and not client._upload.tasks
     commits: list[list[Path]] = []
     worker(link.worker, tmp_path, commits)
     async with asyncio.timeout(T):

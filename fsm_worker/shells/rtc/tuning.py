@@ -41,6 +41,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     user_data_size,
     when_connected,
 )
+from fsm_worker.shells.rtc.fastsend import install_fused_transmit, senders
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
 from fsm_worker.shells.rtc.pacing import install_delayed_sack, install_longer_bursts
 from fsm_worker.shells.rtc.packets import install_packet_codec
@@ -165,9 +166,10 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
     ids = itertools.count(1)
     enable_large_records(dtls, state, lambda data, limit: split_packet(next(ids), data, limit))
     install_packet_codec(sctp)  # below the prober's hooks
+    state.datagram_limit = getattr(agreed, "datagram", None)
+    install_fused_transmit(sctp, state)  # the innermost transmit: below the prober's hooks too
     prober = install_prober(sctp, state, getattr(dtls, "send_unsplit", dtls._send_data))
     install_longer_bursts(sctp, state.options.burst_packets)
-    state.datagram_limit = getattr(agreed, "datagram", None)
     if prober is not None and state.datagram_limit is not None:
         state.coalesce_from = prober.core.settings.candidates[0]
         install_coalescing(sctp, state)
@@ -183,7 +185,7 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
 class PathReport:
     """A snapshot of one connection's packet-size state and what it sent."""
 
-    def __init__(self, state: ConnectionTuning) -> None:
+    def __init__(self, state: ConnectionTuning, sctp: Any = None) -> None:
         prober: PathProber | None = state.prober
         self.agreed = state.agreed
         self.packet_size = state.packet_size
@@ -194,6 +196,9 @@ class PathReport:
         self.coalesced_records = state.coalescer.records
         """Records sent in datagrams shared with others (and how many such datagrams)."""
         self.coalesced_datagrams = state.coalescer.datagrams
+        sender = senders.get(sctp) if sctp is not None else None
+        self.fused_records = sender.records if sender else 0
+        """DATA chunks sent by the fused send path (``fastsend``)."""
         self.probes_sent = prober.probes_sent if prober else 0
         self.probes_acked = prober.probes_acked if prober else 0
         self.fallbacks = prober.fallbacks if prober else 0
@@ -207,4 +212,4 @@ class PathReport:
 def path_report(pc: RTCPeerConnection) -> PathReport | None:
     """What ``pc``'s tuning did so far (None: the connection was never tuned)."""
     state = tuned.get(pc.sctp) if pc.sctp is not None else None
-    return PathReport(state) if state is not None else None
+    return PathReport(state, pc.sctp) if state is not None else None

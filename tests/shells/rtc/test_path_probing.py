@@ -56,6 +56,7 @@ def test_clean_1500_mtu_path_chooses_large_packets() -> None:
         assert seen["coalesced_records"] > seen["coalesced_datagrams"] > 0, seen  # records shared datagrams
         assert seen["largest_datagram"] > ONE_RECORD
         assert 3 * ONE_RECORD < seen["largest_datagram"] <= 65507, seen  # four records share one datagram
+        assert seen["fused_records"] > 0, seen  # new DATA chunks took the fused send path
 
 
 def test_fragment_dropping_path_probe_fails_and_unfragmented_packets_are_used() -> None:
@@ -74,6 +75,7 @@ def test_path_turns_hostile_midway_recovers_and_loses_nothing() -> None:
     seen = result["offerer"]
     assert seen["fallbacks"] >= 1 and seen["packet_size"] <= 1400, seen
     assert seen["split_packets"] > 0  # chunks queued at 16 KiB were resent as pieces that fit
+    assert seen["fused_records"] > 0, seen  # fused before the path turned hostile; aiortc's path after
 
 
 def test_peer_that_does_not_split_is_never_sent_coalesced_records() -> None:
@@ -82,6 +84,7 @@ def test_peer_that_does_not_split_is_never_sent_coalesced_records() -> None:
         seen = result[end]
         assert 16384 in seen["sizes"], seen  # still the large packets
         assert seen["coalesced_records"] == 0 and seen["largest_datagram"] <= ONE_RECORD, seen
+        assert seen["fused_records"] == 0, seen  # fused only while records are coalesced
 
 
 def test_stock_peer_is_never_sent_a_large_packet() -> None:
@@ -90,4 +93,5 @@ def test_stock_peer_is_never_sent_a_large_packet() -> None:
     assert seen["agreed"] is None and seen["probes_sent"] == 0, seen
     assert 0 < seen["largest_datagram"] <= MTU_PAYLOAD
     assert seen["coalesced_records"] == 0
+    assert seen["fused_records"] == 0
     assert result["fragments"] == 0  # not one IP fragment on the path, either direction

@@ -81,6 +81,7 @@ class ConnectionTuning:
     largest_datagram: int = 0
     split_packets: int = 0
     prober: Any = None
+    sender: Any = None  # fastsend.FusedSender, when installed
     datagram_limit: int | None = None
     """Largest UDP datagram of coalesced records the peer splits (None: one record per datagram)."""
     coalesce_from: int | None = None

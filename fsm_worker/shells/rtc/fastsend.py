@@ -15,7 +15,6 @@ size (split by the DTLS hook), or a connection not in the connected state. The s
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -115,17 +114,14 @@ class FusedSender:
                 sctp._t3_start()
 
 
-senders: weakref.WeakKeyDictionary[Any, FusedSender] = weakref.WeakKeyDictionary()
-
-
 def install_fused_transmit(sctp: Any, state: ConnectionTuning) -> FusedSender | None:
     """Replace ``sctp``'s innermost ``_transmit`` (call before the hooks that wrap it)."""
     if _lib is None or state.datagram_limit is None:
         return None
     sender = FusedSender(sctp, state, sctp._transmit)
     sctp._transmit = sender.transmit
-    senders[sctp] = sender
+    state.sender = sender
     return sender
 
 
-__all__ = ["FusedSender", "install_fused_transmit", "senders"]
+__all__ = ["FusedSender", "install_fused_transmit"]

@@ -41,7 +41,7 @@ from fsm_worker.shells.rtc.aiortc_hooks import (
     user_data_size,
     when_connected,
 )
-from fsm_worker.shells.rtc.fastsend import install_fused_transmit, senders
+from fsm_worker.shells.rtc.fastsend import FusedSender, install_fused_transmit
 from fsm_worker.shells.rtc.options import DTLS_MAX_PLAINTEXT, MAX_DATAGRAM, STOCK_MAX_PACKET, RtcOptions
 from fsm_worker.shells.rtc.pacing import install_delayed_sack, install_longer_bursts
 from fsm_worker.shells.rtc.packets import install_packet_codec
@@ -185,7 +185,7 @@ def apply_fast_path(pc: RTCPeerConnection, agreed: int | None) -> None:
 class PathReport:
     """A snapshot of one connection's packet-size state and what it sent."""
 
-    def __init__(self, state: ConnectionTuning, sctp: Any = None) -> None:
+    def __init__(self, state: ConnectionTuning) -> None:
         prober: PathProber | None = state.prober
         self.agreed = state.agreed
         self.packet_size = state.packet_size
@@ -196,7 +196,7 @@ class PathReport:
         self.coalesced_records = state.coalescer.records
         """Records sent in datagrams shared with others (and how many such datagrams)."""
         self.coalesced_datagrams = state.coalescer.datagrams
-        sender = senders.get(sctp) if sctp is not None else None
+        sender: FusedSender | None = state.sender
         self.fused_records = sender.records if sender else 0
         """DATA chunks sent by the fused send path (``fastsend``)."""
         self.probes_sent = prober.probes_sent if prober else 0
@@ -212,4 +212,4 @@ class PathReport:
 def path_report(pc: RTCPeerConnection) -> PathReport | None:
     """What ``pc``'s tuning did so far (None: the connection was never tuned)."""
     state = tuned.get(pc.sctp) if pc.sctp is not None else None
-    return PathReport(state, pc.sctp) if state is not None else None
+    return PathReport(state) if state is not None else None

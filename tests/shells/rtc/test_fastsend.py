@@ -77,4 +77,4 @@ def test_common_case_is_fused() -> None:
 def test_not_installed_without_coalescing() -> None:
     state = ConnectionTuning(RtcOptions())  # the peer does not split datagrams
     sctp = SimpleNamespace(_transmit=None)
-    assert install_fused_transmit(sctp, state) is None and sctp._transmit is None
+    assert install_fused_transmit(sctp, state) is None and sctp._transmit is None and state.sender is None

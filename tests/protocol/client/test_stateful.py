@@ -170,6 +170,8 @@ class ClientModel(RuleBasedStateMachine):
         replay_due = pending is not None and self.now >= pending + TIMEOUTS.head
         if replay_due and self.refused_since is not None:
             self.head_pending_since = None  # the sync may never have reached the worker: no head expected
+        # before the step: the renewing `job_sync` itself moves `synced_at`
+        renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
         out = self.step(TimerFired())
         assert not must_close or self.phase != "bidding", (
             "the bid window or response timeout closes the bidding"
@@ -177,7 +179,6 @@ class ClientModel(RuleBasedStateMachine):
         if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
             probes = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
             due = self.now >= self.heard_at + TIMEOUTS.liveness
-            renew = self.queued and self.now >= self.synced_at + TIMEOUTS.queue_keepalive
             replay = replay_due and self.refused_since is None
             assert len(probes) == int(due or renew or replay), (
                 "a silent worker is probed, a queue lease renewed"
@@ -389,3 +390,23 @@ class ClientModel(RuleBasedStateMachine):
 
 ClientModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestClientModel = ClientModel.TestCase
+
+
+def test_a_lease_renewal_while_the_worker_is_heard_is_one_sync() -> None:
+    """Found by the model: heads keep the worker heard from, so only the queue lease is due at t=8."""
+    model = ClientModel()
+    model.open_bidding(count=2, window=0.0, queue=False)
+    model.bid(0, "accept", 1.0)
+    model.bid(1, "accept", 1.0)
+    model.worker_sends_an_event(pick=0, terminal=False)  # a numbered "queued": the lease starts at t=0
+    assert model.queued and model.core.queued
+    for dt in (0.5, 0.5, 0.5, 0.5, 1.0, 2.5):
+        model.advance_clock(dt)
+        model.worker_answers_the_latest_sync()  # heard from: no liveness probe is due
+    assert model.now == 5.5
+    before = len(model.sent)
+    model.advance_clock(2.5)  # t=8.0: the lease alone is due
+    syncs = [s for s in model.sent[before:] if isinstance(s.message, JobSync)]
+    assert len(syncs) == 1 and syncs[0].to == "w0"
+    assert syncs[0].message.upto_seq == syncs[0].message.after_seq == 1  # type: ignore[union-attr]
+    assert model.synced_at == 8.0

@@ -43,6 +43,7 @@ from fsm_worker.server.registry import (
     PeerView,
     SessionRecord,
     decide_claim,
+    lost_id,
     record_for,
 )
 
@@ -183,6 +184,7 @@ class RedisRegistry:
                 forgotten = await self._beat()
                 if forgotten or failed or self._unreleased:
                     await self.reconcile(forgotten=forgotten)
+                await self.drop_lost_ids()
                 failed = False
             except Exception as exc:
                 self._healthy = False
@@ -237,10 +239,29 @@ class RedisRegistry:
                 except WatchError:
                     continue
 
-    async def _evict(self, sid: str, key: tuple[str, str]) -> None:
+    async def drop_lost_ids(self) -> int:
+        """Evict every local peer whose id Redis now gives to another session; how many were evicted.
+
+        Another node that wins an id from one of ours (while re-publishing after a Redis restart) disconnects
+        our socket through the Socket.IO manager's pub/sub, which loses what it routes while this node is not
+        subscribed (Redis just came back): the record in Redis is what counts, checked every heartbeat.
+        """
+        rooms: dict[str, list[tuple[tuple[str, str], SessionRecord]]] = {}
+        for key, record in self._local.items():
+            rooms.setdefault(key[0], []).append((key, record))
+        evicted = 0
+        for room, entries in rooms.items():
+            stored = await self.redis.hmget(self._k("sess", room), [key[1] for key, _ in entries])
+            for (key, record), raw in zip(entries, stored, strict=True):
+                if self._local.get(key) is record and lost_id(record, _decode(raw)):
+                    await self._evict(record.sid, key, "id_taken_elsewhere")
+                    evicted += 1
+        return evicted
+
+    async def _evict(self, sid: str, key: tuple[str, str], event: str = "republish_lost_id") -> None:
         self._local.pop(key, None)
         self._local_meta.pop(key, None)
-        log_event(log, logging.WARNING, "republish_lost_id", node=self.node_id, peer_id=key[1], sid=sid)
+        log_event(log, logging.WARNING, event, node=self.node_id, peer_id=key[1], sid=sid)
         if self.on_evict is not None:
             await self.on_evict(sid)
 

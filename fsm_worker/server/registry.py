@@ -153,6 +153,15 @@ def record_for(req: ClaimRequest, decision: ClaimDecision, node: str) -> tuple[S
     return record, secret
 
 
+def lost_id(local: SessionRecord, stored: SessionRecord | None) -> bool:
+    """Whether a node's live session lost its id: the shared record names another session.
+
+    Every claim that replaces a record won the identity rule against it (``decide_claim``), so a record
+    naming another sid is final; no record at all (Redis forgot) is not a loss: the holder re-publishes.
+    """
+    return stored is not None and stored.sid != local.sid
+
+
 class Registry(Protocol):
     """Storage of peer identities; every method is safe to call concurrently."""
 

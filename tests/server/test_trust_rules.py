@@ -14,7 +14,7 @@ from fsm_worker.protocol.errors import SignalingCode, SignalingRefusal
 from fsm_worker.protocol.signaling import parse_auth
 from fsm_worker.server.discovery import page, parse_discovery
 from fsm_worker.server.limits import Admission, NoticeLog, ReplyCredits, TokenBucket
-from fsm_worker.server.registry import ClaimKind, PeerView, SessionRecord, decide_claim
+from fsm_worker.server.registry import ClaimKind, PeerView, SessionRecord, decide_claim, lost_id
 from fsm_worker.server.resume import Lineage, ResumeSigner, load_key, secret_wins
 
 
@@ -217,3 +217,13 @@ def test_lone_surrogates_are_refused_in_tokens_and_metadata() -> None:
             {"token": "t", "peer_id": "p", "role": "client", "metadata": {"x": "\udfff"}}, max_bytes=100
         )
     assert "surrogate" in info.value.message
+
+
+def test_a_session_loses_its_id_only_to_a_record_naming_another_session() -> None:
+    ours = SessionRecord(sid="s1", node="node-b", role="worker", secret_hash="h1")
+    assert not lost_id(ours, ours)
+    assert not lost_id(
+        ours, SessionRecord(sid="s1", node="node-b", role="worker", secret_hash="h1", connected=False)
+    )
+    assert not lost_id(ours, None), "Redis forgot the id: the holder re-publishes it, nothing is lost"
+    assert lost_id(ours, SessionRecord(sid="s2", node="node-a", role="worker", secret_hash="h2"))

@@ -115,7 +115,8 @@ class BareMachine:
             return [("start", event.job_id)]
         if isinstance(event, RunSucceeded):
             self.status = "available"
-        return [(self.held[1], {"job_id": event.job_id, "seq": self.seq})]
+        job_id: str = getattr(event, "job_id")  # noqa: B009  # the run events of this benchmark all name a job
+        return [(self.held[1], {"job_id": job_id, "seq": self.seq})]
 
 
 def rate(handle: Callable[[Event, float], list[Any]], events: list[Event]) -> float:

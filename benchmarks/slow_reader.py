@@ -118,7 +118,7 @@ async def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.seconds, args.rounds = 200, 4.0, 1
-    order = [("ours", {}), ("no cap", NO_CAP)]
+    order: list[tuple[str, dict[str, Any]]] = [("ours", {}), ("no cap", NO_CAP)]
     if args.rounds >= 2:
         order += order[::-1]
     results = []

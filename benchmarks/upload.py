@@ -19,11 +19,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported in the measured process only (from the tree under test)
+    from aiortc import RTCDataChannel, RTCPeerConnection
 
 MiB = 1024 * 1024
 
 
-async def _link() -> tuple[object, object, object, object]:
+async def _link() -> tuple[RTCPeerConnection, RTCPeerConnection, RTCDataChannel, RTCDataChannel]:
     from aiortc import RTCPeerConnection
 
     from fsm_worker.shells.rtc import (

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import attrs
 
+from fsm_worker.jobs.launch import names_tuple
 from fsm_worker.protocol.transfer.store_policy import DEFAULT_STORE_QUOTA_BYTES, DEFAULT_STORE_RETENTION
 from fsm_worker.protocol.worker.coordinator import CoordinatorConfig
 from fsm_worker.shells.rtc.config import IceServerConfig
@@ -63,9 +64,13 @@ class WorkerConfig:
         },
     )
     job_types: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, metadata={"help": "job types to offer (empty: every registered one)"}
+        default=(),
+        converter=names_tuple,
+        metadata={"help": "job types to offer (empty: every registered one)"},
     )
-    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple, metadata={"help": "discovery tags"})
+    tags: tuple[str, ...] = attrs.field(
+        default=(), converter=names_tuple, metadata={"help": "discovery tags"}
+    )
     gpu_memory_mb: int | None = attrs.field(
         default=None, metadata={"help": "GPU memory to advertise", "default_text": "detected"}
     )
@@ -77,7 +82,7 @@ class WorkerConfig:
     )
     gpus: tuple[str, ...] = attrs.field(
         default=("auto",),
-        converter=tuple,
+        converter=names_tuple,
         validator=attrs.validators.deep_iterable(attrs.validators.matches_re(r"auto|\d+(:\d*(:[^:]+)?)?")),
         metadata={
             "help": "GPUs to offer, one slot each, as INDEX[:MEMORY_MB[:MODEL]] (e.g. 0,2,3 or "
@@ -171,7 +176,7 @@ class WorkerConfig:
     )
     job_env_allow: tuple[str, ...] = attrs.field(
         default=(),
-        converter=tuple,
+        converter=names_tuple,
         metadata={
             "help": "more worker environment variables (names or PREFIX*) a job may see, beyond the "
             "allow-list (PATH, HOME, locale, CUDA/GPU); FSM_WORKER_* never reach a job"

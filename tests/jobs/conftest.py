@@ -1,17 +1,12 @@
-"""Fixtures for the job-execution tests; helpers live in ``jobs_support`` (importable via sys.path)."""
+"""Fixtures for the job-execution tests; helpers live in ``support.jobs``."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from jobs_support import TIMEOUT, make_registry
+from support.jobs import TIMEOUT, make_registry
 
 from fsm_worker.jobs import JobRunner
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import SCRIPTS, TIMEOUT, Recorder, make_registry, make_spec, pid_gone
+from support.jobs import SCRIPTS, TIMEOUT, Recorder, make_registry, make_spec, pid_gone
 
 from fsm_worker.jobs import ErrorCode, JobRunner, JobSpec, RunFailed, RunProgress, RunStopped, RunSucceeded
 from fsm_worker.jobs.registry import StaticCommandHandler

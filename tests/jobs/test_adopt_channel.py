@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import SCRIPTS, TIMEOUT, Recorder, pid_gone
-from zmq_support import zmq_registry
+from support.jobs import SCRIPTS, TIMEOUT, Recorder, pid_gone
+from support.zmq_jobs import zmq_registry
 
 from fsm_worker.jobs import JobRunner, JobSpec, RunProgress, RunSucceeded
 from fsm_worker.shells.runner.detached import RunFiles, RunRecord, read_channel

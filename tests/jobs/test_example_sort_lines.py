@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jobs_support import Recorder, make_spec
+from support.jobs import Recorder, make_spec
 
 from fsm_worker.jobs import (
     JobConfigError,

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
-from jobs_support import SCRIPTS, TIMEOUT, Recorder, make_spec, pid_gone
+from support.jobs import SCRIPTS, TIMEOUT, Recorder, make_spec, pid_gone
 
 from fsm_worker.jobs import (
     Command,
@@ -107,8 +107,9 @@ def test_tqdm_bar_gives_progress_and_metrics() -> None:
     assert parsed.metrics["epoch"] == 2
     assert parsed.metrics["eta_seconds"] == pytest.approx(3 + 2 * 5)  # this epoch's 3 s + 2 epochs of 5 s
     typed = wire_metrics(parsed.metrics)
-    assert typed == Metrics(epoch=2, loss=pytest.approx(0.0733), val_loss=pytest.approx(1.23e-5),
-                            eta_seconds=13.0)  # fmt: skip
+    assert typed is not None
+    assert typed.loss == pytest.approx(0.0733) and typed.val_loss == pytest.approx(1.23e-5)
+    assert typed == Metrics(epoch=2, loss=typed.loss, val_loss=typed.val_loss, eta_seconds=13.0)
 
 
 def test_tqdm_ignores_validation_bars_and_text() -> None:
@@ -152,8 +153,9 @@ def test_schema_validates_and_lists_allowed_fields() -> None:
     with pytest.raises(JobConfigError) as info:
         parse_config(KitConfig, {"epocs": 3})
     assert info.value.field == "epocs" and "allowed: code, epochs, mode, recoverable" in str(info.value)
-    for bad, field in [({"mode": "rm"}, "mode"), ({"recoverable": 1}, "recoverable"), ({"epochs": 0}, "epochs"),
-                       ({"code": "a\nb"}, "code"), ({"epochs": True}, "epochs")]:  # fmt: skip
+    cases: list[tuple[dict[str, Any], str]] = [({"mode": "rm"}, "mode"), ({"recoverable": 1}, "recoverable"), ({"epochs": 0}, "epochs"),
+                       ({"code": "a\nb"}, "code"), ({"epochs": True}, "epochs")]  # fmt: skip
+    for bad, field in cases:
         with pytest.raises(JobConfigError) as info:
             parse_config(KitConfig, bad)
         assert info.value.field == field
@@ -216,9 +218,8 @@ async def test_tqdm_progress_from_a_real_process(kit_runner: JobRunner, tmp_path
     assert len(progress) == 10
     assert [p.metrics["epoch"] for p in progress] == [1] * 5 + [2] * 5
     assert progress[-1].progress == pytest.approx(0.999) and progress[0].progress == pytest.approx(0.1)
-    assert wire_metrics(progress[-1].metrics) is not None and wire_metrics(
-        progress[-1].metrics
-    ).loss == pytest.approx(0.05)
+    last = wire_metrics(progress[-1].metrics)
+    assert last is not None and last.loss == pytest.approx(0.05)
 
 
 async def test_job_type_error_code_passes_through(kit_runner: JobRunner, tmp_path: Path) -> None:
@@ -289,11 +290,11 @@ WORD_TYPES = {"kit-from-mapping": KitJob()}
 
 def test_job_types_from_module_object() -> None:
     registry = JobTypeRegistry()
-    assert add_job_types_from(registry, "test_kit:WORD_TYPES") == ["kit-from-mapping"]
-    assert add_job_types_from(registry, "test_kit:kit_registry") == ["kit"]
-    assert add_job_types_from(registry, "test_kit:kit_registry") == []  # already there: kept
+    assert add_job_types_from(registry, f"{__name__}:WORD_TYPES") == ["kit-from-mapping"]
+    assert add_job_types_from(registry, f"{__name__}:kit_registry") == ["kit"]
+    assert add_job_types_from(registry, f"{__name__}:kit_registry") == []  # already there: kept
     with pytest.raises(TypeError):
-        add_job_types_from(registry, "test_kit:KitConfig")
+        add_job_types_from(registry, f"{__name__}:KitConfig")
     with pytest.raises(ValueError):
         add_job_types_from(registry, "no-colon")
 
@@ -302,9 +303,9 @@ def test_entry_point_plugins(monkeypatch: Any) -> None:
     from importlib import metadata
 
     points = [
-        metadata.EntryPoint("kit-plugin", "test_kit:KitJob", "fsm_worker.job_types"),
-        metadata.EntryPoint("broken", "test_kit:does_not_exist", "fsm_worker.job_types"),
-        metadata.EntryPoint("train-demo", "test_kit:KitJob", "fsm_worker.job_types"),
+        metadata.EntryPoint("kit-plugin", f"{__name__}:KitJob", "fsm_worker.job_types"),
+        metadata.EntryPoint("broken", f"{__name__}:does_not_exist", "fsm_worker.job_types"),
+        metadata.EntryPoint("train-demo", f"{__name__}:KitJob", "fsm_worker.job_types"),
     ]
     monkeypatch.setattr(metadata, "entry_points", lambda group: [p for p in points if p.group == group])
     registry = JobTypeRegistry()

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from jobs_support import TIMEOUT, Recorder, make_registry, make_spec, pid_gone
+from support.jobs import TIMEOUT, Recorder, make_registry, make_spec, pid_gone
 
 from fsm_worker.jobs import (
     Command,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jobs_support import Recorder, make_spec
+from support.jobs import Recorder, make_spec
 
 from fsm_worker.jobs import (
     ErrorCode,

@@ -61,8 +61,8 @@ def test_every_message_frame_and_event_has_a_schema() -> None:
         assert schemas[cls.__name__]["properties"]["app_message_type"] == {"const": cls.TYPE}
     listed = {option["$ref"].rsplit("/", 1)[1] for option in schemas["AppMessage"]["oneOf"]}
     assert listed == {cls.__name__ for cls in messages.MESSAGE_TYPES.values()}
-    for cls in frames.FRAME_TYPES.values():
-        assert schemas[f"Frame{cls.__name__}"]["additionalProperties"] is False  # unknown fields: BAD_FRAME
+    for frame in frames.FRAME_TYPES.values():
+        assert schemas[f"Frame{frame.__name__}"]["additionalProperties"] is False  # unknown fields: BAD_FRAME
     for name in ("Auth", "Welcome", "PeerMessageSend", "PeerMessageDeliver", "DiscoverPeers", "ErrorAck"):
         assert name in schemas
 

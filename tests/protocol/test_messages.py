@@ -218,6 +218,7 @@ def test_parse_never_raises_anything_but_protocol_error(kind: str, body: dict[st
     except MessageError as error:
         assert error.field
     else:
+        assert not isinstance(message, UnknownMessage), "a known type parses as itself"
         assert to_wire(message)["app_message_type"] == kind
 
 

@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rooms import job_types
 from support.kill_points import kill_point_hooks
@@ -21,10 +22,10 @@ from fsm_worker.worker.signals import stop_on_signals
 
 async def main(url: str, token: str, peer_id: str, workdir: str, pid_file: str) -> None:
     journal = os.environ.get("FSM_TEST_WORKER_JOURNAL") == "1"
-    lifetime = os.environ.get("FSM_TEST_WORKER_LIFETIME") or "detached"
+    lifetime: Any = os.environ.get("FSM_TEST_WORKER_LIFETIME") or "detached"  # WorkerConfig validates it
     gpus = tuple(os.environ.get("FSM_TEST_WORKER_GPUS", "auto").split(","))
     log_max = os.environ.get("FSM_TEST_WORKER_LOG_MAX")
-    logs = {"job_log_max_bytes": int(log_max)} if log_max else {}
+    logs: dict[str, Any] = {"job_log_max_bytes": int(log_max)} if log_max else {}
     config = WorkerConfig(
         url,
         token,

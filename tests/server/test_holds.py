@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from support.configured_server import start_configured_server
@@ -119,7 +120,7 @@ async def test_only_workers_may_hold_and_malformed_holds_are_refused(
         await client.hold({"client": "c2", "job_ref": REF1, "held": True})
     assert refused.value.code == "NOT_A_WORKER"
     worker, _ = await make_client(capped.url, capped.token, "w1", "worker")
-    bad = [
+    bad: list[Any] = [
         {"client": "c2", "job_ref": "job-1", "held": True},  # not a hash: a job id
         {"client": "", "job_ref": REF1},
         {"client": "c2", "job_ref": REF1, "held": "yes"},
@@ -152,7 +153,7 @@ async def test_redis_counts_holds_across_nodes_and_forgets_a_dead_nodes_workers(
     redis_server: RedisProcess, make_client: ClientFactory
 ) -> None:
     token = secrets.token_hex(8)
-    common = {
+    common: dict[str, Any] = {
         "redis_url": redis_server.url, "resume_key": secrets.token_hex(32), "node_ttl_seconds": 1.0,
         "resume_grace_seconds": 0.5, "redis_timeout_seconds": 0.5, "max_holds_per_client": 2,
     }  # fmt: skip

@@ -85,7 +85,7 @@ async def persistent_redis() -> AsyncIterator[RedisProcess]:
 
 
 async def two_nodes(redis_url: str, token: str, key: str) -> tuple[ServerProcess, ServerProcess]:
-    common = {
+    common: dict[str, Any] = {
         "redis_url": redis_url,
         "resume_key": key,
         "node_ttl_seconds": 2.0,

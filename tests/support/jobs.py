@@ -18,7 +18,7 @@ from fsm_worker.jobs import (
     default_registry,
 )
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "jobs" / "scripts"
 TIMEOUT = 30.0
 
 

@@ -15,7 +15,7 @@ from fsm_worker.jobs.registry import JobTypeRegistry
 from fsm_worker.jobs.sleap.zmq_channel import SleapZmqChannel, ZmqProgress, free_port
 from fsm_worker.jobs.spec import JobSpec
 
-TRAINER = Path(__file__).parent / "scripts" / "zmq_trainer.py"
+TRAINER = Path(__file__).parents[1] / "jobs" / "scripts" / "zmq_trainer.py"
 
 
 @attrs.frozen

@@ -179,7 +179,7 @@ async def test_a_job_cancelled_while_queued_never_runs_and_the_next_one_moves_up
 async def test_worker_killed_with_a_full_queue_gives_every_client_a_clear_error(room: Room) -> None:
     worker = await SlotsWorker.start(room, "doomed", gpus=["0", "1"], queue_size=3, max_jobs_per_client=4)
     try:
-        timeouts = {"liveness": 0.5, "worker_gone": 1.5, "queue_keepalive": 1.0}
+        timeouts: dict[str, Any] = {"liveness": 0.5, "worker_gone": 1.5, "queue_keepalive": 1.0}
         holders = [await room.client(f"holder-{n}", **timeouts) for n in range(2)]
         waiters = [await room.client(f"waiter-{n}", **timeouts) for n in range(3)]
         running = [await c.submit("slot-long", job_id=f"runs-{n}") for n, c in enumerate(holders)]

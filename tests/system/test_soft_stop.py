@@ -26,6 +26,7 @@ async def test_job_stop_ends_the_run_as_completed_and_keeps_its_results(room: Ro
     job = await client.submit("long-ticker")
     await first_running(job)
     stop = {"app_message_type": "job_stop", "job_id": job.job_id, "job_key": job.job_key}
+    assert job.worker_id is not None
     assert (await client.signaling.send(job.worker_id, stop)).delivered
     outcome = await job.result(tmp_path / "out")
     final = job.history[-1]
@@ -43,7 +44,10 @@ async def test_the_metrics_a_job_reports_reach_the_client(room: Room, dataset: P
     job = await client.submit("train-demo", {"epochs": 4, "learning_rate": 0.05}, [dataset])
     await job.result(tmp_path / "out")
     epochs = [e.metrics for e in job.history if isinstance(e, JobStatus) and e.metrics is not None]
-    seen = [m.epoch for m in epochs]  # progress is rate-limited: some epochs may be merged, never the last
+    seen = [
+        m.epoch for m in epochs if m.epoch is not None
+    ]  # progress is rate-limited: some epochs may be merged, never the last
+    assert len(seen) == len(epochs), "every progress report names its epoch"
     assert seen and seen == sorted(set(seen)) and seen[-1] == 4, seen
     assert all(m.loss is not None and "accuracy" in m.extra for m in epochs)
     final = job.history[-1]

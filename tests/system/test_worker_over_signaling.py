@@ -193,7 +193,7 @@ async def test_websocket_not_available_messages_are_queued_and_delivered(
 
 async def _status_is(peer: Any, status: str) -> bool:
     try:
-        return (await advertised(peer, "worker-1"))["status"] == status
+        return bool((await advertised(peer, "worker-1"))["status"] == status)
     except ValueError:
         return False
 

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.job_keys import keyed, keyed_request
+from support.worker_core import CAPS
+from support.worker_core import CONFIG as KEYLESS_CONFIG
 
 from fsm_worker.protocol.messages import to_wire
 from fsm_worker.protocol.worker import events as ev
@@ -29,9 +31,6 @@ from fsm_worker.worker.journal import (
     JournalError,
     check_journal,
 )
-
-from ..protocol.worker.conftest import CAPS
-from ..protocol.worker.conftest import CONFIG as KEYLESS_CONFIG
 
 #: The default: every request carries a per-job key, and the journal must bring the key's hash back.
 CONFIG = attrs.evolve(KEYLESS_CONFIG, require_job_key=True)
@@ -162,7 +161,7 @@ def test_events_not_committed_are_not_replayed(tmp_path: Path) -> None:
     assert back.status is WorkerStatus.RESERVED
     # The client, having got no answer, repeats the assignment: handled once now.
     back.handle(assign("j1"), 2.0)
-    assert back.status is WorkerStatus.BUSY
+    assert back.status is WorkerStatus.BUSY  # type: ignore[comparison-overlap]  # mypy keeps the narrowing
 
 
 def test_a_finished_and_expired_job_compacts_the_journal(tmp_path: Path) -> None:
@@ -253,7 +252,7 @@ SEQUENCE = st.lists(st.tuples(STEP, DT, st.booleans()), min_size=1, max_size=30)
 
 def summary(core: JournaledCore, now: float) -> tuple[Any, ...]:
     return (core.state, core.intake, core.reservation, core.current_job, core.retained_job_ids(),
-            core.next_deadline() is None or round(core.next_deadline() - now, 6))  # fmt: skip
+            (deadline := core.next_deadline()) is None or round(deadline - now, 6))  # fmt: skip
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -286,7 +285,7 @@ def test_replay_after_any_kill_point_equals_the_core_that_kept_running(
     back = open_core(path, clock, host_now=123.0)
     assert summary(back, 123.0) == (
         reference.state, reference.intake, reference.reservation, reference.current_job,
-        reference.retained_job_ids(), reference.next_deadline() is None or round(reference.next_deadline() - t, 6),
+        reference.retained_job_ids(), (deadline := reference.next_deadline()) is None or round(deadline - t, 6),
     )  # fmt: skip
     # From here both see the same events: they answer the same, step by step.
     host = 123.0
@@ -300,14 +299,20 @@ def test_replay_after_any_kill_point_equals_the_core_that_kept_running(
     live.journal.close()
 
 
+def at_rest(journaled: JournaledCore) -> bool:
+    core = journaled.core
+    assert isinstance(core, JobCoordinator)
+    return core.at_rest()
+
+
 def test_the_journal_is_kept_while_any_job_is_held(tmp_path: Path) -> None:
     clock, path = Clock(), tmp_path / "journal.sqlite"
     live = open_core(path, clock)
-    assert live.core.at_rest()
+    assert at_rest(live)
     live.handle(request("j1"), 0.0)  # reserved: the history matters now
-    assert not live.core.at_rest()
+    assert not at_rest(live)
     live.commit()
     live.handle(ev.TimerFired(), CONFIG.reservation_timeout + 1)  # the reservation lapsed: at rest again
-    assert live.core.at_rest()
+    assert at_rest(live)
     live.commit()
     assert live.journal.count() <= 1

@@ -20,8 +20,10 @@ async def main(workdir: Path, count: str, delay: str, code: str, pad: str = "0",
     counter = str(Path(__file__).parent / "counter.py")
     argv = (sys.executable, "-u", counter, count, delay, code, pad)
     registry.register("counter", StaticCommandHandler(argv))
-    runner = JobRunner(
-        registry, progress_interval=0.0, **({"log_max_bytes": int(log_max)} if log_max else {})
+    runner = (
+        JobRunner(registry, progress_interval=0.0, log_max_bytes=int(log_max))
+        if log_max
+        else JobRunner(registry, progress_interval=0.0)
     )
 
     def on_event(event: RunEvent) -> None:

@@ -29,13 +29,13 @@ elif mode == "env":
     Path("outputs", "env.json").write_text(json.dumps(dict(os.environ)))
 elif mode == "error":
     print("\x1b[31mabout to fail\x1b[0m", flush=True)
-    line = {"event": "error", "code": sys.argv[2], "message": "the GPU fell off"}
+    line: dict[str, object] = {"event": "error", "code": sys.argv[2], "message": "the GPU fell off"}
     if len(sys.argv) > 3:
         line["recoverable"] = True
     print(json.dumps(line), flush=True)
     sys.exit(1)
 elif mode == "graceful":
-    stop = []
+    stop: list[int] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     print(json.dumps({"event": "progress", "progress": 0.2, "metrics": {"pid": os.getpid()}}), flush=True)
     while not stop:

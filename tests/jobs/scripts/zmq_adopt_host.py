@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).parents[2]))  # tests/: the shared support package
 
-from zmq_support import zmq_registry
+from support.zmq_jobs import zmq_registry
 
 from fsm_worker.jobs.spec import JobSpec
 from fsm_worker.protocol.worker.events import RunEvent, RunProgress
@@ -22,9 +22,9 @@ async def main(workdir: Path, epochs: str, steps: str, delay: str) -> None:
     runner = JobRunner(zmq_registry(int(epochs), int(steps), float(delay)), progress_interval=0.0)
 
     def on_event(event: RunEvent) -> None:
-        progress = isinstance(event, RunProgress)
-        line = {"kind": type(event).__name__, "progress": event.progress if progress else None,
-                "metrics": dict(event.metrics) if progress else None, "offset": runner.resume_offset("job")}  # fmt: skip
+        progress = event if isinstance(event, RunProgress) else None
+        line = {"kind": type(event).__name__, "progress": progress.progress if progress else None,
+                "metrics": dict(progress.metrics) if progress else None, "offset": runner.resume_offset("job")}  # fmt: skip
         print(json.dumps(line), flush=True)
 
     await runner.start(JobSpec("job", "zmq-trainer", {}, workdir), on_event)

@@ -315,13 +315,13 @@ class ClientModel(RuleBasedStateMachine):
     @rule()
     def reconnect(self) -> None:
         out = self.step(Reconnected())
-        syncs = [s for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
+        syncs = [s.message for s in out if isinstance(s, Send) and isinstance(s.message, JobSync)]
         if self.phase == "assigned" and self.core.state is ClientJobState.ASSIGNED:
-            assert syncs and syncs[-1].message.after_seq >= len(self.delivered)  # type: ignore[union-attr]
+            assert syncs and syncs[-1].after_seq >= len(self.delivered)
             if self.core.legacy_sync:
-                assert syncs[-1].message.upto_seq is None  # type: ignore[union-attr]
+                assert syncs[-1].upto_seq is None
             else:
-                assert syncs[-1].message.upto_seq == syncs[-1].message.after_seq  # type: ignore[union-attr]
+                assert syncs[-1].upto_seq == syncs[-1].after_seq
 
     @rule()
     def worker_answers_the_latest_sync(self) -> None:
@@ -406,7 +406,8 @@ def test_a_lease_renewal_while_the_worker_is_heard_is_one_sync() -> None:
     assert model.now == 5.5
     before = len(model.sent)
     model.advance_clock(2.5)  # t=8.0: the lease alone is due
-    syncs = [s for s in model.sent[before:] if isinstance(s.message, JobSync)]
-    assert len(syncs) == 1 and syncs[0].to == "w0"
-    assert syncs[0].message.upto_seq == syncs[0].message.after_seq == 1  # type: ignore[union-attr]
+    syncs = [(s.to, s.message) for s in model.sent[before:] if isinstance(s.message, JobSync)]
+    assert len(syncs) == 1
+    to, sync = syncs[0]
+    assert to == "w0" and sync.upto_seq == sync.after_seq == 1
     assert model.synced_at == 8.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -110,7 +111,7 @@ def test_the_next_put_goes_out_behind_the_end_and_both_answers_come_back_togethe
     assert core(up.StreamEnded(10, 1)) == [up.SendFrame(End(name="a.txt")), put(FB)]
     assert core.core.phase is Phase.ACKING and core.core.next_deadline() == 60.0
     assert core(ack(FA)) == []  # the answer to put(b) is awaited at once, with no second put
-    assert core.core.phase is Phase.ANNOUNCED and core.core.index == 1
+    assert core.core.phase is Phase.ANNOUNCED and core.core.index == 1  # type: ignore[comparison-overlap]
     assert core(ready(FB)) == [up.StreamFile(1, 0, 5)]
     core(up.ChunkSent(5))
     assert core(up.StreamEnded(5, 1)) == [up.SendFrame(End(name="b.txt"))]  # the last file: no put
@@ -548,9 +549,11 @@ def reach_pipelined(owed: bool) -> Core:
     return core
 
 
-STARTS = [(phase.value, lambda phase=phase: reach(phase)) for phase in Phase]
-STARTS += [("acking, next put out", lambda: reach_pipelined(False))]
-STARTS += [("idle, a put answer owed", lambda: reach_pipelined(True))]
+STARTS: list[tuple[str, Callable[[], Core]]] = [
+    (phase.value, functools.partial(reach, phase)) for phase in Phase
+]
+STARTS += [("acking, next put out", functools.partial(reach_pipelined, False))]
+STARTS += [("idle, a put answer owed", functools.partial(reach_pipelined, True))]
 
 
 @pytest.mark.parametrize("start", [start for _, start in STARTS], ids=[name for name, _ in STARTS])

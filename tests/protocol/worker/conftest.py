@@ -5,30 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.worker_core import CAPS as CAPS
+from support.worker_core import CONFIG as CONFIG
 
 from fsm_worker.protocol.messages import to_wire
-from fsm_worker.protocol.worker.capabilities import WorkerCapabilities
-from fsm_worker.protocol.worker.coordinator import CoordinatorConfig, JobCoordinator
+from fsm_worker.protocol.worker.coordinator import JobCoordinator
 from fsm_worker.protocol.worker.events import Event, PeerMessage
 from fsm_worker.protocol.worker.instructions import Instruction, Send
-
-CAPS = WorkerCapabilities(
-    gpu_memory_mb=8192,
-    gpu_model="Test GPU",
-    cuda_version="12.4",
-    supported_job_types=("train-demo",),
-    hostname="test",
-)
-#: The first-input deadline is off here; `test_first_input.py` covers it. These tests drive the core directly
-#: with keyless requests (bound to the peer id), so the per-job key the default requires is turned off here;
-#: `test_require_key.py` covers the default and `test_scenarios.py` the keyed path.
-CONFIG = CoordinatorConfig(
-    reservation_timeout=30.0,
-    input_timeout=600.0,
-    retention=3600.0,
-    first_input_timeout=float("inf"),
-    require_job_key=False,
-)
+from fsm_worker.protocol.worker.states import Job
 
 
 class Driver:
@@ -37,6 +21,12 @@ class Driver:
     def __init__(self) -> None:
         self.core = JobCoordinator(CAPS, CONFIG)
         self.now = 0.0
+
+    def job(self) -> Job:
+        """The focused job (there must be one)."""
+        job = self.core.current_job
+        assert job is not None, "no current job"
+        return job
 
     def feed(self, event: Event, at: float | None = None) -> list[Instruction]:
         if at is not None:

@@ -21,7 +21,7 @@ def test_a_detached_running_job_is_adopted_at_its_journaled_offset(driver: Drive
     started(driver)
     driver.feed(RunStarted("job-1"))
     driver.feed(RunProgress("job-1", 0.25, "a quarter", resume_offset=120))
-    job = driver.core.current_job
+    job = driver.job()
     out = driver.feed(Restored(resume_offsets={"job-1": 120, "gone": 7}))
     assert out == [AdoptRun(job, 120, None)]
     assert driver.core.state is WorkerState.RUNNING  # adopting changes nothing until the run reports
@@ -32,7 +32,7 @@ def test_a_detached_running_job_is_adopted_at_its_journaled_offset(driver: Drive
 def test_a_starting_job_is_adopted_from_the_start_of_its_output(driver: Driver) -> None:
     started(driver)
     assert driver.core.state is WorkerState.STARTING
-    assert others(driver.feed(Restored())) == [AdoptRun(driver.core.current_job, 0, None)]
+    assert others(driver.feed(Restored())) == [AdoptRun(driver.job(), 0, None)]
 
 
 def test_a_run_being_stopped_is_adopted_and_stopped_again_the_same_way(driver: Driver) -> None:
@@ -40,7 +40,7 @@ def test_a_run_being_stopped_is_adopted_and_stopped_again_the_same_way(driver: D
     driver.feed(RunStarted("soft"))
     driver.message("client", {"app_message_type": "job_stop", "job_id": "soft"})
     assert driver.core.state is WorkerState.STOPPING_EARLY
-    job = driver.core.current_job
+    job = driver.job()
     assert driver.feed(Restored()) == [AdoptRun(job, 0, stop=True)]
 
 
@@ -48,7 +48,7 @@ def test_a_run_being_cancelled_is_adopted_and_stopped_at_once(driver: Driver) ->
     started(driver)
     driver.feed(RunStarted("job-1"))
     driver.cancel()
-    job = driver.core.current_job
+    job = driver.job()
     assert driver.feed(Restored()) == [AdoptRun(job, 0, stop=False)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pytest
@@ -39,7 +40,7 @@ def holds() -> Driver:
     return driver
 
 
-def _claimed(driver: Driver, **extra: object) -> None:
+def _claimed(driver: Driver, **extra: Any) -> None:
     out = driver.request(**extra)
     assert out == [ClaimHold("client", "job-1")], "nothing is answered or reserved before the hold"
     assert driver.core.job_state("job-1") is WorkerState.AVAILABLE

@@ -46,7 +46,7 @@ def test_a_keyless_request_is_refused_naming_the_setting_and_changes_nothing() -
     assert [p["accepted"] for _, p in sent(queued)] == [False]
     out = driver.request(job_id="job-3", job_key_sha256=KEY_SHA256)  # a keyed request is accepted
     assert [p["accepted"] for _, p in sent(out)] == [True]
-    assert driver.core.status is WorkerStatus.RESERVED
+    assert driver.core.status is WorkerStatus.RESERVED  # type: ignore[comparison-overlap]  # narrowed above
 
 
 def test_a_key_is_required_by_default() -> None:

@@ -483,7 +483,7 @@ def test_after_a_restore_each_client_with_a_data_channel_is_told_it_is_gone(driv
     assert [(to, p["app_message_type"], p["code"], p["job_id"]) for to, p in sent(out)] == [
         ("client", "app_error", "CHANNEL_LOST", "job-1")
     ]
-    assert others(out) == [AdoptRun(driver.core.current_job, 0, None)]  # test_adoption.py: the runs
+    assert others(out) == [AdoptRun(driver.job(), 0, None)]  # test_adoption.py: the runs
     assert sent(driver.feed(Restored())) == []  # told once
     # The same offer again is a new channel now, not a repeat to ignore.
     out = driver.message("client", {"app_message_type": "rtc_offer", "job_id": "job-1", "sdp": "v=0"})

@@ -121,10 +121,12 @@ class SlotsMachine(RuleBasedStateMachine):
         held = self.core.job_state(job) is not WorkerState.AVAILABLE
         out = self.message(client, "job_request", job, job_type="train-demo", requirements={"gpus": gpus},
                            queue=queue)  # fmt: skip
-        answers = [i for i in out if isinstance(i, Send) and isinstance(i.message, JobResponse)]
-        assert len(answers) == 1 and answers[0].to == client and answers[0].message.job_id == job
-        reply = answers[0].message
-        assert isinstance(reply, JobResponse)
+        answers = [
+            (i.to, i.message) for i in out if isinstance(i, Send) and isinstance(i.message, JobResponse)
+        ]
+        assert len(answers) == 1
+        to, reply = answers[0]
+        assert to == client and reply.job_id == job
         if reply.accepted and held:
             assert self.owner[job] == client, "a held job is accepted again only for its own client"
         elif reply.accepted:

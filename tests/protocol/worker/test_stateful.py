@@ -398,14 +398,15 @@ class CoordinatorMachine(RuleBasedStateMachine):
     )
     def run_event(self, kind: str, stale: bool) -> None:
         job = "stale-job" if stale or self.ref.cur is None else self.ref.cur["job"]
-        event: Event = {
+        events: dict[str, Event] = {
             "inputs_ready": InputsReady(job),
             "started": RunStarted(job),
             "progress": RunProgress(job, 0.5, "halfway"),
             "succeeded": RunSucceeded(job, 1.0, 0.5),
             "failed": RunFailed(job, "EXIT_NONZERO", "exit 1", False),
             "stopped": RunStopped(job),
-        }[kind]
+        }
+        event = events[kind]
         expected = self.ref.tick(self.now) + self.ref.run_event(kind, job, self.now)
         self.step(event, expected)
 

@@ -123,6 +123,12 @@ def _drained(d: Driver) -> None:
     d.feed(Drain())
 
 
+def _holds_on(driver: Driver, request: bool = False) -> None:
+    driver.feed(HoldsOffered(True))
+    if request:
+        driver.request()
+
+
 #: Every state, plus situations that guards tell apart: a job finished, and each stage of a drain.
 SITUATIONS: dict[str, Callable[[Driver], None]] = {
     **{state.value: reach for state, reach in REACH.items()},
@@ -131,8 +137,8 @@ SITUATIONS: dict[str, Callable[[Driver], None]] = {
     "drain_overdue": _drain_overdue,
     "drained": _drained,
     # the server counts holds: job-1's request waits for its hold (issue 10 item 8), or holds count and none is out
-    "claiming": lambda d: (d.feed(HoldsOffered(True)), d.request()),
-    "holds_on": lambda d: d.feed(HoldsOffered(True)),
+    "claiming": lambda d: _holds_on(d, request=True),
+    "holds_on": _holds_on,
 }
 SENDERS = {"owner": "client", "stranger": "mallory"}
 JOB_IDS = {"held": "job-1", "other": "job-9"}

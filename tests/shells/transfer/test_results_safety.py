@@ -137,9 +137,13 @@ async def test_a_repeat_download_into_a_shared_folder_is_free_for_the_results_re
     assert sent == sum(len(d) for d in results.values())
     frames: list[str] = []
     original = link.client.send
-    link.client.send = lambda data: (frames.append(data) if isinstance(data, str) else None, original(data))[
-        1
-    ]
+
+    def recording_send(data: Any) -> Any:
+        if isinstance(data, str):
+            frames.append(data)
+        return original(data)
+
+    link.client.send = recording_send
     (out / "top.txt").unlink()  # gone locally: only it is sent again
     async with asyncio.timeout(T):
         again = await client.download(out, expect=names)

@@ -153,8 +153,10 @@ def test_schema_validates_and_lists_allowed_fields() -> None:
     with pytest.raises(JobConfigError) as info:
         parse_config(KitConfig, {"epocs": 3})
     assert info.value.field == "epocs" and "allowed: code, epochs, mode, recoverable" in str(info.value)
-    cases: list[tuple[dict[str, Any], str]] = [({"mode": "rm"}, "mode"), ({"recoverable": 1}, "recoverable"), ({"epochs": 0}, "epochs"),
-                       ({"code": "a\nb"}, "code"), ({"epochs": True}, "epochs")]  # fmt: skip
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"mode": "rm"}, "mode"), ({"recoverable": 1}, "recoverable"), ({"epochs": 0}, "epochs"),
+        ({"code": "a\nb"}, "code"), ({"epochs": True}, "epochs"),
+    ]  # fmt: skip
     for bad, field in cases:
         with pytest.raises(JobConfigError) as info:
             parse_config(KitConfig, bad)

@@ -31,6 +31,16 @@ class Node:
 
 
 @pytest.fixture
+async def raw(redis_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
+    """A plain client of the same redis-server: what a restart erases, and what Redis then holds."""
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
 async def nodes(redis_server: RedisProcess) -> AsyncIterator[tuple[Node, Node]]:
     a, b = Node(redis_server.url, "node-a"), Node(redis_server.url, "node-b")
     await a.registry.start()  # the heartbeat loop sleeps node_ttl / 4: these tests call its steps themselves
@@ -43,15 +53,11 @@ async def nodes(redis_server: RedisProcess) -> AsyncIterator[tuple[Node, Node]]:
 
 
 async def test_a_blind_claimant_whose_eviction_message_was_lost_is_dropped_by_its_own_node(
-    nodes: tuple[Node, Node], redis_server: RedisProcess
+    nodes: tuple[Node, Node], raw: aioredis.Redis
 ) -> None:
     a, b = nodes
     assert (await a.registry.claim(claim("w1", "sid-a"), 1000.0)).kind is ClaimKind.NEW
-    redis = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await redis.flushall()  # Redis restarted empty: node A's worker is still connected
-    finally:
-        await redis.aclose()
+    await raw.flushall()  # Redis restarted empty: node A's worker is still connected
     for node in (a, b):  # both heartbeats reach the new Redis (the loop's own step, taken here)
         await node.registry._beat()
     # An impostor takes the id on node B before node A has re-published it: the claim is blind.
@@ -65,24 +71,14 @@ async def test_a_blind_claimant_whose_eviction_message_was_lost_is_dropped_by_it
     assert await b.registry.drop_lost_ids() == 0 and b.evicted == ["sid-b"]
     assert await a.registry.drop_lost_ids() == 0 and a.evicted == ["sid-b"]
     assert [p.peer_id for p in await b.registry.peers(ROOM)] == ["w1"]
-    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        stored = json.loads(str(await redis.hget(f"fsm_worker:sess:{ROOM}", "w1")))
-    finally:
-        await redis.aclose()
+    stored = json.loads(str(await raw.hget(f"fsm_worker:sess:{ROOM}", "w1")))
     assert (stored["sid"], stored["node"]) == ("sid-a", "node-a")
 
 
-async def test_an_id_that_redis_forgot_is_not_dropped(
-    nodes: tuple[Node, Node], redis_server: RedisProcess
-) -> None:
+async def test_an_id_that_redis_forgot_is_not_dropped(nodes: tuple[Node, Node], raw: aioredis.Redis) -> None:
     a, _ = nodes
     await a.registry.claim(claim("w1", "sid-a"), 1000.0)
-    redis = aioredis.Redis.from_url(redis_server.url)
-    try:
-        await redis.flushall()
-    finally:
-        await redis.aclose()
+    await raw.flushall()
     assert await a.registry.drop_lost_ids() == 0 and a.evicted == [], (
         "no record is no loss: it is re-published"
     )
